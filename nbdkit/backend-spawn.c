@@ -1,0 +1,451 @@
+/* nbdkit front end: the backend process.
+ *
+ * Owns finding the backend executable, starting it (socketpair, fork,
+ * exec with the channel on fd 3, stdin and stdout on /dev/null, stderr
+ * on a pipe relayed to the log, no other fd, a minimal environment,
+ * its own process group, no new privileges), the HELLO exchange that
+ * fills struct backend_info, watching it exit, and stopping it.
+ */
+
+#include <config.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct backend_info binfo;
+
+#define CHANNEL_FD 3
+#define STOP_TIMEOUT 5.0        /* seconds before SIGKILL when stopping */
+
+static pid_t pid = -1;
+static ev_child child_watcher;
+static ev_io stderr_watcher;
+static int stderr_fd = -1;
+static char stderr_line[4096];
+static size_t stderr_len;
+
+bool
+backend_running (void)
+{
+  return pid > 0;
+}
+
+pid_t
+backend_pid (void)
+{
+  return pid;
+}
+
+static bool
+is_executable_file (const char *path)
+{
+  struct stat st;
+
+  return stat (path, &st) == 0 && S_ISREG (st.st_mode) &&
+         access (path, X_OK) == 0;
+}
+
+/* The directory of backends: $NBDKIT_BACKEND_DIR, else the build tree's
+ * when this binary runs from the build tree, else the installed one.
+ */
+static const char *
+backend_dir (void)
+{
+  const char *env = getenv ("NBDKIT_BACKEND_DIR");
+  static char self[PATH_MAX];
+  ssize_t r;
+
+  if (env && *env)
+    return env;
+  r = readlink ("/proc/self/exe", self, sizeof self - 1);
+  if (r > 0) {
+    self[r] = '\0';
+    if (strcmp (self, ABS_TOP_BUILDDIR "/nbdkit/nbdkit") == 0)
+      return ABS_TOP_BUILDDIR "/backends";
+  }
+  return BACKENDDIR;
+}
+
+char *
+backend_locate (const char *name)
+{
+  const char *dir;
+  char *path;
+  const char *p;
+
+  if (strchr (name, '/')) {
+    if (!is_executable_file (name))
+      die ("%s: the backend is not an executable file: %s", name,
+           access (name, F_OK) == 0 ? "not executable" : strerror (errno));
+    path = realpath (name, NULL);
+    if (!path)
+      die ("%s: %m", name);
+    return path;
+  }
+
+  for (p = name; *p; ++p)
+    if (!(('a' <= *p && *p <= 'z') || ('A' <= *p && *p <= 'Z') ||
+          ('0' <= *p && *p <= '9') || *p == '_' || *p == '-'))
+      die ("backend name '%s' is not valid: use a name such as 'memory' or "
+           "a path containing '/'", name);
+  if (*name == '\0' || *name == '-')
+    die ("backend name '%s' is not valid", name);
+
+  dir = backend_dir ();
+  if (asprintf (&path, "%s/%s/nbdkit-%s-backend", dir, name, name) == -1)
+    die ("out of memory");
+  if (is_executable_file (path))
+    return path;
+  free (path);
+  if (asprintf (&path, "%s/nbdkit-%s-backend", dir, name) == -1)
+    die ("out of memory");
+  if (is_executable_file (path))
+    return path;
+  die ("backend '%s' not found: there is no executable %s "
+       "(is the name right? backends are looked up in %s)", name, path, dir);
+}
+
+/* ---- the child side, between fork and exec ---- */
+
+static const char *const pass_env[] = {
+  "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME",
+  "LD_LIBRARY_PATH", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
+  "MALLOC_CHECK_", "MALLOC_PERTURB_", "PYTHONPATH", "PERL5LIB",
+  NULL
+};
+
+static char **
+minimal_environment (void)
+{
+  extern char **environ;
+  size_t n = 0, i, j;
+  char **env;
+
+  for (i = 0; environ[i]; ++i)
+    ;
+  env = calloc (i + 2, sizeof *env);
+  if (!env)
+    return NULL;
+  for (i = 0; environ[i]; ++i) {
+    const char *e = environ[i];
+
+    if (strncmp (e, "LC_", 3) == 0) {
+      env[n++] = environ[i];
+      continue;
+    }
+    for (j = 0; pass_env[j]; ++j) {
+      size_t len = strlen (pass_env[j]);
+
+      if (strncmp (e, pass_env[j], len) == 0 && e[len] == '=') {
+        env[n++] = environ[i];
+        break;
+      }
+    }
+  }
+  env[n++] = (char *) HP_ENV_FD "=3";
+  env[n] = NULL;
+  return env;
+}
+
+static void
+close_other_fds (void)
+{
+  DIR *d = opendir ("/proc/self/fd");
+  struct dirent *e;
+  int keep;
+
+  if (!d) {
+    int fd;
+
+    for (fd = CHANNEL_FD + 1; fd < 1024; ++fd)
+      close (fd);
+    return;
+  }
+  keep = dirfd (d);
+  while ((e = readdir (d)) != NULL) {
+    int fd = atoi (e->d_name);
+
+    if (e->d_name[0] != '.' && fd > CHANNEL_FD && fd != keep)
+      close (fd);
+  }
+  closedir (d);
+}
+
+static void __attribute__ ((noreturn))
+exec_backend (int chan, int err_w)
+{
+  sigset_t all;
+  int devnull;
+  char *argv[2] = { opt.backend_path, NULL };
+  char **env;
+
+  /* Move the channel to fd 3 and stderr onto the pipe.  Both source fds
+   * are above 3 (see backend_spawn), so nothing is overwritten early.
+   */
+  if (dup2 (chan, CHANNEL_FD) == -1 || dup2 (err_w, STDERR_FILENO) == -1)
+    _exit (127);
+  devnull = open ("/dev/null", O_RDWR);
+  if (devnull == -1 || dup2 (devnull, STDIN_FILENO) == -1 ||
+      dup2 (devnull, STDOUT_FILENO) == -1)
+    _exit (127);
+  close_other_fds ();
+
+  signal (SIGPIPE, SIG_DFL);
+  signal (SIGINT, SIG_DFL);
+  signal (SIGTERM, SIG_DFL);
+  signal (SIGQUIT, SIG_DFL);
+  sigemptyset (&all);
+  sigprocmask (SIG_SETMASK, &all, NULL);
+  setpgid (0, 0);
+  prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+
+  env = minimal_environment ();
+  if (!env)
+    _exit (127);
+  execve (opt.backend_path, argv, env);
+  dprintf (STDERR_FILENO, "cannot run %s: %s\n", opt.backend_path,
+           strerror (errno));
+  _exit (127);
+}
+
+/* ---- the parent side ---- */
+
+static void
+stderr_flush_line (void)
+{
+  if (stderr_len) {
+    stderr_line[stderr_len] = '\0';
+    log_backend_line (stderr_line);
+    stderr_len = 0;
+  }
+}
+
+/* Relay the backend's stderr, a line at a time. */
+static void
+stderr_drain (void)
+{
+  char buf[4096];
+  ssize_t r, i;
+
+  while (stderr_fd >= 0) {
+    r = read (stderr_fd, buf, sizeof buf);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        stderr_flush_line ();
+        ev_ref (loop);          /* balances the ev_unref at start */
+        ev_io_stop (loop, &stderr_watcher);
+        close (stderr_fd);
+        stderr_fd = -1;
+      }
+      return;
+    }
+    for (i = 0; i < r; ++i) {
+      if (buf[i] == '\n')
+        stderr_flush_line ();
+      else {
+        stderr_line[stderr_len++] = buf[i];
+        if (stderr_len == sizeof stderr_line - 1)
+          stderr_flush_line ();
+      }
+    }
+  }
+}
+
+static void
+on_stderr (struct ev_loop *l, ev_io *w, int revents)
+{
+  stderr_drain ();
+}
+
+static void
+on_child_exit (struct ev_loop *l, ev_child *w, int revents)
+{
+  int status = w->rstatus;
+  const char *name = binfo.name ? binfo.name : opt.backend_name;
+
+  ev_child_stop (loop, w);
+  stderr_drain ();
+  if (WIFEXITED (status)) {
+    if (WEXITSTATUS (status) == 0 && server_quitting ())
+      nbdkit_debug ("%s: backend process %d exited", name, (int) pid);
+    else
+      nbdkit_error ("%s: backend process %d exited with status %d",
+                    name, (int) pid, WEXITSTATUS (status));
+  }
+  else if (WIFSIGNALED (status))
+    nbdkit_error ("%s: backend process %d was killed by signal %s",
+                  name, (int) pid, sigabbrev_np (WTERMSIG (status)) ?: "?");
+  pid = -1;
+  channel_close ();
+}
+
+static enum thread_model
+parse_thread_model (const char *s)
+{
+  if (!s || strcmp (s, "parallel") == 0)
+    return THREAD_MODEL_PARALLEL;
+  if (strcmp (s, "serialize_requests") == 0)
+    return THREAD_MODEL_SERIALIZE_REQUESTS;
+  if (strcmp (s, "serialize_all_requests") == 0)
+    return THREAD_MODEL_SERIALIZE_ALL_REQUESTS;
+  if (strcmp (s, "serialize_connections") == 0)
+    return THREAD_MODEL_SERIALIZE_CONNECTIONS;
+  die ("%s: the backend announced an unknown thread model '%s'",
+       opt.backend_name, s);
+}
+
+static char *
+dup_member (json_t *j, const char *key)
+{
+  const char *s = json_string_value (json_object_get (j, key));
+
+  return s ? strdup (s) : NULL;
+}
+
+static void
+hello (void)
+{
+  json_t *req, *reply;
+  char *msg;
+  uint32_t status;
+  json_int_t version;
+
+  req = json_pack ("{s:i, s:s, s:s, s:s, s:b, s:i, s:O}",
+                   "protocol", HP_PROTOCOL_VERSION,
+                   "server", PROGRAM_NAME,
+                   "server_version", PACKAGE_VERSION,
+                   "name", opt.backend_name,
+                   "verbose", opt.verbose,
+                   "threads", (int) opt.threads,
+                   "debug", opt.backend_debug ? opt.backend_debug : json_object ());
+  status = channel_call_sync (HP_HELLO, req, &reply, &msg);
+  if (status)
+    die ("%s: the backend did not start: %s", opt.backend_name,
+         msg ? msg : hp_error_name (status));
+
+  version = json_integer_value (json_object_get (reply, "protocol"));
+  if (version != HP_PROTOCOL_VERSION)
+    die ("%s: the backend speaks helper protocol version %lld, "
+         "this server speaks version %d", opt.backend_name,
+         (long long) version, HP_PROTOCOL_VERSION);
+
+  binfo.name = dup_member (reply, "name");
+  if (!binfo.name || !*binfo.name) {
+    free (binfo.name);
+    binfo.name = strdup (opt.backend_name);
+  }
+  binfo.version = dup_member (reply, "version");
+  binfo.longname = dup_member (reply, "longname");
+  binfo.description = dup_member (reply, "description");
+  binfo.magic_config_key = dup_member (reply, "magic_config_key");
+  binfo.config_help = dup_member (reply, "config_help");
+  binfo.thread_model =
+    parse_thread_model (json_string_value (json_object_get (reply,
+                                                            "thread_model")));
+  json_decref (reply);
+  nbdkit_debug ("backend %s %s, pid %d, thread model %d",
+                binfo.name, binfo.version ? binfo.version : "",
+                (int) pid, binfo.thread_model);
+}
+
+/* Move fd above the channel's fd number so that the dup2 calls in the
+ * child cannot clobber it.
+ */
+static int
+fd_above (int fd)
+{
+  int r;
+
+  if (fd > CHANNEL_FD)
+    return fd;
+  r = fcntl (fd, F_DUPFD_CLOEXEC, CHANNEL_FD + 1);
+  close (fd);
+  return r;
+}
+
+void
+backend_spawn (void)
+{
+  int sv[2], errp[2];
+
+  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
+    die ("socketpair: %m");
+  if (pipe2 (errp, O_CLOEXEC) == -1)
+    die ("pipe: %m");
+  sv[1] = fd_above (sv[1]);
+  errp[1] = fd_above (errp[1]);
+  if (sv[1] == -1 || errp[1] == -1)
+    die ("fcntl: %m");
+
+  pid = fork ();
+  if (pid == -1)
+    die ("fork: %m");
+  if (pid == 0)
+    exec_backend (sv[1], errp[1]);
+
+  close (sv[1]);
+  close (errp[1]);
+  fcntl (sv[0], F_SETFL, O_NONBLOCK);
+  fcntl (errp[0], F_SETFL, O_NONBLOCK);
+  stderr_fd = errp[0];
+  stderr_len = 0;
+  ev_io_init (&stderr_watcher, on_stderr, stderr_fd, EV_READ);
+  ev_io_start (loop, &stderr_watcher);
+  ev_unref (loop);              /* the relay alone keeps nothing alive */
+  ev_child_init (&child_watcher, on_child_exit, pid, 0);
+  ev_child_start (loop, &child_watcher);
+  channel_open (sv[0]);
+  nbdkit_debug ("started backend %s, pid %d", opt.backend_path, (int) pid);
+
+  hello ();
+}
+
+static void
+on_stop_timeout (struct ev_loop *l, ev_timer *w, int revents)
+{
+  if (pid > 0) {
+    nbdkit_error ("%s: the backend did not stop within %g seconds, killing it",
+                  binfo.name ? binfo.name : opt.backend_name, STOP_TIMEOUT);
+    kill (pid, SIGKILL);
+  }
+}
+
+void
+backend_stop (void)
+{
+  ev_timer timer;
+
+  if (pid <= 0) {
+    channel_close ();
+    return;
+  }
+  ev_timer_init (&timer, on_stop_timeout, STOP_TIMEOUT, 0);
+  ev_timer_start (loop, &timer);
+
+  /* Let the requests in flight (the CLOSE of the last handles, say)
+   * finish; then closing the channel asks the backend to exit.  All of
+   * it within STOP_TIMEOUT seconds, else SIGKILL.
+   */
+  while (pid > 0 && channel_in_flight () > 0)
+    ev_run (loop, EVRUN_ONCE);
+  channel_close ();
+  while (pid > 0)
+    ev_run (loop, EVRUN_ONCE);
+  ev_timer_stop (loop, &timer);
+  stderr_drain ();
+}

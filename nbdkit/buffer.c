@@ -1,0 +1,192 @@
+/* nbdkit front end: non-blocking I/O buffers (see buffer.h). */
+
+#include <config.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "buffer.h"
+
+int
+inbuf_init (struct inbuf *in, size_t size)
+{
+  in->buf = malloc (size);
+  in->size = size;
+  in->start = in->end = 0;
+  return in->buf ? 0 : -1;
+}
+
+void
+inbuf_free (struct inbuf *in)
+{
+  free (in->buf);
+  in->buf = NULL;
+  in->start = in->end = 0;
+}
+
+size_t
+inbuf_take (struct inbuf *in, void *dst, size_t n)
+{
+  size_t avail = in->end - in->start;
+
+  if (n > avail)
+    n = avail;
+  if (dst)
+    memcpy (dst, in->buf + in->start, n);
+  in->start += n;
+  if (in->start == in->end)
+    in->start = in->end = 0;
+  return n;
+}
+
+ssize_t
+inbuf_fill (struct inbuf *in, int fd)
+{
+  ssize_t r;
+
+  if (in->start > 0 && in->end == in->size) {
+    memmove (in->buf, in->buf + in->start, in->end - in->start);
+    in->end -= in->start;
+    in->start = 0;
+  }
+  if (in->end == in->size) {
+    errno = ENOBUFS;
+    return -1;
+  }
+  do
+    r = read (fd, in->buf + in->end, in->size - in->end);
+  while (r == -1 && errno == EINTR);
+  if (r > 0)
+    in->end += r;
+  return r;
+}
+
+struct outchunk {
+  struct outchunk *next;
+  void *data;
+  size_t data_len;
+  void (*free_data) (void *);
+  size_t done;                  /* bytes of small + data written */
+  size_t len;                   /* bytes of small */
+  unsigned char small[];
+};
+
+void
+outq_init (struct outq *q)
+{
+  q->head = NULL;
+  q->tail = &q->head;
+  q->bytes = 0;
+}
+
+int
+outq_push (struct outq *q, const void *small, size_t len,
+           void *data, size_t data_len, void (*free_data) (void *))
+{
+  struct outchunk *c;
+
+  if (len == 0 && (!data || data_len == 0)) {
+    if (data && free_data)
+      free_data (data);
+    return 0;
+  }
+  c = malloc (sizeof *c + len);
+  if (!c) {
+    if (data && free_data)
+      free_data (data);
+    return -1;
+  }
+  c->next = NULL;
+  c->data = data;
+  c->data_len = data ? data_len : 0;
+  c->free_data = free_data;
+  c->done = 0;
+  c->len = len;
+  if (len)
+    memcpy (c->small, small, len);
+  *q->tail = c;
+  q->tail = &c->next;
+  q->bytes += len + c->data_len;
+  return 0;
+}
+
+static void
+chunk_free (struct outchunk *c)
+{
+  if (c->data && c->free_data)
+    c->free_data (c->data);
+  free (c);
+}
+
+#define MAX_IOV 64
+
+int
+outq_flush (struct outq *q, int fd)
+{
+  while (q->head) {
+    struct iovec iov[MAX_IOV];
+    int n = 0;
+    struct outchunk *c;
+    ssize_t r;
+
+    /* Gather the unwritten parts of up to MAX_IOV/2 chunks. */
+    for (c = q->head; c && n < MAX_IOV - 1; c = c->next) {
+      size_t done = c->done;
+
+      if (done < c->len) {
+        iov[n].iov_base = c->small + done;
+        iov[n].iov_len = c->len - done;
+        n++;
+        done = 0;
+      }
+      else
+        done -= c->len;
+      if (c->data_len > done) {
+        iov[n].iov_base = (unsigned char *) c->data + done;
+        iov[n].iov_len = c->data_len - done;
+        n++;
+      }
+    }
+
+    do
+      r = writev (fd, iov, n);
+    while (r == -1 && errno == EINTR);
+    if (r == -1)
+      return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+
+    /* Retire what was written. */
+    q->bytes -= r;
+    while (r > 0) {
+      size_t left;
+
+      c = q->head;
+      left = c->len + c->data_len - c->done;
+      if ((size_t) r < left) {
+        c->done += r;
+        break;
+      }
+      r -= left;
+      q->head = c->next;
+      if (!q->head)
+        q->tail = &q->head;
+      chunk_free (c);
+    }
+  }
+  return 0;
+}
+
+void
+outq_clear (struct outq *q)
+{
+  struct outchunk *c, *next;
+
+  for (c = q->head; c; c = next) {
+    next = c->next;
+    chunk_free (c);
+  }
+  outq_init (q);
+}

@@ -1,0 +1,50 @@
+/* nbdkit front end: non-blocking I/O buffers shared by client
+ * connections and the backend channel.
+ *
+ * struct inbuf   a read-ahead buffer: fill it from a socket with one
+ *                read(2), take bytes out of it.
+ * struct outq    a queue of outgoing chunks written with writev(2); each
+ *                chunk is a small copied part and an optional large part
+ *                owned by the queue until written or dropped.
+ * Neither ever blocks: they return to the caller on EAGAIN.
+ */
+
+#ifndef NBDKIT_BUFFER_H
+#define NBDKIT_BUFFER_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct inbuf {
+  unsigned char *buf;
+  size_t size;
+  size_t start, end;            /* unread bytes are buf[start..end) */
+};
+
+extern int inbuf_init (struct inbuf *in, size_t size);
+extern void inbuf_free (struct inbuf *in);
+static inline size_t inbuf_avail (const struct inbuf *in)
+{ return in->end - in->start; }
+/* Copy up to n buffered bytes to dst (NULL: discard); returns how many. */
+extern size_t inbuf_take (struct inbuf *in, void *dst, size_t n);
+/* Read once from fd into the free space.  Returns bytes read, 0 on EOF,
+ * -1 with errno (EAGAIN when nothing is there).
+ */
+extern ssize_t inbuf_fill (struct inbuf *in, int fd);
+
+struct outchunk;
+
+struct outq {
+  struct outchunk *head, **tail;
+  size_t bytes;                 /* not yet written */
+};
+
+extern void outq_init (struct outq *q);
+/* Queue small (copied) then data (owned, released by free_data). */
+extern int outq_push (struct outq *q, const void *small, size_t len,
+                      void *data, size_t data_len, void (*free_data) (void *));
+/* Write as much as possible: 0 all written, 1 would block, -1 error. */
+extern int outq_flush (struct outq *q, int fd);
+extern void outq_clear (struct outq *q);
+
+#endif /* NBDKIT_BUFFER_H */

@@ -1,0 +1,312 @@
+/* nbdkit front end: one client connection.
+ *
+ * Owns struct conn: the client's file descriptors, its read-ahead
+ * buffer, its queue of output, and its lifetime (a reference count:
+ * every backend request in flight for the client holds a reference, so
+ * a connection that closed while requests were out stays in memory
+ * until the last reply arrives).  The protocol above it (handshake.c,
+ * transmit.c) asks for "exactly N bytes, then call me" and queues
+ * output; it never touches the socket.  Never blocks.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "buffer.h"
+
+#define INBUF_SIZE (64 * 1024)
+#define MAX_READS_PER_WAKEUP 16
+
+struct conn {
+  struct conn *next, *prev;     /* all connections */
+  int rfd, wfd;
+  ev_io rio, wio;
+  char *peer;
+  int refs;
+  bool closed;
+  bool close_after_output;
+  bool in_process;
+  struct inbuf in;
+  struct outq out;
+  /* The read asked for. */
+  bool want_active;
+  unsigned char *want_buf;
+  size_t want_len, want_got;
+  conn_read_cb want_cb;
+  struct session session;
+};
+
+static struct conn *conns;
+
+static void process_input (struct conn *conn);
+
+struct session *
+conn_session (struct conn *conn)
+{
+  return &conn->session;
+}
+
+const char *
+conn_peer (const struct conn *conn)
+{
+  return conn->peer;
+}
+
+bool
+conn_is_closed (const struct conn *conn)
+{
+  return conn->closed;
+}
+
+size_t
+conn_output_bytes (const struct conn *conn)
+{
+  return conn->out.bytes;
+}
+
+void
+conn_ref (struct conn *conn)
+{
+  conn->refs++;
+}
+
+void
+conn_unref (struct conn *conn)
+{
+  if (--conn->refs > 0)
+    return;
+  session_free (conn);
+  inbuf_free (&conn->in);
+  outq_clear (&conn->out);
+  if (conn->prev)
+    conn->prev->next = conn->next;
+  else
+    conns = conn->next;
+  if (conn->next)
+    conn->next->prev = conn->prev;
+  free (conn->peer);
+  free (conn);
+}
+
+static void
+on_readable (struct ev_loop *l, ev_io *w, int revents)
+{
+  process_input (w->data);
+}
+
+static void
+flush_output (struct conn *conn)
+{
+  int r;
+
+  if (conn->closed)
+    return;
+  r = outq_flush (&conn->out, conn->wfd);
+  if (r == -1) {
+    nbdkit_debug ("%s: write: %m", conn->peer);
+    conn_close (conn);
+    return;
+  }
+  if (r == 1) {
+    ev_io_start (loop, &conn->wio);
+    return;
+  }
+  ev_io_stop (loop, &conn->wio);
+  if (conn->close_after_output)
+    conn_close (conn);
+  else
+    transmit_maybe_resume (conn);
+}
+
+static void
+on_writable (struct ev_loop *l, ev_io *w, int revents)
+{
+  struct conn *conn = w->data;
+
+  conn_ref (conn);
+  flush_output (conn);
+  conn_unref (conn);
+}
+
+struct conn *
+conn_new (int rfd, int wfd, const char *peer)
+{
+  struct conn *conn = calloc (1, sizeof *conn);
+
+  if (!conn || inbuf_init (&conn->in, INBUF_SIZE) == -1 ||
+      !(conn->peer = strdup (peer))) {
+    nbdkit_error ("out of memory for a new connection");
+    if (conn)
+      inbuf_free (&conn->in);
+    free (conn);
+    close (rfd);
+    if (wfd != rfd)
+      close (wfd);
+    return NULL;
+  }
+  conn->rfd = rfd;
+  conn->wfd = wfd;
+  conn->refs = 1;               /* dropped by conn_close */
+  outq_init (&conn->out);
+  ev_io_init (&conn->rio, on_readable, rfd, EV_READ);
+  ev_io_init (&conn->wio, on_writable, wfd, EV_WRITE);
+  conn->rio.data = conn->wio.data = conn;
+  conn->next = conns;
+  if (conns)
+    conns->prev = conn;
+  conns = conn;
+  nr_connections++;
+  nbdkit_debug ("%s: new connection", peer);
+
+  handshake_start (conn);
+  return conn;
+}
+
+void
+conn_close (struct conn *conn)
+{
+  if (conn->closed)
+    return;
+  nbdkit_debug ("%s: closing connection", conn->peer);
+  conn->closed = true;
+  conn->want_active = false;
+  ev_io_stop (loop, &conn->rio);
+  ev_io_stop (loop, &conn->wio);
+  close (conn->rfd);
+  if (conn->wfd != conn->rfd)
+    close (conn->wfd);
+  outq_clear (&conn->out);
+  nr_connections--;
+  listen_conn_ended ();
+  if (opt.single)
+    server_quit (EXIT_SUCCESS);
+  conn_unref (conn);
+}
+
+void
+conn_close_all (void)
+{
+  struct conn *conn, *next;
+
+  for (conn = conns; conn; conn = next) {
+    next = conn->next;
+    conn_ref (conn);
+    conn_close (conn);
+    next = conn->next;
+    conn_unref (conn);
+  }
+}
+
+void
+conn_close_after_output (struct conn *conn)
+{
+  conn->want_active = false;
+  ev_io_stop (loop, &conn->rio);
+  conn->close_after_output = true;
+  if (!conn->out.head)
+    conn_close (conn);
+}
+
+void
+conn_write (struct conn *conn, const void *small, size_t len,
+            void *data, size_t data_len, void (*free_data) (void *))
+{
+  if (conn->closed) {
+    if (data && free_data)
+      free_data (data);
+    return;
+  }
+  if (outq_push (&conn->out, small, len, data, data_len, free_data) == -1) {
+    nbdkit_error ("%s: out of memory for a reply", conn->peer);
+    conn_close (conn);
+    return;
+  }
+  /* Written when the loop next finds the socket writable, so that the
+   * replies produced in one loop iteration leave in one writev.
+   */
+  ev_io_start (loop, &conn->wio);
+}
+
+void
+conn_read (struct conn *conn, void *buf, size_t len, conn_read_cb cb)
+{
+  if (conn->closed)
+    return;
+  conn->want_active = true;
+  conn->want_buf = buf;
+  conn->want_len = len;
+  conn->want_got = 0;
+  conn->want_cb = cb;
+  process_input (conn);
+}
+
+/* Satisfy the requested read from the buffer, then from the socket,
+ * calling the callbacks as reads complete (they usually ask for the
+ * next one).  Returns to the loop when the socket has nothing more, no
+ * read is wanted, or after MAX_READS_PER_WAKEUP system calls (so a
+ * fast client does not starve the others).
+ */
+static void
+process_input (struct conn *conn)
+{
+  int reads = 0;
+
+  if (conn->in_process)
+    return;                     /* the outer call carries on */
+  conn->in_process = true;
+  conn_ref (conn);
+
+  while (!conn->closed && conn->want_active) {
+    size_t left = conn->want_len - conn->want_got;
+    ssize_t r;
+
+    conn->want_got += inbuf_take (&conn->in,
+                                  conn->want_buf
+                                  ? conn->want_buf + conn->want_got : NULL,
+                                  left);
+    if (conn->want_got == conn->want_len) {
+      conn->want_active = false;
+      conn->want_cb (conn);
+      continue;
+    }
+    left = conn->want_len - conn->want_got;
+
+    if (reads++ == MAX_READS_PER_WAKEUP) {
+      ev_io_start (loop, &conn->rio);
+      break;
+    }
+    if (conn->want_buf && left >= INBUF_SIZE / 2) {
+      /* Large payloads go straight to their buffer. */
+      do
+        r = read (conn->rfd, conn->want_buf + conn->want_got, left);
+      while (r == -1 && errno == EINTR);
+      if (r > 0)
+        conn->want_got += r;
+    }
+    else
+      r = inbuf_fill (&conn->in, conn->rfd);
+
+    if (r == 0) {
+      nbdkit_debug ("%s: the client closed the connection", conn->peer);
+      conn_close (conn);
+    }
+    else if (r == -1) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        ev_io_start (loop, &conn->rio);
+        break;
+      }
+      nbdkit_debug ("%s: read: %m", conn->peer);
+      conn_close (conn);
+    }
+  }
+  if (!conn->closed && !conn->want_active)
+    ev_io_stop (loop, &conn->rio);
+
+  conn->in_process = false;
+  conn_unref (conn);
+}

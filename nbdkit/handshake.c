@@ -1,0 +1,668 @@
+/* nbdkit front end: the newstyle fixed handshake.
+ *
+ * Owns the option haggling phase of a connection (struct session
+ * before transmission): the greeting, the client flags, then one
+ * option at a time — NBD_OPT_EXPORT_NAME, ABORT, LIST, INFO and GO;
+ * every other option is answered NBD_REP_ERR_UNSUP.  Opening an export
+ * asks the backend (HP_OPEN) asynchronously; the connection reads
+ * nothing more until the answer is in.  Every length from the client is
+ * checked before it is used.
+ */
+
+#include <config.h>
+
+#include <endian.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* A client may send this many options before it must go to
+ * transmission: enough for any real client's negotiation (libnbd and
+ * qemu send fewer than ten), small enough that a client looping on
+ * options cannot keep a connection busy for ever.
+ */
+#define MAX_NR_OPTIONS 32
+
+/* Longest option payload read into memory: a GO/INFO with a 4096 byte
+ * name and many info requests fits.  Longer options are skipped
+ * without being stored and answered NBD_REP_ERR_TOO_BIG.
+ */
+#define MAX_OPTION_LENGTH (64 * 1024)
+
+static void read_option (struct conn *conn);
+
+static void
+put16 (unsigned char *p, uint16_t v)
+{
+  v = htobe16 (v);
+  memcpy (p, &v, 2);
+}
+
+static void
+put32 (unsigned char *p, uint32_t v)
+{
+  v = htobe32 (v);
+  memcpy (p, &v, 4);
+}
+
+static void
+put64 (unsigned char *p, uint64_t v)
+{
+  v = htobe64 (v);
+  memcpy (p, &v, 8);
+}
+
+static uint16_t
+get16 (const unsigned char *p)
+{
+  uint16_t v;
+  memcpy (&v, p, 2);
+  return be16toh (v);
+}
+
+static uint32_t
+get32 (const unsigned char *p)
+{
+  uint32_t v;
+  memcpy (&v, p, 4);
+  return be32toh (v);
+}
+
+static uint64_t
+get64 (const unsigned char *p)
+{
+  uint64_t v;
+  memcpy (&v, p, 8);
+  return be64toh (v);
+}
+
+/* ---- option replies ---- */
+
+static void
+send_reply (struct conn *conn, uint32_t option, uint32_t type,
+            const void *data, uint32_t len)
+{
+  unsigned char hdr[20];
+
+  put64 (hdr, NBD_REP_MAGIC);
+  put32 (hdr + 8, option);
+  put32 (hdr + 12, type);
+  put32 (hdr + 16, len);
+  conn_write (conn, hdr, sizeof hdr, NULL, 0, NULL);
+  if (len)
+    conn_write (conn, data, len, NULL, 0, NULL);
+}
+
+/* An error reply carrying a human-readable message. */
+static void __attribute__ ((format (printf, 3, 4)))
+send_error (struct conn *conn, uint32_t type, const char *fmt, ...)
+{
+  struct session *s = conn_session (conn);
+  va_list args;
+  char msg[512];
+  int n;
+
+  va_start (args, fmt);
+  n = vsnprintf (msg, sizeof msg, fmt, args);
+  va_end (args);
+  if (n < 0)
+    n = 0;
+  if ((size_t) n >= sizeof msg)
+    n = sizeof msg - 1;
+  nbdkit_debug ("%s: option %u: %s", conn_peer (conn), s->option, msg);
+  send_reply (conn, s->option, type, msg, (uint32_t) n);
+}
+
+/* ---- export capabilities ---- */
+
+void
+caps_free (struct export_caps *caps)
+{
+  free (caps->description);
+  memset (caps, 0, sizeof *caps);
+}
+
+static bool
+get_bool (json_t *j, const char *key)
+{
+  return json_is_true (json_object_get (j, key));
+}
+
+/* can_fua / can_cache: "none", "emulate", "native" (or a boolean). */
+static bool
+get_level (json_t *j, const char *key)
+{
+  json_t *v = json_object_get (j, key);
+
+  if (json_is_string (v))
+    return strcmp (json_string_value (v), "none") != 0;
+  return json_is_true (v);
+}
+
+static bool
+is_power_of_2 (uint64_t v)
+{
+  return v && !(v & (v - 1));
+}
+
+int
+caps_from_json (json_t *j, struct export_caps *caps, const char **why)
+{
+  json_t *size = json_object_get (j, "size");
+  json_t *bs = json_object_get (j, "block_size");
+  const char *desc;
+
+  memset (caps, 0, sizeof *caps);
+  if (!json_is_integer (size) || json_integer_value (size) < 0) {
+    *why = "the backend's OPEN reply has no valid size";
+    return -1;
+  }
+  caps->size = (uint64_t) json_integer_value (size);
+  caps->can_write = get_bool (j, "can_write") && !opt.readonly;
+  caps->can_flush = get_bool (j, "can_flush");
+  caps->can_trim = get_bool (j, "can_trim") && caps->can_write;
+  caps->can_zero = get_bool (j, "can_zero") && caps->can_write;
+  caps->can_fast_zero = get_bool (j, "can_fast_zero") && caps->can_zero;
+  caps->can_extents = get_bool (j, "can_extents");
+  caps->can_multi_conn = get_bool (j, "can_multi_conn");
+  caps->is_rotational = get_bool (j, "is_rotational");
+  caps->can_fua = get_level (j, "can_fua") && caps->can_write;
+  caps->can_cache = get_level (j, "can_cache");
+
+  if (json_is_object (bs)) {
+    json_int_t min = json_integer_value (json_object_get (bs, "minimum"));
+    json_int_t pref = json_integer_value (json_object_get (bs, "preferred"));
+    json_int_t max = json_integer_value (json_object_get (bs, "maximum"));
+
+    if (min || pref || max) {
+      /* The constraints of the NBD specification. */
+      if (!is_power_of_2 (min) || min > 65536 ||
+          !is_power_of_2 (pref) || pref < min || pref > 32 * 1024 * 1024 ||
+          max < pref || max > UINT32_MAX || max % min != 0) {
+        *why = "the backend's block size constraints are not valid "
+               "(minimum and preferred must be powers of 2, "
+               "minimum <= preferred <= maximum)";
+        return -1;
+      }
+      caps->block_min = (uint32_t) min;
+      caps->block_pref = (uint32_t) pref;
+      caps->block_max = (uint32_t) max;
+    }
+  }
+
+  desc = json_string_value (json_object_get (j, "description"));
+  if (desc && *desc && strlen (desc) <= NBD_MAX_STRING)
+    caps->description = strdup (desc);
+  return 0;
+}
+
+static uint16_t
+transmission_flags (const struct export_caps *c)
+{
+  uint16_t f = NBD_FLAG_HAS_FLAGS;
+
+  if (!c->can_write)
+    f |= NBD_FLAG_READ_ONLY;
+  if (c->can_flush)
+    f |= NBD_FLAG_SEND_FLUSH;
+  if (c->can_fua)
+    f |= NBD_FLAG_SEND_FUA;
+  if (c->is_rotational)
+    f |= NBD_FLAG_ROTATIONAL;
+  if (c->can_trim)
+    f |= NBD_FLAG_SEND_TRIM;
+  if (c->can_zero)
+    f |= NBD_FLAG_SEND_WRITE_ZEROES;
+  if (c->can_fast_zero)
+    f |= NBD_FLAG_SEND_FAST_ZERO;
+  if (c->can_multi_conn)
+    f |= NBD_FLAG_CAN_MULTI_CONN;
+  if (c->can_cache)
+    f |= NBD_FLAG_SEND_CACHE;
+  return f;
+}
+
+/* ---- opening an export ---- */
+
+struct open_ctx {
+  struct conn *conn;
+  uint32_t option;
+  char *name;
+  uint16_t *infos;              /* NBD_INFO_* the client asked for */
+  uint16_t nr_infos;
+};
+
+static void
+ignore_reply (void *opaque, const struct hp_header *reply, void *payload,
+              uint32_t len)
+{
+  free (payload);
+}
+
+static void
+close_handle (uint32_t handle)
+{
+  if (handle && backend_running ())
+    channel_send_json (HP_CLOSE, handle, NULL, ignore_reply, NULL);
+}
+
+static void
+open_ctx_free (struct open_ctx *ctx)
+{
+  free (ctx->name);
+  free (ctx->infos);
+  free (ctx);
+}
+
+static bool
+wants_info (const struct open_ctx *ctx, uint16_t info)
+{
+  uint16_t i;
+
+  for (i = 0; i < ctx->nr_infos; ++i)
+    if (ctx->infos[i] == info)
+      return true;
+  return false;
+}
+
+/* NBD_REP_INFO replies, then NBD_REP_ACK. */
+static void
+send_infos (struct conn *conn, const struct open_ctx *ctx)
+{
+  struct session *s = conn_session (conn);
+  unsigned char buf[2 + NBD_MAX_STRING];
+  size_t len;
+
+  put16 (buf, NBD_INFO_EXPORT);
+  put64 (buf + 2, s->caps.size);
+  put16 (buf + 10, s->eflags);
+  send_reply (conn, ctx->option, NBD_REP_INFO, buf, 12);
+
+  if (wants_info (ctx, NBD_INFO_NAME)) {
+    len = strlen (ctx->name);
+    put16 (buf, NBD_INFO_NAME);
+    memcpy (buf + 2, ctx->name, len);
+    send_reply (conn, ctx->option, NBD_REP_INFO, buf, 2 + len);
+  }
+  if (wants_info (ctx, NBD_INFO_DESCRIPTION) && s->caps.description) {
+    len = strlen (s->caps.description);
+    put16 (buf, NBD_INFO_DESCRIPTION);
+    memcpy (buf + 2, s->caps.description, len);
+    send_reply (conn, ctx->option, NBD_REP_INFO, buf, 2 + len);
+  }
+  if (wants_info (ctx, NBD_INFO_BLOCK_SIZE) || s->caps.block_min) {
+    put16 (buf, NBD_INFO_BLOCK_SIZE);
+    put32 (buf + 2, s->caps.block_min ? s->caps.block_min : 1);
+    put32 (buf + 6, s->caps.block_pref ? s->caps.block_pref : 4096);
+    put32 (buf + 10, s->caps.block_max && s->caps.block_max < MAX_REQUEST_SIZE
+           ? s->caps.block_max : MAX_REQUEST_SIZE);
+    send_reply (conn, ctx->option, NBD_REP_INFO, buf, 14);
+  }
+  send_reply (conn, ctx->option, NBD_REP_ACK, NULL, 0);
+}
+
+static uint32_t
+open_error_type (uint32_t status)
+{
+  switch (status) {
+  case HP_EPERM: return NBD_REP_ERR_POLICY;
+  case HP_ESHUTDOWN: return NBD_REP_ERR_SHUTDOWN;
+  default: return NBD_REP_ERR_UNKNOWN;
+  }
+}
+
+static void
+on_open (void *opaque, const struct hp_header *reply, void *payload,
+         uint32_t len)
+{
+  struct open_ctx *ctx = opaque;
+  struct conn *conn = ctx->conn;
+  struct session *s = conn_session (conn);
+  const char *why = NULL;
+  json_t *j = NULL;
+
+  if (reply && reply->status == 0 && reply->handle == 0)
+    why = "the backend's OPEN reply has no handle";
+  else if (reply && reply->status == 0 &&
+           (j = channel_parse_json (payload, len, &why)) != NULL &&
+           caps_from_json (j, &s->caps, &why) == 0) {
+    s->handle = reply->handle;
+    s->eflags = transmission_flags (&s->caps);
+  }
+  json_decref (j);
+
+  if (conn_is_closed (conn)) {
+    close_handle (s->handle);
+    s->handle = 0;
+  }
+  else if (s->handle == 0) {
+    /* Failed. */
+    const char *msg = why ? why
+      : reply && reply->status && payload ? (const char *) payload
+      : reply ? hp_error_name (reply->status)
+      : "the backend is not running";
+
+    if (reply && reply->handle && reply->status == 0)
+      close_handle (reply->handle);
+    if (ctx->option == NBD_OPT_EXPORT_NAME) {
+      /* No way to report an error: hang up. */
+      nbdkit_error ("%s: could not open export '%s': %s",
+                    conn_peer (conn), ctx->name, msg);
+      conn_close (conn);
+    }
+    else {
+      send_error (conn, reply ? open_error_type (reply->status)
+                  : NBD_REP_ERR_SHUTDOWN,
+                  "cannot open export '%s': %s", ctx->name, msg);
+      read_option (conn);
+    }
+  }
+  else if (ctx->option == NBD_OPT_EXPORT_NAME) {
+    unsigned char buf[10 + 124];
+
+    put64 (buf, s->caps.size);
+    put16 (buf + 8, s->eflags);
+    memset (buf + 10, 0, 124);
+    conn_write (conn, buf, s->no_zeroes ? 10 : sizeof buf, NULL, 0, NULL);
+    transmit_start (conn);
+  }
+  else {
+    send_infos (conn, ctx);
+    if (ctx->option == NBD_OPT_GO)
+      transmit_start (conn);
+    else {
+      /* NBD_OPT_INFO: only looking. */
+      close_handle (s->handle);
+      s->handle = 0;
+      caps_free (&s->caps);
+      read_option (conn);
+    }
+  }
+
+  free (payload);
+  open_ctx_free (ctx);
+  conn_unref (conn);
+}
+
+static void
+open_export (struct conn *conn, uint32_t option, const char *name,
+             size_t namelen, const unsigned char *infos, uint16_t nr_infos)
+{
+  struct open_ctx *ctx = calloc (1, sizeof *ctx);
+  uint16_t i;
+
+  if (!ctx || !(ctx->name = strndup (name, namelen)) ||
+      (nr_infos && !(ctx->infos = calloc (nr_infos, sizeof *ctx->infos)))) {
+    if (ctx)
+      open_ctx_free (ctx);
+    nbdkit_error ("%s: out of memory", conn_peer (conn));
+    conn_close (conn);
+    return;
+  }
+  ctx->conn = conn;
+  ctx->option = option;
+  ctx->nr_infos = nr_infos;
+  for (i = 0; i < nr_infos; ++i)
+    ctx->infos[i] = get16 (infos + 2 * i);
+
+  nbdkit_debug ("%s: opening export '%s'", conn_peer (conn), ctx->name);
+  conn_ref (conn);
+  channel_send_json (HP_OPEN, 0,
+                     json_pack ("{s:s, s:b, s:b, s:s}",
+                                "export", ctx->name,
+                                "readonly", opt.readonly,
+                                "tls", 0,
+                                "client", conn_peer (conn)),
+                     on_open, ctx);
+}
+
+/* ---- NBD_OPT_LIST ---- */
+
+static void
+on_list (void *opaque, const struct hp_header *reply, void *payload,
+         uint32_t len)
+{
+  struct conn *conn = opaque;
+  struct session *s = conn_session (conn);
+  const char *why = "the backend is not running";
+  json_t *j = NULL, *exports, *e;
+  size_t i;
+
+  if (conn_is_closed (conn))
+    goto out;
+  if (reply && reply->status)
+    why = payload ? (const char *) payload : hp_error_name (reply->status);
+  else if (reply && (j = channel_parse_json (payload, len, &why)) != NULL &&
+           json_is_array (exports = json_object_get (j, "exports"))) {
+    s->option = NBD_OPT_LIST;
+    json_array_foreach (exports, i, e) {
+      const char *name = json_string_value (json_object_get (e, "name"));
+      const char *desc = json_string_value (json_object_get (e, "description"));
+      unsigned char buf[4 + 2 * NBD_MAX_STRING];
+      size_t nlen, dlen;
+
+      if (!name || (nlen = strlen (name)) > NBD_MAX_STRING)
+        continue;
+      dlen = desc ? strlen (desc) : 0;
+      if (dlen > NBD_MAX_STRING)
+        dlen = 0;
+      put32 (buf, (uint32_t) nlen);
+      memcpy (buf + 4, name, nlen);
+      if (dlen)
+        memcpy (buf + 4 + nlen, desc, dlen);
+      send_reply (conn, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + nlen + dlen);
+    }
+    send_reply (conn, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+    read_option (conn);
+    goto out;
+  }
+  else if (j)
+    why = "the backend's export list is not valid";
+
+  send_error (conn, reply ? NBD_REP_ERR_PLATFORM : NBD_REP_ERR_SHUTDOWN,
+              "cannot list exports: %s", why);
+  read_option (conn);
+
+ out:
+  json_decref (j);
+  free (payload);
+  conn_unref (conn);
+}
+
+/* ---- the option loop ---- */
+
+static bool
+valid_name (const char *name, size_t len)
+{
+  return memchr (name, '\0', len) == NULL;
+}
+
+/* NBD_OPT_GO and NBD_OPT_INFO:
+ *   uint32 namelen, name, uint16 nr_infos, nr_infos * uint16
+ */
+static void
+handle_go_info (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+  const unsigned char *d = (const unsigned char *) s->optdata;
+  uint32_t len = s->optlen, namelen;
+  uint16_t nr_infos;
+
+  if (len < 6 || (namelen = get32 (d)) > len - 6) {
+    send_error (conn, NBD_REP_ERR_INVALID,
+                "the option's export name length is not valid");
+    read_option (conn);
+    return;
+  }
+  nr_infos = get16 (d + 4 + namelen);
+  if (len != 4 + namelen + 2 + 2 * (uint32_t) nr_infos) {
+    send_error (conn, NBD_REP_ERR_INVALID,
+                "the option's length does not match its contents");
+    read_option (conn);
+    return;
+  }
+  if (namelen > NBD_MAX_STRING) {
+    send_error (conn, NBD_REP_ERR_TOO_BIG,
+                "the export name is longer than %d bytes", NBD_MAX_STRING);
+    read_option (conn);
+    return;
+  }
+  if (!valid_name ((const char *) d + 4, namelen)) {
+    send_error (conn, NBD_REP_ERR_INVALID,
+                "the export name contains a NUL byte");
+    read_option (conn);
+    return;
+  }
+  open_export (conn, s->option, (const char *) d + 4, namelen,
+               d + 4 + namelen + 2, nr_infos);
+}
+
+static void
+on_option_data (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  switch (s->option) {
+  case NBD_OPT_EXPORT_NAME:
+    if (s->optlen > NBD_MAX_STRING || !valid_name (s->optdata, s->optlen)) {
+      nbdkit_debug ("%s: NBD_OPT_EXPORT_NAME: invalid export name",
+                    conn_peer (conn));
+      conn_close (conn);
+      return;
+    }
+    open_export (conn, NBD_OPT_EXPORT_NAME, s->optdata, s->optlen, NULL, 0);
+    break;
+
+  case NBD_OPT_ABORT:
+    nbdkit_debug ("%s: client sent NBD_OPT_ABORT", conn_peer (conn));
+    send_reply (conn, NBD_OPT_ABORT, NBD_REP_ACK, NULL, 0);
+    conn_close_after_output (conn);
+    break;
+
+  case NBD_OPT_LIST:
+    if (s->optlen != 0) {
+      send_error (conn, NBD_REP_ERR_INVALID,
+                  "NBD_OPT_LIST takes no data");
+      read_option (conn);
+      break;
+    }
+    conn_ref (conn);
+    channel_send_json (HP_LIST_EXPORTS, 0,
+                       json_pack ("{s:b, s:b}", "readonly", opt.readonly,
+                                  "tls", 0),
+                       on_list, conn);
+    break;
+
+  case NBD_OPT_INFO:
+  case NBD_OPT_GO:
+    handle_go_info (conn);
+    break;
+
+  default:
+    send_error (conn, NBD_REP_ERR_UNSUP,
+                "option %u is not supported by this server", s->option);
+    read_option (conn);
+  }
+}
+
+static void
+on_option_too_big (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  send_error (conn, NBD_REP_ERR_TOO_BIG,
+              "the option is %u bytes long, the limit is %d",
+              s->optlen, MAX_OPTION_LENGTH);
+  read_option (conn);
+}
+
+static void
+on_option_header (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  if (get64 (s->opthdr) != NBD_OPTS_MAGIC) {
+    nbdkit_debug ("%s: bad option magic", conn_peer (conn));
+    conn_close (conn);
+    return;
+  }
+  s->option = get32 (s->opthdr + 8);
+  s->optlen = get32 (s->opthdr + 12);
+  if (++s->nr_options > MAX_NR_OPTIONS) {
+    nbdkit_error ("%s: the client sent more than %d options, "
+                  "closing the connection", conn_peer (conn), MAX_NR_OPTIONS);
+    conn_close (conn);
+    return;
+  }
+
+  free (s->optdata);
+  s->optdata = NULL;
+  if (s->optlen > MAX_OPTION_LENGTH) {
+    if (s->option == NBD_OPT_EXPORT_NAME) {
+      conn_close (conn);
+      return;
+    }
+    conn_read (conn, NULL, s->optlen, on_option_too_big);
+    return;
+  }
+  s->optdata = malloc ((size_t) s->optlen + 1);
+  if (!s->optdata) {
+    conn_close (conn);
+    return;
+  }
+  s->optdata[s->optlen] = '\0';
+  conn_read (conn, s->optdata, s->optlen, on_option_data);
+}
+
+static void
+read_option (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  conn_read (conn, s->opthdr, 16, on_option_header);
+}
+
+static void
+on_client_flags (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+  uint32_t flags = get32 (s->opthdr);
+
+  if (flags & ~(uint32_t) (NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+    nbdkit_debug ("%s: unknown client flags 0x%x", conn_peer (conn), flags);
+    conn_close (conn);
+    return;
+  }
+  s->no_zeroes = flags & NBD_FLAG_C_NO_ZEROES;
+  read_option (conn);
+}
+
+void
+handshake_start (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+  unsigned char greeting[18];
+
+  memset (s, 0, sizeof *s);
+  put64 (greeting, NBD_MAGIC);
+  put64 (greeting + 8, NBD_OPTS_MAGIC);
+  put16 (greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  conn_write (conn, greeting, sizeof greeting, NULL, 0, NULL);
+  conn_read (conn, s->opthdr, 4, on_client_flags);
+}
+
+void
+session_free (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  free (s->optdata);
+  s->optdata = NULL;
+  transmit_free_current (conn);
+  close_handle (s->handle);
+  s->handle = 0;
+  caps_free (&s->caps);
+}

@@ -1,0 +1,242 @@
+/* nbdkit front end: the declarations shared between its files.
+ *
+ * Each core object is owned by one file and reached by others only
+ * through the functions declared here:
+ *   struct options   main.c       the command line
+ *   the event loop   loop.c       one libev loop, signals, quitting
+ *   log              log.c        messages to stderr or syslog
+ *   listeners        listen.c     TCP, unix, -s
+ *   struct conn      conn.c       one client: buffered non-blocking I/O
+ *   handshake        handshake.c  the newstyle option haggling
+ *   transmission     transmit.c   NBD requests -> backend requests
+ *   the backend      backend-spawn.c (process), backend-channel.c (frames)
+ *   daemonizing      daemon.c     fork into the background, readiness
+ *
+ * Nothing in the front end blocks once the loop runs, except the
+ * synchronous start-up conversation with the backend before listening.
+ */
+
+#ifndef NBDKIT_INTERNAL_H
+#define NBDKIT_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <ev.h>
+#include <jansson.h>
+
+#include "helper-protocol.h"
+#include "protocol.h"
+
+#define PROGRAM_NAME "nbdkit"
+
+/* ---- main.c: the command line ---- */
+
+struct config_param {
+  char *key;
+  char *value;
+};
+
+struct options {
+  const char *backend_name;     /* as given on the command line */
+  char *backend_path;           /* the executable that is run */
+  struct config_param *params;  /* key=value, magic keys resolved */
+  size_t nr_params;
+  const char *exportname;       /* -e, "" by default */
+  bool foreground;              /* -f (or implied) */
+  bool readonly;                /* -r */
+  bool single;                  /* -s */
+  bool verbose;                 /* -v */
+  const char *ipaddr;           /* -i */
+  const char *port;             /* -p */
+  const char *unixsocket;       /* -U path, or the private one for -U - */
+  char *private_dir;            /* -U -: directory removed at exit */
+  const char *pidfile;          /* -P */
+  unsigned threads;             /* -t, 0 = backend's default */
+  json_t *backend_debug;        /* -D flags for the backend: {"flag":N} */
+  json_t *server_debug;         /* -D flags for the front end */
+};
+
+extern struct options opt;
+
+/* ---- log.c ---- */
+
+extern void log_use_syslog (void);
+extern void nbdkit_error (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+extern void nbdkit_debug (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+/* A line the backend wrote on its stderr. */
+extern void log_backend_line (const char *line);
+/* Fatal error before the loop runs: message, exit 1. */
+extern void die (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2), noreturn));
+
+/* ---- loop.c ---- */
+
+extern struct ev_loop *loop;
+extern void loop_init (void);
+extern int loop_run (void);           /* returns the exit status */
+/* Begin an orderly shutdown with the given exit status. */
+extern void server_quit (int status);
+extern bool server_quitting (void);
+
+/* ---- daemon.c ---- */
+
+/* Fork into the background unless foreground; the parent waits until
+ * daemon_ready or the child fails, and exits with 0 or 1.
+ */
+extern void daemon_start (void);
+extern void daemon_ready (void);
+
+/* ---- listen.c ---- */
+
+extern void listen_start (void);      /* bind; exits 1 on failure */
+extern void listen_stop (void);
+extern void listen_cleanup (void);    /* remove the private socket dir */
+extern void serve_single (void);      /* -s: one connection on stdin/out */
+/* A connection ended: the listener may accept again. */
+extern void listen_conn_ended (void);
+extern unsigned nr_connections;
+
+/* ---- conn.c ---- */
+
+struct conn;
+typedef void (*conn_read_cb) (struct conn *);
+
+extern struct conn *conn_new (int rfd, int wfd, const char *peer);
+extern void conn_close (struct conn *conn);
+extern void conn_close_all (void);
+extern void conn_ref (struct conn *conn);
+extern void conn_unref (struct conn *conn);
+extern bool conn_is_closed (const struct conn *conn);
+extern const char *conn_peer (const struct conn *conn);
+/* Reading: ask for exactly len bytes into buf, then cb runs.  With buf
+ * NULL the bytes are discarded.  Nothing is read while no read is
+ * requested (the connection is paused).
+ */
+extern void conn_read (struct conn *conn, void *buf, size_t len,
+                       conn_read_cb cb);
+/* Writing: queue bytes; small is copied, data (if not NULL) is sent
+ * after it and released with free_data once written or dropped.
+ */
+extern void conn_write (struct conn *conn, const void *small, size_t len,
+                        void *data, size_t data_len,
+                        void (*free_data) (void *));
+extern size_t conn_output_bytes (const struct conn *conn);
+/* Close once all queued output has been written. */
+extern void conn_close_after_output (struct conn *conn);
+/* Per-connection protocol state, owned by handshake.c / transmit.c. */
+extern struct session *conn_session (struct conn *conn);
+
+/* ---- handshake.c ---- */
+
+/* What an export can do, from the backend's OPEN reply. */
+struct export_caps {
+  uint64_t size;
+  bool can_write, can_flush, can_trim, can_zero, can_fast_zero;
+  bool can_extents, can_multi_conn, is_rotational;
+  bool can_fua, can_cache;
+  uint32_t block_min, block_pref, block_max;   /* 0 = not given */
+  char *description;
+};
+
+/* State of one client past the socket layer. */
+struct session {
+  bool no_zeroes;
+  unsigned nr_options;
+  uint32_t option;             /* option being handled */
+  uint32_t optlen;
+  unsigned char opthdr[16];
+  char *optdata;
+  /* transmission */
+  bool transmitting;
+  uint32_t handle;             /* backend handle, 0 = none */
+  struct export_caps caps;
+  uint16_t eflags;             /* transmission flags sent to the client */
+  unsigned char reqhdr[NBD_REQUEST_SIZE];
+  struct request *cur;          /* write whose payload is being read */
+  unsigned in_flight;
+  bool paused;                 /* stopped reading: too much in flight */
+  bool disconnecting;          /* NBD_CMD_DISC or EOF seen */
+};
+
+extern void handshake_start (struct conn *conn);
+extern void session_free (struct conn *conn);
+extern void caps_free (struct export_caps *caps);
+extern int caps_from_json (json_t *j, struct export_caps *caps,
+                           const char **why);
+
+/* ---- transmit.c ---- */
+
+extern void transmit_start (struct conn *conn);
+/* Output drained or a request finished: maybe read more. */
+extern void transmit_maybe_resume (struct conn *conn);
+/* Release a write that was cut off by the connection closing. */
+extern void transmit_free_current (struct conn *conn);
+
+/* ---- backend-spawn.c: the process ---- */
+
+enum thread_model {
+  THREAD_MODEL_SERIALIZE_CONNECTIONS,
+  THREAD_MODEL_SERIALIZE_ALL_REQUESTS,
+  THREAD_MODEL_SERIALIZE_REQUESTS,
+  THREAD_MODEL_PARALLEL,
+};
+
+/* What the backend said of itself in HELLO. */
+struct backend_info {
+  char *name;
+  char *version;
+  char *longname;
+  char *description;
+  char *magic_config_key;       /* NULL if none */
+  char *config_help;
+  enum thread_model thread_model;
+};
+
+extern struct backend_info binfo;
+
+extern char *backend_locate (const char *name);
+extern void backend_spawn (void);     /* exits 1 on failure */
+extern void backend_stop (void);      /* orderly stop, bounded */
+extern bool backend_running (void);
+extern pid_t backend_pid (void);
+
+/* ---- backend-channel.c: frames over the socketpair ---- */
+
+/* Completion of one backend request.  reply is the validated reply
+ * header, or NULL if the backend went away (then the request failed
+ * with EIO).  payload (len bytes, malloc'd) now belongs to the callee.
+ */
+typedef void (*backend_cb) (void *opaque, const struct hp_header *reply,
+                            void *payload, uint32_t len);
+
+extern void channel_open (int fd);
+extern void channel_close (void);
+/* Send a request: h->type, flags, handle, offset, count are used;
+ * the id is assigned here.  payload (if any) is released with
+ * free_payload once sent.
+ */
+extern void channel_send (const struct hp_header *h,
+                          void *payload, uint32_t len,
+                          void (*free_payload) (void *),
+                          backend_cb cb, void *opaque);
+/* A control request with a JSON payload (NULL = {}). */
+extern void channel_send_json (uint16_t type, uint32_t handle, json_t *req,
+                               backend_cb cb, void *opaque);
+/* Run the loop until the control request completes (start-up only).
+ * Returns the status; *reply gets the JSON reply on success (NULL on
+ * error) and *errmsg (malloc'd) a message on failure.
+ */
+extern uint32_t channel_call_sync (uint16_t type, json_t *req,
+                                   json_t **reply, char **errmsg);
+/* Parse a reply payload as a JSON object (NULL on error, *why set). */
+extern json_t *channel_parse_json (const void *payload, uint32_t len,
+                                   const char **why);
+extern size_t channel_in_flight (void);
+
+#endif /* NBDKIT_INTERNAL_H */

@@ -1,0 +1,383 @@
+/* nbdkit front end: the transmission phase.
+ *
+ * Owns struct request: reads each NBD request (28-byte header, then
+ * the payload of a write), validates it as the specification says,
+ * forwards valid ones to the backend as helper-protocol frames and
+ * answers each with a simple reply as soon as the backend answers —
+ * replies leave in completion order, not request order.  A request is
+ * answered exactly once.
+ *
+ * Memory per connection is bounded: at most MAX_IN_FLIGHT requests are
+ * outstanding and at most MAX_QUEUED_OUTPUT bytes of replies wait for
+ * the client; past either, the connection stops reading until it
+ * drains.  A write's payload is only allocated after its header passed
+ * validation (and never more than 32 MiB); a refused write's payload is
+ * read and thrown away through a fixed buffer.
+ */
+
+#include <config.h>
+
+#include <endian.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Outstanding requests per connection: matches what the deepest
+ * clients pipeline (qemu uses 16, nbdcopy 64 per connection) with room
+ * to spare.
+ */
+#define MAX_IN_FLIGHT 256
+
+/* Reply bytes waiting for a slow reader before we stop reading its
+ * requests: a couple of maximum-sized reads.
+ */
+#define MAX_QUEUED_OUTPUT (64 * 1024 * 1024)
+
+struct request {
+  struct conn *conn;
+  uint64_t cookie;
+  uint16_t cmd;
+  uint16_t flags;
+  uint64_t offset;
+  uint32_t count;
+  uint32_t error;               /* refused before reaching the backend */
+  void *data;                   /* payload of a write */
+};
+
+static void read_request (struct conn *conn);
+
+static void
+send_simple_reply (struct conn *conn, uint64_t cookie, uint32_t error,
+                   void *data, uint32_t len)
+{
+  unsigned char hdr[NBD_SIMPLE_REPLY_SIZE];
+  uint32_t magic = htobe32 (NBD_SIMPLE_REPLY_MAGIC);
+  uint32_t err = htobe32 (error);
+  uint64_t ck = htobe64 (cookie);
+
+  memcpy (hdr, &magic, 4);
+  memcpy (hdr + 4, &err, 4);
+  memcpy (hdr + 8, &ck, 8);
+  conn_write (conn, hdr, sizeof hdr, data, data ? len : 0, free);
+}
+
+static const char *
+cmd_name (uint16_t cmd)
+{
+  switch (cmd) {
+  case NBD_CMD_READ: return "READ";
+  case NBD_CMD_WRITE: return "WRITE";
+  case NBD_CMD_DISC: return "DISC";
+  case NBD_CMD_FLUSH: return "FLUSH";
+  case NBD_CMD_TRIM: return "TRIM";
+  case NBD_CMD_CACHE: return "CACHE";
+  case NBD_CMD_WRITE_ZEROES: return "WRITE_ZEROES";
+  case NBD_CMD_BLOCK_STATUS: return "BLOCK_STATUS";
+  default: return "unknown";
+  }
+}
+
+/* Check a request against the specification and the export's
+ * capabilities.  Returns 0 or the NBD error to answer with.
+ */
+static uint32_t
+validate (const struct session *s, const struct request *r)
+{
+  const struct export_caps *c = &s->caps;
+  uint16_t allowed = 0;
+  bool ranged = true, writes = false;
+
+  switch (r->cmd) {
+  case NBD_CMD_READ:
+    break;
+  case NBD_CMD_WRITE:
+    allowed = NBD_CMD_FLAG_FUA;
+    writes = true;
+    break;
+  case NBD_CMD_FLUSH:
+    if (!c->can_flush)
+      return NBD_EINVAL;
+    if (r->offset != 0 || r->count != 0)
+      return NBD_EINVAL;
+    ranged = false;
+    break;
+  case NBD_CMD_TRIM:
+    if (c->can_write && !c->can_trim)
+      return NBD_EINVAL;
+    allowed = NBD_CMD_FLAG_FUA;
+    writes = true;
+    break;
+  case NBD_CMD_WRITE_ZEROES:
+    if (c->can_write && !c->can_zero)
+      return NBD_EINVAL;
+    allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE;
+    if (c->can_fast_zero)
+      allowed |= NBD_CMD_FLAG_FAST_ZERO;
+    writes = true;
+    break;
+  case NBD_CMD_CACHE:
+    if (!c->can_cache)
+      return NBD_EINVAL;
+    break;
+  default:
+    /* Unknown commands, and BLOCK_STATUS without a negotiated
+     * metadata context.
+     */
+    return NBD_EINVAL;
+  }
+
+  if (r->flags & ~allowed)
+    return NBD_EINVAL;
+  if ((r->flags & NBD_CMD_FLAG_FUA) && !c->can_fua)
+    return NBD_EINVAL;
+  if ((r->cmd == NBD_CMD_READ || r->cmd == NBD_CMD_WRITE) &&
+      r->count > MAX_REQUEST_SIZE)
+    return NBD_EOVERFLOW;
+  if (ranged) {
+    if (r->count == 0)
+      return NBD_EINVAL;
+    if (r->offset > c->size || r->count > c->size - r->offset)
+      return writes ? NBD_ENOSPC : NBD_EINVAL;
+  }
+  if (writes && !c->can_write)
+    return NBD_EPERM;
+  return 0;
+}
+
+static uint16_t
+hp_type_of (uint16_t cmd)
+{
+  switch (cmd) {
+  case NBD_CMD_READ: return HP_PREAD;
+  case NBD_CMD_WRITE: return HP_PWRITE;
+  case NBD_CMD_FLUSH: return HP_FLUSH;
+  case NBD_CMD_TRIM: return HP_TRIM;
+  case NBD_CMD_WRITE_ZEROES: return HP_ZERO;
+  case NBD_CMD_CACHE: return HP_CACHE;
+  }
+  abort ();
+}
+
+static uint16_t
+hp_flags_of (const struct request *r)
+{
+  uint16_t f = 0;
+
+  if (r->flags & NBD_CMD_FLAG_FUA)
+    f |= HP_FLAG_FUA;
+  if (r->cmd == NBD_CMD_WRITE_ZEROES) {
+    if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
+      f |= HP_FLAG_MAY_TRIM;
+    if (r->flags & NBD_CMD_FLAG_FAST_ZERO)
+      f |= HP_FLAG_FAST_ZERO;
+  }
+  return f;
+}
+
+/* Something finished: close if the client is done, else maybe resume. */
+static void
+request_finished (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  if (conn_is_closed (conn))
+    return;
+  if (s->disconnecting) {
+    if (s->in_flight == 0)
+      conn_close_after_output (conn);
+  }
+  else
+    transmit_maybe_resume (conn);
+}
+
+static void
+on_backend_reply (void *opaque, const struct hp_header *reply,
+                  void *payload, uint32_t len)
+{
+  struct request *r = opaque;
+  struct conn *conn = r->conn;
+  struct session *s = conn_session (conn);
+  uint32_t error = reply ? reply->status : NBD_EIO;
+
+  s->in_flight--;
+  if (error && opt.verbose)
+    nbdkit_debug ("%s: %s offset %" PRIu64 " count %" PRIu32 ": %s%s%s",
+                  conn_peer (conn), cmd_name (r->cmd), r->offset, r->count,
+                  hp_error_name (error),
+                  reply && payload ? ": " : "",
+                  reply && payload ? (const char *) payload : "");
+  if (r->cmd == NBD_CMD_READ && !error) {
+    send_simple_reply (conn, r->cookie, 0, payload, len);
+    payload = NULL;             /* now owned by the output queue */
+  }
+  else
+    send_simple_reply (conn, r->cookie, error, NULL, 0);
+  free (payload);
+  free (r);
+  request_finished (conn);
+  conn_unref (conn);
+}
+
+static void
+submit (struct conn *conn, struct request *r)
+{
+  struct session *s = conn_session (conn);
+  struct hp_header h = {
+    .type = hp_type_of (r->cmd),
+    .flags = hp_flags_of (r),
+    .handle = s->handle,
+    .offset = r->offset,
+    .count = r->count,
+  };
+  void *data = r->data;
+
+  r->data = NULL;               /* the channel owns it from here */
+  s->in_flight++;
+  conn_ref (conn);
+  channel_send (&h, data, data ? r->count : 0, free, on_backend_reply, r);
+}
+
+/* A write's payload has arrived (or been thrown away). */
+static void
+on_write_payload (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+  struct request *r = s->cur;
+
+  s->cur = NULL;
+  if (r->error) {
+    send_simple_reply (conn, r->cookie, r->error, NULL, 0);
+    free (r);
+  }
+  else
+    submit (conn, r);
+  read_request (conn);
+}
+
+static void
+on_request_header (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+  const unsigned char *p = s->reqhdr;
+  struct request *r;
+  uint32_t magic;
+  uint16_t flags, cmd;
+  uint64_t cookie, offset;
+  uint32_t count;
+
+  memcpy (&magic, p, 4);
+  memcpy (&flags, p + 4, 2);
+  memcpy (&cmd, p + 6, 2);
+  memcpy (&cookie, p + 8, 8);
+  memcpy (&offset, p + 16, 8);
+  memcpy (&count, p + 24, 4);
+  if (be32toh (magic) != NBD_REQUEST_MAGIC) {
+    nbdkit_debug ("%s: bad request magic, closing", conn_peer (conn));
+    conn_close (conn);
+    return;
+  }
+  cmd = be16toh (cmd);
+
+  if (cmd == NBD_CMD_DISC) {
+    nbdkit_debug ("%s: client sent NBD_CMD_DISC", conn_peer (conn));
+    s->disconnecting = true;
+    request_finished (conn);
+    return;
+  }
+
+  r = calloc (1, sizeof *r);
+  if (!r) {
+    conn_close (conn);
+    return;
+  }
+  r->conn = conn;
+  r->cookie = be64toh (cookie);
+  r->cmd = cmd;
+  r->flags = be16toh (flags);
+  r->offset = be64toh (offset);
+  r->count = be32toh (count);
+  r->error = validate (s, r);
+  if (r->error)
+    nbdkit_debug ("%s: refused %s offset %" PRIu64 " count %" PRIu32 ": %s",
+                  conn_peer (conn), cmd_name (cmd), r->offset, r->count,
+                  hp_error_name (r->error));
+
+  if (cmd == NBD_CMD_WRITE) {
+    /* The payload follows whatever we think of the request. */
+    s->cur = r;
+    if (!r->error && !(r->data = malloc (r->count))) {
+      r->error = NBD_ENOMEM;
+    }
+    conn_read (conn, r->data, r->count, on_write_payload);
+    return;
+  }
+
+  if (r->error) {
+    send_simple_reply (conn, r->cookie, r->error, NULL, 0);
+    free (r);
+  }
+  else
+    submit (conn, r);
+  read_request (conn);
+}
+
+static bool
+must_pause (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  return s->in_flight >= MAX_IN_FLIGHT ||
+         conn_output_bytes (conn) >= MAX_QUEUED_OUTPUT;
+}
+
+static void
+read_request (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  if (conn_is_closed (conn) || s->disconnecting)
+    return;
+  if (must_pause (conn)) {
+    s->paused = true;
+    return;
+  }
+  conn_read (conn, s->reqhdr, NBD_REQUEST_SIZE, on_request_header);
+}
+
+void
+transmit_maybe_resume (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  if (s->transmitting && s->paused && !must_pause (conn)) {
+    s->paused = false;
+    read_request (conn);
+  }
+}
+
+void
+transmit_start (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  nbdkit_debug ("%s: transmission phase, export size %" PRIu64
+                ", flags 0x%x", conn_peer (conn), s->caps.size, s->eflags);
+  s->transmitting = true;
+  free (s->optdata);
+  s->optdata = NULL;
+  read_request (conn);
+}
+
+void
+transmit_free_current (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  if (s->cur) {
+    free (s->cur->data);
+    free (s->cur);
+    s->cur = NULL;
+  }
+}
