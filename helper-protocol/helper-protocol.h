@@ -30,7 +30,7 @@
  * each, with the same type (plus HP_REPLY) and id.  Replies may come in
  * any order.  The backend never sends anything else.
  *
- * Control messages (HELLO..CLOSE) carry a UTF-8 JSON object as payload
+ * Control messages (HELLO..ATTACH_FD) carry a UTF-8 JSON object as payload
  * in both directions (an empty payload means {}).  Data messages carry
  * binary payloads.  An error reply (status != 0) carries an optional
  * UTF-8 human-readable message as payload (no JSON).
@@ -75,6 +75,7 @@ enum hp_type {
   HP_OPEN            = 8,   /* -> reply header handle + capabilities */
   HP_CLOSE           = 9,   /* header handle */
   HP_SHUTDOWN        = 10,  /* reply, then the backend exits 0 */
+  HP_ATTACH_FD       = 11,  /* {"purpose":..}; one fd via SCM_RIGHTS */
 
   /* Data messages: binary payloads, header handle/offset/count. */
   HP_PREAD           = 16,  /* reply payload: count bytes */
@@ -87,6 +88,17 @@ enum hp_type {
 };
 
 #define HP_REPLY 0x8000     /* bit set in the type field of every reply */
+
+/* HP_ATTACH_FD: the front end passes a file descriptor that outlives
+ * the backend process, sent with SCM_RIGHTS as ancillary data of the
+ * frame's first byte.  The backend asks for one by listing the purpose
+ * in the "features" array of its HELLO reply; the front end then sends
+ * ATTACH_FD after HELLO, before the first CONFIG, to every incarnation.
+ *   "memfd"  a memfd (initially empty) that the front end keeps for
+ *            the life of the server, so that data a backend keeps in it
+ *            survives the backend's crash and restart.
+ */
+#define HP_FEATURE_MEMFD "memfd"
 
 /* Request flags. */
 #define HP_FLAG_FUA       0x0001  /* PWRITE, TRIM, ZERO: durable on reply */

@@ -225,6 +225,7 @@ static const char *const type_names[] = {
   [HP_DUMP] = "DUMP", [HP_LIST_EXPORTS] = "LIST_EXPORTS",
   [HP_DEFAULT_EXPORT] = "DEFAULT_EXPORT", [HP_OPEN] = "OPEN",
   [HP_CLOSE] = "CLOSE", [HP_SHUTDOWN] = "SHUTDOWN",
+  [HP_ATTACH_FD] = "ATTACH_FD",
   [HP_PREAD] = "PREAD", [HP_PWRITE] = "PWRITE", [HP_FLUSH] = "FLUSH",
   [HP_TRIM] = "TRIM", [HP_ZERO] = "ZERO", [HP_CACHE] = "CACHE",
   [HP_EXTENTS] = "EXTENTS",
@@ -241,7 +242,7 @@ bool
 hp_type_is_control (uint16_t type)
 {
   type &= ~HP_REPLY;
-  return type >= HP_HELLO && type <= HP_SHUTDOWN;
+  return type >= HP_HELLO && type <= HP_ATTACH_FD;
 }
 
 const char *

@@ -1,41 +1,66 @@
 /* nbdkit front end: the channel to the backend process.
  *
  * Owns the socketpair end, the queue of frames to send, the reader of
- * frames coming back and the table of requests in flight (by id).
+ * frames coming back, the requests in flight (by id) and the requests
+ * held back while the backend (re)starts.
+ *
  * Every reply is validated (hp_decode_header, then hp_check_reply
- * against the request it claims to answer) before its payload is even
- * allocated.  A backend that breaks the protocol is killed; every
- * request then in flight completes with EIO.  Each request completes
- * exactly once.
+ * against the request it claims to answer, and the request must have
+ * been sent in full) before its payload is even allocated.  A backend
+ * that breaks the protocol is killed by the supervisor.
+ *
+ * When the backend goes away, each request in flight that is safe to
+ * repeat and has not been repeated yet is held, to be sent again to the
+ * next incarnation; the others complete with EIO (reply NULL).  A
+ * request completes exactly once.  A request keeps its payload until it
+ * completes, so that it can be sent again.
+ *
+ * With a request timeout set, the oldest request in flight is watched:
+ * if the backend has not answered it in time the supervisor is told.
  */
 
 #include <config.h>
 
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
 #include "buffer.h"
 
 struct pending {
-  struct pending *next;         /* hash chain */
-  struct hp_header req;         /* as sent */
+  struct pending *next;         /* hash chain, or the held list */
+  struct pending *older, *newer;  /* in flight, in order of sending */
+  struct hp_header req;         /* as sent (id, handle filled in) */
+  struct bhandle *bh;           /* NULL: h->handle is used as is */
+  void *payload;                /* owned until completion */
+  unsigned flags;               /* CH_* */
+  int fd;                       /* passed with the frame, or -1 */
+  unsigned sends;
+  uint64_t end_offset;          /* channel bytes queued after its frame */
+  ev_tstamp sent_at;
   backend_cb cb;
   void *opaque;
 };
 
 static int chan_fd = -1;
+static bool ready;              /* may send ordinary requests */
 static ev_io rio, wio;
 static struct inbuf in;
 static struct outq out;
 static uint64_t next_id = 1;
+static uint64_t bytes_queued, bytes_written;
 
 /* Requests in flight, hashed by id (ids are sequential). */
 static struct pending **table;
 static size_t table_size, nr_pending;
+static struct pending *oldest, *newest;
+
+/* Requests waiting for the backend to be ready. */
+static struct pending *held_head, **held_tail = &held_head;
+static size_t nr_held;
 
 /* The reply being read. */
 static unsigned char rhdr[HP_HEADER_SIZE];
@@ -45,13 +70,26 @@ static struct pending *cur_req;
 static unsigned char *rpayload;
 static uint32_t rpayload_got;
 
+/* Request timeout. */
+static double timeout_secs;
+static ev_timer timeout_timer;
+static channel_timeout_cb on_timeout;
+
 #define INBUF_SIZE (256 * 1024)
 
 size_t
 channel_in_flight (void)
 {
-  return nr_pending;
+  return nr_pending + nr_held;
 }
+
+bool
+channel_is_open (void)
+{
+  return chan_fd >= 0;
+}
+
+/* ---- the table of requests in flight ---- */
 
 static int
 table_grow (void)
@@ -76,6 +114,38 @@ table_grow (void)
   return 0;
 }
 
+static void
+table_insert (struct pending *p)
+{
+  size_t i = p->req.id & (table_size - 1);
+
+  p->next = table[i];
+  table[i] = p;
+  nr_pending++;
+  /* Newest at the end of the age list. */
+  p->newer = NULL;
+  p->older = newest;
+  if (newest)
+    newest->newer = p;
+  else
+    oldest = p;
+  newest = p;
+}
+
+static void
+age_unlink (struct pending *p)
+{
+  if (p->older)
+    p->older->newer = p->newer;
+  else
+    oldest = p->newer;
+  if (p->newer)
+    p->newer->older = p->older;
+  else
+    newest = p->older;
+  p->older = p->newer = NULL;
+}
+
 static struct pending *
 table_remove (uint64_t id)
 {
@@ -88,78 +158,71 @@ table_remove (uint64_t id)
       struct pending *p = *pp;
 
       *pp = p->next;
+      p->next = NULL;
       nr_pending--;
+      age_unlink (p);
       return p;
     }
   }
   return NULL;
 }
 
+/* ---- completion ---- */
+
 static void
 complete (struct pending *p, const struct hp_header *reply,
           void *payload, uint32_t len)
 {
+  free (p->payload);
   p->cb (p->opaque, reply, payload, len);
   free (p);
 }
 
-/* Fail everything in flight with EIO (reply NULL). */
+static void update_timeout (void);
+
+/* ---- timeouts ---- */
+
 static void
-fail_all (void)
+on_timeout_timer (struct ev_loop *l, ev_timer *w, int revents)
 {
-  size_t i;
+  if (oldest && ev_now (loop) - oldest->sent_at >= timeout_secs) {
+    struct hp_header req = oldest->req;
 
-  for (i = 0; i < table_size; ++i) {
-    struct pending *p;
-
-    while ((p = table[i]) != NULL) {
-      table[i] = p->next;
-      nr_pending--;
-      complete (p, NULL, NULL, 0);
-    }
+    /* Stop watching until the supervisor has dealt with it. */
+    ev_timer_stop (loop, &timeout_timer);
+    on_timeout (&req, ev_now (loop) - oldest->sent_at);
+    return;
   }
+  update_timeout ();
 }
 
-/* The backend broke the protocol or went away. */
 static void
-channel_broken (const char *why)
+update_timeout (void)
 {
-  if (chan_fd == -1)
+  if (timeout_secs <= 0)
     return;
-  if (why) {
-    nbdkit_error ("%s: backend protocol error: %s; stopping the backend",
-                  binfo.name ? binfo.name : opt.backend_name, why);
-    if (backend_pid () > 0)
-      kill (backend_pid (), SIGKILL);
+  ev_timer_stop (loop, &timeout_timer);
+  if (oldest && chan_fd >= 0) {
+    ev_tstamp left = oldest->sent_at + timeout_secs - ev_now (loop);
+
+    ev_timer_set (&timeout_timer, left > 0.001 ? left : 0.001, 0);
+    ev_timer_start (loop, &timeout_timer);
   }
-  channel_close ();
 }
 
 void
-channel_close (void)
+channel_set_timeout (double secs, channel_timeout_cb cb)
 {
-  if (chan_fd == -1)
-    return;
-  ev_io_stop (loop, &rio);
-  ev_io_stop (loop, &wio);
-  close (chan_fd);
-  chan_fd = -1;
-  outq_clear (&out);
-  inbuf_free (&in);
-  free (rpayload);
-  rpayload = NULL;
-  if (cur_req) {
-    struct pending *p = cur_req;
-
-    cur_req = NULL;
-    complete (p, NULL, NULL, 0);
-  }
-  fail_all ();
+  timeout_secs = secs;
+  on_timeout = cb;
+  ev_timer_init (&timeout_timer, on_timeout_timer, 1, 0);
 }
 
+/* ---- reading replies ---- */
+
 /* Parse as many replies as the buffered bytes allow; read large
- * payloads straight into their buffer.  Returns -1 if the channel was
- * closed.
+ * payloads straight into their buffer.  Returns -1 if the channel
+ * broke.
  */
 static int
 process_input (void)
@@ -173,16 +236,22 @@ process_input (void)
         return 0;
       rhdr_got = 0;
       if (hp_decode_header (rhdr, &cur, &why) == -1) {
-        channel_broken (why);
+        supervisor_protocol_error (why);
         return -1;
       }
       cur_req = table_remove (cur.id);
       if (!cur_req) {
-        channel_broken ("a reply to a request id that is not in flight");
+        supervisor_protocol_error ("a reply to a request id that is not "
+                                   "in flight");
         return -1;
       }
       if (hp_check_reply (&cur_req->req, &cur, &why) == -1) {
-        channel_broken (why);
+        supervisor_protocol_error (why);
+        return -1;
+      }
+      if (bytes_written < cur_req->end_offset) {
+        supervisor_protocol_error ("a reply to a request it has not "
+                                   "received in full");
         return -1;
       }
       rpayload_got = 0;
@@ -190,16 +259,15 @@ process_input (void)
         /* One spare byte lets JSON and messages be NUL-terminated. */
         rpayload = malloc ((size_t) cur.payload_len + 1);
         if (!rpayload) {
-          channel_broken ("out of memory for a reply payload");
+          supervisor_protocol_error ("out of memory for a reply payload");
           return -1;
         }
       }
     }
 
     if (rpayload_got < cur.payload_len) {
-      size_t want = cur.payload_len - rpayload_got;
-
-      rpayload_got += inbuf_take (&in, rpayload + rpayload_got, want);
+      rpayload_got += inbuf_take (&in, rpayload + rpayload_got,
+                                  cur.payload_len - rpayload_got);
       if (rpayload_got < cur.payload_len && inbuf_avail (&in) == 0 &&
           cur.payload_len - rpayload_got >= INBUF_SIZE / 2) {
         ssize_t r = read (chan_fd, rpayload + rpayload_got,
@@ -207,7 +275,7 @@ process_input (void)
         if (r > 0)
           rpayload_got += r;
         else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-          channel_broken (NULL);
+          supervisor_channel_lost ();
           return -1;
         }
       }
@@ -237,43 +305,44 @@ on_readable (struct ev_loop *l, ev_io *w, int revents)
 {
   int i;
 
-  /* Bounded work per wake-up so one busy backend cannot starve
-   * clients.
+  /* Bounded work per wake-up so that one busy backend cannot starve
+   * the clients.
    */
   for (i = 0; i < 16; ++i) {
     ssize_t r;
 
     if (process_input () == -1)
       return;
-    if (cur_req && rpayload_got < cur.payload_len &&
-        inbuf_avail (&in) == 0 &&
-        cur.payload_len - rpayload_got >= INBUF_SIZE / 2)
-      continue;                 /* process_input reads directly */
     r = inbuf_fill (&in, chan_fd);
     if (r == 0) {
-      nbdkit_debug ("backend closed the channel");
-      channel_broken (NULL);
+      nbdkit_debug ("the backend closed the channel");
+      supervisor_channel_lost ();
       return;
     }
     if (r == -1) {
       if (errno == EAGAIN || errno == EWOULDBLOCK)
         break;
       nbdkit_debug ("backend channel: read: %m");
-      channel_broken (NULL);
+      supervisor_channel_lost ();
       return;
     }
   }
-  process_input ();
+  if (process_input () == 0)
+    update_timeout ();
 }
+
+/* ---- writing requests ---- */
 
 static void
 flush_output (void)
 {
+  size_t before = out.bytes;
   int r = outq_flush (&out, chan_fd);
 
+  bytes_written += before - out.bytes;
   if (r == -1) {
     nbdkit_debug ("backend channel: write: %m");
-    channel_broken (NULL);
+    supervisor_channel_lost ();
   }
   else if (r == 1)
     ev_io_start (loop, &wio);
@@ -287,70 +356,136 @@ on_writable (struct ev_loop *l, ev_io *w, int revents)
   flush_output ();
 }
 
-void
-channel_open (int fd)
+/* Send the first byte of a frame with a file descriptor attached
+ * (SCM_RIGHTS); the rest of the frame follows through the queue.  Only
+ * when nothing else is queued, so that the byte goes out in order.
+ */
+static int
+send_fd_byte (const unsigned char *byte, int fd)
 {
-  chan_fd = fd;
-  if (inbuf_init (&in, INBUF_SIZE) == -1)
-    die ("out of memory");
-  outq_init (&out);
-  rhdr_got = 0;
-  cur_req = NULL;
-  ev_io_init (&rio, on_readable, fd, EV_READ);
-  ev_io_init (&wio, on_writable, fd, EV_WRITE);
-  ev_io_start (loop, &rio);
+  struct iovec iov = { .iov_base = (void *) byte, .iov_len = 1 };
+  union {
+    char buf[CMSG_SPACE (sizeof (int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr msg = {
+    .msg_iov = &iov, .msg_iovlen = 1,
+    .msg_control = u.buf, .msg_controllen = sizeof u.buf,
+  };
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR (&msg);
+  ssize_t r;
+
+  if (out.head)
+    return -1;
+  memset (u.buf, 0, sizeof u.buf);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN (sizeof (int));
+  memcpy (CMSG_DATA (cmsg), &fd, sizeof fd);
+  do
+    r = sendmsg (chan_fd, &msg, MSG_NOSIGNAL);
+  while (r == -1 && errno == EINTR);
+  return r == 1 ? 0 : -1;
 }
 
-void
-channel_send (const struct hp_header *h, void *payload, uint32_t len,
-              void (*free_payload) (void *), backend_cb cb, void *opaque)
+/* Put a request on the wire. */
+static void
+transmit (struct pending *p)
 {
-  struct pending *p;
   unsigned char hdr[HP_HEADER_SIZE];
-  bool was_empty;
+  bool was_empty = out.head == NULL;
+  size_t skip = 0;
 
-  if (chan_fd == -1 || (nr_pending + 1 > table_size && table_grow () == -1) ||
-      (p = malloc (sizeof *p)) == NULL) {
-    if (payload && free_payload)
-      free_payload (payload);
-    cb (opaque, NULL, NULL, 0);
+  if (p->bh) {
+    if (!p->bh->valid) {
+      complete (p, NULL, NULL, 0);
+      return;
+    }
+    p->req.handle = p->bh->id;
+  }
+  if (nr_pending + 1 > table_size && table_grow () == -1) {
+    complete (p, NULL, NULL, 0);
     return;
   }
-  p->req = *h;
   p->req.id = next_id++;
-  p->req.status = 0;
-  p->req.payload_len = payload ? len : 0;
-  p->cb = cb;
-  p->opaque = opaque;
   hp_encode_header (&p->req, hdr);
-
-  was_empty = out.head == NULL;
-  if (outq_push (&out, hdr, sizeof hdr, payload, p->req.payload_len,
-                 free_payload) == -1) {
-    free (p);
-    cb (opaque, NULL, NULL, 0);
+  if (p->fd >= 0) {
+    if (send_fd_byte (hdr, p->fd) == -1) {
+      complete (p, NULL, NULL, 0);
+      return;
+    }
+    skip = 1;
+    bytes_written++;
+  }
+  if (outq_push (&out, hdr + skip, sizeof hdr - skip, p->payload,
+                 p->req.payload_len, NULL) == -1) {
+    complete (p, NULL, NULL, 0);
     return;
   }
-  p->next = table[p->req.id & (table_size - 1)];
-  table[p->req.id & (table_size - 1)] = p;
-  nr_pending++;
-
-  /* Try to write at once; otherwise when the socket is writable. */
+  bytes_queued += sizeof hdr + p->req.payload_len;
+  p->end_offset = bytes_queued;
+  p->sends++;
+  p->sent_at = ev_now (loop);
+  table_insert (p);
+  if (oldest == p)
+    update_timeout ();
+  /* Write at once if nothing is waiting, else when writable. */
   if (was_empty)
     flush_output ();
 }
 
 static void
-free_string (void *p)
+hold (struct pending *p)
 {
-  free (p);
+  p->next = NULL;
+  *held_tail = p;
+  held_tail = &p->next;
+  nr_held++;
 }
 
 void
-channel_send_json (uint16_t type, uint32_t handle, json_t *req,
-                   backend_cb cb, void *opaque)
+channel_send (const struct hp_header *h, struct bhandle *bh,
+              void *payload, uint32_t len, unsigned flags,
+              backend_cb cb, void *opaque)
 {
-  struct hp_header h = { .type = type, .handle = handle };
+  channel_send_fd (h, bh, payload, len, -1, flags, cb, opaque);
+}
+
+void
+channel_send_fd (const struct hp_header *h, struct bhandle *bh,
+                 void *payload, uint32_t len, int fd, unsigned flags,
+                 backend_cb cb, void *opaque)
+{
+  struct pending *p = calloc (1, sizeof *p);
+
+  if (!p) {
+    free (payload);
+    cb (opaque, NULL, NULL, 0);
+    return;
+  }
+  p->req = *h;
+  p->req.status = 0;
+  p->req.payload_len = payload ? len : 0;
+  p->bh = bh;
+  p->payload = payload;
+  p->flags = flags;
+  p->fd = fd;
+  p->cb = cb;
+  p->opaque = opaque;
+
+  if (chan_fd >= 0 && (ready || (flags & CH_STARTUP)))
+    transmit (p);
+  else if (supervisor_may_hold () && !(flags & CH_STARTUP))
+    hold (p);
+  else
+    complete (p, NULL, NULL, 0);
+}
+
+void
+channel_send_json (uint16_t type, struct bhandle *bh, json_t *req,
+                   unsigned flags, backend_cb cb, void *opaque)
+{
+  struct hp_header h = { .type = type };
   char *s = json_dumps (req ? req : json_object (), JSON_COMPACT);
 
   json_decref (req);
@@ -358,7 +493,7 @@ channel_send_json (uint16_t type, uint32_t handle, json_t *req,
     cb (opaque, NULL, NULL, 0);
     return;
   }
-  channel_send (&h, s, strlen (s), free_string, cb, opaque);
+  channel_send (&h, bh, s, strlen (s), flags, cb, opaque);
 }
 
 json_t *
@@ -378,49 +513,146 @@ channel_parse_json (const void *payload, uint32_t len, const char **why)
   return j;
 }
 
-/* Synchronous control calls, used before the server listens. */
-struct sync_call {
-  bool done;
-  uint32_t status;
-  json_t *reply;
-  char *errmsg;
-};
+/* ---- the life of the channel ---- */
 
-static void
-sync_done (void *opaque, const struct hp_header *reply, void *payload,
-           uint32_t len)
+void
+channel_open (int fd)
 {
-  struct sync_call *c = opaque;
-  const char *why;
-
-  c->done = true;
-  if (!reply) {
-    c->status = HP_EIO;
-    c->errmsg = strdup ("the backend process stopped before it answered");
-  }
-  else if (reply->status) {
-    c->status = reply->status;
-    c->errmsg = payload ? strdup (payload) : strdup (hp_error_name (reply->status));
-  }
-  else {
-    c->reply = channel_parse_json (payload, len, &why);
-    if (!c->reply) {
-      c->status = HP_EIO;
-      c->errmsg = strdup (why);
-    }
-  }
-  free (payload);
+  chan_fd = fd;
+  ready = false;
+  if (inbuf_init (&in, INBUF_SIZE) == -1)
+    die ("out of memory");
+  outq_init (&out);
+  bytes_queued = bytes_written = 0;
+  rhdr_got = 0;
+  cur_req = NULL;
+  ev_io_init (&rio, on_readable, fd, EV_READ);
+  ev_io_init (&wio, on_writable, fd, EV_WRITE);
+  ev_io_start (loop, &rio);
 }
 
-uint32_t
-channel_call_sync (uint16_t type, json_t *req, json_t **reply, char **errmsg)
+void
+channel_set_ready (void)
 {
-  struct sync_call c = { 0 };
+  struct pending *p;
 
-  channel_send_json (type, 0, req, sync_done, &c);
-  while (!c.done)
-    ev_run (loop, EVRUN_ONCE);
-  *reply = c.reply;
-  *errmsg = c.errmsg;
-  return c.status;
+  ready = true;
+  while ((p = held_head) != NULL && chan_fd >= 0 && ready) {
+    held_head = p->next;
+    if (!held_head)
+      held_tail = &held_head;
+    nr_held--;
+    p->next = NULL;
+    transmit (p);
+  }
+}
+
+static int
+compare_ids (const void *a, const void *b)
+{
+  const struct pending *pa = *(struct pending *const *) a;
+  const struct pending *pb = *(struct pending *const *) b;
+
+  return pa->req.id < pb->req.id ? -1 : pa->req.id > pb->req.id;
+}
+
+/* Is it safe to send this request again to a new backend?  Data
+ * requests are idempotent; so are OPEN (a new handle), LIST_EXPORTS and
+ * DEFAULT_EXPORT.  Start-up messages are replayed by the supervisor.
+ */
+static bool
+may_resend (const struct pending *p)
+{
+  if (p->flags & CH_STARTUP)
+    return false;
+  switch (p->req.type) {
+  case HP_PREAD: case HP_PWRITE: case HP_FLUSH: case HP_TRIM:
+  case HP_ZERO: case HP_CACHE: case HP_EXTENTS:
+  case HP_OPEN: case HP_LIST_EXPORTS: case HP_DEFAULT_EXPORT:
+    return p->sends < 2;
+  default:
+    return false;
+  }
+}
+
+void
+channel_close (bool keep_for_resend)
+{
+  struct pending **all, *p;
+  size_t i, n = 0;
+
+  if (chan_fd == -1)
+    return;
+  ev_io_stop (loop, &rio);
+  ev_io_stop (loop, &wio);
+  if (timeout_secs > 0)
+    ev_timer_stop (loop, &timeout_timer);
+  close (chan_fd);
+  chan_fd = -1;
+  ready = false;
+  outq_clear (&out);
+  inbuf_free (&in);
+  free (rpayload);
+  rpayload = NULL;
+  if (cur_req) {
+    /* Its reply was being read: it is in no table now. */
+    p = cur_req;
+    cur_req = NULL;
+    p->next = NULL;
+    table_insert (p);
+  }
+
+  /* Everything in flight: hold what may be sent again (oldest first,
+   * ahead of what was already held), fail the rest.
+   */
+  all = malloc ((nr_pending ? nr_pending : 1) * sizeof *all);
+  for (i = 0; i < table_size; ++i) {
+    while ((p = table[i]) != NULL) {
+      table[i] = p->next;
+      p->next = NULL;
+      if (all)
+        all[n++] = p;
+      else
+        complete (p, NULL, NULL, 0);
+    }
+  }
+  nr_pending = 0;
+  oldest = newest = NULL;
+  if (all) {
+    struct pending *resend = NULL, **tail = &resend;
+
+    qsort (all, n, sizeof *all, compare_ids);
+    for (i = 0; i < n; ++i) {
+      p = all[i];
+      p->older = p->newer = NULL;
+      if (keep_for_resend && may_resend (p)) {
+        *tail = p;
+        tail = &p->next;
+        nr_held++;
+      }
+      else
+        complete (p, NULL, NULL, 0);
+    }
+    if (resend) {
+      *tail = held_head;
+      if (!held_head)
+        held_tail = tail;
+      held_head = resend;
+    }
+    free (all);
+  }
+}
+
+void
+channel_fail_held (void)
+{
+  struct pending *p;
+
+  while ((p = held_head) != NULL) {
+    held_head = p->next;
+    if (!held_head)
+      held_tail = &held_head;
+    nr_held--;
+    complete (p, NULL, NULL, 0);
+  }
 }

@@ -3,8 +3,10 @@
  * Owns finding the backend executable, starting it (socketpair, fork,
  * exec with the channel on fd 3, stdin and stdout on /dev/null, stderr
  * on a pipe relayed to the log, no other fd, a minimal environment,
- * its own process group, no new privileges), the HELLO exchange that
- * fills struct backend_info, watching it exit, and stopping it.
+ * its own process group, no new privileges, optionally another user
+ * and group and resource limits), struct backend_info (from HELLO), and
+ * noticing the process's end, which it reports to the supervisor.
+ * Decisions (restart, stop) are the supervisor's.
  */
 
 #include <config.h>
@@ -17,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -28,7 +32,6 @@
 struct backend_info binfo;
 
 #define CHANNEL_FD 3
-#define STOP_TIMEOUT 5.0        /* seconds before SIGKILL when stopping */
 
 static pid_t pid = -1;
 static ev_child child_watcher;
@@ -36,12 +39,6 @@ static ev_io stderr_watcher;
 static int stderr_fd = -1;
 static char stderr_line[4096];
 static size_t stderr_len;
-
-bool
-backend_running (void)
-{
-  return pid > 0;
-}
 
 pid_t
 backend_pid (void)
@@ -184,6 +181,41 @@ close_other_fds (void)
   closedir (d);
 }
 
+/* --backend-rlimit, --backend-group, --backend-user.  Failing any of
+ * them is fatal: the backend must not run with more than was asked.
+ */
+static void
+drop_privileges (void)
+{
+  size_t i;
+
+  for (i = 0; i < opt.nr_rlimits; ++i) {
+    struct rlimit rl = {
+      .rlim_cur = opt.rlimits[i].value,
+      .rlim_max = opt.rlimits[i].value,
+    };
+    if (setrlimit (opt.rlimits[i].resource, &rl) == -1) {
+      dprintf (STDERR_FILENO, "error: setrlimit: %s\n", strerror (errno));
+      _exit (126);
+    }
+  }
+  if (opt.backend_gid_set) {
+    if (setgroups (1, &opt.backend_gid) == -1 ||
+        setresgid (opt.backend_gid, opt.backend_gid, opt.backend_gid) == -1) {
+      dprintf (STDERR_FILENO, "error: cannot change to group %d: %s\n",
+               (int) opt.backend_gid, strerror (errno));
+      _exit (126);
+    }
+  }
+  if (opt.backend_uid_set) {
+    if (setresuid (opt.backend_uid, opt.backend_uid, opt.backend_uid) == -1) {
+      dprintf (STDERR_FILENO, "error: cannot change to user %d: %s\n",
+               (int) opt.backend_uid, strerror (errno));
+      _exit (126);
+    }
+  }
+}
+
 static void __attribute__ ((noreturn))
 exec_backend (int chan, int err_w)
 {
@@ -210,6 +242,7 @@ exec_backend (int chan, int err_w)
   sigemptyset (&all);
   sigprocmask (SIG_SETMASK, &all, NULL);
   setpgid (0, 0);
+  drop_privileges ();
   prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 
   env = minimal_environment ();
@@ -280,18 +313,16 @@ on_child_exit (struct ev_loop *l, ev_child *w, int revents)
 
   ev_child_stop (loop, w);
   stderr_drain ();
-  if (WIFEXITED (status)) {
-    if (WEXITSTATUS (status) == 0 && server_quitting ())
-      nbdkit_debug ("%s: backend process %d exited", name, (int) pid);
-    else
-      nbdkit_error ("%s: backend process %d exited with status %d",
-                    name, (int) pid, WEXITSTATUS (status));
-  }
+  if (WIFEXITED (status) && WEXITSTATUS (status) == 0)
+    nbdkit_debug ("%s: backend process %d exited", name, (int) pid);
+  else if (WIFEXITED (status))
+    nbdkit_error ("%s: backend process %d exited with status %d",
+                  name, (int) pid, WEXITSTATUS (status));
   else if (WIFSIGNALED (status))
-    nbdkit_error ("%s: backend process %d was killed by signal %s",
+    nbdkit_error ("%s: backend process %d was killed by signal SIG%s",
                   name, (int) pid, sigabbrev_np (WTERMSIG (status)) ?: "?");
   pid = -1;
-  channel_close ();
+  supervisor_backend_exited ();
 }
 
 static enum thread_model
@@ -317,33 +348,21 @@ dup_member (json_t *j, const char *key)
   return s ? strdup (s) : NULL;
 }
 
-static void
-hello (void)
+const char *
+thread_model_name (enum thread_model m)
 {
-  json_t *req, *reply;
-  char *msg;
-  uint32_t status;
-  json_int_t version;
+  switch (m) {
+  case THREAD_MODEL_SERIALIZE_CONNECTIONS: return "serialize_connections";
+  case THREAD_MODEL_SERIALIZE_ALL_REQUESTS: return "serialize_all_requests";
+  case THREAD_MODEL_SERIALIZE_REQUESTS: return "serialize_requests";
+  case THREAD_MODEL_PARALLEL: return "parallel";
+  }
+  return "unknown";
+}
 
-  req = json_pack ("{s:i, s:s, s:s, s:s, s:b, s:i, s:O}",
-                   "protocol", HP_PROTOCOL_VERSION,
-                   "server", PROGRAM_NAME,
-                   "server_version", PACKAGE_VERSION,
-                   "name", opt.backend_name,
-                   "verbose", opt.verbose,
-                   "threads", (int) opt.threads,
-                   "debug", opt.backend_debug ? opt.backend_debug : json_object ());
-  status = channel_call_sync (HP_HELLO, req, &reply, &msg);
-  if (status)
-    die ("%s: the backend did not start: %s", opt.backend_name,
-         msg ? msg : hp_error_name (status));
-
-  version = json_integer_value (json_object_get (reply, "protocol"));
-  if (version != HP_PROTOCOL_VERSION)
-    die ("%s: the backend speaks helper protocol version %lld, "
-         "this server speaks version %d", opt.backend_name,
-         (long long) version, HP_PROTOCOL_VERSION);
-
+void
+backend_info_from_hello (json_t *reply)
+{
   binfo.name = dup_member (reply, "name");
   if (!binfo.name || !*binfo.name) {
     free (binfo.name);
@@ -357,10 +376,18 @@ hello (void)
   binfo.thread_model =
     parse_thread_model (json_string_value (json_object_get (reply,
                                                             "thread_model")));
-  json_decref (reply);
-  nbdkit_debug ("backend %s %s, pid %d, thread model %d",
+  {
+    json_t *features = json_object_get (reply, "features"), *f;
+    size_t i;
+
+    json_array_foreach (features, i, f)
+      if (json_is_string (f) &&
+          strcmp (json_string_value (f), HP_FEATURE_MEMFD) == 0)
+        binfo.wants_memfd = true;
+  }
+  nbdkit_debug ("backend %s %s, pid %d, thread model %s",
                 binfo.name, binfo.version ? binfo.version : "",
-                (int) pid, binfo.thread_model);
+                (int) pid, thread_model_name (binfo.thread_model));
 }
 
 /* Move fd above the channel's fd number so that the dup2 calls in the
@@ -378,23 +405,34 @@ fd_above (int fd)
   return r;
 }
 
-void
+bool
 backend_spawn (void)
 {
   int sv[2], errp[2];
 
-  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
-    die ("socketpair: %m");
-  if (pipe2 (errp, O_CLOEXEC) == -1)
-    die ("pipe: %m");
+  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
+    nbdkit_error ("socketpair: %m");
+    return false;
+  }
+  if (pipe2 (errp, O_CLOEXEC) == -1) {
+    nbdkit_error ("pipe: %m");
+    close (sv[0]);
+    close (sv[1]);
+    return false;
+  }
   sv[1] = fd_above (sv[1]);
   errp[1] = fd_above (errp[1]);
-  if (sv[1] == -1 || errp[1] == -1)
-    die ("fcntl: %m");
-
-  pid = fork ();
-  if (pid == -1)
-    die ("fork: %m");
+  if (sv[1] == -1 || errp[1] == -1 || (pid = fork ()) == -1) {
+    nbdkit_error ("cannot start the backend: %m");
+    close (sv[0]);
+    close (errp[0]);
+    if (sv[1] >= 0)
+      close (sv[1]);
+    if (errp[1] >= 0)
+      close (errp[1]);
+    pid = -1;
+    return false;
+  }
   if (pid == 0)
     exec_backend (sv[1], errp[1]);
 
@@ -402,6 +440,16 @@ backend_spawn (void)
   close (errp[1]);
   fcntl (sv[0], F_SETFL, O_NONBLOCK);
   fcntl (errp[0], F_SETFL, O_NONBLOCK);
+
+  /* The previous incarnation's stderr may still be open: finish it. */
+  if (stderr_fd >= 0) {
+    stderr_drain ();
+    if (stderr_fd >= 0) {
+      ev_ref (loop);
+      ev_io_stop (loop, &stderr_watcher);
+      close (stderr_fd);
+    }
+  }
   stderr_fd = errp[0];
   stderr_len = 0;
   ev_io_init (&stderr_watcher, on_stderr, stderr_fd, EV_READ);
@@ -410,42 +458,8 @@ backend_spawn (void)
   ev_child_init (&child_watcher, on_child_exit, pid, 0);
   ev_child_start (loop, &child_watcher);
   channel_open (sv[0]);
-  nbdkit_debug ("started backend %s, pid %d", opt.backend_path, (int) pid);
-
-  hello ();
-}
-
-static void
-on_stop_timeout (struct ev_loop *l, ev_timer *w, int revents)
-{
-  if (pid > 0) {
-    nbdkit_error ("%s: the backend did not stop within %g seconds, killing it",
-                  binfo.name ? binfo.name : opt.backend_name, STOP_TIMEOUT);
-    kill (pid, SIGKILL);
-  }
-}
-
-void
-backend_stop (void)
-{
-  ev_timer timer;
-
-  if (pid <= 0) {
-    channel_close ();
-    return;
-  }
-  ev_timer_init (&timer, on_stop_timeout, STOP_TIMEOUT, 0);
-  ev_timer_start (loop, &timer);
-
-  /* Let the requests in flight (the CLOSE of the last handles, say)
-   * finish; then closing the channel asks the backend to exit.  All of
-   * it within STOP_TIMEOUT seconds, else SIGKILL.
-   */
-  while (pid > 0 && channel_in_flight () > 0)
-    ev_run (loop, EVRUN_ONCE);
-  channel_close ();
-  while (pid > 0)
-    ev_run (loop, EVRUN_ONCE);
-  ev_timer_stop (loop, &timer);
-  stderr_drain ();
+  nbdkit_debug ("%s: started backend process %d (%s)",
+                binfo.name ? binfo.name : opt.backend_name, (int) pid,
+                opt.backend_path);
+  return true;
 }

@@ -185,7 +185,28 @@ conn_close (struct conn *conn)
   listen_conn_ended ();
   if (opt.single)
     server_quit (EXIT_SUCCESS);
+  server_connection_ended ();
   conn_unref (conn);
+}
+
+void
+conn_drain_all (void)
+{
+  struct conn *conn, *next;
+
+  for (conn = conns; conn; conn = next) {
+    conn_ref (conn);
+    if (!conn->closed) {
+      conn->want_active = false;
+      ev_io_stop (loop, &conn->rio);
+      if (conn->session.transmitting)
+        transmit_drain (conn);
+      else
+        conn_close (conn);
+    }
+    next = conn->next;
+    conn_unref (conn);
+  }
 }
 
 void

@@ -236,20 +236,6 @@ struct open_ctx {
 };
 
 static void
-ignore_reply (void *opaque, const struct hp_header *reply, void *payload,
-              uint32_t len)
-{
-  free (payload);
-}
-
-static void
-close_handle (uint32_t handle)
-{
-  if (handle && backend_running ())
-    channel_send_json (HP_CLOSE, handle, NULL, ignore_reply, NULL);
-}
-
-static void
 open_ctx_free (struct open_ctx *ctx)
 {
   free (ctx->name);
@@ -315,38 +301,24 @@ open_error_type (uint32_t status)
 }
 
 static void
-on_open (void *opaque, const struct hp_header *reply, void *payload,
-         uint32_t len)
+on_open (void *opaque, struct bhandle *bh, json_t *j, uint32_t status,
+         const char *msg)
 {
   struct open_ctx *ctx = opaque;
   struct conn *conn = ctx->conn;
   struct session *s = conn_session (conn);
   const char *why = NULL;
-  json_t *j = NULL;
 
-  if (reply && reply->status == 0 && reply->handle == 0)
-    why = "the backend's OPEN reply has no handle";
-  else if (reply && reply->status == 0 &&
-           (j = channel_parse_json (payload, len, &why)) != NULL &&
-           caps_from_json (j, &s->caps, &why) == 0) {
-    s->handle = reply->handle;
-    s->eflags = transmission_flags (&s->caps);
+  if (bh && caps_from_json (j, &s->caps, &why) == -1) {
+    backend_close (bh);
+    bh = NULL;
+    status = HP_EIO;
+    msg = why;
   }
-  json_decref (j);
 
-  if (conn_is_closed (conn)) {
-    close_handle (s->handle);
-    s->handle = 0;
-  }
-  else if (s->handle == 0) {
-    /* Failed. */
-    const char *msg = why ? why
-      : reply && reply->status && payload ? (const char *) payload
-      : reply ? hp_error_name (reply->status)
-      : "the backend is not running";
-
-    if (reply && reply->handle && reply->status == 0)
-      close_handle (reply->handle);
+  if (conn_is_closed (conn))
+    backend_close (bh);
+  else if (!bh) {
     if (ctx->option == NBD_OPT_EXPORT_NAME) {
       /* No way to report an error: hang up. */
       nbdkit_error ("%s: could not open export '%s': %s",
@@ -354,35 +326,37 @@ on_open (void *opaque, const struct hp_header *reply, void *payload,
       conn_close (conn);
     }
     else {
-      send_error (conn, reply ? open_error_type (reply->status)
-                  : NBD_REP_ERR_SHUTDOWN,
+      send_error (conn, open_error_type (status),
                   "cannot open export '%s': %s", ctx->name, msg);
       read_option (conn);
     }
   }
-  else if (ctx->option == NBD_OPT_EXPORT_NAME) {
-    unsigned char buf[10 + 124];
-
-    put64 (buf, s->caps.size);
-    put16 (buf + 8, s->eflags);
-    memset (buf + 10, 0, 124);
-    conn_write (conn, buf, s->no_zeroes ? 10 : sizeof buf, NULL, 0, NULL);
-    transmit_start (conn);
-  }
   else {
-    send_infos (conn, ctx);
-    if (ctx->option == NBD_OPT_GO)
+    s->bh = bh;
+    s->eflags = transmission_flags (&s->caps);
+    if (ctx->option == NBD_OPT_EXPORT_NAME) {
+      unsigned char buf[10 + 124];
+
+      put64 (buf, s->caps.size);
+      put16 (buf + 8, s->eflags);
+      memset (buf + 10, 0, 124);
+      conn_write (conn, buf, s->no_zeroes ? 10 : sizeof buf, NULL, 0, NULL);
       transmit_start (conn);
+    }
     else {
-      /* NBD_OPT_INFO: only looking. */
-      close_handle (s->handle);
-      s->handle = 0;
-      caps_free (&s->caps);
-      read_option (conn);
+      send_infos (conn, ctx);
+      if (ctx->option == NBD_OPT_GO)
+        transmit_start (conn);
+      else {
+        /* NBD_OPT_INFO: only looking. */
+        backend_close (s->bh);
+        s->bh = NULL;
+        caps_free (&s->caps);
+        read_option (conn);
+      }
     }
   }
 
-  free (payload);
   open_ctx_free (ctx);
   conn_unref (conn);
 }
@@ -410,13 +384,7 @@ open_export (struct conn *conn, uint32_t option, const char *name,
 
   nbdkit_debug ("%s: opening export '%s'", conn_peer (conn), ctx->name);
   conn_ref (conn);
-  channel_send_json (HP_OPEN, 0,
-                     json_pack ("{s:s, s:b, s:b, s:s}",
-                                "export", ctx->name,
-                                "readonly", opt.readonly,
-                                "tls", 0,
-                                "client", conn_peer (conn)),
-                     on_open, ctx);
+  backend_open (ctx->name, opt.readonly, conn_peer (conn), on_open, ctx);
 }
 
 /* ---- NBD_OPT_LIST ---- */
@@ -550,10 +518,10 @@ on_option_data (struct conn *conn)
       break;
     }
     conn_ref (conn);
-    channel_send_json (HP_LIST_EXPORTS, 0,
+    channel_send_json (HP_LIST_EXPORTS, NULL,
                        json_pack ("{s:b, s:b}", "readonly", opt.readonly,
                                   "tls", 0),
-                       on_list, conn);
+                       0, on_list, conn);
     break;
 
   case NBD_OPT_INFO:
@@ -662,7 +630,7 @@ session_free (struct conn *conn)
   free (s->optdata);
   s->optdata = NULL;
   transmit_free_current (conn);
-  close_handle (s->handle);
-  s->handle = 0;
+  backend_close (s->bh);
+  s->bh = NULL;
   caps_free (&s->caps);
 }

@@ -58,6 +58,21 @@ struct options {
   unsigned threads;             /* -t, 0 = backend's default */
   json_t *backend_debug;        /* -D flags for the backend: {"flag":N} */
   json_t *server_debug;         /* -D flags for the front end */
+  /* Supervision of the backend. */
+  double backend_timeout;       /* --backend-timeout, 0 = none */
+  unsigned max_restarts;        /* --backend-max-restarts */
+  double restart_window;        /* --backend-restart-window */
+  bool on_failure_error;        /* --backend-failure=error */
+  bool backend_uid_set, backend_gid_set;
+  uid_t backend_uid;            /* --backend-user */
+  gid_t backend_gid;            /* --backend-group */
+  struct backend_rlimit *rlimits;   /* --backend-rlimit */
+  size_t nr_rlimits;
+};
+
+struct backend_rlimit {
+  int resource;                 /* RLIMIT_* */
+  unsigned long long value;
 };
 
 extern struct options opt;
@@ -83,6 +98,8 @@ extern int loop_run (void);           /* returns the exit status */
 /* Begin an orderly shutdown with the given exit status. */
 extern void server_quit (int status);
 extern bool server_quitting (void);
+/* A connection closed (lets a shutdown finish). */
+extern void server_connection_ended (void);
 
 /* ---- daemon.c ---- */
 
@@ -110,6 +127,10 @@ typedef void (*conn_read_cb) (struct conn *);
 extern struct conn *conn_new (int rfd, int wfd, const char *peer);
 extern void conn_close (struct conn *conn);
 extern void conn_close_all (void);
+/* Shutting down: read no more requests, close each connection once its
+ * requests in flight are answered.
+ */
+extern void conn_drain_all (void);
 extern void conn_ref (struct conn *conn);
 extern void conn_unref (struct conn *conn);
 extern bool conn_is_closed (const struct conn *conn);
@@ -154,7 +175,7 @@ struct session {
   char *optdata;
   /* transmission */
   bool transmitting;
-  uint32_t handle;             /* backend handle, 0 = none */
+  struct bhandle *bh;          /* the open export, NULL = none */
   struct export_caps caps;
   uint16_t eflags;             /* transmission flags sent to the client */
   unsigned char reqhdr[NBD_REQUEST_SIZE];
@@ -175,6 +196,8 @@ extern int caps_from_json (json_t *j, struct export_caps *caps,
 extern void transmit_start (struct conn *conn);
 /* Output drained or a request finished: maybe read more. */
 extern void transmit_maybe_resume (struct conn *conn);
+/* Stop reading requests; close once those in flight are answered. */
+extern void transmit_drain (struct conn *conn);
 /* Release a write that was cut off by the connection closing. */
 extern void transmit_free_current (struct conn *conn);
 
@@ -196,44 +219,97 @@ struct backend_info {
   char *magic_config_key;       /* NULL if none */
   char *config_help;
   enum thread_model thread_model;
+  bool wants_memfd;             /* features: "memfd" */
 };
 
 extern struct backend_info binfo;
 
 extern char *backend_locate (const char *name);
-extern void backend_spawn (void);     /* exits 1 on failure */
-extern void backend_stop (void);      /* orderly stop, bounded */
-extern bool backend_running (void);
+extern void backend_info_from_hello (json_t *hello);
+extern const char *thread_model_name (enum thread_model m);
+/* Start a process and open the channel to it; false on failure. */
+extern bool backend_spawn (void);
 extern pid_t backend_pid (void);
+
+/* ---- supervisor.c: the backend's life cycle, and its handles ---- */
+
+/* A handle opened in the backend for one client.  The id changes when
+ * the backend restarts and the handle is re-opened.
+ */
+struct bhandle {
+  struct bhandle *next, *prev;
+  uint32_t id;                  /* the backend's handle */
+  bool valid;                   /* false: lost in a restart */
+  bool reopening, closing;
+  bool readonly;
+  char *export;
+  char *client;
+  uint64_t size;
+};
+
+/* Opening: on success bh is set and caps is the OPEN reply (borrowed);
+ * else status and msg say why.
+ */
+typedef void (*backend_open_cb) (void *opaque, struct bhandle *bh,
+                                 json_t *caps, uint32_t status,
+                                 const char *msg);
+
+/* First start, before listening: exits 1 with the reason on failure.
+ * hello_done runs once the backend has introduced itself.
+ */
+extern void supervisor_start (void (*hello_done) (void));
+extern void supervisor_stop (void);
+extern bool supervisor_may_hold (void);
+extern unsigned supervisor_restarts (void);
+extern void supervisor_protocol_error (const char *why);
+extern void supervisor_channel_lost (void);
+extern void supervisor_backend_exited (void);
+extern void backend_open (const char *export, bool readonly,
+                          const char *client, backend_open_cb cb,
+                          void *opaque);
+extern void backend_close (struct bhandle *bh);
 
 /* ---- backend-channel.c: frames over the socketpair ---- */
 
 /* Completion of one backend request.  reply is the validated reply
- * header, or NULL if the backend went away (then the request failed
- * with EIO).  payload (len bytes, malloc'd) now belongs to the callee.
+ * header, or NULL if the backend could not answer (the request failed:
+ * EIO).  payload (len bytes, malloc'd, NUL-terminated) now belongs to
+ * the callee.
  */
 typedef void (*backend_cb) (void *opaque, const struct hp_header *reply,
                             void *payload, uint32_t len);
+typedef void (*channel_timeout_cb) (const struct hp_header *req,
+                                    double waited);
+
+#define CH_STARTUP 1            /* sent while starting; never held */
 
 extern void channel_open (int fd);
-extern void channel_close (void);
-/* Send a request: h->type, flags, handle, offset, count are used;
- * the id is assigned here.  payload (if any) is released with
- * free_payload once sent.
+/* Stop using the channel.  keep_for_resend: requests in flight that are
+ * safe to repeat wait for the next backend; the rest fail.
  */
-extern void channel_send (const struct hp_header *h,
-                          void *payload, uint32_t len,
-                          void (*free_payload) (void *),
+extern void channel_close (bool keep_for_resend);
+extern bool channel_is_open (void);
+/* The backend is ready: send what was held. */
+extern void channel_set_ready (void);
+extern void channel_fail_held (void);
+extern void channel_set_timeout (double secs, channel_timeout_cb cb);
+/* Send a request: h->type, flags, handle, offset, count are used (the
+ * handle is bh's current id when bh is given); the id is assigned
+ * here.  payload (malloc'd, may be NULL) belongs to the channel.
+ */
+extern void channel_send (const struct hp_header *h, struct bhandle *bh,
+                          void *payload, uint32_t len, unsigned flags,
                           backend_cb cb, void *opaque);
-/* A control request with a JSON payload (NULL = {}). */
-extern void channel_send_json (uint16_t type, uint32_t handle, json_t *req,
-                               backend_cb cb, void *opaque);
-/* Run the loop until the control request completes (start-up only).
- * Returns the status; *reply gets the JSON reply on success (NULL on
- * error) and *errmsg (malloc'd) a message on failure.
+/* The same, passing the file descriptor fd with the frame (SCM_RIGHTS;
+ * the channel does not close it).
  */
-extern uint32_t channel_call_sync (uint16_t type, json_t *req,
-                                   json_t **reply, char **errmsg);
+extern void channel_send_fd (const struct hp_header *h, struct bhandle *bh,
+                             void *payload, uint32_t len, int fd,
+                             unsigned flags, backend_cb cb, void *opaque);
+/* A control request with a JSON payload (NULL = {}; reference stolen). */
+extern void channel_send_json (uint16_t type, struct bhandle *bh,
+                               json_t *req, unsigned flags,
+                               backend_cb cb, void *opaque);
 /* Parse a reply payload as a JSON object (NULL on error, *why set). */
 extern json_t *channel_parse_json (const void *payload, uint32_t len,
                                    const char **why);

@@ -1,6 +1,9 @@
 /* nbdkit front end: the one libev loop, signal handling and orderly
- * shutdown.  SIGINT, SIGTERM and SIGQUIT stop the server cleanly;
- * SIGPIPE is ignored (set in main).
+ * shutdown.  SIGINT, SIGTERM and SIGQUIT stop the server cleanly:
+ * stop accepting, let the requests in flight finish and their replies
+ * reach the clients (for at most DRAIN_TIMEOUT seconds), close the
+ * connections, then stop the backend (supervisor_stop).  SIGPIPE is
+ * ignored (set in main).
  */
 
 #include <config.h>
@@ -12,7 +15,10 @@
 
 struct ev_loop *loop;
 
+#define DRAIN_TIMEOUT 5.0
+
 static ev_signal sig_int, sig_term, sig_quit;
+static ev_timer drain_timer;
 static bool quitting;
 static int exit_status;
 
@@ -20,6 +26,15 @@ bool
 server_quitting (void)
 {
   return quitting;
+}
+
+static void
+on_drain_timeout (struct ev_loop *l, ev_timer *w, int revents)
+{
+  nbdkit_debug ("requests still in flight after %g seconds: "
+                "closing the connections", DRAIN_TIMEOUT);
+  conn_close_all ();
+  ev_break (loop, EVBREAK_ALL);
 }
 
 void
@@ -31,8 +46,22 @@ server_quit (int status)
   exit_status = status;
   nbdkit_debug ("shutting down");
   listen_stop ();
-  conn_close_all ();
-  ev_break (loop, EVBREAK_ALL);
+  conn_drain_all ();
+  if (nr_connections == 0)
+    ev_break (loop, EVBREAK_ALL);
+  else {
+    ev_timer_init (&drain_timer, on_drain_timeout, DRAIN_TIMEOUT, 0);
+    ev_timer_start (loop, &drain_timer);
+  }
+}
+
+void
+server_connection_ended (void)
+{
+  if (quitting && nr_connections == 0) {
+    ev_timer_stop (loop, &drain_timer);
+    ev_break (loop, EVBREAK_ALL);
+  }
 }
 
 static void
@@ -66,7 +95,7 @@ loop_run (void)
 {
   ev_run (loop, 0);
   quitting = true;
-  backend_stop ();
+  supervisor_stop ();
   listen_cleanup ();
   return exit_status;
 }

@@ -11,16 +11,27 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <grp.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-struct options opt = { .exportname = "" };
+struct options opt = {
+  .exportname = "",
+  .max_restarts = 5,
+  .restart_window = 10,
+};
+
+/* The arguments after BACKEND, resolved once the backend said hello. */
+static char **backend_args;
+static int nr_backend_args;
 
 static bool want_help, want_dump;
 
@@ -28,10 +39,26 @@ enum {
   HELP_OPTION = 256,
   DUMP_PLUGIN_OPTION,
   FILTER_OPTION,
+  BACKEND_TIMEOUT_OPTION,
+  BACKEND_MAX_RESTARTS_OPTION,
+  BACKEND_RESTART_WINDOW_OPTION,
+  BACKEND_FAILURE_OPTION,
+  BACKEND_USER_OPTION,
+  BACKEND_GROUP_OPTION,
+  BACKEND_RLIMIT_OPTION,
 };
 
 static const char short_options[] = "+D:e:fi:noP:p:rst:U:vV";
 static const struct option long_options[] = {
+  { "backend-failure",  required_argument, NULL, BACKEND_FAILURE_OPTION },
+  { "backend-group",    required_argument, NULL, BACKEND_GROUP_OPTION },
+  { "backend-max-restarts", required_argument, NULL,
+    BACKEND_MAX_RESTARTS_OPTION },
+  { "backend-restart-window", required_argument, NULL,
+    BACKEND_RESTART_WINDOW_OPTION },
+  { "backend-rlimit",   required_argument, NULL, BACKEND_RLIMIT_OPTION },
+  { "backend-timeout",  required_argument, NULL, BACKEND_TIMEOUT_OPTION },
+  { "backend-user",     required_argument, NULL, BACKEND_USER_OPTION },
   { "debug",        required_argument, NULL, 'D' },
   { "dump-plugin",  no_argument,       NULL, DUMP_PLUGIN_OPTION },
   { "export",       required_argument, NULL, 'e' },
@@ -86,13 +113,26 @@ usage (void)
 "  -U, --unix SOCKET           listen on a unix socket (- = private)\n"
 "  -v, --verbose               debug messages on stderr\n"
 "  -V, --version               print the version and exit\n"
+"\n"
+"Supervision of the backend process (see nbdkit-supervision(1)):\n"
+"  --backend-timeout SECS      restart a backend that takes longer than\n"
+"                              this to answer a request (default: off)\n"
+"  --backend-max-restarts N    restarts allowed within the window (5)\n"
+"  --backend-restart-window SECS  the window (default 10 seconds)\n"
+"  --backend-failure exit|error   past the limit: exit 1 (default), or\n"
+"                              keep serving, failing requests with EIO\n"
+"  --backend-user USER, --backend-group GROUP\n"
+"                              run the backend as this user and group\n"
+"  --backend-rlimit RES=N[,RES=N...]  resource limits of the backend:\n"
+"                              as, core, cpu, data, fsize, nofile,\n"
+"                              nproc, stack (sizes take k, M, G, ...)\n"
 "      --help                  this help; 'nbdkit BACKEND --help' shows\n"
 "                              the backend's parameters\n"
 "\n"
 "Examples:\n"
 "  nbdkit memory 1G\n"
 "  nbdkit -r file disk.img\n"
-"  nbdkit -U - null size=1M\n"
+"  nbdkit -U /tmp/nbd.sock null size=1M\n"
 "\n"
 "See nbdkit(1) for everything.\n");
 }
@@ -108,6 +148,35 @@ parse_unsigned (const char *s, unsigned long max, unsigned long *r)
   errno = 0;
   *r = strtoul (s, &end, 10);
   return errno == 0 && *end == '\0' && *r <= max;
+}
+
+/* A number with an optional k/M/G/T/P/E suffix (powers of 1024). */
+static bool
+parse_limit (const char *s, bool is_size, unsigned long long *r)
+{
+  static const char suffixes[] = "kMGTPE";
+  char *end;
+  const char *p;
+  int shift;
+
+  if (!isdigit ((unsigned char) s[0]))
+    return false;
+  errno = 0;
+  *r = strtoull (s, &end, 10);
+  if (errno)
+    return false;
+  if (*end == '\0')
+    return true;
+  if (!is_size || end[1] != '\0')
+    return false;
+  p = strchr (suffixes, *end == 'K' ? 'k' : *end);
+  if (!p || !*p)
+    return false;
+  shift = 10 * (int) (p - suffixes + 1);
+  if (*r > (ULLONG_MAX >> shift))
+    return false;
+  *r <<= shift;
+  return true;
 }
 
 /* -D NAME.FLAG=N */
@@ -216,12 +285,12 @@ add_param (const char *key, size_t keylen, const char *value)
  * of a backend that has none).
  */
 static void
-resolve_params (char **args, int nr_args)
+resolve_params (void)
 {
   int i;
 
-  for (i = 0; i < nr_args; ++i) {
-    const char *arg = args[i];
+  for (i = 0; i < nr_backend_args; ++i) {
+    const char *arg = backend_args[i];
 
     if (is_key_value (arg))
       add_param (arg, (size_t) (strchr (arg, '=') - arg), strchr (arg, '=') + 1);
@@ -233,37 +302,6 @@ resolve_params (char **args, int nr_args)
       die ("%s: '%s': backend parameters must be key=value "
            "(this backend has no magic parameter)", binfo.name, arg);
   }
-}
-
-static void
-send_config (void)
-{
-  size_t i;
-  json_t *reply;
-  char *msg;
-  uint32_t status;
-
-  for (i = 0; i < opt.nr_params; ++i) {
-    nbdkit_debug ("config key=%s, value=%s",
-                  opt.params[i].key, opt.params[i].value);
-    status = channel_call_sync (HP_CONFIG,
-                                json_pack ("{s:s, s:s}",
-                                           "key", opt.params[i].key,
-                                           "value", opt.params[i].value),
-                                &reply, &msg);
-    if (status)
-      die ("%s: %s", binfo.name, msg ? msg : hp_error_name (status));
-    json_decref (reply);
-  }
-
-  status = channel_call_sync (HP_CONFIG_COMPLETE, NULL, &reply, &msg);
-  if (status)
-    die ("%s: %s", binfo.name, msg ? msg : hp_error_name (status));
-  json_decref (reply);
-  status = channel_call_sync (HP_GET_READY, NULL, &reply, &msg);
-  if (status)
-    die ("%s: %s", binfo.name, msg ? msg : hp_error_name (status));
-  json_decref (reply);
 }
 
 static void
@@ -284,16 +322,76 @@ print_backend_help (void)
           "and see nbdkit-%s-backend(1).\n", binfo.name);
 }
 
-static const char *
-thread_model_name (enum thread_model m)
+static void dump_backend (void);
+
+/* For --help and --dump-plugin: a backend that is only asked about
+ * itself, synchronously, before anything else runs.
+ */
+struct sync_call {
+  bool done;
+  json_t *reply;
+  char *msg;
+};
+
+static void
+sync_done (void *opaque, const struct hp_header *reply, void *payload,
+           uint32_t len)
 {
-  switch (m) {
-  case THREAD_MODEL_SERIALIZE_CONNECTIONS: return "serialize_connections";
-  case THREAD_MODEL_SERIALIZE_ALL_REQUESTS: return "serialize_all_requests";
-  case THREAD_MODEL_SERIALIZE_REQUESTS: return "serialize_requests";
-  case THREAD_MODEL_PARALLEL: return "parallel";
-  }
-  return "unknown";
+  struct sync_call *c = opaque;
+  const char *why = NULL;
+
+  c->done = true;
+  if (!reply)
+    c->msg = strdup ("the backend stopped before it answered");
+  else if (reply->status)
+    c->msg = strdup (payload ? (char *) payload : hp_error_name (reply->status));
+  else if ((c->reply = channel_parse_json (payload, len, &why)) == NULL)
+    c->msg = strdup (why);
+  free (payload);
+}
+
+static json_t *
+call_sync (uint16_t type, char **msg)
+{
+  struct sync_call c = { 0 };
+  json_t *req = NULL;
+
+  if (type == HP_HELLO)
+    req = json_pack ("{s:i, s:s, s:s, s:s, s:b, s:i, s:O}",
+                     "protocol", HP_PROTOCOL_VERSION,
+                     "server", PROGRAM_NAME,
+                     "server_version", PACKAGE_VERSION,
+                     "name", opt.backend_name, "verbose", opt.verbose,
+                     "threads", (int) opt.threads,
+                     "debug", opt.backend_debug);
+  channel_send_json (type, NULL, req, CH_STARTUP, sync_done, &c);
+  while (!c.done)
+    ev_run (loop, EVRUN_ONCE);
+  *msg = c.msg;
+  return c.reply;
+}
+
+static void
+describe_backend (void)
+{
+  json_t *hello;
+  char *msg;
+
+  if (!backend_spawn ())
+    exit (EXIT_FAILURE);
+  hello = call_sync (HP_HELLO, &msg);
+  if (!hello)
+    die ("%s: %s", opt.backend_name, msg);
+  backend_info_from_hello (hello);
+  json_decref (hello);
+  if (want_help)
+    print_backend_help ();
+  else
+    dump_backend ();
+  fflush (stdout);
+  channel_close (false);
+  while (backend_pid () > 0)
+    ev_run (loop, EVRUN_ONCE);
 }
 
 static void
@@ -313,7 +411,7 @@ dump_backend (void)
   printf ("thread_model=%s\n", thread_model_name (binfo.thread_model));
   if (binfo.magic_config_key)
     printf ("magic_config_key=%s\n", binfo.magic_config_key);
-  if (channel_call_sync (HP_DUMP, NULL, &reply, &msg) == 0) {
+  if ((reply = call_sync (HP_DUMP, &msg)) != NULL) {
     json_object_foreach (reply, key, value) {
       if (json_is_string (value))
         printf ("%s=%s\n", key, json_string_value (value));
@@ -329,6 +427,103 @@ dump_backend (void)
     nbdkit_error ("%s: --dump-plugin: %s", binfo.name, msg ? msg : "failed");
     free (msg);
   }
+}
+
+/* A duration in seconds: a positive decimal number. */
+static double
+parse_seconds (const char *option, const char *arg)
+{
+  char *end;
+  double d;
+
+  errno = 0;
+  d = strtod (arg, &end);
+  if (errno || end == arg || *end || !(d > 0) || d > 1e6)
+    die ("%s %s: expected a number of seconds greater than 0, "
+         "such as 30 or 0.5", option, arg);
+  return d;
+}
+
+static void
+parse_user (const char *arg)
+{
+  struct passwd *pw = getpwnam (arg);
+  unsigned long n;
+
+  if (pw) {
+    opt.backend_uid = pw->pw_uid;
+    if (!opt.backend_gid_set) {
+      opt.backend_gid = pw->pw_gid;
+      opt.backend_gid_set = true;
+    }
+  }
+  else if (parse_unsigned (arg, UINT32_MAX - 1, &n))
+    opt.backend_uid = (uid_t) n;
+  else
+    die ("--backend-user %s: no such user (give a user name or number)", arg);
+  opt.backend_uid_set = true;
+}
+
+static void
+parse_group (const char *arg)
+{
+  struct group *gr = getgrnam (arg);
+  unsigned long n;
+
+  if (gr)
+    opt.backend_gid = gr->gr_gid;
+  else if (parse_unsigned (arg, UINT32_MAX - 1, &n))
+    opt.backend_gid = (gid_t) n;
+  else
+    die ("--backend-group %s: no such group (give a group name or number)",
+         arg);
+  opt.backend_gid_set = true;
+}
+
+/* --backend-rlimit as=1G,nofile=64,cpu=60 */
+static void
+parse_rlimits (const char *arg)
+{
+  static const struct { const char *name; int resource; bool is_size; } res[] = {
+    { "as", RLIMIT_AS, true }, { "core", RLIMIT_CORE, true },
+    { "cpu", RLIMIT_CPU, false }, { "data", RLIMIT_DATA, true },
+    { "fsize", RLIMIT_FSIZE, true }, { "nofile", RLIMIT_NOFILE, false },
+    { "nproc", RLIMIT_NPROC, false }, { "stack", RLIMIT_STACK, true },
+  };
+  char *copy = strdup (arg), *item, *save = NULL;
+
+  if (!copy)
+    die ("out of memory");
+  for (item = strtok_r (copy, ",", &save); item;
+       item = strtok_r (NULL, ",", &save)) {
+    char *eq = strchr (item, '=');
+    size_t i;
+    unsigned long long v;
+    struct backend_rlimit *r;
+
+    if (!eq)
+      die ("--backend-rlimit %s: '%s' is not RESOURCE=VALUE "
+           "(e.g. as=1G,nofile=64,cpu=60)", arg, item);
+    *eq = '\0';
+    for (i = 0; i < sizeof res / sizeof res[0]; ++i)
+      if (strcmp (item, res[i].name) == 0)
+        break;
+    if (i == sizeof res / sizeof res[0])
+      die ("--backend-rlimit: unknown resource '%s' (use as, core, cpu, "
+           "data, fsize, nofile, nproc or stack)", item);
+    if (!parse_limit (eq + 1, res[i].is_size, &v))
+      die ("--backend-rlimit: %s=%s: expected a number%s", item, eq + 1,
+           res[i].is_size ? " with an optional k, M, G, T, P or E suffix"
+                          : "");
+    r = realloc (opt.rlimits, (opt.nr_rlimits + 1) * sizeof *r);
+    if (!r)
+      die ("out of memory");
+    opt.rlimits = r;
+    r[opt.nr_rlimits].resource = res[i].resource;
+    r[opt.nr_rlimits].value = v;
+    opt.nr_rlimits++;
+  }
+  free (copy);
 }
 
 int
@@ -347,6 +542,35 @@ main (int argc, char *argv[])
     switch (c) {
     case 'D':
       parse_debug_flag (optarg);
+      break;
+    case BACKEND_TIMEOUT_OPTION:
+      opt.backend_timeout = parse_seconds ("--backend-timeout", optarg);
+      break;
+    case BACKEND_MAX_RESTARTS_OPTION:
+      if (!parse_unsigned (optarg, 1000000, &n))
+        die ("--backend-max-restarts %s: expected a number of restarts "
+             "(0 or more)", optarg);
+      opt.max_restarts = (unsigned) n;
+      break;
+    case BACKEND_RESTART_WINDOW_OPTION:
+      opt.restart_window = parse_seconds ("--backend-restart-window", optarg);
+      break;
+    case BACKEND_FAILURE_OPTION:
+      if (strcmp (optarg, "exit") == 0)
+        opt.on_failure_error = false;
+      else if (strcmp (optarg, "error") == 0)
+        opt.on_failure_error = true;
+      else
+        die ("--backend-failure %s: expected 'exit' or 'error'", optarg);
+      break;
+    case BACKEND_USER_OPTION:
+      parse_user (optarg);
+      break;
+    case BACKEND_GROUP_OPTION:
+      parse_group (optarg);
+      break;
+    case BACKEND_RLIMIT_OPTION:
+      parse_rlimits (optarg);
       break;
     case DUMP_PLUGIN_OPTION:
       want_dump = true;
@@ -433,22 +657,16 @@ main (int argc, char *argv[])
 
   route_debug_flags ();
   if (want_help || want_dump) {
-    backend_spawn ();
-    if (want_help)
-      print_backend_help ();
-    else
-      dump_backend ();
-    fflush (stdout);
-    backend_stop ();
+    describe_backend ();
     exit (EXIT_SUCCESS);
   }
 
   if (!opt.foreground)
     daemon_start ();
 
-  backend_spawn ();
-  resolve_params (&argv[optind], argc - optind);
-  send_config ();
+  backend_args = &argv[optind];
+  nr_backend_args = argc - optind;
+  supervisor_start (resolve_params);
 
   if (opt.single)
     serve_single ();

@@ -227,7 +227,6 @@ submit (struct conn *conn, struct request *r)
   struct hp_header h = {
     .type = hp_type_of (r->cmd),
     .flags = hp_flags_of (r),
-    .handle = s->handle,
     .offset = r->offset,
     .count = r->count,
   };
@@ -236,7 +235,7 @@ submit (struct conn *conn, struct request *r)
   r->data = NULL;               /* the channel owns it from here */
   s->in_flight++;
   conn_ref (conn);
-  channel_send (&h, data, data ? r->count : 0, free, on_backend_reply, r);
+  channel_send (&h, s->bh, data, data ? r->count : 0, 0, on_backend_reply, r);
 }
 
 /* A write's payload has arrived (or been thrown away). */
@@ -380,4 +379,13 @@ transmit_free_current (struct conn *conn)
     free (s->cur);
     s->cur = NULL;
   }
+}
+
+void
+transmit_drain (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  s->disconnecting = true;
+  request_finished (conn);
 }

@@ -1,0 +1,110 @@
+/* libnbdkit-backend: declarations shared between the library's files
+ * (not installed).
+ *
+ *   backend-main.c     the process: channel I/O and the dispatch switch
+ *   backend-ops.c      one function per message: calls the callbacks,
+ *                      emulates what is missing, builds replies
+ *   backend-workers.c  the worker threads and the thread-model locks
+ *   backend-utils.c    messages, errors, parsing helpers
+ *   backend-lists.c    extents and export lists
+ */
+
+#ifndef NBDKIT_BACKEND_INTERNAL_H
+#define NBDKIT_BACKEND_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "helper-protocol.h"
+#include "nbdkit-backend.h"
+
+/* backend-main.c */
+extern const struct nbdkit_backend *be;
+extern int thread_model;        /* effective NBDKIT_THREAD_MODEL_* */
+extern bool verbose;
+extern json_t *debug_flags;
+extern int memfd;
+/* Send one reply frame (thread safe). */
+extern void send_reply (const struct hp_header *req, uint32_t status,
+                        uint32_t handle, const void *payload, uint32_t len);
+extern void send_json_reply (const struct hp_header *req, uint32_t handle,
+                             json_t *j);  /* steals j */
+/* After a failed callback: reply with its error and message. */
+extern void send_error_reply (const struct hp_header *req,
+                              uint32_t def_status);
+
+/* backend-utils.c: the per-thread context of a callback. */
+struct context {
+  bool in_callback;
+  bool log_errors;              /* also print nbdkit_error on stderr */
+  const char *export;
+  bool tls;
+  int err;                      /* from nbdkit_set_error, or 0 */
+  char *msg;                    /* last nbdkit_error, malloc'd */
+  const char *config_key;       /* during config: its key and value, */
+  const char *config_value;     /* so parse errors can say "key=value" */
+};
+extern struct context *context_get (void);
+/* Enter a callback (resets error state). */
+extern void context_begin (bool log_errors, const char *export, bool tls);
+/* After a failure: the status to reply with (nbdkit_set_error, else
+ * saved_errno, else def_status, else EIO) and the message (owned by the
+ * context, valid until context_end).
+ */
+extern uint32_t context_failure (int saved_errno, uint32_t def_status,
+                                 const char **msg);
+extern void context_end (void);
+
+/* backend-workers.c */
+struct handle {
+  uint32_t id;
+  void *h;
+  char *export;
+  bool tls;
+  bool readonly;
+  /* capabilities, computed at open */
+  int can_write, can_flush, can_trim, can_zero, can_fast_zero;
+  int can_extents, can_fua, can_cache;
+  pthread_mutex_t lock;         /* serialize_requests */
+};
+
+struct job {
+  struct job *next;
+  struct hp_header req;
+  unsigned char *payload;       /* malloc'd or NULL */
+};
+
+extern void workers_start (unsigned n);
+extern void workers_submit (struct job *job);
+extern void workers_stop (void);        /* finish the queue, join */
+extern struct handle *handle_lookup (uint32_t id);
+extern uint32_t handle_add (struct handle *h);
+extern struct handle *handle_remove (uint32_t id);
+/* Every handle still open (for closing at exit); caller frees array. */
+extern struct handle **handles_all (size_t *n);
+
+/* backend-ops.c: each takes ownership of job (payload included). */
+extern void op_hello (const struct hp_header *req, json_t *j);
+extern void op_config (const struct hp_header *req, json_t *j);
+extern void op_config_complete (const struct hp_header *req);
+extern void op_get_ready (const struct hp_header *req);
+extern void op_dump (const struct hp_header *req);
+extern void op_attach_fd (const struct hp_header *req, json_t *j, int fd);
+extern void op_run_job (struct job *job);       /* on a worker thread */
+extern void op_close_all (void);
+
+/* backend-lists.c */
+extern struct nbdkit_extents *extents_new (uint64_t start, uint64_t end);
+extern void extents_free (struct nbdkit_extents *e);
+/* Encoded reply payload (malloc'd) of the extents from start on. */
+extern unsigned char *extents_encode (struct nbdkit_extents *e,
+                                      bool req_one, uint32_t *len);
+extern struct nbdkit_exports *exports_new (void);
+extern void exports_free (struct nbdkit_exports *e);
+extern json_t *exports_to_json (struct nbdkit_exports *e);
+
+#endif /* NBDKIT_BACKEND_INTERNAL_H */

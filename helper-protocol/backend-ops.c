@@ -1,0 +1,746 @@
+/* libnbdkit-backend: what each message does.
+ *
+ * One function per message type: it calls the backend's callbacks
+ * inside a callback context (so nbdkit_error reaches the reply), fills
+ * in what the backend left out (capability defaults; zero by writing
+ * zeroes, FUA by flushing, cache by reading), checks what the backend
+ * returned, and sends exactly one reply.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "backend-internal.h"
+
+#define ZERO_CHUNK (1024 * 1024)        /* emulated zero: write this much */
+
+static const char *
+thread_model_name (int m)
+{
+  switch (m) {
+  case NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS: return "serialize_connections";
+  case NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS: return "serialize_all_requests";
+  case NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS: return "serialize_requests";
+  default: return "parallel";
+  }
+}
+
+/* ---- start-up messages (on the main thread, in order) ---- */
+
+void
+op_hello (const struct hp_header *req, json_t *j)
+{
+  json_t *features;
+
+  if (json_integer_value (json_object_get (j, "protocol")) !=
+      HP_PROTOCOL_VERSION) {
+    char msg[128];
+
+    snprintf (msg, sizeof msg, "this backend speaks helper protocol "
+              "version %d only", HP_PROTOCOL_VERSION);
+    send_reply (req, HP_EINVAL, 0, msg, strlen (msg));
+    return;
+  }
+  verbose = json_is_true (json_object_get (j, "verbose"));
+  json_decref (debug_flags);
+  debug_flags = json_incref (json_object_get (j, "debug"));
+  features = json_array ();
+  if (be->wants_memfd)
+    json_array_append_new (features, json_string (HP_FEATURE_MEMFD));
+  workers_start ((unsigned) json_integer_value (json_object_get (j,
+                                                                 "threads")));
+  send_json_reply (req, 0,
+                   json_pack ("{s:i, s:s, s:s?, s:s?, s:s?, s:s, s:s?, "
+                              "s:s?, s:o}",
+                              "protocol", HP_PROTOCOL_VERSION,
+                              "name", be->name,
+                              "version", be->version,
+                              "longname", be->longname,
+                              "description", be->description,
+                              "thread_model", thread_model_name (thread_model),
+                              "magic_config_key", be->magic_config_key,
+                              "config_help", be->config_help,
+                              "features", features));
+}
+
+/* Run a start-up callback returning int and reply {} or the error. */
+static void
+reply_to_int (const struct hp_header *req, int r, json_t *ok)
+{
+  if (r == -1) {
+    json_decref (ok);
+    send_error_reply (req, HP_EINVAL);
+  }
+  else
+    send_json_reply (req, 0, ok);
+  context_end ();
+}
+
+void
+op_config (const struct hp_header *req, json_t *j)
+{
+  const char *key = json_string_value (json_object_get (j, "key"));
+  const char *value = json_string_value (json_object_get (j, "value"));
+  int r;
+
+  context_begin (false, NULL, false);
+  if (!key || !value) {
+    nbdkit_error ("CONFIG without a key and a value");
+    r = -1;
+  }
+  else if (!be->config) {
+    nbdkit_error ("this backend takes no parameters (got '%s=%s')",
+                  key, value);
+    nbdkit_set_error (EINVAL);
+    r = -1;
+  }
+  else {
+    context_get ()->config_key = key;
+    context_get ()->config_value = value;
+    r = be->config (key, value);
+  }
+  reply_to_int (req, r, NULL);
+}
+
+void
+op_config_complete (const struct hp_header *req)
+{
+  int r = 0;
+
+  context_begin (false, NULL, false);
+  if (be->config_complete)
+    r = be->config_complete ();
+  if (r == 0 && be->thread_model_cb) {
+    int m = be->thread_model_cb ();
+
+    if (m == -1)
+      r = -1;
+    else if (m >= NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS &&
+             m < thread_model)
+      thread_model = m;
+  }
+  reply_to_int (req, r, NULL);
+}
+
+void
+op_get_ready (const struct hp_header *req)
+{
+  int r = 0;
+
+  context_begin (false, NULL, false);
+  if (be->get_ready)
+    r = be->get_ready ();
+  reply_to_int (req, r,
+                json_pack ("{s:s}", "thread_model",
+                           thread_model_name (thread_model)));
+}
+
+void
+op_attach_fd (const struct hp_header *req, json_t *j, int fd)
+{
+  const char *purpose = json_string_value (json_object_get (j, "purpose"));
+
+  if (fd == -1) {
+    send_reply (req, HP_EINVAL, 0, "ATTACH_FD without a file descriptor", 35);
+    return;
+  }
+  if (purpose && strcmp (purpose, HP_FEATURE_MEMFD) == 0 && be->wants_memfd) {
+    if (memfd >= 0)
+      close (memfd);
+    memfd = fd;
+  }
+  else
+    close (fd);                 /* not asked for: ignored */
+  send_json_reply (req, 0, NULL);
+}
+
+/* --dump-plugin: what dump_plugin prints on stdout, as key=value. */
+void
+op_dump (const struct hp_header *req)
+{
+  json_t *j = json_object ();
+  int fd, saved;
+  FILE *fp;
+  char *line = NULL;
+  size_t cap = 0;
+
+  if (be->dump_plugin &&
+      (fd = memfd_create ("dump", MFD_CLOEXEC)) >= 0) {
+    fflush (stdout);
+    saved = dup (STDOUT_FILENO);
+    dup2 (fd, STDOUT_FILENO);
+    be->dump_plugin ();
+    fflush (stdout);
+    dup2 (saved, STDOUT_FILENO);
+    close (saved);
+    lseek (fd, 0, SEEK_SET);
+    fp = fdopen (fd, "r");
+    if (fp) {
+      while (getline (&line, &cap, fp) > 0) {
+        char *eq = strchr (line, '=');
+
+        line[strcspn (line, "\n")] = '\0';
+        if (eq && eq > line) {
+          *eq = '\0';
+          json_object_set_new (j, line, json_string (eq + 1));
+        }
+      }
+      free (line);
+      fclose (fp);
+    }
+    else
+      close (fd);
+  }
+  send_json_reply (req, 0, j);
+}
+
+/* ---- connections (on workers) ---- */
+
+static int
+call_bool (int (*cb) (void *), void *h, int def)
+{
+  return cb ? cb (h) : def;
+}
+
+/* Capabilities with the defaults of nbdkit-plugin(3). */
+static int
+compute_caps (struct handle *hd)
+{
+  void *h = hd->h;
+
+  hd->can_write = be->pwrite ? call_bool (be->can_write, h, 1) : 0;
+  if (hd->can_write == -1)
+    return -1;
+  if (hd->readonly)
+    hd->can_write = 0;
+  hd->can_flush = be->flush ? call_bool (be->can_flush, h, 1) : 0;
+  hd->can_trim = hd->can_write && be->trim ? call_bool (be->can_trim, h, 1)
+                                           : 0;
+  hd->can_zero = hd->can_write ? call_bool (be->can_zero, h, 1) : 0;
+  /* Without a zero callback, a fast zero fails at once: that is fast. */
+  hd->can_fast_zero = hd->can_zero > 0
+    ? (be->zero ? call_bool (be->can_fast_zero, h, 0) : 1) : 0;
+  hd->can_extents = be->extents ? call_bool (be->can_extents, h, 1) : 0;
+  hd->can_fua = hd->can_write
+    ? call_bool (be->can_fua, h,
+                 be->flush && hd->can_flush > 0 ? NBDKIT_FUA_EMULATE
+                                                : NBDKIT_FUA_NONE)
+    : NBDKIT_FUA_NONE;
+  hd->can_cache = call_bool (be->can_cache, h,
+                             be->cache ? NBDKIT_CACHE_NATIVE
+                                       : NBDKIT_CACHE_NONE);
+  if (hd->can_flush == -1 || hd->can_trim == -1 || hd->can_zero == -1 ||
+      hd->can_fast_zero == -1 || hd->can_extents == -1 ||
+      hd->can_fua == -1 || hd->can_cache == -1)
+    return -1;
+  if (hd->can_cache == NBDKIT_CACHE_NATIVE && !be->cache)
+    hd->can_cache = NBDKIT_CACHE_EMULATE;
+  if (hd->can_fua == NBDKIT_FUA_EMULATE && hd->can_flush <= 0)
+    hd->can_fua = NBDKIT_FUA_NONE;
+  return 0;
+}
+
+static const char *
+level_name (int v, bool fua)
+{
+  if (v == (fua ? NBDKIT_FUA_NATIVE : NBDKIT_CACHE_NATIVE))
+    return "native";
+  if (v == (fua ? NBDKIT_FUA_EMULATE : NBDKIT_CACHE_EMULATE))
+    return "emulate";
+  return "none";
+}
+
+static bool
+is_power_of_2 (uint64_t v)
+{
+  return v && !(v & (v - 1));
+}
+
+/* The block size constraints of the NBD protocol (all zero: none). */
+static int
+check_block_size (uint32_t min, uint32_t pref, uint32_t max)
+{
+  if (min == 0 && pref == 0 && max == 0)
+    return 0;
+  if (!is_power_of_2 (min) || min > 65536 ||
+      !is_power_of_2 (pref) || pref < 512 || pref < min ||
+      pref > 32 * 1024 * 1024 ||
+      max < pref || (max != UINT32_MAX && max % min != 0)) {
+    nbdkit_error ("block_size returned minimum=%" PRIu32 " preferred=%"
+                  PRIu32 " maximum=%" PRIu32 ": the minimum must be a "
+                  "power of 2 up to 64K, the preferred a power of 2 from "
+                  "max(512, minimum) to 32M, and the maximum a multiple of "
+                  "the minimum not below the preferred (or 0xffffffff)",
+                  min, pref, max);
+    nbdkit_set_error (EINVAL);
+    return -1;
+  }
+  return 0;
+}
+
+static void
+handle_free (struct handle *hd)
+{
+  pthread_mutex_destroy (&hd->lock);
+  free (hd->export);
+  free (hd);
+}
+
+static void
+op_open (const struct hp_header *req, json_t *j)
+{
+  const char *export = json_string_value (json_object_get (j, "export"));
+  bool readonly = json_is_true (json_object_get (j, "readonly"));
+  bool tls = json_is_true (json_object_get (j, "tls"));
+  struct handle *hd = calloc (1, sizeof *hd);
+  json_t *reply;
+  int64_t size;
+  int multi_conn, rotational;
+  uint32_t min = 0, pref = 0, max = 0;
+  const char *desc = NULL;
+
+  if (!hd || !(hd->export = strdup (export ? export : ""))) {
+    free (hd);
+    send_reply (req, HP_ENOMEM, 0, "out of memory", 13);
+    return;
+  }
+  pthread_mutex_init (&hd->lock, NULL);
+  hd->readonly = readonly;
+  hd->tls = tls;
+
+  context_begin (true, hd->export, tls);
+  hd->h = be->open ? be->open (readonly) : hd;
+  if (!hd->h)
+    goto fail_open;
+  if (!be->get_size) {
+    nbdkit_error ("the backend has no get_size callback");
+    goto fail;
+  }
+  size = be->get_size (hd->h);
+  if (size < 0) {
+    if (size != -1)
+      nbdkit_error ("get_size returned a negative size %" PRId64, size);
+    goto fail;
+  }
+  if (compute_caps (hd) == -1 ||
+      (multi_conn = call_bool (be->can_multi_conn, hd->h, 0)) == -1 ||
+      (rotational = call_bool (be->is_rotational, hd->h, 0)) == -1 ||
+      (be->block_size &&
+       be->block_size (hd->h, &min, &pref, &max) == -1))
+    goto fail;
+  if (be->export_description)
+    desc = be->export_description (hd->h);
+
+  if (check_block_size (min, pref, max) == -1)
+    goto fail;
+
+  reply = json_pack ("{s:I, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, "
+                     "s:s, s:s}",
+                     "size", (json_int_t) size,
+                     "can_write", hd->can_write > 0,
+                     "can_flush", hd->can_flush > 0,
+                     "can_trim", hd->can_trim > 0,
+                     "can_zero", hd->can_zero > 0,
+                     "can_fast_zero", hd->can_fast_zero > 0,
+                     "can_extents", hd->can_extents > 0,
+                     "can_multi_conn", multi_conn > 0,
+                     "is_rotational", rotational > 0,
+                     "can_fua", level_name (hd->can_fua, true),
+                     "can_cache", level_name (hd->can_cache, false));
+  if (reply && (min || pref || max))
+    json_object_set_new (reply, "block_size",
+                         json_pack ("{s:I, s:I, s:I}",
+                                    "minimum", (json_int_t) min,
+                                    "preferred", (json_int_t) pref,
+                                    "maximum", (json_int_t) max));
+  if (reply && desc) {
+    json_t *d = json_string (desc);
+
+    if (!d) {
+      nbdkit_error ("export_description returned a string that is not "
+                    "valid UTF-8");
+      json_decref (reply);
+      goto fail;
+    }
+    json_object_set_new (reply, "description", d);
+  }
+  if (!reply || handle_add (hd) == 0) {
+    json_decref (reply);
+    nbdkit_error ("out of memory");
+    nbdkit_set_error (ENOMEM);
+    goto fail;
+  }
+  context_end ();
+  send_json_reply (req, hd->id, reply);
+  return;
+
+ fail:
+  if (be->close) {
+    int saved_errno = errno;
+
+    be->close (hd->h);
+    errno = saved_errno;
+  }
+ fail_open:
+  send_error_reply (req, HP_EINVAL);
+  context_end ();
+  handle_free (hd);
+}
+
+static void
+op_close (const struct hp_header *req)
+{
+  struct handle *hd = handle_remove (req->handle);
+
+  if (hd) {
+    context_begin (true, hd->export, hd->tls);
+    if (be->close)
+      be->close (hd->h);
+    context_end ();
+    handle_free (hd);
+  }
+  send_json_reply (req, 0, NULL);
+}
+
+void
+op_close_all (void)
+{
+  size_t n, i;
+  struct handle **all = handles_all (&n);
+
+  for (i = 0; all && i < n; ++i) {
+    handle_remove (all[i]->id);
+    context_begin (true, all[i]->export, all[i]->tls);
+    if (be->close)
+      be->close (all[i]->h);
+    context_end ();
+    handle_free (all[i]);
+  }
+  free (all);
+}
+
+static void
+op_list_exports (const struct hp_header *req, json_t *j)
+{
+  bool readonly = json_is_true (json_object_get (j, "readonly"));
+  bool tls = json_is_true (json_object_get (j, "tls"));
+  struct nbdkit_exports *e = exports_new ();
+  int r = 0;
+
+  context_begin (true, NULL, tls);
+  if (!e) {
+    nbdkit_error ("out of memory");
+    r = -1;
+  }
+  else if (be->list_exports)
+    r = be->list_exports (readonly, tls, e);
+  else {
+    const char *name = be->default_export
+      ? be->default_export (readonly, tls) : "";
+    r = name ? nbdkit_add_export (e, name, NULL) : -1;
+  }
+  if (r == -1)
+    send_error_reply (req, 0);
+  else
+    send_json_reply (req, 0, exports_to_json (e));
+  context_end ();
+  exports_free (e);
+}
+
+static void
+op_default_export (const struct hp_header *req, json_t *j)
+{
+  bool readonly = json_is_true (json_object_get (j, "readonly"));
+  bool tls = json_is_true (json_object_get (j, "tls"));
+  const char *name = "";
+  json_t *reply = NULL;
+
+  context_begin (true, NULL, tls);
+  if (be->default_export)
+    name = be->default_export (readonly, tls);
+  if (name && strlen (name) > 4096)
+    nbdkit_error ("default_export returned a name longer than 4096 bytes");
+  else if (name && !(reply = json_pack ("{s:s}", "name", name)))
+    nbdkit_error ("default_export returned a name that is not valid UTF-8");
+  if (!reply)
+    send_error_reply (req, HP_EINVAL);
+  else
+    send_json_reply (req, 0, reply);
+  context_end ();
+}
+
+/* ---- data (on workers) ---- */
+
+static uint32_t
+flags_of (uint16_t hp_flags)
+{
+  uint32_t f = 0;
+
+  if (hp_flags & HP_FLAG_FUA) f |= NBDKIT_FLAG_FUA;
+  if (hp_flags & HP_FLAG_MAY_TRIM) f |= NBDKIT_FLAG_MAY_TRIM;
+  if (hp_flags & HP_FLAG_FAST_ZERO) f |= NBDKIT_FLAG_FAST_ZERO;
+  if (hp_flags & HP_FLAG_REQ_ONE) f |= NBDKIT_FLAG_REQ_ONE;
+  return f;
+}
+
+/* After a write-like operation: emulated FUA is a flush. */
+static int
+finish_fua (struct handle *hd, uint32_t *flags, int r)
+{
+  if (r == 0 && (*flags & NBDKIT_FLAG_FUA) &&
+      hd->can_fua == NBDKIT_FUA_EMULATE)
+    r = be->flush (hd->h, 0);
+  return r;
+}
+
+/* Emulated FUA: do not pass the flag down, flush afterwards. */
+static uint32_t
+down_flags (struct handle *hd, uint32_t flags)
+{
+  if (hd->can_fua == NBDKIT_FUA_EMULATE)
+    flags &= ~NBDKIT_FLAG_FUA;
+  return flags;
+}
+
+static unsigned char *zeroes;
+
+static void
+alloc_zeroes (void)
+{
+  zeroes = calloc (1, ZERO_CHUNK);
+}
+
+static const unsigned char *
+zero_buffer (void)
+{
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+  pthread_once (&once, alloc_zeroes);
+  return zeroes;
+}
+
+static int
+do_zero (struct handle *hd, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct context *ctx = context_get ();
+  const unsigned char *z;
+
+  if (be->zero) {
+    int r, err;
+
+    errno = 0;
+    r = be->zero (hd->h, count, offset, down_flags (hd, flags));
+    err = ctx->err ? ctx->err : errno;
+    if (r == 0 || (flags & NBDKIT_FLAG_FAST_ZERO) ||
+        (err != ENOTSUP && err != EOPNOTSUPP))
+      return r;
+    /* Not supported here: write zeroes instead, forgetting the error. */
+    ctx->err = 0;
+    free (ctx->msg);
+    ctx->msg = NULL;
+  }
+  if (flags & NBDKIT_FLAG_FAST_ZERO) {
+    nbdkit_set_error (ENOTSUP);
+    return -1;
+  }
+  z = zero_buffer ();
+  if (!z) {
+    nbdkit_set_error (ENOMEM);
+    return -1;
+  }
+  while (count > 0) {
+    uint32_t n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
+
+    if (be->pwrite (hd->h, z, n, offset, 0) == -1)
+      return -1;
+    count -= n;
+    offset += n;
+  }
+  /* The writes carried no FUA: make them durable here.  (Emulated FUA
+   * is flushed by finish_fua.)
+   */
+  if ((flags & NBDKIT_FLAG_FUA) && hd->can_fua == NBDKIT_FUA_NATIVE &&
+      be->flush)
+    return be->flush (hd->h, 0);
+  return 0;
+}
+
+static int
+do_cache (struct handle *hd, uint32_t count, uint64_t offset)
+{
+  unsigned char *buf;
+  int r = 0;
+
+  if (hd->can_cache == NBDKIT_CACHE_NATIVE)
+    return be->cache (hd->h, count, offset, 0);
+  buf = malloc (count < ZERO_CHUNK ? count : ZERO_CHUNK);
+  if (!buf) {
+    nbdkit_set_error (ENOMEM);
+    return -1;
+  }
+  while (r == 0 && count > 0) {
+    uint32_t n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
+
+    r = be->pread (hd->h, buf, n, offset, 0);
+    count -= n;
+    offset += n;
+  }
+  free (buf);
+  return r;
+}
+
+static void
+op_data (const struct hp_header *req, const unsigned char *payload)
+{
+  struct handle *hd = handle_lookup (req->handle);
+  uint32_t flags = flags_of (req->flags);
+  unsigned char *buf = NULL;
+  uint32_t len = 0;
+  int r = -1;
+
+  if (!hd) {
+    send_reply (req, HP_EINVAL, 0, "unknown handle", 14);
+    return;
+  }
+  context_begin (true, hd->export, hd->tls);
+
+  switch (req->type) {
+  case HP_PREAD:
+    if (!be->pread) {
+      nbdkit_error ("the backend cannot read");
+      break;
+    }
+    buf = malloc (req->count ? req->count : 1);
+    if (!buf) {
+      nbdkit_set_error (ENOMEM);
+      break;
+    }
+    r = be->pread (hd->h, buf, req->count, req->offset, 0);
+    len = req->count;
+    break;
+
+  case HP_PWRITE:
+    if (hd->can_write <= 0) {
+      nbdkit_set_error (EPERM);
+      break;
+    }
+    r = be->pwrite (hd->h, payload, req->count, req->offset,
+                    down_flags (hd, flags));
+    r = finish_fua (hd, &flags, r);
+    break;
+
+  case HP_FLUSH:
+    if (hd->can_flush <= 0) {
+      nbdkit_set_error (EINVAL);
+      break;
+    }
+    r = be->flush (hd->h, 0);
+    break;
+
+  case HP_TRIM:
+    if (hd->can_trim <= 0) {
+      nbdkit_set_error (hd->can_write > 0 ? EINVAL : EPERM);
+      break;
+    }
+    r = be->trim (hd->h, req->count, req->offset, down_flags (hd, flags));
+    r = finish_fua (hd, &flags, r);
+    break;
+
+  case HP_ZERO:
+    if (hd->can_zero <= 0) {
+      nbdkit_set_error (hd->can_write > 0 ? EINVAL : EPERM);
+      break;
+    }
+    r = do_zero (hd, req->count, req->offset, flags);
+    r = finish_fua (hd, &flags, r);
+    break;
+
+  case HP_CACHE:
+    if (hd->can_cache <= NBDKIT_CACHE_NONE) {
+      nbdkit_set_error (EINVAL);
+      break;
+    }
+    r = do_cache (hd, req->count, req->offset);
+    break;
+
+  case HP_EXTENTS: {
+    struct nbdkit_extents *e;
+
+    if (hd->can_extents <= 0) {
+      nbdkit_set_error (EINVAL);
+      break;
+    }
+    e = extents_new (req->offset, req->offset + req->count);
+    if (!e) {
+      nbdkit_set_error (ENOMEM);
+      break;
+    }
+    r = be->extents (hd->h, req->count, req->offset, flags, e);
+    if (r == 0) {
+      buf = extents_encode (e, flags & NBDKIT_FLAG_REQ_ONE, &len);
+      if (!buf) {
+        nbdkit_error ("the backend returned no extents for offset %" PRIu64,
+                      req->offset);
+        nbdkit_set_error (EIO);
+        r = -1;
+      }
+    }
+    extents_free (e);
+    break;
+  }
+  }
+
+  if (r == -1)
+    send_error_reply (req, 0);
+  else
+    send_reply (req, 0, 0, buf, buf ? len : 0);
+  context_end ();
+  free (buf);
+}
+
+void
+op_run_job (struct job *job)
+{
+  const struct hp_header *req = &job->req;
+  json_t *j = NULL;
+
+  if (hp_type_is_control (req->type)) {
+    json_error_t err;
+
+    j = req->payload_len
+      ? json_loadb ((const char *) job->payload, req->payload_len, 0, &err)
+      : json_object ();
+    if (!j) {
+      send_reply (req, HP_EINVAL, 0, "invalid JSON", 12);
+      goto out;
+    }
+  }
+
+  switch (req->type) {
+  case HP_OPEN:
+    op_open (req, j);
+    break;
+  case HP_CLOSE:
+    op_close (req);
+    break;
+  case HP_LIST_EXPORTS:
+    op_list_exports (req, j);
+    break;
+  case HP_DEFAULT_EXPORT:
+    op_default_export (req, j);
+    break;
+  default:
+    op_data (req, job->payload);
+  }
+ out:
+  json_decref (j);
+  free (job->payload);
+  free (job);
+}

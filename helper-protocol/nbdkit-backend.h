@@ -1,0 +1,197 @@
+/* libnbdkit-backend: the C library for writing an nbdkit backend.
+ *
+ * A backend is a program: fill in a struct nbdkit_backend with the
+ * callbacks you have, and NBDKIT_REGISTER_BACKEND(it) supplies main(),
+ * which speaks nbdkit-helper-protocol(5) with the server on the channel
+ * it was given, runs your callbacks on worker threads according to your
+ * thread model, and emulates what you leave out (zeroing by writing,
+ * FUA by flushing, caching by reading).  The callbacks and their
+ * meaning follow nbdkit-plugin(3), API version 2, so that plugins port
+ * with few changes.  See nbdkit-backend(3).
+ */
+
+#ifndef NBDKIT_BACKEND_H
+#define NBDKIT_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Thread models, from the most to the least serialized.  A backend
+ * that sets none gets SERIALIZE_ALL_REQUESTS.
+ */
+#define NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS     1
+#define NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS    2
+#define NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS        3
+#define NBDKIT_THREAD_MODEL_PARALLEL                  4
+
+#define NBDKIT_FLAG_MAY_TRIM  (1 << 0)  /* zero: may punch a hole */
+#define NBDKIT_FLAG_FUA       (1 << 1)  /* durable before returning */
+#define NBDKIT_FLAG_REQ_ONE   (1 << 2)  /* extents: one is enough */
+#define NBDKIT_FLAG_FAST_ZERO (1 << 3)  /* zero: fail with ENOTSUP if slow */
+
+#define NBDKIT_FUA_NONE       0
+#define NBDKIT_FUA_EMULATE    1
+#define NBDKIT_FUA_NATIVE     2
+
+#define NBDKIT_CACHE_NONE     0
+#define NBDKIT_CACHE_EMULATE  1
+#define NBDKIT_CACHE_NATIVE   2
+
+#define NBDKIT_EXTENT_HOLE    (1 << 0)
+#define NBDKIT_EXTENT_ZERO    (1 << 1)
+
+struct nbdkit_extents;
+struct nbdkit_exports;
+
+struct nbdkit_backend {
+  /* About the backend. */
+  const char *name;             /* required: [a-z0-9_-]+ */
+  const char *longname;
+  const char *version;
+  const char *description;
+  const char *config_help;      /* shown by 'nbdkit NAME --help' */
+  const char *magic_config_key; /* 'nbdkit NAME VALUE' means KEY=VALUE */
+  int thread_model;             /* NBDKIT_THREAD_MODEL_*; 0 = not set */
+  bool wants_memfd;             /* keep data in nbdkit_memfd () */
+
+  /* Life cycle, in this order: load, config (once per key=value),
+   * config_complete, thread_model_cb, get_ready, then connections, and
+   * unload when the server closes the channel.  Return -1 on error
+   * (after nbdkit_error).
+   */
+  void (*load) (void);
+  int (*config) (const char *key, const char *value);
+  int (*config_complete) (void);
+  int (*thread_model_cb) (void);        /* may lower thread_model */
+  int (*get_ready) (void);
+  void (*unload) (void);
+  void (*dump_plugin) (void);   /* print key=value lines on stdout */
+
+  /* Exports. */
+  int (*list_exports) (int readonly, int is_tls,
+                       struct nbdkit_exports *exports);
+  const char *(*default_export) (int readonly, int is_tls);
+
+  /* Connections. */
+  void *(*open) (int readonly);
+  void (*close) (void *handle);
+  int64_t (*get_size) (void *handle);
+  const char *(*export_description) (void *handle);
+  int (*block_size) (void *handle,
+                     uint32_t *minimum, uint32_t *preferred,
+                     uint32_t *maximum);
+
+  /* Capabilities: 1 yes, 0 no, -1 error.  Defaults are derived from
+   * which data callbacks exist.
+   */
+  int (*can_write) (void *handle);
+  int (*can_flush) (void *handle);
+  int (*is_rotational) (void *handle);
+  int (*can_trim) (void *handle);
+  int (*can_zero) (void *handle);
+  int (*can_fast_zero) (void *handle);
+  int (*can_extents) (void *handle);
+  int (*can_fua) (void *handle);        /* NBDKIT_FUA_* */
+  int (*can_multi_conn) (void *handle);
+  int (*can_cache) (void *handle);      /* NBDKIT_CACHE_* */
+
+  /* Data.  Return 0 or -1 (errno, or nbdkit_set_error, says which). */
+  int (*pread) (void *handle, void *buf, uint32_t count, uint64_t offset,
+                uint32_t flags);
+  int (*pwrite) (void *handle, const void *buf, uint32_t count,
+                 uint64_t offset, uint32_t flags);
+  int (*flush) (void *handle, uint32_t flags);
+  int (*trim) (void *handle, uint32_t count, uint64_t offset,
+               uint32_t flags);
+  int (*zero) (void *handle, uint32_t count, uint64_t offset,
+               uint32_t flags);
+  int (*cache) (void *handle, uint32_t count, uint64_t offset,
+                uint32_t flags);
+  int (*extents) (void *handle, uint32_t count, uint64_t offset,
+                  uint32_t flags, struct nbdkit_extents *extents);
+};
+
+/* The process's main(): speaks the protocol until the server goes. */
+extern int nbdkit_backend_main (const struct nbdkit_backend *backend,
+                                int argc, char *argv[]);
+/* The same, with a thread model that overrides the struct's (0: use
+ * the struct's).  NBDKIT_REGISTER_BACKEND uses it for THREAD_MODEL.
+ */
+extern int nbdkit_backend_main_with_model (const struct nbdkit_backend *b,
+                                           int thread_model,
+                                           int argc, char *argv[]);
+
+/* Porting aid: as with nbdkit-plugin.h, a backend may instead say
+ *   #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+ * before including this header.
+ */
+#ifdef THREAD_MODEL
+#define NBDKIT_BACKEND_THREAD_MODEL_ (THREAD_MODEL)
+#else
+#define NBDKIT_BACKEND_THREAD_MODEL_ 0
+#endif
+
+#define NBDKIT_REGISTER_BACKEND(b)                                      \
+  int main (int argc, char *argv[])                                     \
+  {                                                                     \
+    return nbdkit_backend_main_with_model (&(b),                        \
+                                           NBDKIT_BACKEND_THREAD_MODEL_, \
+                                           argc, argv);                 \
+  }
+
+/* Messages.  nbdkit_error during a callback becomes the message of the
+ * error reply (and is logged); nbdkit_debug prints only with -v.
+ */
+extern void nbdkit_error (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+extern void nbdkit_verror (const char *fmt, va_list args)
+  __attribute__ ((format (printf, 1, 0)));
+extern void nbdkit_debug (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+extern void nbdkit_set_error (int err);
+
+/* -D NAME.FLAG=N: the value of FLAG, or def when not given. */
+extern int nbdkit_debug_flag (const char *flag, int def);
+
+/* Parsing parameters.  Each returns -1 after nbdkit_error naming what
+ * and the value.
+ */
+extern int64_t nbdkit_parse_size (const char *str);
+extern int nbdkit_parse_bool (const char *str);
+extern int nbdkit_parse_int (const char *what, const char *str, int *r);
+extern int nbdkit_parse_unsigned (const char *what, const char *str,
+                                  unsigned *r);
+extern int nbdkit_parse_int64_t (const char *what, const char *str,
+                                 int64_t *r);
+extern int nbdkit_parse_uint64_t (const char *what, const char *str,
+                                  uint64_t *r);
+/* Paths: malloc'd, the caller frees.  NULL after nbdkit_error. */
+extern char *nbdkit_absolute_path (const char *path);
+extern char *nbdkit_realpath (const char *path);
+
+/* The connection being opened or served by the calling thread. */
+extern const char *nbdkit_export_name (void);
+extern int nbdkit_is_tls (void);
+
+/* With wants_memfd: the memory file the server keeps across restarts
+ * of this backend (empty at first), or -1.  Valid from config on.
+ */
+extern int nbdkit_memfd (void);
+
+/* Extents and exports. */
+extern int nbdkit_add_extent (struct nbdkit_extents *extents,
+                              uint64_t offset, uint64_t length,
+                              uint32_t type);
+extern int nbdkit_add_export (struct nbdkit_exports *exports,
+                              const char *name, const char *description);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NBDKIT_BACKEND_H */

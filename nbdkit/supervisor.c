@@ -1,0 +1,699 @@
+/* nbdkit front end: the supervisor of the backend process.
+ *
+ * Owns the backend's life cycle (in the manner of an OTP supervisor or
+ * systemd's Restart=) and struct bhandle, the front end's record of each
+ * handle opened in the backend.
+ *
+ *   STARTING  process spawned; HELLO, CONFIG..., CONFIG_COMPLETE,
+ *             GET_READY, then every open handle re-opened with the same
+ *             export name and flags.  Ordinary requests are held.
+ *   READY     requests flow.
+ *   WAITING   the backend died; a restart is due after a backoff that
+ *             doubles with each restart in the window.  Requests are
+ *             held; those in flight that are safe to repeat are held to
+ *             be sent again, once.
+ *   FAILED    more than opt.max_restarts restarts in the window: the
+ *             server exits 1, or (--backend-failure=error) every request
+ *             fails with EIO.
+ *   STOPPING  the server is shutting down.
+ *
+ * The first start is different: any failure there is a configuration
+ * error, reported before the server listens, and the server exits 1.
+ */
+
+#include <config.h>
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "internal.h"
+
+enum state { STARTING, READY, WAITING, FAILED, STOPPING };
+
+static enum state state = STARTING;
+static bool started_once;       /* reached READY at least once */
+static char *start_error;       /* why the first start failed */
+static void (*after_hello) (void);
+static size_t config_index;
+static unsigned nr_reopening;
+static unsigned restarts;       /* total, for the log and tests */
+static ev_tstamp *restart_times;        /* within the window */
+static unsigned nr_restart_times;
+static ev_timer restart_timer, kill_timer;
+
+static struct bhandle *handles;
+
+/* The memory a backend may keep across its restarts (HP_ATTACH_FD). */
+static int memfd = -1;
+
+#define BACKOFF_INITIAL 0.1     /* seconds before the first restart */
+#define BACKOFF_MAX     5.0
+#define TERM_GRACE      2.0     /* SIGTERM to SIGKILL for a hung backend */
+#define STOP_TIMEOUT    5.0     /* orderly stop before SIGKILL */
+
+static void start_incarnation (void);
+static void start_failed (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+
+static const char *
+name (void)
+{
+  return binfo.name ? binfo.name : opt.backend_name;
+}
+
+unsigned
+supervisor_restarts (void)
+{
+  return restarts;
+}
+
+/* Requests wait for the backend in every state but these two. */
+bool
+supervisor_may_hold (void)
+{
+  return state != FAILED && state != STOPPING;
+}
+
+/* ---- killing ---- */
+
+static void
+on_kill_timer (struct ev_loop *l, ev_timer *w, int revents)
+{
+  if (backend_pid () > 0) {
+    nbdkit_debug ("%s: backend process %d still running, sending SIGKILL",
+                  name (), (int) backend_pid ());
+    kill (backend_pid (), SIGKILL);
+  }
+}
+
+/* Ask the backend to go (SIGTERM), then force it (SIGKILL). */
+static void
+terminate_backend (void)
+{
+  if (backend_pid () <= 0)
+    return;
+  kill (backend_pid (), SIGTERM);
+  ev_timer_stop (loop, &kill_timer);
+  ev_timer_set (&kill_timer, TERM_GRACE, 0);
+  ev_timer_start (loop, &kill_timer);
+}
+
+/* Ask the backend to go by closing its channel (it exits on EOF), with
+ * SIGKILL after TERM_GRACE if it does not.
+ */
+static void
+dismiss_backend (void)
+{
+  channel_close (state != FAILED && state != STOPPING);
+  if (backend_pid () <= 0)
+    return;
+  ev_timer_stop (loop, &kill_timer);
+  ev_timer_set (&kill_timer, TERM_GRACE, 0);
+  ev_timer_start (loop, &kill_timer);
+}
+
+void
+supervisor_protocol_error (const char *why)
+{
+  nbdkit_error ("%s: backend protocol error: %s; restarting the backend",
+                name (), why);
+  if (backend_pid () > 0)
+    kill (backend_pid (), SIGKILL);
+  channel_close (true);
+}
+
+void
+supervisor_channel_lost (void)
+{
+  channel_close (true);
+  /* A backend without its channel is of no use: make sure it goes. */
+  if (state != STOPPING)
+    terminate_backend ();
+}
+
+static void
+on_request_timeout (const struct hp_header *req, double waited)
+{
+  nbdkit_error ("%s: the backend did not answer %s within %g seconds; "
+                "restarting it", name (), hp_type_name (req->type), waited);
+  channel_close (true);
+  terminate_backend ();
+}
+
+/* ---- handles ---- */
+
+static void
+bhandle_unlink (struct bhandle *bh)
+{
+  if (bh->prev)
+    bh->prev->next = bh->next;
+  else if (handles == bh)
+    handles = bh->next;
+  if (bh->next)
+    bh->next->prev = bh->prev;
+  bh->next = bh->prev = NULL;
+}
+
+static void
+bhandle_free (struct bhandle *bh)
+{
+  free (bh->export);
+  free (bh->client);
+  free (bh);
+}
+
+static void
+ignore_reply (void *opaque, const struct hp_header *reply, void *payload,
+              uint32_t len)
+{
+  free (payload);
+}
+
+static void
+send_close (uint32_t id)
+{
+  struct hp_header h = { .type = HP_CLOSE, .handle = id };
+  char *s = strdup ("{}");
+
+  if (s && channel_is_open ())
+    channel_send (&h, NULL, s, 2, CH_STARTUP, ignore_reply, NULL);
+  else
+    free (s);
+}
+
+void
+backend_close (struct bhandle *bh)
+{
+  if (!bh)
+    return;
+  bhandle_unlink (bh);
+  if (bh->reopening) {
+    bh->closing = true;         /* freed when the re-open answers */
+    return;
+  }
+  if (bh->valid && state == READY)
+    send_close (bh->id);
+  bhandle_free (bh);
+}
+
+static json_t *
+open_request (const char *export, bool readonly, const char *client)
+{
+  return json_pack ("{s:s, s:b, s:b, s:s}", "export", export,
+                    "readonly", readonly, "tls", 0, "client", client);
+}
+
+struct open_ctx {
+  struct bhandle *bh;
+  backend_open_cb cb;
+  void *opaque;
+};
+
+static void
+on_open (void *opaque, const struct hp_header *reply, void *payload,
+         uint32_t len)
+{
+  struct open_ctx *ctx = opaque;
+  struct bhandle *bh = ctx->bh;
+  const char *why = NULL;
+  json_t *j = NULL;
+
+  if (!reply) {
+    ctx->cb (ctx->opaque, NULL, NULL, HP_EIO,
+             state == FAILED ? "the backend has failed"
+             : "the backend stopped before it answered");
+    bhandle_free (bh);
+  }
+  else if (reply->status) {
+    ctx->cb (ctx->opaque, NULL, NULL, reply->status,
+             payload ? payload : hp_error_name (reply->status));
+    bhandle_free (bh);
+  }
+  else if (reply->handle == 0 ||
+           (j = channel_parse_json (payload, len, &why)) == NULL) {
+    ctx->cb (ctx->opaque, NULL, NULL, HP_EIO,
+             why ? why : "the backend's OPEN reply has no handle");
+    if (reply->handle)
+      send_close (reply->handle);
+    bhandle_free (bh);
+  }
+  else {
+    bh->id = reply->handle;
+    bh->valid = true;
+    bh->size = json_integer_value (json_object_get (j, "size"));
+    bh->next = handles;
+    if (handles)
+      handles->prev = bh;
+    handles = bh;
+    ctx->cb (ctx->opaque, bh, j, 0, NULL);
+  }
+  json_decref (j);
+  free (payload);
+  free (ctx);
+}
+
+void
+backend_open (const char *export, bool readonly, const char *client,
+              backend_open_cb cb, void *opaque)
+{
+  struct open_ctx *ctx = calloc (1, sizeof *ctx);
+  struct bhandle *bh = calloc (1, sizeof *bh);
+
+  if (!ctx || !bh || !(bh->export = strdup (export)) ||
+      !(bh->client = strdup (client))) {
+    free (ctx);
+    if (bh)
+      bhandle_free (bh);
+    cb (opaque, NULL, NULL, HP_ENOMEM, "out of memory");
+    return;
+  }
+  bh->readonly = readonly;
+  ctx->bh = bh;
+  ctx->cb = cb;
+  ctx->opaque = opaque;
+  channel_send_json (HP_OPEN, NULL, open_request (export, readonly, client),
+                     0, on_open, ctx);
+}
+
+/* ---- starting an incarnation ---- */
+
+static void
+become_ready (void)
+{
+  state = READY;
+  if (started_once)
+    nbdkit_error ("%s: backend restarted (pid %d, restart %u); "
+                  "%zu requests to send again",
+                  name (), (int) backend_pid (), restarts,
+                  channel_in_flight ());
+  started_once = true;
+  channel_set_ready ();
+}
+
+static void
+on_reopen (void *opaque, const struct hp_header *reply, void *payload,
+           uint32_t len)
+{
+  struct bhandle *bh = opaque;
+  json_t *j = NULL;
+  const char *why;
+
+  bh->reopening = false;
+  if (reply && reply->status == 0 && reply->handle &&
+      (j = channel_parse_json (payload, len, &why)) != NULL) {
+    bh->id = reply->handle;
+    if ((uint64_t) json_integer_value (json_object_get (j, "size")) !=
+        bh->size)
+      nbdkit_error ("%s: export '%s' changed size after the backend "
+                    "restarted", name (), bh->export);
+    if (bh->closing)
+      send_close (bh->id);
+  }
+  else if (!bh->closing) {
+    nbdkit_error ("%s: could not re-open export '%s' after the restart: "
+                  "%s; its client gets errors", name (), bh->export,
+                  reply && reply->status && payload
+                  ? (const char *) payload : "no handle");
+    bh->valid = false;
+  }
+  json_decref (j);
+  free (payload);
+  if (bh->closing)
+    bhandle_free (bh);
+  if (--nr_reopening == 0 && state == STARTING)
+    become_ready ();
+}
+
+static void
+reopen_handles (void)
+{
+  struct bhandle *bh;
+
+  nr_reopening = 1;             /* guard while sending */
+  for (bh = handles; bh; bh = bh->next) {
+    if (!bh->valid)
+      continue;
+    nr_reopening++;
+    bh->reopening = true;
+    channel_send_json (HP_OPEN, NULL,
+                       open_request (bh->export, bh->readonly, bh->client),
+                       CH_STARTUP, on_reopen, bh);
+  }
+  if (--nr_reopening == 0 && state == STARTING)
+    become_ready ();
+}
+
+/* A reply to a start-up message: NULL if it failed (message set). */
+static json_t *
+startup_reply (const char *what, const struct hp_header *reply,
+               void *payload, uint32_t len)
+{
+  const char *why = NULL;
+  json_t *j = NULL;
+
+  if (state != STARTING)
+    return NULL;
+  if (!reply)
+    start_failed ("the backend stopped during %s", what);
+  else if (reply->status)
+    start_failed ("%s", payload ? (const char *) payload
+                  : hp_error_name (reply->status));
+  else if ((j = channel_parse_json (payload, len, &why)) == NULL)
+    start_failed ("%s: %s", what, why);
+  return j;
+}
+
+static void send_next_config (void);
+
+static void
+on_get_ready (void *opaque, const struct hp_header *reply, void *payload,
+              uint32_t len)
+{
+  json_t *j = startup_reply ("get_ready", reply, payload, len);
+
+  free (payload);
+  if (!j)
+    return;
+  json_decref (j);
+  reopen_handles ();
+}
+
+static void
+on_config_complete (void *opaque, const struct hp_header *reply,
+                    void *payload, uint32_t len)
+{
+  json_t *j = startup_reply ("config_complete", reply, payload, len);
+
+  free (payload);
+  if (!j)
+    return;
+  json_decref (j);
+  channel_send_json (HP_GET_READY, NULL, NULL, CH_STARTUP, on_get_ready, NULL);
+}
+
+static void
+on_config (void *opaque, const struct hp_header *reply, void *payload,
+           uint32_t len)
+{
+  json_t *j = startup_reply ("config", reply, payload, len);
+
+  free (payload);
+  if (!j)
+    return;
+  json_decref (j);
+  send_next_config ();
+}
+
+static void
+send_next_config (void)
+{
+  if (config_index < opt.nr_params) {
+    const struct config_param *p = &opt.params[config_index++];
+
+    nbdkit_debug ("config key=%s, value=%s", p->key, p->value);
+    channel_send_json (HP_CONFIG, NULL,
+                       json_pack ("{s:s, s:s}", "key", p->key,
+                                  "value", p->value),
+                       CH_STARTUP, on_config, NULL);
+  }
+  else
+    channel_send_json (HP_CONFIG_COMPLETE, NULL, NULL, CH_STARTUP,
+                       on_config_complete, NULL);
+}
+
+static void
+on_attach (void *opaque, const struct hp_header *reply, void *payload,
+           uint32_t len)
+{
+  json_t *j = startup_reply ("attach_fd", reply, payload, len);
+
+  free (payload);
+  if (!j)
+    return;
+  json_decref (j);
+  send_next_config ();
+}
+
+/* Hand the backend the memfd that outlives it, made on first use. */
+static void
+attach_memfd (void)
+{
+  struct hp_header h = { .type = HP_ATTACH_FD };
+  char *s;
+
+  if (memfd == -1) {
+    memfd = memfd_create ("nbdkit-memory", MFD_CLOEXEC);
+    if (memfd == -1) {
+      start_failed ("memfd_create: %m");
+      return;
+    }
+  }
+  s = strdup ("{\"purpose\":\"" HP_FEATURE_MEMFD "\"}");
+  if (!s) {
+    start_failed ("out of memory");
+    return;
+  }
+  nbdkit_debug ("%s: attaching the memfd", name ());
+  channel_send_fd (&h, NULL, s, strlen (s), memfd, CH_STARTUP, on_attach,
+                   NULL);
+}
+
+static void
+on_hello (void *opaque, const struct hp_header *reply, void *payload,
+          uint32_t len)
+{
+  json_t *j = startup_reply ("hello", reply, payload, len);
+  json_int_t version;
+
+  free (payload);
+  if (!j)
+    return;
+  version = json_integer_value (json_object_get (j, "protocol"));
+  if (version != HP_PROTOCOL_VERSION) {
+    start_failed ("the backend speaks helper protocol version %lld, "
+                  "this server speaks version %d",
+                  (long long) version, HP_PROTOCOL_VERSION);
+    json_decref (j);
+    return;
+  }
+  if (!binfo.name) {
+    backend_info_from_hello (j);
+    if (after_hello)
+      after_hello ();
+  }
+  json_decref (j);
+  config_index = 0;
+  if (binfo.wants_memfd)
+    attach_memfd ();
+  else
+    send_next_config ();
+}
+
+static void
+start_incarnation (void)
+{
+  json_t *req;
+
+  state = STARTING;
+  if (!backend_spawn ()) {
+    start_failed ("could not start the backend process");
+    return;
+  }
+  req = json_pack ("{s:i, s:s, s:s, s:s, s:b, s:i, s:O}",
+                   "protocol", HP_PROTOCOL_VERSION,
+                   "server", PROGRAM_NAME,
+                   "server_version", PACKAGE_VERSION,
+                   "name", opt.backend_name,
+                   "verbose", opt.verbose,
+                   "threads", (int) opt.threads,
+                   "debug", opt.backend_debug ? opt.backend_debug
+                                              : json_object ());
+  channel_send_json (HP_HELLO, NULL, req, CH_STARTUP, on_hello, NULL);
+}
+
+/* ---- failure and restart ---- */
+
+static void
+give_up (void)
+{
+  state = FAILED;
+  nbdkit_error ("%s: the backend failed %u times within %g seconds; "
+                "giving up%s", name (), nr_restart_times, opt.restart_window,
+                opt.on_failure_error ? ": every request now fails with EIO"
+                                     : ", the server exits");
+  channel_fail_held ();
+  if (!opt.on_failure_error)
+    server_quit (EXIT_FAILURE);
+}
+
+static void
+on_restart_timer (struct ev_loop *l, ev_timer *w, int revents)
+{
+  if (state == WAITING)
+    start_incarnation ();
+}
+
+/* The backend is gone (its process exited): restart it if allowed. */
+static void
+schedule_restart (void)
+{
+  ev_tstamp now = ev_now (loop), delay;
+  unsigned i, n = 0;
+
+  /* Forget restarts that are outside the window. */
+  for (i = 0; i < nr_restart_times; ++i)
+    if (now - restart_times[i] < opt.restart_window)
+      restart_times[n++] = restart_times[i];
+  nr_restart_times = n;
+  if (nr_restart_times >= opt.max_restarts) {
+    give_up ();
+    return;
+  }
+  restart_times[nr_restart_times++] = now;
+  restarts++;
+
+  delay = BACKOFF_INITIAL;
+  for (i = 1; i < nr_restart_times && delay < BACKOFF_MAX; ++i)
+    delay *= 2;
+  if (delay > BACKOFF_MAX)
+    delay = BACKOFF_MAX;
+  state = WAITING;
+  nbdkit_error ("%s: restarting the backend in %g seconds "
+                "(restart %u, %u within %g seconds)",
+                name (), delay, restarts, nr_restart_times,
+                opt.restart_window);
+  ev_timer_set (&restart_timer, delay, 0);
+  ev_timer_start (loop, &restart_timer);
+}
+
+static void
+start_failed (const char *fmt, ...)
+{
+  va_list args;
+  char *msg = NULL;
+
+  va_start (args, fmt);
+  if (vasprintf (&msg, fmt, args) == -1)
+    msg = NULL;
+  va_end (args);
+
+  /* Change state first: closing the channel fails the other start-up
+   * messages in flight, and their callbacks must not come here again.
+   */
+  if (!started_once) {
+    /* The first start: a configuration error, which supervisor_start
+     * reports before the server listens.
+     */
+    state = FAILED;
+    if (!start_error)
+      start_error = msg;
+    else
+      free (msg);
+    dismiss_backend ();
+    return;
+  }
+
+  nbdkit_error ("%s: the restarted backend failed to start: %s",
+                name (), msg ? msg : "?");
+  free (msg);
+  state = WAITING;
+  if (backend_pid () > 0)
+    dismiss_backend ();         /* its exit schedules the restart */
+  else {
+    channel_close (true);
+    schedule_restart ();
+  }
+}
+
+void
+supervisor_backend_exited (void)
+{
+  ev_timer_stop (loop, &kill_timer);
+  if (state == STOPPING || state == FAILED || server_quitting ()) {
+    channel_close (false);
+    return;
+  }
+  if (!started_once) {
+    state = FAILED;
+    if (!start_error)
+      start_error = strdup ("the backend process exited during start-up");
+    channel_close (false);
+    return;
+  }
+  state = WAITING;
+  channel_close (true);
+  schedule_restart ();
+}
+
+void
+supervisor_start (void (*hello_done) (void))
+{
+  after_hello = hello_done;
+  restart_times = calloc (opt.max_restarts + 1, sizeof *restart_times);
+  if (!restart_times)
+    die ("out of memory");
+  ev_timer_init (&restart_timer, on_restart_timer, 1, 0);
+  ev_timer_init (&kill_timer, on_kill_timer, TERM_GRACE, 0);
+  if (opt.backend_timeout > 0)
+    channel_set_timeout (opt.backend_timeout, on_request_timeout);
+
+  start_incarnation ();
+  while (state == STARTING)
+    ev_run (loop, EVRUN_ONCE);
+  if (state != READY) {
+    /* Let the backend's last words reach the log first. */
+    while (backend_pid () > 0)
+      ev_run (loop, EVRUN_ONCE);
+    die ("%s: %s", name (), start_error ? start_error : "failed to start");
+  }
+}
+
+/* ---- stopping ---- */
+
+static void
+on_stop_timeout (struct ev_loop *l, ev_timer *w, int revents)
+{
+  if (backend_pid () > 0) {
+    nbdkit_error ("%s: the backend did not stop within %g seconds, "
+                  "killing it", name (), STOP_TIMEOUT);
+    kill (backend_pid (), SIGKILL);
+  }
+}
+
+void
+supervisor_stop (void)
+{
+  ev_timer timer;
+  struct bhandle *bh;
+
+  state = STOPPING;
+  ev_timer_stop (loop, &restart_timer);
+  ev_timer_init (&timer, on_stop_timeout, STOP_TIMEOUT, 0);
+  ev_timer_start (loop, &timer);
+
+  /* Let the requests in flight finish, close the handles (normally all
+   * closed by now with their connections), then closing the channel
+   * asks the backend to exit.  All within STOP_TIMEOUT, else SIGKILL.
+   */
+  channel_fail_held ();
+  while (backend_pid () > 0 && channel_is_open () && channel_in_flight () > 0)
+    ev_run (loop, EVRUN_ONCE);
+  while ((bh = handles) != NULL) {
+    bhandle_unlink (bh);
+    if (bh->valid && channel_is_open ())
+      send_close (bh->id);
+    bhandle_free (bh);
+  }
+  while (backend_pid () > 0 && channel_is_open () && channel_in_flight () > 0)
+    ev_run (loop, EVRUN_ONCE);
+  channel_close (false);
+  while (backend_pid () > 0)
+    ev_run (loop, EVRUN_ONCE);
+  ev_timer_stop (loop, &timer);
+  ev_timer_stop (loop, &kill_timer);
+}

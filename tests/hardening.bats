@@ -1,0 +1,67 @@
+# A hostile or broken client: every length checked, errors as the NBD
+# specification says, and never a stall of the other clients.  The
+# client is tests/raw-client.py over a real socket.
+
+load helpers
+
+raw() {
+    run /usr/bin/python3 "$RAWCLIENT" "$sock" "$1"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    kill -0 "$server_pid"
+}
+
+@test "unknown client flags end the connection, the server goes on" {
+    start_server memory 1M
+    raw bad_client_flags
+}
+
+@test "an option of 1 MiB is answered NBD_REP_ERR_TOO_BIG without being stored" {
+    start_server memory 1M
+    raw option_too_big
+}
+
+@test "an unknown option is answered NBD_REP_ERR_UNSUP" {
+    start_server memory 1M
+    raw unknown_option
+}
+
+@test "a client sending endless options is disconnected" {
+    start_server memory 1M
+    raw too_many_options
+}
+
+@test "NBD_OPT_GO with inconsistent lengths is answered NBD_REP_ERR_INVALID" {
+    start_server memory 1M
+    raw bad_go_lengths
+}
+
+@test "an export name over 4096 bytes is answered NBD_REP_ERR_TOO_BIG" {
+    start_server memory 1M
+    raw long_export_name
+}
+
+@test "invalid requests get the NBD error the specification names" {
+    start_server memory 1M
+    raw bad_requests
+}
+
+@test "a write on a read-only export fails with EPERM" {
+    start_server -r memory 1M
+    raw read_only_write
+}
+
+@test "a client that never reads its replies does not stall the others" {
+    start_server memory 1M
+    raw unread_replies_do_not_stall_others
+}
+
+@test "a client that disconnects in the middle of a request is forgotten" {
+    start_server memory 1M
+    raw disconnect_mid_request
+}
+
+@test "a request with a bad magic ends the connection" {
+    start_server memory 1M
+    raw bad_request_magic
+}

@@ -1,0 +1,109 @@
+# Shared set-up for the bats files: where things are, starting and
+# stopping a server on a private unix socket, and small checks.  Every
+# test gets its own directory ($BATS_TEST_TMPDIR) and its own server.
+
+export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
+top_srcdir=${top_srcdir:-$(cd "$BATS_TEST_DIRNAME/.." && pwd)}
+top_builddir=${top_builddir:-$top_srcdir}
+NBDKIT=${NBDKIT:-$top_builddir/nbdkit/nbdkit}
+FAULTY=$top_srcdir/tests/faulty-backend
+RAWCLIENT=$top_srcdir/tests/raw-client.py
+
+# Skip the test unless these commands exist.
+requires() {
+    local c
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 || skip "$c is not installed"
+    done
+}
+
+# Wait (bounded) until a command succeeds.  Readiness only: no test
+# asserts on how long anything takes.
+wait_until() {
+    local i
+    for i in $(seq 300); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_server [NBDKIT OPTIONS] BACKEND [PARAMS]: run the server in the
+# foreground (in the background of the test) on a private unix socket.
+# Sets $sock, $uri, $server_pid, $log.
+start_server() {
+    sock=$BATS_TEST_TMPDIR/sock
+    log=$BATS_TEST_TMPDIR/server.log
+    local pidfile=$BATS_TEST_TMPDIR/server.pid
+    rm -f "$sock" "$pidfile"
+    "$NBDKIT" -f -U "$sock" -P "$pidfile" "$@" </dev/null >/dev/null 2>"$log" 3>&- &
+    server_pid=$!
+    export server_pid
+    uri="nbd+unix:///?socket=$sock"
+    if ! wait_until test -s "$pidfile"; then
+        echo "the server did not start; its log:" >&2
+        cat "$log" >&2
+        return 1
+    fi
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "the server exited at once; its log:" >&2
+        cat "$log" >&2
+        return 1
+    fi
+}
+
+# Stop the server with SIGTERM and check that it and its backend went.
+stop_server() {
+    [ -n "${server_pid:-}" ] || return 0
+    local backends
+    backends=$(pgrep -P "$server_pid" || true)
+    kill -TERM "$server_pid" 2>/dev/null || true
+    if ! wait_until eval '! kill -0 $server_pid 2>/dev/null'; then
+        kill -KILL "$server_pid" 2>/dev/null
+        echo "the server did not stop on SIGTERM" >&2
+        server_pid=
+        return 1
+    fi
+    wait "$server_pid" 2>/dev/null
+    server_status=$?
+    server_pid=
+    local p
+    for p in $backends; do
+        if kill -0 "$p" 2>/dev/null; then
+            echo "backend process $p outlived the server" >&2
+            return 1
+        fi
+    done
+}
+
+teardown() {
+    stop_server
+}
+
+# The backend process of the running server.
+backend_pid() {
+    pgrep -P "$server_pid" | head -n 1
+}
+
+# Zombie children of the server (none expected).
+zombies() {
+    ps -o stat= --ppid "$server_pid" 2>/dev/null | grep -c '^Z' || true
+}
+
+# A file of random bytes: random_file PATH SIZE (e.g. 100M).
+random_file() {
+    head -c "$2" /dev/urandom > "$1"
+}
+
+sha() {
+    sha256sum < "$1" | cut -d' ' -f1
+}
+
+# Run a python snippet with nbd imported and h connected to $uri.
+nbd_py() {
+    /usr/bin/python3 -c "
+import nbd, errno, os, sys
+h = nbd.NBD()
+h.connect_uri('$uri')
+$1"
+}

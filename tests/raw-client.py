@@ -1,0 +1,250 @@
+#!/usr/bin/python3
+# A deliberately rude NBD client for the hardening tests: it speaks the
+# protocol byte by byte over a real unix socket so that it can send what
+# libnbd never would (oversized options, bad lengths, unknown commands,
+# half a request).  Usage: raw-client.py SOCKET CASE.  Exit 0 when the
+# server behaved as the specification says; otherwise a message and 1.
+
+import socket
+import struct
+import sys
+
+OPTS_MAGIC = 0x49484156454F5054
+REQ_MAGIC = 0x25609513
+REP_ERR = 0x80000000
+ERR_UNSUP, ERR_INVALID, ERR_TOO_BIG = REP_ERR | 1, REP_ERR | 3, REP_ERR | 9
+NBD_EPERM, NBD_EINVAL, NBD_ENOSPC, NBD_EOVERFLOW = 1, 22, 28, 75
+CMD_READ, CMD_WRITE, CMD_FLUSH = 0, 1, 3
+
+path = sys.argv[1]
+
+
+def fail(msg):
+    print("FAIL:", msg)
+    sys.exit(1)
+
+
+def check(what, got, want):
+    if got != want:
+        fail("%s: got %r, want %r" % (what, got, want))
+
+
+def recvn(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("connection closed after %d of %d bytes"
+                           % (len(buf), n))
+        buf += chunk
+    return buf
+
+
+def connect(flags=3):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(path)
+    greeting = recvn(s, 18)
+    check("greeting", greeting[:16],
+          b"NBDMAGIC" + struct.pack(">Q", OPTS_MAGIC))
+    s.sendall(struct.pack(">I", flags))
+    return s
+
+
+def send_opt(s, opt, data=b""):
+    s.sendall(struct.pack(">QII", OPTS_MAGIC, opt, len(data)) + data)
+
+
+def opt_reply(s):
+    _, opt, typ, length = struct.unpack(">QIII", recvn(s, 20))
+    return opt, typ, recvn(s, length)
+
+
+def go(s, name=b""):
+    send_opt(s, 7, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+    size = flags = None
+    while True:
+        _, typ, data = opt_reply(s)
+        if typ == 3 and struct.unpack(">H", data[:2])[0] == 0:
+            size, flags = struct.unpack(">QH", data[2:12])
+        elif typ == 1:
+            return size, flags
+        elif typ & REP_ERR:
+            fail("NBD_OPT_GO failed: 0x%x %r" % (typ, data))
+
+
+def request(s, cmd, offset, count, flags=0, data=b"", cookie=1):
+    s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, cookie, offset,
+                          count) + data)
+
+
+def reply(s):
+    magic, error, cookie = struct.unpack(">IIQ", recvn(s, 16))
+    check("reply magic", magic, 0x67446698)
+    return error, cookie
+
+
+def closed(s):
+    try:
+        return s.recv(1) == b""
+    except (ConnectionResetError, socket.timeout):
+        return True
+
+
+def still_serving():
+    """A fresh connection works end to end."""
+    s = connect()
+    size, _ = go(s)
+    request(s, CMD_READ, 0, 512)
+    check("read after the abuse", reply(s)[0], 0)
+    recvn(s, 512)
+
+
+def transmission():
+    s = connect()
+    size, flags = go(s)
+    return s, size, flags
+
+
+# ---- the cases ----
+
+def case_bad_client_flags():
+    s = connect(flags=0xff00)
+    if not closed(s):
+        fail("unknown client flags were accepted")
+    still_serving()
+
+
+def case_option_too_big():
+    s = connect()
+    send_opt(s, 1234, b"x" * (1 << 20))
+    check("1 MiB option", opt_reply(s)[1], ERR_TOO_BIG)
+    go(s)                       # still in step with the server
+
+
+def case_unknown_option():
+    s = connect()
+    send_opt(s, 1234)
+    check("unknown option", opt_reply(s)[1], ERR_UNSUP)
+    go(s)
+
+
+def case_too_many_options():
+    s = connect()
+    n = 0
+    try:
+        for _ in range(1000):
+            send_opt(s, 1234)
+            opt_reply(s)
+            n += 1
+    except (EOFError, ConnectionResetError, BrokenPipeError):
+        pass
+    if n >= 1000:
+        fail("the server answered 1000 options")
+    still_serving()
+
+
+def case_bad_go_lengths():
+    s = connect()
+    send_opt(s, 7, struct.pack(">I", 1000) + b"ab")
+    check("name length beyond the option", opt_reply(s)[1], ERR_INVALID)
+    send_opt(s, 7, struct.pack(">I", 0) + struct.pack(">H", 5))
+    check("info count beyond the option", opt_reply(s)[1], ERR_INVALID)
+    go(s)
+
+
+def case_long_export_name():
+    s = connect()
+    name = b"a" * 5000
+    send_opt(s, 7, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+    check("5000 byte export name", opt_reply(s)[1], ERR_TOO_BIG)
+    go(s)
+
+
+def case_bad_requests():
+    s, size, _ = transmission()
+    request(s, CMD_READ, size, 1)
+    check("read past the end", reply(s)[0], NBD_EINVAL)
+    request(s, CMD_READ, 0, 0)
+    check("read of 0 bytes", reply(s)[0], NBD_EINVAL)
+    request(s, CMD_READ, 0, 64 << 20)
+    check("read of 64 MiB", reply(s)[0], NBD_EOVERFLOW)
+    request(s, 99, 0, 1)
+    check("unknown command", reply(s)[0], NBD_EINVAL)
+    request(s, CMD_READ, 0, 1, flags=0x80)
+    check("unknown flag", reply(s)[0], NBD_EINVAL)
+    request(s, 7, 0, 512)
+    check("block status without a context", reply(s)[0], NBD_EINVAL)
+    request(s, CMD_READ, 2**64 - 512, 1024)
+    check("offset + count overflowing", reply(s)[0], NBD_EINVAL)
+    request(s, CMD_FLUSH, 5, 0)
+    check("flush with an offset", reply(s)[0], NBD_EINVAL)
+    request(s, CMD_WRITE, size - 1, 2, data=b"zz")
+    check("write past the end", reply(s)[0], NBD_ENOSPC)
+    # A refused write's payload is skipped: the stream stays in step.
+    request(s, CMD_WRITE, 0, 40 << 20, data=b"z" * (40 << 20))
+    check("write of 40 MiB", reply(s)[0], NBD_EOVERFLOW)
+    request(s, CMD_WRITE, 0, 4, data=b"abcd", cookie=5)
+    request(s, CMD_READ, 0, 4, cookie=6)
+    check("write after the refusals", reply(s), (0, 5))
+    check("read after the refusals", reply(s), (0, 6))
+    check("data", recvn(s, 4), b"abcd")
+
+
+def case_read_only_write():
+    s, size, flags = transmission()
+    if not flags & 2:
+        fail("the export is not flagged read-only")
+    request(s, CMD_WRITE, 0, 4, data=b"abcd")
+    check("write on a read-only export", reply(s)[0], NBD_EPERM)
+
+
+def case_unread_replies_do_not_stall_others():
+    # Client A pipelines thousands of reads and never reads a reply.
+    a, size, _ = transmission()
+    a.setblocking(False)
+    burst = b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, i, 0,
+                                 65536) for i in range(200000))
+    sent = 0
+    try:
+        while sent < len(burst):
+            sent += a.send(burst[sent:])
+    except BlockingIOError:
+        pass
+    if sent >= len(burst):
+        fail("the server read 200000 requests without their replies being read")
+    # Client B is served all the same.
+    b, _, _ = transmission()
+    for i in range(100):
+        request(b, CMD_READ, i * 512, 512, cookie=i)
+        check("B's reply", reply(b), (0, i))
+        recvn(b, 512)
+    a.close()
+    still_serving()
+
+
+def case_disconnect_mid_request():
+    s, _, _ = transmission()
+    s.sendall(struct.pack(">IHH", REQ_MAGIC, 0, CMD_WRITE))
+    s.close()
+    s, _, _ = transmission()
+    request(s, CMD_WRITE, 0, 1 << 20, data=b"q" * 1000)
+    s.close()
+    still_serving()
+
+
+def case_bad_request_magic():
+    s, _, _ = transmission()
+    s.sendall(b"\0" * 28)
+    if not closed(s):
+        fail("a request with a bad magic was accepted")
+    still_serving()
+
+
+cases = {name[5:]: fn for name, fn in globals().items()
+         if name.startswith("case_")}
+if len(sys.argv) != 3 or sys.argv[2] not in cases:
+    print("usage: raw-client.py SOCKET CASE; cases:", " ".join(sorted(cases)))
+    sys.exit(2)
+cases[sys.argv[2]]()
+print("PASS")

@@ -1,0 +1,215 @@
+# Supervision: a backend that crashes, hangs or lies never takes the
+# server down, never returns wrong data, never loses an acknowledged
+# write.  The misbehaving backend is a real process speaking the real
+# protocol (tests/faulty-backend).
+
+load helpers
+
+# Kill the backend with SIGKILL $1 times while a command runs.
+kill_backend_during() {
+    local times=$1; shift
+    (
+        for i in $(seq "$times"); do
+            wait_until test -n "$(pgrep -P "$server_pid")"
+            sleep 0.3
+            pkill -KILL -P "$server_pid" || true
+        done
+    ) 3>&- &
+    local killer=$!
+    "$@"
+    wait "$killer" || true
+}
+
+copy_with_kills() {
+    random_file "$BATS_TEST_TMPDIR/in" 256M
+    kill_backend_during 3 nbdcopy "$BATS_TEST_TMPDIR/in" "$uri"
+    kill_backend_during 3 nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
+    [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
+    grep -q "killed by signal SIGKILL" "$log"
+    grep -q "backend restarted" "$log"
+    [ "$(zombies)" -eq 0 ]
+}
+
+@test "killing the memory backend during copies loses no byte" {
+    requires nbdcopy
+    start_server --backend-max-restarts=20 memory 256M
+    copy_with_kills
+}
+
+@test "killing the file backend during copies loses no byte" {
+    requires nbdcopy
+    truncate -s 256M "$BATS_TEST_TMPDIR/disk"
+    start_server --backend-max-restarts=20 file "$BATS_TEST_TMPDIR/disk"
+    copy_with_kills
+}
+
+@test "the memory backend keeps its data across a restart" {
+    requires nbdsh
+    start_server memory 16M
+    nbd_py '
+data = os.urandom(1 << 20)
+h.pwrite(data, 5 << 20)
+open(os.environ["BATS_TEST_TMPDIR"] + "/data", "wb").write(data)
+'
+    old=$(backend_pid)
+    kill -KILL "$old"
+    wait_until eval '[ -n "$(backend_pid)" ] && [ "$(backend_pid)" != "$old" ]'
+    nbd_py '
+data = open(os.environ["BATS_TEST_TMPDIR"] + "/data", "rb").read()
+assert h.pread(1 << 20, 5 << 20) == data
+'
+}
+
+@test "a backend that crashes on every restart makes the server give up" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    start_server --backend-max-restarts=3 "$FAULTY" "$BATS_TEST_TMPDIR/disk" \
+        fault=crash-on-restart once="$BATS_TEST_TMPDIR/started"
+    kill -KILL "$(backend_pid)"
+    # Every request from now on fails: the backend cannot be started.
+    nbd_py '
+try:
+    h.pread(512, 0)
+    sys.exit("a read succeeded")
+except nbd.Error as e:
+    assert e.errnum == errno.EIO, e
+' || true
+    wait_until eval '! kill -0 $server_pid 2>/dev/null'
+    wait "$server_pid" || server_status=$?
+    server_pid=
+    [ "$server_status" -eq 1 ]
+    grep -q "restarting the backend in 0.1 seconds" "$log"
+    grep -q "restarting the backend in 0.2 seconds" "$log"
+    grep -q "restarting the backend in 0.4 seconds" "$log"
+    grep -q "crashing at restart as asked" "$log"
+    grep -q "the backend failed 3 times within 10 seconds; giving up" "$log"
+}
+
+@test "with --backend-failure=error the server keeps serving errors" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    start_server --backend-max-restarts=1 --backend-failure=error \
+        "$FAULTY" "$BATS_TEST_TMPDIR/disk" \
+        fault=crash-on-restart once="$BATS_TEST_TMPDIR/started"
+    nbd_py '
+import subprocess, signal
+pid = int(subprocess.check_output(["pgrep", "-P", os.environ["server_pid"]]))
+os.kill(pid, signal.SIGKILL)
+for i in range(3):
+    try:
+        h.pread(512, 0)
+        sys.exit("a read succeeded")
+    except nbd.Error as e:
+        assert e.errnum == errno.EIO, e
+'
+    wait_until grep -q "giving up: every request now fails with EIO" "$log"
+    kill -0 "$server_pid"
+}
+
+@test "a backend that crashes at the first start is a configuration error" {
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    run "$NBDKIT" -f -U "$BATS_TEST_TMPDIR/s" "$FAULTY" \
+        "$BATS_TEST_TMPDIR/disk" fault=crash-on-start
+    [ "$status" -eq 1 ]
+    echo "$output" | grep -q "crashing at start as asked"
+    [ ! -e "$BATS_TEST_TMPDIR/s" ]
+}
+
+fault_once() {
+    random_file "$BATS_TEST_TMPDIR/disk" 4M
+    touch "$BATS_TEST_TMPDIR/once"
+    start_server "$@" "$FAULTY" "$BATS_TEST_TMPDIR/disk" \
+        fault="$FAULT" once="$BATS_TEST_TMPDIR/once"
+    nbd_py '
+d = open(os.environ["BATS_TEST_TMPDIR"] + "/disk", "rb").read()
+assert h.pread(65536, 4096) == d[4096:4096 + 65536]
+h.pwrite(b"after", 0)
+assert h.pread(5, 0) == b"after"
+'
+    [ ! -e "$BATS_TEST_TMPDIR/once" ]    # the fault did strike
+    [ "$(zombies)" -eq 0 ]
+}
+
+@test "a backend that hangs is restarted after --backend-timeout" {
+    requires nbdsh
+    FAULT=hang-on-pread fault_once --backend-timeout=1
+    grep -q "did not answer PREAD within" "$log"
+    grep -q "backend restarted" "$log"
+}
+
+@test "a backend that writes a garbage frame is restarted, no garbage is served" {
+    requires nbdsh
+    FAULT=garbage-on-pread fault_once
+    grep -q "backend protocol error: bad magic" "$log"
+}
+
+@test "a reply to an id that is not in flight restarts the backend" {
+    requires nbdsh
+    FAULT=bad-id-on-pread fault_once
+    grep -q "backend protocol error: a reply to a request id that is not in flight" "$log"
+}
+
+@test "a read reply of the wrong length restarts the backend" {
+    requires nbdsh
+    FAULT=short-on-pread fault_once
+    grep -q "backend protocol error: PREAD reply length differs" "$log"
+}
+
+@test "a backend that crashes once in a read: the read is answered" {
+    requires nbdsh
+    FAULT=crash-on-pread fault_once
+    grep -q "exited with status 1" "$log"
+}
+
+@test "the backend sees only its channel, stderr and /dev/null" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    SECRET_TOKEN=do-not-leak start_server "$FAULTY" "$BATS_TEST_TMPDIR/disk"
+    # Hold a client connection open while we look.
+    /usr/bin/python3 -c "
+import nbd, time
+h = nbd.NBD(); h.connect_uri('$uri')
+open('$BATS_TEST_TMPDIR/connected', 'w').close()
+time.sleep(30)
+" 3>&- &
+    client=$!
+    wait_until test -e "$BATS_TEST_TMPDIR/connected"
+    b=$(backend_pid)
+    fds=$(ls /proc/$b/fd | sort -n | tr '\n' ' ')
+    # 0-3 from the server, 4 is the backend's own open of the disk.
+    [ "$fds" = "0 1 2 3 4 " ]
+    [ "$(readlink /proc/$b/fd/0)" = /dev/null ]
+    [ "$(readlink /proc/$b/fd/1)" = /dev/null ]
+    [[ "$(readlink /proc/$b/fd/2)" == pipe:* ]]
+    [[ "$(readlink /proc/$b/fd/3)" == socket:* ]]
+    [ "$(readlink /proc/$b/fd/4)" = "$BATS_TEST_TMPDIR/disk" ]
+    ! tr '\0' '\n' < /proc/$b/environ | grep -q SECRET_TOKEN
+    grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$b/status
+    # Its own process group.
+    [ "$(ps -o pgid= -p "$b" | tr -d ' ')" = "$b" ]
+    kill "$client"
+}
+
+@test "the memory backend holds the server's memfd and nothing else" {
+    start_server memory 1M
+    b=$(backend_pid)
+    fds=$(ls /proc/$b/fd | sort -n | tr '\n' ' ')
+    [ "$fds" = "0 1 2 3 4 " ]
+    [[ "$(readlink /proc/$b/fd/4)" == "/memfd:nbdkit-memory"* ]]
+}
+
+@test "--backend-rlimit limits the backend" {
+    start_server --backend-rlimit=nofile=64,as=4G memory 1M
+    b=$(backend_pid)
+    grep -E '^Max open files +64 +64' /proc/$b/limits
+    grep -E '^Max address space +4294967296 +4294967296' /proc/$b/limits
+}
+
+@test "-v logs each start and exit of the backend with its pid" {
+    start_server -v memory 1M
+    b=$(backend_pid)
+    grep -q "started backend process $b" "$log"
+    kill -KILL "$b"
+    wait_until grep -q "backend restarted" "$log"
+    grep -q "backend process $b was killed by signal SIGKILL" "$log"
+}
