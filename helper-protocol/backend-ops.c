@@ -240,6 +240,17 @@ compute_caps (struct handle *hd)
       hd->can_fast_zero == -1 || hd->can_extents == -1 ||
       hd->can_fua == -1 || hd->can_cache == -1)
     return -1;
+  if (hd->can_fua < NBDKIT_FUA_NONE || hd->can_fua > NBDKIT_FUA_NATIVE ||
+      hd->can_cache < NBDKIT_CACHE_NONE ||
+      hd->can_cache > NBDKIT_CACHE_NATIVE) {
+    nbdkit_error ("can_fua or can_cache returned %d: use one of the "
+                  "NBDKIT_FUA_* or NBDKIT_CACHE_* constants",
+                  hd->can_fua < NBDKIT_FUA_NONE ||
+                  hd->can_fua > NBDKIT_FUA_NATIVE ? hd->can_fua
+                                                  : hd->can_cache);
+    nbdkit_set_error (EINVAL);
+    return -1;
+  }
   if (hd->can_cache == NBDKIT_CACHE_NATIVE && !be->cache)
     hd->can_cache = NBDKIT_CACHE_EMULATE;
   if (hd->can_fua == NBDKIT_FUA_EMULATE && hd->can_flush <= 0)

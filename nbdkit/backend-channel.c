@@ -486,7 +486,7 @@ channel_send_json (uint16_t type, struct bhandle *bh, json_t *req,
                    unsigned flags, backend_cb cb, void *opaque)
 {
   struct hp_header h = { .type = type };
-  char *s = json_dumps (req ? req : json_object (), JSON_COMPACT);
+  char *s = req ? json_dumps (req, JSON_COMPACT) : strdup ("{}");
 
   json_decref (req);
   if (!s) {

@@ -251,6 +251,7 @@ listen_cleanup (void)
   if (opt.private_dir) {
     unlink (opt.unixsocket);
     rmdir (opt.private_dir);
+    free (opt.private_dir);
     opt.private_dir = NULL;
   }
 }

@@ -93,7 +93,11 @@ loop_init (void)
 int
 loop_run (void)
 {
-  ev_run (loop, 0);
+  /* The server may have been told to quit before the loop ran (with -s,
+   * a client that was gone at once): then ev_break had nothing to end.
+   */
+  if (!quitting)
+    ev_run (loop, 0);
   quitting = true;
   supervisor_stop ();
   listen_cleanup ();

@@ -370,44 +370,48 @@ startup_reply (const char *what, const struct hp_header *reply,
 
 static void send_next_config (void);
 
+/* The reply to a start-up message that carries nothing needed: true if
+ * it succeeded.  Frees the payload.
+ */
+static bool
+startup_ok (const char *what, const struct hp_header *reply, void *payload,
+            uint32_t len)
+{
+  json_t *j = startup_reply (what, reply, payload, len);
+
+  free (payload);
+  json_decref (j);
+  return j != NULL;
+}
+
 static void
 on_get_ready (void *opaque, const struct hp_header *reply, void *payload,
               uint32_t len)
 {
-  json_t *j = startup_reply ("get_ready", reply, payload, len);
-
-  free (payload);
-  if (!j)
-    return;
-  json_decref (j);
-  reopen_handles ();
+  if (startup_ok ("get_ready", reply, payload, len))
+    reopen_handles ();
 }
 
 static void
 on_config_complete (void *opaque, const struct hp_header *reply,
                     void *payload, uint32_t len)
 {
-  json_t *j = startup_reply ("config_complete", reply, payload, len);
-
-  free (payload);
-  if (!j)
-    return;
-  json_decref (j);
-  channel_send_json (HP_GET_READY, NULL, NULL, CH_STARTUP, on_get_ready, NULL);
+  if (startup_ok ("config_complete", reply, payload, len))
+    channel_send_json (HP_GET_READY, NULL, NULL, CH_STARTUP, on_get_ready,
+                       NULL);
 }
 
+/* After CONFIG or ATTACH_FD (opaque names which): the next parameter. */
 static void
-on_config (void *opaque, const struct hp_header *reply, void *payload,
-           uint32_t len)
+on_config_step (void *opaque, const struct hp_header *reply, void *payload,
+                uint32_t len)
 {
-  json_t *j = startup_reply ("config", reply, payload, len);
-
-  free (payload);
-  if (!j)
-    return;
-  json_decref (j);
-  send_next_config ();
+  if (startup_ok (opaque, reply, payload, len))
+    send_next_config ();
 }
+
+
+
 
 static void
 send_next_config (void)
@@ -419,25 +423,13 @@ send_next_config (void)
     channel_send_json (HP_CONFIG, NULL,
                        json_pack ("{s:s, s:s}", "key", p->key,
                                   "value", p->value),
-                       CH_STARTUP, on_config, NULL);
+                       CH_STARTUP, on_config_step, (void *) "config");
   }
   else
     channel_send_json (HP_CONFIG_COMPLETE, NULL, NULL, CH_STARTUP,
                        on_config_complete, NULL);
 }
 
-static void
-on_attach (void *opaque, const struct hp_header *reply, void *payload,
-           uint32_t len)
-{
-  json_t *j = startup_reply ("attach_fd", reply, payload, len);
-
-  free (payload);
-  if (!j)
-    return;
-  json_decref (j);
-  send_next_config ();
-}
 
 /* Hand the backend the memfd that outlives it, made on first use. */
 static void
@@ -459,8 +451,8 @@ attach_memfd (void)
     return;
   }
   nbdkit_debug ("%s: attaching the memfd", name ());
-  channel_send_fd (&h, NULL, s, strlen (s), memfd, CH_STARTUP, on_attach,
-                   NULL);
+  channel_send_fd (&h, NULL, s, strlen (s), memfd, CH_STARTUP, on_config_step,
+                   (void *) "attach_fd");
 }
 
 static void

@@ -238,6 +238,21 @@ submit (struct conn *conn, struct request *r)
   channel_send (&h, s->bh, data, data ? r->count : 0, 0, on_backend_reply, r);
 }
 
+/* A request is complete: answer its refusal, or send it on; then read
+ * the next one.
+ */
+static void
+dispatch (struct conn *conn, struct request *r)
+{
+  if (r->error) {
+    send_simple_reply (conn, r->cookie, r->error, NULL, 0);
+    free (r);
+  }
+  else
+    submit (conn, r);
+  read_request (conn);
+}
+
 /* A write's payload has arrived (or been thrown away). */
 static void
 on_write_payload (struct conn *conn)
@@ -246,13 +261,7 @@ on_write_payload (struct conn *conn)
   struct request *r = s->cur;
 
   s->cur = NULL;
-  if (r->error) {
-    send_simple_reply (conn, r->cookie, r->error, NULL, 0);
-    free (r);
-  }
-  else
-    submit (conn, r);
-  read_request (conn);
+  dispatch (conn, r);
 }
 
 static void
@@ -312,14 +321,7 @@ on_request_header (struct conn *conn)
     conn_read (conn, r->data, r->count, on_write_payload);
     return;
   }
-
-  if (r->error) {
-    send_simple_reply (conn, r->cookie, r->error, NULL, 0);
-    free (r);
-  }
-  else
-    submit (conn, r);
-  read_request (conn);
+  dispatch (conn, r);
 }
 
 static bool

@@ -168,3 +168,8 @@ h.shutdown()
     run nbdinfo --size "nbd://127.0.0.1:$port"
     [ "$output" = 1048576 ]
 }
+
+@test "-s exits at once when its client has already gone" {
+    run timeout 60 "$NBDKIT" -s memory 1M </dev/null
+    [ "$status" -eq 0 ]
+}
