@@ -200,10 +200,12 @@ caps_from_json (json_t *j, struct export_caps *caps, const char **why)
 }
 
 static uint16_t
-transmission_flags (const struct export_caps *c)
+transmission_flags (const struct export_caps *c, bool structured)
 {
   uint16_t f = NBD_FLAG_HAS_FLAGS;
 
+  if (structured)
+    f |= NBD_FLAG_SEND_DF;      /* every read is one chunk */
   if (!c->can_write)
     f |= NBD_FLAG_READ_ONLY;
   if (c->can_flush)
@@ -333,7 +335,11 @@ on_open (void *opaque, struct bhandle *bh, json_t *j, uint32_t status,
   }
   else {
     s->bh = bh;
-    s->eflags = transmission_flags (&s->caps);
+    s->eflags = transmission_flags (&s->caps, s->structured);
+    /* Contexts chosen for another export do not apply to this one. */
+    if (s->base_allocation &&
+        (!s->meta_export || strcmp (s->meta_export, ctx->name) != 0))
+      s->base_allocation = false;
     if (ctx->option == NBD_OPT_EXPORT_NAME) {
       unsigned char buf[10 + 124];
 
@@ -488,6 +494,88 @@ handle_go_info (struct conn *conn)
                d + 4 + namelen + 2, nr_infos);
 }
 
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT:
+ *   uint32 namelen, name, uint32 nr_queries, nr_queries * (uint32 len,
+ *   query)
+ * The one context offered is "base:allocation".  LIST with no query
+ * lists it, and "base:" matches it; SET selects it by its full name.
+ */
+static void
+handle_meta_context (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+  const unsigned char *d = (const unsigned char *) s->optdata;
+  uint32_t len = s->optlen, namelen, nr_queries, i, pos;
+  bool list = s->option == NBD_OPT_LIST_META_CONTEXT, found = false;
+  unsigned char buf[4 + sizeof BASE_ALLOCATION];
+
+  if (!s->structured) {
+    send_error (conn, NBD_REP_ERR_INVALID,
+                "metadata contexts need NBD_OPT_STRUCTURED_REPLY first");
+    read_option (conn);
+    return;
+  }
+  if (len < 8 || (namelen = get32 (d)) > len - 8) {
+    send_error (conn, NBD_REP_ERR_INVALID,
+                "the option's export name length is not valid");
+    read_option (conn);
+    return;
+  }
+  if (namelen > NBD_MAX_STRING) {
+    send_error (conn, NBD_REP_ERR_TOO_BIG,
+                "the export name is longer than %d bytes", NBD_MAX_STRING);
+    read_option (conn);
+    return;
+  }
+  nr_queries = get32 (d + 4 + namelen);
+  /* Check every query's length before looking at any of them. */
+  for (i = 0, pos = 8 + namelen; i < nr_queries; ++i) {
+    uint32_t qlen;
+
+    if (len - pos < 4 || (qlen = get32 (d + pos)) > len - pos - 4 ||
+        qlen > NBD_MAX_STRING) {
+      send_error (conn, NBD_REP_ERR_INVALID,
+                  "query %u's length is not valid", i);
+      read_option (conn);
+      return;
+    }
+    pos += 4 + qlen;
+  }
+  if (pos != len) {
+    send_error (conn, NBD_REP_ERR_INVALID,
+                "the option's length does not match its contents");
+    read_option (conn);
+    return;
+  }
+
+  for (i = 0, pos = 8 + namelen; i < nr_queries; ++i) {
+    uint32_t qlen = get32 (d + pos);
+    const char *q = (const char *) d + pos + 4;
+
+    if ((qlen == strlen (BASE_ALLOCATION) &&
+         memcmp (q, BASE_ALLOCATION, qlen) == 0) ||
+        (list && qlen == 5 && memcmp (q, "base:", 5) == 0))
+      found = true;
+    pos += 4 + qlen;
+  }
+  if (list && nr_queries == 0)
+    found = true;
+
+  if (!list) {
+    free (s->meta_export);
+    s->meta_export = strndup ((const char *) d + 4, namelen);
+    s->base_allocation = found && s->meta_export != NULL;
+  }
+  if (found) {
+    put32 (buf, BASE_ALLOCATION_ID);
+    memcpy (buf + 4, BASE_ALLOCATION, strlen (BASE_ALLOCATION));
+    send_reply (conn, s->option, NBD_REP_META_CONTEXT, buf,
+                4 + strlen (BASE_ALLOCATION));
+  }
+  send_reply (conn, s->option, NBD_REP_ACK, NULL, 0);
+  read_option (conn);
+}
+
 static void
 on_option_data (struct conn *conn)
 {
@@ -527,6 +615,25 @@ on_option_data (struct conn *conn)
   case NBD_OPT_INFO:
   case NBD_OPT_GO:
     handle_go_info (conn);
+    break;
+
+  case NBD_OPT_STRUCTURED_REPLY:
+    if (opt.no_sr)
+      send_error (conn, NBD_REP_ERR_UNSUP,
+                  "structured replies are turned off (--no-sr)");
+    else if (s->optlen != 0)
+      send_error (conn, NBD_REP_ERR_INVALID,
+                  "NBD_OPT_STRUCTURED_REPLY takes no data");
+    else {
+      s->structured = true;
+      send_reply (conn, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
+    }
+    read_option (conn);
+    break;
+
+  case NBD_OPT_LIST_META_CONTEXT:
+  case NBD_OPT_SET_META_CONTEXT:
+    handle_meta_context (conn);
     break;
 
   default:
@@ -629,6 +736,8 @@ session_free (struct conn *conn)
 
   free (s->optdata);
   s->optdata = NULL;
+  free (s->meta_export);
+  s->meta_export = NULL;
   transmit_free_current (conn);
   backend_close (s->bh);
   s->bh = NULL;

@@ -50,6 +50,7 @@ struct options {
   bool readonly;                /* -r */
   bool single;                  /* -s */
   bool verbose;                 /* -v */
+  bool no_sr;                   /* --no-sr */
   const char *ipaddr;           /* -i */
   const char *port;             /* -p */
   const char *unixsocket;       /* -U path, or the private one for -U - */
@@ -168,6 +169,9 @@ struct export_caps {
 /* State of one client past the socket layer. */
 struct session {
   bool no_zeroes;
+  bool structured;             /* NBD_OPT_STRUCTURED_REPLY negotiated */
+  bool base_allocation;        /* "base:allocation" selected */
+  char *meta_export;           /* the export SET_META_CONTEXT named */
   unsigned nr_options;
   uint32_t option;             /* option being handled */
   uint32_t optlen;

@@ -39,6 +39,7 @@ enum {
   HELP_OPTION = 256,
   DUMP_PLUGIN_OPTION,
   FILTER_OPTION,
+  NO_SR_OPTION,
   BACKEND_TIMEOUT_OPTION,
   BACKEND_MAX_RESTARTS_OPTION,
   BACKEND_RESTART_WINDOW_OPTION,
@@ -71,6 +72,8 @@ static const struct option long_options[] = {
   { "ip-addr",      required_argument, NULL, 'i' },
   { "ipaddr",       required_argument, NULL, 'i' },
   { "newstyle",     no_argument,       NULL, 'n' },
+  { "no-sr",        no_argument,       NULL, NO_SR_OPTION },
+  { "no-structured-replies", no_argument, NULL, NO_SR_OPTION },
   { "oldstyle",     no_argument,       NULL, 'o' },
   { "pid-file",     required_argument, NULL, 'P' },
   { "pidfile",      required_argument, NULL, 'P' },
@@ -105,6 +108,7 @@ usage (void)
 "  -f, --foreground            do not fork into the background\n"
 "  -i, --ipaddr IPADDR         listen on this address only\n"
 "  -n, --newstyle              newstyle NBD protocol (the default)\n"
+"      --no-sr                 do not offer structured replies\n"
 "  -P, --pidfile PIDFILE       write the server's pid once it is ready\n"
 "  -p, --port PORT             TCP port (default 10809)\n"
 "  -r, --readonly              the export is read-only\n"
@@ -592,6 +596,9 @@ main (int argc, char *argv[])
       opt.ipaddr = optarg;
       break;
     case 'n':
+      break;
+    case NO_SR_OPTION:
+      opt.no_sr = true;
       break;
     case 'o':
       die ("-o/--oldstyle: the oldstyle protocol is not supported by this "

@@ -83,6 +83,21 @@
 #define NBD_CMD_WRITE_ZEROES  6
 #define NBD_CMD_BLOCK_STATUS  7
 
+/* Structured replies. */
+#define NBD_STRUCTURED_REPLY_MAGIC  UINT32_C(0x668e33ef)
+#define NBD_STRUCTURED_REPLY_SIZE   20
+#define NBD_REPLY_FLAG_DONE         (1 << 0)
+#define NBD_REPLY_TYPE_NONE         0
+#define NBD_REPLY_TYPE_OFFSET_DATA  1
+#define NBD_REPLY_TYPE_BLOCK_STATUS 5
+#define NBD_REPLY_TYPE_ERROR        32769
+
+/* Metadata contexts: the one this server offers. */
+#define BASE_ALLOCATION          "base:allocation"
+#define BASE_ALLOCATION_ID       1
+#define NBD_STATE_HOLE           (1 << 0)
+#define NBD_STATE_ZERO           (1 << 1)
+
 #define NBD_CMD_FLAG_FUA        (1 << 0)
 #define NBD_CMD_FLAG_NO_HOLE    (1 << 1)
 #define NBD_CMD_FLAG_DF         (1 << 2)

@@ -63,6 +63,125 @@ send_simple_reply (struct conn *conn, uint64_t cookie, uint32_t error,
   conn_write (conn, hdr, sizeof hdr, data, data ? len : 0, free);
 }
 
+static void
+put16 (unsigned char *p, uint16_t v)
+{
+  v = htobe16 (v);
+  memcpy (p, &v, 2);
+}
+
+static void
+put32 (unsigned char *p, uint32_t v)
+{
+  v = htobe32 (v);
+  memcpy (p, &v, 4);
+}
+
+static void
+put64 (unsigned char *p, uint64_t v)
+{
+  v = htobe64 (v);
+  memcpy (p, &v, 8);
+}
+
+/* One structured reply chunk, the last of its request (we never send
+ * more than one): the 20-byte header, then extra (small, copied), then
+ * data (owned, freed once written).
+ */
+static void
+send_chunk (struct conn *conn, uint64_t cookie, uint16_t type,
+            const void *extra, uint32_t extra_len,
+            void *data, uint32_t data_len)
+{
+  unsigned char hdr[NBD_STRUCTURED_REPLY_SIZE + 8];
+
+  put32 (hdr, NBD_STRUCTURED_REPLY_MAGIC);
+  put16 (hdr + 4, NBD_REPLY_FLAG_DONE);
+  put16 (hdr + 6, type);
+  put64 (hdr + 8, cookie);
+  put32 (hdr + 16, extra_len + data_len);
+  memcpy (hdr + NBD_STRUCTURED_REPLY_SIZE, extra, extra_len);
+  conn_write (conn, hdr, NBD_STRUCTURED_REPLY_SIZE + extra_len,
+              data, data ? data_len : 0, free);
+}
+
+/* Answer a request: a simple reply, or with structured replies one
+ * chunk (OFFSET_DATA for a read, BLOCK_STATUS, ERROR or NONE).  data
+ * (malloc'd or NULL) is the read's bytes or the block status payload.
+ */
+static void
+send_answer (struct conn *conn, const struct request *r, uint32_t error,
+             void *data, uint32_t len)
+{
+  struct session *s = conn_session (conn);
+  unsigned char extra[8];
+
+  if (!s->structured) {
+    send_simple_reply (conn, r->cookie, error,
+                       r->cmd == NBD_CMD_READ ? data : NULL, len);
+    if (r->cmd != NBD_CMD_READ)
+      free (data);
+    return;
+  }
+  if (error) {
+    put32 (extra, error);
+    put16 (extra + 4, 0);       /* no message */
+    send_chunk (conn, r->cookie, NBD_REPLY_TYPE_ERROR, extra, 6, NULL, 0);
+    free (data);
+  }
+  else if (r->cmd == NBD_CMD_READ) {
+    put64 (extra, r->offset);
+    send_chunk (conn, r->cookie, NBD_REPLY_TYPE_OFFSET_DATA, extra, 8,
+                data, len);
+  }
+  else if (r->cmd == NBD_CMD_BLOCK_STATUS)
+    send_chunk (conn, r->cookie, NBD_REPLY_TYPE_BLOCK_STATUS, NULL, 0,
+                data, len);
+  else {
+    send_chunk (conn, r->cookie, NBD_REPLY_TYPE_NONE, NULL, 0, NULL, 0);
+    free (data);
+  }
+}
+
+/* The NBD_REPLY_TYPE_BLOCK_STATUS payload for base:allocation from the
+ * backend's extents: context id, then (length, flags) descriptors
+ * covering at most the requested range.  NULL if there is none.
+ */
+static void *
+block_status_payload (const struct request *r, const unsigned char *ext,
+                      uint32_t ext_len, uint32_t *len)
+{
+  size_t n = ext_len / HP_EXTENT_SIZE, i, k = 0;
+  uint64_t left = r->count;
+  unsigned char *buf = malloc (4 + 8 * (n ? n : 1));
+
+  if (!buf)
+    return NULL;
+  put32 (buf, BASE_ALLOCATION_ID);
+  for (i = 0; i < n && left > 0; ++i) {
+    uint64_t length;
+    uint32_t type;
+
+    hp_decode_extent (ext + i * HP_EXTENT_SIZE, &length, &type);
+    if (length == 0)
+      continue;
+    if (length > left)
+      length = left;
+    put32 (buf + 4 + 8 * k, (uint32_t) length);
+    put32 (buf + 8 + 8 * k, type & (NBD_STATE_HOLE | NBD_STATE_ZERO));
+    k++;
+    left -= length;
+    if (r->flags & NBD_CMD_FLAG_REQ_ONE)
+      break;
+  }
+  if (k == 0) {
+    free (buf);
+    return NULL;
+  }
+  *len = 4 + 8 * k;
+  return buf;
+}
+
 static const char *
 cmd_name (uint16_t cmd)
 {
@@ -91,6 +210,13 @@ validate (const struct session *s, const struct request *r)
 
   switch (r->cmd) {
   case NBD_CMD_READ:
+    if (s->structured)
+      allowed = NBD_CMD_FLAG_DF;
+    break;
+  case NBD_CMD_BLOCK_STATUS:
+    if (!s->base_allocation)
+      return NBD_EINVAL;
+    allowed = NBD_CMD_FLAG_REQ_ONE;
     break;
   case NBD_CMD_WRITE:
     allowed = NBD_CMD_FLAG_FUA;
@@ -122,10 +248,7 @@ validate (const struct session *s, const struct request *r)
       return NBD_EINVAL;
     break;
   default:
-    /* Unknown commands, and BLOCK_STATUS without a negotiated
-     * metadata context.
-     */
-    return NBD_EINVAL;
+    return NBD_EINVAL;          /* unknown command */
   }
 
   if (r->flags & ~allowed)
@@ -156,6 +279,7 @@ hp_type_of (uint16_t cmd)
   case NBD_CMD_TRIM: return HP_TRIM;
   case NBD_CMD_WRITE_ZEROES: return HP_ZERO;
   case NBD_CMD_CACHE: return HP_CACHE;
+  case NBD_CMD_BLOCK_STATUS: return HP_EXTENTS;
   }
   abort ();
 }
@@ -167,6 +291,8 @@ hp_flags_of (const struct request *r)
 
   if (r->flags & NBD_CMD_FLAG_FUA)
     f |= HP_FLAG_FUA;
+  if (r->flags & NBD_CMD_FLAG_REQ_ONE)
+    f |= HP_FLAG_REQ_ONE;
   if (r->cmd == NBD_CMD_WRITE_ZEROES) {
     if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
       f |= HP_FLAG_MAY_TRIM;
@@ -208,13 +334,20 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
                   hp_error_name (error),
                   reply && payload ? ": " : "",
                   reply && payload ? (const char *) payload : "");
-  if (r->cmd == NBD_CMD_READ && !error) {
-    send_simple_reply (conn, r->cookie, 0, payload, len);
-    payload = NULL;             /* now owned by the output queue */
+  if (!error && r->cmd == NBD_CMD_BLOCK_STATUS) {
+    void *bs = block_status_payload (r, payload, len, &len);
+
+    free (payload);
+    payload = bs;
+    if (!bs)
+      error = NBD_EIO;
   }
-  else
-    send_simple_reply (conn, r->cookie, error, NULL, 0);
-  free (payload);
+  if (error) {
+    free (payload);
+    payload = NULL;
+    len = 0;
+  }
+  send_answer (conn, r, error, payload, len);   /* takes payload */
   free (r);
   request_finished (conn);
   conn_unref (conn);
@@ -244,8 +377,21 @@ submit (struct conn *conn, struct request *r)
 static void
 dispatch (struct conn *conn, struct request *r)
 {
+  struct session *s = conn_session (conn);
+
   if (r->error) {
-    send_simple_reply (conn, r->cookie, r->error, NULL, 0);
+    send_answer (conn, r, r->error, NULL, 0);
+    free (r);
+  }
+  else if (r->cmd == NBD_CMD_BLOCK_STATUS && !s->caps.can_extents) {
+    /* The backend cannot tell: all of it is allocated data. */
+    unsigned char ext[HP_EXTENT_SIZE];
+    uint32_t len;
+    void *bs;
+
+    hp_encode_extent (ext, r->count, 0);
+    bs = block_status_payload (r, ext, sizeof ext, &len);
+    send_answer (conn, r, bs ? 0 : NBD_ENOMEM, bs, bs ? len : 0);
     free (r);
   }
   else

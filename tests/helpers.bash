@@ -40,6 +40,7 @@ start_server() {
     server_pid=$!
     export server_pid
     uri="nbd+unix:///?socket=$sock"
+    export uri
     if ! wait_until test -s "$pidfile"; then
         echo "the server did not start; its log:" >&2
         cat "$log" >&2

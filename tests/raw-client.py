@@ -241,6 +241,72 @@ def case_bad_request_magic():
     still_serving()
 
 
+def meta_query(opt, queries, name=b""):
+    data = struct.pack(">I", len(name)) + name + struct.pack(">I", len(queries))
+    for q in queries:
+        data += struct.pack(">I", len(q)) + q
+    return data
+
+
+def meta_replies(s):
+    names = []
+    while True:
+        _, typ, data = opt_reply(s)
+        if typ == 4:
+            names.append((struct.unpack(">I", data[:4])[0], data[4:]))
+        elif typ == 1:
+            return names
+        else:
+            return typ
+
+
+def case_meta_context_needs_structured_replies():
+    s = connect()
+    send_opt(s, 10, meta_query(10, [b"base:allocation"]))
+    check("SET_META_CONTEXT before STRUCTURED_REPLY", opt_reply(s)[1],
+          ERR_INVALID)
+    go(s)
+
+
+def case_meta_contexts():
+    s = connect()
+    send_opt(s, 8)
+    check("STRUCTURED_REPLY", opt_reply(s)[1], 1)
+    send_opt(s, 9, meta_query(9, []))
+    check("LIST with no query", meta_replies(s), [(1, b"base:allocation")])
+    send_opt(s, 9, meta_query(9, [b"base:"]))
+    check("LIST base:", meta_replies(s), [(1, b"base:allocation")])
+    send_opt(s, 9, meta_query(9, [b"qemu:dirty-bitmap:x"]))
+    check("LIST of an unknown namespace", meta_replies(s), [])
+    send_opt(s, 10, meta_query(10, [b"base:"]))
+    check("SET base: selects nothing", meta_replies(s), [])
+    send_opt(s, 10, struct.pack(">II", 0, 1) + struct.pack(">I", 99) + b"x")
+    check("SET with a query longer than the option", opt_reply(s)[1],
+          ERR_INVALID)
+    send_opt(s, 10, meta_query(10, [b"base:allocation"]))
+    check("SET base:allocation", meta_replies(s), [(1, b"base:allocation")])
+    size, flags = go(s)
+    if not flags & (1 << 7):
+        fail("NBD_FLAG_SEND_DF is not set with structured replies")
+    # BLOCK_STATUS answered with one chunk of base:allocation.
+    request(s, 7, 0, 4096, cookie=9)
+    magic, fl, typ, cookie, length = struct.unpack(">IHHQI", recvn(s, 20))
+    check("block status chunk", (magic, fl, typ, cookie),
+          (0x668e33ef, 1, 5, 9))
+    payload = recvn(s, length)
+    check("context id", struct.unpack(">I", payload[:4])[0], 1)
+    total = sum(struct.unpack(">I", payload[i:i + 4])[0]
+                for i in range(4, length, 8))
+    if total == 0 or total > 4096:
+        fail("block status covers %d bytes of 4096" % total)
+    # An error is an NBD_REPLY_TYPE_ERROR chunk.
+    request(s, CMD_READ, size, 512, cookie=10)
+    magic, fl, typ, cookie, length = struct.unpack(">IHHQI", recvn(s, 20))
+    check("error chunk", (magic, fl, typ, cookie), (0x668e33ef, 1, 32769, 10))
+    check("error value", struct.unpack(">I", recvn(s, length)[:4])[0],
+          NBD_EINVAL)
+
+
 cases = {name[5:]: fn for name, fn in globals().items()
          if name.startswith("case_")}
 if len(sys.argv) != 3 or sys.argv[2] not in cases:

@@ -1,0 +1,95 @@
+# Structured replies and block status (base:allocation).
+
+load helpers
+
+@test "structured replies are negotiated and reads still return the data" {
+    requires nbdsh
+    start_server memory 8M
+    nbd_py '
+assert h.get_structured_replies_negotiated()
+d = os.urandom(1 << 20)
+h.pwrite(d, 3 << 20)
+assert h.pread(1 << 20, 3 << 20) == d
+'
+}
+
+@test "block status shows the holes and data of the memory backend" {
+    requires nbdinfo
+    start_server memory 8M
+    nbd_py 'h.pwrite(b"x" * 65536, 1 << 20); h.pwrite(b"y" * 4096, 4 << 20)'
+    run nbdinfo --map "$uri"
+    [ "$status" -eq 0 ]
+    echo "$output"
+    [ "$(echo "$output" | awk '$4 == "data" {print $1, $2}' | tr '\n' ' ')" \
+        = "1048576 65536 4194304 4096 " ]
+    echo "$output" | grep -q '^ *0 *1048576 *3 *hole,zero'
+}
+
+@test "block status of the file backend follows the file's holes" {
+    requires nbdinfo
+    truncate -s 4M "$BATS_TEST_TMPDIR/disk"
+    printf 'data' | dd of="$BATS_TEST_TMPDIR/disk" bs=1 seek=2097152 conv=notrunc status=none
+    start_server file "$BATS_TEST_TMPDIR/disk"
+    run nbdinfo --map "$uri"
+    [ "$status" -eq 0 ]
+    echo "$output"
+    echo "$output" | grep -q 'data'
+    echo "$output" | grep -q 'hole,zero'
+}
+
+@test "a backend without extents is reported allocated" {
+    requires nbdinfo
+    start_server example1
+    run nbdinfo --map "$uri"
+    [ "$status" -eq 0 ]
+    echo "$output" | grep -Eq '^ *0 *1048576 *0 *data'
+}
+
+@test "block status with REQ_ONE returns one extent" {
+    requires nbdsh
+    start_server memory 8M
+    nbd_py '
+h.pwrite(b"x" * 4096, 0)
+h = nbd.NBD()
+h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+h.connect_uri(os.environ["uri"])
+got = []
+def cb(ctx, offset, entries, err):
+    got.append(entries)
+h.block_status(8 << 20, 0, cb, nbd.CMD_FLAG_REQ_ONE)
+assert len(got) == 1 and len(got[0]) == 2, got
+assert got[0][0] == 4096 and got[0][1] == 0, got
+'
+}
+
+@test "qemu-img map sees the same allocation" {
+    requires qemu-img
+    start_server memory 4M
+    nbd_py 'h.pwrite(b"z" * 65536, 1 << 20)'
+    run qemu-img map --output=json -f raw "$uri"
+    [ "$status" -eq 0 ]
+    echo "$output" | grep -q '"start": 1048576, "length": 65536, .*"data": true'
+}
+
+@test "--no-sr turns structured replies and block status off" {
+    requires nbdinfo
+    start_server --no-sr memory 1M
+    run nbdinfo "$uri"
+    echo "$output" | grep -q 'using simple packets'
+    run nbdinfo --map "$uri"
+    [ "$status" -ne 0 ]
+}
+
+@test "metadata contexts are listed and set as the specification says" {
+    start_server memory 1M
+    run /usr/bin/python3 "$RAWCLIENT" "$sock" meta_contexts
+    echo "$output"
+    [ "$status" -eq 0 ]
+}
+
+@test "SET_META_CONTEXT before structured replies is refused" {
+    start_server memory 1M
+    run /usr/bin/python3 "$RAWCLIENT" "$sock" meta_context_needs_structured_replies
+    echo "$output"
+    [ "$status" -eq 0 ]
+}
