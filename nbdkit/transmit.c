@@ -100,7 +100,8 @@ send_chunk (struct conn *conn, uint64_t cookie, uint16_t type,
   put16 (hdr + 6, type);
   put64 (hdr + 8, cookie);
   put32 (hdr + 16, extra_len + data_len);
-  memcpy (hdr + NBD_STRUCTURED_REPLY_SIZE, extra, extra_len);
+  if (extra_len)
+    memcpy (hdr + NBD_STRUCTURED_REPLY_SIZE, extra, extra_len);
   conn_write (conn, hdr, NBD_STRUCTURED_REPLY_SIZE + extra_len,
               data, data ? data_len : 0, free);
 }
