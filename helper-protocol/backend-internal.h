@@ -31,6 +31,9 @@ extern int memfd;
 /* Send one reply frame (thread safe). */
 extern void send_reply (const struct hp_header *req, uint32_t status,
                         uint32_t handle, const void *payload, uint32_t len);
+extern void send_reply_flags (const struct hp_header *req, uint32_t status,
+                              uint16_t flags, uint32_t handle,
+                              const void *payload, uint32_t len);
 extern void send_json_reply (const struct hp_header *req, uint32_t handle,
                              json_t *j);  /* steals j */
 /* After a failed callback: reply with its error and message. */
@@ -103,6 +106,8 @@ extern void extents_free (struct nbdkit_extents *e);
 /* Encoded reply payload (malloc'd) of the extents from start on. */
 extern unsigned char *extents_encode (struct nbdkit_extents *e,
                                       bool req_one, uint32_t *len);
+/* The extents found cover start..end and all of it reads as zeros. */
+extern bool extents_all_zero (const struct nbdkit_extents *e);
 extern struct nbdkit_exports *exports_new (void);
 extern void exports_free (struct nbdkit_exports *e);
 extern json_t *exports_to_json (struct nbdkit_exports *e);

@@ -118,6 +118,20 @@ nbdkit_add_extent (struct nbdkit_extents *e, uint64_t offset,
   return 0;
 }
 
+bool
+extents_all_zero (const struct nbdkit_extents *e)
+{
+  uint64_t pos = e->start;
+  size_t i;
+
+  for (i = 0; i < e->n && pos < e->end; ++i) {
+    if (!(e->v[i].type & NBDKIT_EXTENT_ZERO))
+      return false;
+    pos = e->v[i].offset + e->v[i].length;
+  }
+  return pos >= e->end;
+}
+
 unsigned char *
 extents_encode (struct nbdkit_extents *e, bool req_one, uint32_t *len)
 {

@@ -113,8 +113,17 @@ void
 send_reply (const struct hp_header *req, uint32_t status, uint32_t handle,
             const void *payload, uint32_t len)
 {
+  send_reply_flags (req, status, 0, handle, payload, len);
+}
+
+void
+send_reply_flags (const struct hp_header *req, uint32_t status,
+                  uint16_t flags, uint32_t handle,
+                  const void *payload, uint32_t len)
+{
   struct hp_header h = {
     .type = req->type | HP_REPLY,
+    .flags = flags,
     .id = req->id,
     .handle = handle,
     .status = status,

@@ -327,6 +327,27 @@ op_open (const struct hp_header *req, json_t *j)
   hd->tls = tls;
 
   context_begin (true, hd->export, tls);
+  /* The default export has the name the backend gives it, which is
+   * what its open sees and what the client is told.
+   */
+  if (!*hd->export && be->default_export) {
+    const char *name = be->default_export (readonly, tls);
+    char *copy;
+
+    if (!name)
+      goto fail_open;
+    if (strlen (name) > 4096) {
+      nbdkit_error ("default_export returned a name longer than 4096 bytes");
+      goto fail_open;
+    }
+    if (!(copy = strdup (name))) {
+      nbdkit_set_error (ENOMEM);
+      goto fail_open;
+    }
+    free (hd->export);
+    hd->export = copy;
+    context_get ()->export = hd->export;
+  }
   hd->h = be->open ? be->open (readonly) : hd;
   if (!hd->h)
     goto fail_open;
@@ -353,7 +374,7 @@ op_open (const struct hp_header *req, json_t *j)
     goto fail;
 
   reply = json_pack ("{s:I, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, "
-                     "s:s, s:s}",
+                     "s:s, s:s, s:s?}",
                      "size", (json_int_t) size,
                      "can_write", hd->can_write > 0,
                      "can_flush", hd->can_flush > 0,
@@ -364,7 +385,8 @@ op_open (const struct hp_header *req, json_t *j)
                      "can_multi_conn", multi_conn > 0,
                      "is_rotational", rotational > 0,
                      "can_fua", level_name (hd->can_fua, true),
-                     "can_cache", level_name (hd->can_cache, false));
+                     "can_cache", level_name (hd->can_cache, false),
+                     "name", hd->export);
   if (reply && (min || pref || max))
     json_object_set_new (reply, "block_size",
                          json_pack ("{s:I, s:I, s:I}",
@@ -607,6 +629,32 @@ do_cache (struct handle *hd, uint32_t count, uint64_t offset)
   return r;
 }
 
+/* A read the front end allows to be answered "all zeros": true if the
+ * backend's extents say so for the whole range.  Any failure to tell
+ * is quietly a "no": the read then happens as usual.
+ */
+static bool
+reads_as_zeros (struct handle *hd, const struct hp_header *req)
+{
+  struct context *ctx = context_get ();
+  struct nbdkit_extents *e;
+  bool zero = false;
+
+  if (hd->can_extents <= 0 || !be->extents || req->count == 0)
+    return false;
+  e = extents_new (req->offset, req->offset + req->count);
+  if (!e)
+    return false;
+  if (be->extents (hd->h, req->count, req->offset, 0, e) == 0)
+    zero = extents_all_zero (e);
+  extents_free (e);
+  /* Forget whatever the extents call said. */
+  ctx->err = 0;
+  free (ctx->msg);
+  ctx->msg = NULL;
+  return zero;
+}
+
 static void
 op_data (const struct hp_header *req, const unsigned char *payload)
 {
@@ -627,6 +675,11 @@ op_data (const struct hp_header *req, const unsigned char *payload)
     if (!be->pread) {
       nbdkit_error ("the backend cannot read");
       break;
+    }
+    if ((req->flags & HP_FLAG_ZEROS) && reads_as_zeros (hd, req)) {
+      send_reply_flags (req, 0, HP_FLAG_ZEROS, 0, NULL, 0);
+      context_end ();
+      return;
     }
     buf = malloc (req->count ? req->count : 1);
     if (!buf) {

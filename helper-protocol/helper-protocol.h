@@ -105,6 +105,11 @@ enum hp_type {
 #define HP_FLAG_MAY_TRIM  0x0002  /* ZERO: may punch a hole */
 #define HP_FLAG_FAST_ZERO 0x0004  /* ZERO: fail with ENOTSUP if not fast */
 #define HP_FLAG_REQ_ONE   0x0008  /* EXTENTS: one extent is enough */
+/* PREAD: in a request, the front end accepts a zeros reply; in a
+ * successful reply (the one flag a reply may carry), the whole range
+ * reads as zeros and no data follows.
+ */
+#define HP_FLAG_ZEROS     0x0010
 
 /* Portable error codes, carried in the status field.  The numbers are
  * those of the NBD protocol so that they pass through unchanged.
@@ -149,7 +154,8 @@ extern void hp_encode_header (const struct hp_header *h,
                               unsigned char buf[HP_HEADER_SIZE]);
 
 /* Decode and validate a header: magic, a known type (with or without
- * HP_REPLY), flags allowed for the type, status only in replies,
+ * HP_REPLY), flags allowed for the type (replies: only HP_FLAG_ZEROS on
+ * PREAD), status only in replies,
  * payload_len within HP_MAX_PAYLOAD.  Returns 0 on success, or -1 and
  * sets *why to a static string describing the first problem found.
  */

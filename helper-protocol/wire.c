@@ -68,6 +68,8 @@ static uint16_t
 allowed_flags (uint16_t type)
 {
   switch (type) {
+  case HP_PREAD:
+    return HP_FLAG_ZEROS;
   case HP_PWRITE:
   case HP_TRIM:
     return HP_FLAG_FUA;
@@ -105,7 +107,7 @@ hp_decode_header (const unsigned char buf[HP_HEADER_SIZE],
     return -1;
   }
   if (h->type & HP_REPLY) {
-    if (h->flags != 0) {
+    if (h->flags & ~(base == HP_PREAD ? HP_FLAG_ZEROS : 0)) {
       *why = "flags set in a reply";
       return -1;
     }
@@ -199,7 +201,17 @@ hp_check_reply (const struct hp_header *req,
 
   switch (req->type) {
   case HP_PREAD:
-    if (reply->payload_len != req->count) {
+    if (reply->flags & HP_FLAG_ZEROS) {
+      if (!(req->flags & HP_FLAG_ZEROS)) {
+        *why = "PREAD zeros reply to a request that did not allow one";
+        return -1;
+      }
+      if (reply->payload_len != 0) {
+        *why = "PREAD zeros reply with a payload";
+        return -1;
+      }
+    }
+    else if (reply->payload_len != req->count) {
       *why = "PREAD reply length differs from the count requested";
       return -1;
     }

@@ -1,9 +1,11 @@
-/* nbdkit front end: the newstyle fixed handshake.
+/* nbdkit front end: the handshake, newstyle (fixed or not) or oldstyle.
  *
  * Owns the option haggling phase of a connection (struct session
  * before transmission): the greeting, the client flags, then one
- * option at a time — NBD_OPT_EXPORT_NAME, ABORT, LIST, INFO and GO;
- * every other option is answered NBD_REP_ERR_UNSUP.  Opening an export
+ * option at a time — NBD_OPT_EXPORT_NAME, ABORT, LIST, INFO, GO,
+ * STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT; every
+ * other option is answered NBD_REP_ERR_UNSUP.  Oldstyle (-o) opens the
+ * default export at once and sends its size and flags.  Opening an export
  * asks the backend (HP_OPEN) asynchronously; the connection reads
  * nothing more until the answer is in.  Every length from the client is
  * checked before it is used.
@@ -22,9 +24,13 @@
 /* A client may send this many options before it must go to
  * transmission: enough for any real client's negotiation (libnbd and
  * qemu send fewer than ten), small enough that a client looping on
- * options cannot keep a connection busy for ever.
+ * options cannot keep a connection busy for ever.  An export list
+ * raises it by a few options per export listed (nbdinfo --list asks
+ * about each one), up to MAX_NR_OPTIONS_LISTING.
  */
 #define MAX_NR_OPTIONS 32
+#define OPTIONS_PER_LISTED_EXPORT 3
+#define MAX_NR_OPTIONS_LISTING (MAX_NR_OPTIONS + 3 * 4096)
 
 /* Longest option payload read into memory: a GO/INFO with a 4096 byte
  * name and many info requests fits.  Longer options are skipped
@@ -121,6 +127,7 @@ send_error (struct conn *conn, uint32_t type, const char *fmt, ...)
 void
 caps_free (struct export_caps *caps)
 {
+  free (caps->name);
   free (caps->description);
   memset (caps, 0, sizeof *caps);
 }
@@ -153,7 +160,7 @@ caps_from_json (json_t *j, struct export_caps *caps, const char **why)
 {
   json_t *size = json_object_get (j, "size");
   json_t *bs = json_object_get (j, "block_size");
-  const char *desc;
+  const char *desc, *name;
 
   memset (caps, 0, sizeof *caps);
   if (!json_is_integer (size) || json_integer_value (size) < 0) {
@@ -196,6 +203,9 @@ caps_from_json (json_t *j, struct export_caps *caps, const char **why)
   desc = json_string_value (json_object_get (j, "description"));
   if (desc && *desc && strlen (desc) <= NBD_MAX_STRING)
     caps->description = strdup (desc);
+  name = json_string_value (json_object_get (j, "name"));
+  if (name && strlen (name) <= NBD_MAX_STRING)
+    caps->name = strdup (name);
   return 0;
 }
 
@@ -270,9 +280,11 @@ send_infos (struct conn *conn, const struct open_ctx *ctx)
   send_reply (conn, ctx->option, NBD_REP_INFO, buf, 12);
 
   if (wants_info (ctx, NBD_INFO_NAME)) {
-    len = strlen (ctx->name);
+    const char *name = s->caps.name ? s->caps.name : ctx->name;
+
+    len = strlen (name);
     put16 (buf, NBD_INFO_NAME);
-    memcpy (buf + 2, ctx->name, len);
+    memcpy (buf + 2, name, len);
     send_reply (conn, ctx->option, NBD_REP_INFO, buf, 2 + len);
   }
   if (wants_info (ctx, NBD_INFO_DESCRIPTION) && s->caps.description) {
@@ -412,6 +424,11 @@ on_list (void *opaque, const struct hp_header *reply, void *payload,
   else if (reply && (j = channel_parse_json (payload, len, &why)) != NULL &&
            json_is_array (exports = json_object_get (j, "exports"))) {
     s->option = NBD_OPT_LIST;
+    if (json_array_size (exports) <
+        (MAX_NR_OPTIONS_LISTING - s->max_options) / OPTIONS_PER_LISTED_EXPORT)
+      s->max_options += OPTIONS_PER_LISTED_EXPORT * json_array_size (exports);
+    else
+      s->max_options = MAX_NR_OPTIONS_LISTING;
     json_array_foreach (exports, i, e) {
       const char *name = json_string_value (json_object_get (e, "name"));
       const char *desc = json_string_value (json_object_get (e, "description"));
@@ -448,10 +465,38 @@ on_list (void *opaque, const struct hp_header *reply, void *payload,
 
 /* ---- the option loop ---- */
 
+/* An export name: UTF-8 without NUL, as the specification says of
+ * strings.  (Overlong forms and surrogates are let through: the
+ * backend only needs a string JSON can carry.)
+ */
 static bool
 valid_name (const char *name, size_t len)
 {
-  return memchr (name, '\0', len) == NULL;
+  const unsigned char *p = (const unsigned char *) name;
+  size_t i = 0, n;
+
+  while (i < len) {
+    unsigned char c = p[i];
+
+    if (c == 0)
+      return false;
+    if (c < 0x80)
+      n = 0;
+    else if ((c & 0xe0) == 0xc0)
+      n = 1;
+    else if ((c & 0xf0) == 0xe0)
+      n = 2;
+    else if ((c & 0xf8) == 0xf0)
+      n = 3;
+    else
+      return false;
+    if (len - i - 1 < n)
+      return false;
+    for (i++; n > 0; n--, i++)
+      if ((p[i] & 0xc0) != 0x80)
+        return false;
+  }
+  return true;
 }
 
 /* NBD_OPT_GO and NBD_OPT_INFO:
@@ -486,7 +531,7 @@ handle_go_info (struct conn *conn)
   }
   if (!valid_name ((const char *) d + 4, namelen)) {
     send_error (conn, NBD_REP_ERR_INVALID,
-                "the export name contains a NUL byte");
+                "the export name is not UTF-8 or contains a NUL byte");
     read_option (conn);
     return;
   }
@@ -666,9 +711,18 @@ on_option_header (struct conn *conn)
   }
   s->option = get32 (s->opthdr + 8);
   s->optlen = get32 (s->opthdr + 12);
-  if (++s->nr_options > MAX_NR_OPTIONS) {
-    nbdkit_error ("%s: the client sent more than %d options, "
-                  "closing the connection", conn_peer (conn), MAX_NR_OPTIONS);
+  if (++s->nr_options > s->max_options) {
+    nbdkit_error ("%s: the client sent more than %u options, "
+                  "closing the connection", conn_peer (conn), s->max_options);
+    conn_close (conn);
+    return;
+  }
+  /* Plain (not fixed) newstyle knows only NBD_OPT_EXPORT_NAME, and
+   * has no way to refuse an option but hanging up.
+   */
+  if (!s->fixed && s->option != NBD_OPT_EXPORT_NAME) {
+    nbdkit_debug ("%s: option %u from a client that is not fixed newstyle, "
+                  "closing the connection", conn_peer (conn), s->option);
     conn_close (conn);
     return;
   }
@@ -700,19 +754,68 @@ read_option (struct conn *conn)
   conn_read (conn, s->opthdr, 16, on_option_header);
 }
 
+/* The handshake flags offered, less those --mask-handshake removes. */
+static uint16_t
+greeting_flags (void)
+{
+  return (NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES) & opt.mask_handshake;
+}
+
 static void
 on_client_flags (struct conn *conn)
 {
   struct session *s = conn_session (conn);
   uint32_t flags = get32 (s->opthdr);
 
-  if (flags & ~(uint32_t) (NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
-    nbdkit_debug ("%s: unknown client flags 0x%x", conn_peer (conn), flags);
+  /* A flag we did not offer (unknown, or masked off) ends it. */
+  if (flags & ~(uint32_t) greeting_flags ()) {
+    nbdkit_debug ("%s: client flags 0x%x that the server did not offer",
+                  conn_peer (conn), flags);
     conn_close (conn);
     return;
   }
+  s->fixed = flags & NBD_FLAG_C_FIXED_NEWSTYLE;
   s->no_zeroes = flags & NBD_FLAG_C_NO_ZEROES;
   read_option (conn);
+}
+
+/* ---- oldstyle: the export's size and flags at once ---- */
+
+static void
+on_oldstyle_open (void *opaque, struct bhandle *bh, json_t *j,
+                  uint32_t status, const char *msg)
+{
+  struct conn *conn = opaque;
+  struct session *s = conn_session (conn);
+  const char *why = NULL;
+  unsigned char buf[8 + 8 + 8 + 2 + 2 + 124];
+
+  if (bh && caps_from_json (j, &s->caps, &why) == -1) {
+    backend_close (bh);
+    bh = NULL;
+    msg = why;
+  }
+  if (conn_is_closed (conn))
+    backend_close (bh);
+  else if (!bh) {
+    /* Oldstyle has no way to say why: hang up. */
+    nbdkit_error ("%s: could not open the export: %s (%s)", conn_peer (conn),
+                  msg, hp_error_name (status));
+    conn_close (conn);
+  }
+  else {
+    s->bh = bh;
+    s->eflags = transmission_flags (&s->caps, false);
+    put64 (buf, NBD_MAGIC);
+    put64 (buf + 8, NBD_OLD_VERSION);
+    put64 (buf + 16, s->caps.size);
+    put16 (buf + 24, 0);                /* global flags: none */
+    put16 (buf + 26, s->eflags);
+    memset (buf + 28, 0, 124);
+    conn_write (conn, buf, sizeof buf, NULL, 0, NULL);
+    transmit_start (conn);
+  }
+  conn_unref (conn);
 }
 
 void
@@ -722,9 +825,16 @@ handshake_start (struct conn *conn)
   unsigned char greeting[18];
 
   memset (s, 0, sizeof *s);
+  s->max_options = MAX_NR_OPTIONS;
+  if (opt.oldstyle) {
+    nbdkit_debug ("%s: oldstyle handshake", conn_peer (conn));
+    conn_ref (conn);
+    backend_open ("", opt.readonly, conn_peer (conn), on_oldstyle_open, conn);
+    return;
+  }
   put64 (greeting, NBD_MAGIC);
   put64 (greeting + 8, NBD_OPTS_MAGIC);
-  put16 (greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  put16 (greeting + 16, greeting_flags ());
   conn_write (conn, greeting, sizeof greeting, NULL, 0, NULL);
   conn_read (conn, s->opthdr, 4, on_client_flags);
 }

@@ -51,6 +51,8 @@ struct options {
   bool single;                  /* -s */
   bool verbose;                 /* -v */
   bool no_sr;                   /* --no-sr */
+  bool oldstyle;                /* -o */
+  unsigned mask_handshake;      /* --mask-handshake, default all bits */
   const char *ipaddr;           /* -i */
   const char *port;             /* -p */
   const char *unixsocket;       /* -U path, or the private one for -U - */
@@ -163,6 +165,7 @@ struct export_caps {
   bool can_extents, can_multi_conn, is_rotational;
   bool can_fua, can_cache;
   uint32_t block_min, block_pref, block_max;   /* 0 = not given */
+  char *name;                   /* canonical name, NULL = as asked */
   char *description;
 };
 
@@ -172,7 +175,8 @@ struct session {
   bool structured;             /* NBD_OPT_STRUCTURED_REPLY negotiated */
   bool base_allocation;        /* "base:allocation" selected */
   char *meta_export;           /* the export SET_META_CONTEXT named */
-  unsigned nr_options;
+  bool fixed;                  /* the client speaks fixed newstyle */
+  unsigned nr_options, max_options;
   uint32_t option;             /* option being handled */
   uint32_t optlen;
   unsigned char opthdr[16];

@@ -25,6 +25,7 @@
 
 struct options opt = {
   .exportname = "",
+  .mask_handshake = NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES,
   .max_restarts = 5,
   .restart_window = 10,
 };
@@ -33,13 +34,14 @@ struct options opt = {
 static char **backend_args;
 static int nr_backend_args;
 
-static bool want_help, want_dump;
+static bool want_help, want_dump, want_newstyle;
 
 enum {
   HELP_OPTION = 256,
   DUMP_PLUGIN_OPTION,
   FILTER_OPTION,
   NO_SR_OPTION,
+  MASK_HANDSHAKE_OPTION,
   BACKEND_TIMEOUT_OPTION,
   BACKEND_MAX_RESTARTS_OPTION,
   BACKEND_RESTART_WINDOW_OPTION,
@@ -71,6 +73,7 @@ static const struct option long_options[] = {
   { "help",         no_argument,       NULL, HELP_OPTION },
   { "ip-addr",      required_argument, NULL, 'i' },
   { "ipaddr",       required_argument, NULL, 'i' },
+  { "mask-handshake", required_argument, NULL, MASK_HANDSHAKE_OPTION },
   { "newstyle",     no_argument,       NULL, 'n' },
   { "no-sr",        no_argument,       NULL, NO_SR_OPTION },
   { "no-structured-replies", no_argument, NULL, NO_SR_OPTION },
@@ -93,8 +96,9 @@ static void
 usage (void)
 {
   printf (
-"nbdkit [-D BACKEND.FLAG=N] [-e EXPORTNAME] [-f] [-i IPADDR] [-n]\n"
-"       [-P PIDFILE] [-p PORT] [-r] [-s] [-t THREADS] [-U SOCKET] [-v]\n"
+"nbdkit [-D BACKEND.FLAG=N] [-e EXPORTNAME] [-f] [-i IPADDR]\n"
+"       [--mask-handshake MASK] [-n] [--no-sr] [-o] [-P PIDFILE]\n"
+"       [-p PORT] [-r] [-s] [-t THREADS] [-U SOCKET] [-v]\n"
 "       BACKEND [key=value ...]\n"
 "\n"
 "Serve BACKEND over the Network Block Device protocol.  BACKEND is a\n"
@@ -107,8 +111,11 @@ usage (void)
 "  -e, --exportname NAME       the export name used in the URI\n"
 "  -f, --foreground            do not fork into the background\n"
 "  -i, --ipaddr IPADDR         listen on this address only\n"
+"      --mask-handshake MASK   offer only these handshake flags (1 fixed\n"
+"                              newstyle, 2 no zeroes; default 3)\n"
 "  -n, --newstyle              newstyle NBD protocol (the default)\n"
 "      --no-sr                 do not offer structured replies\n"
+"  -o, --oldstyle              oldstyle NBD protocol (no export names)\n"
 "  -P, --pidfile PIDFILE       write the server's pid once it is ready\n"
 "  -p, --port PORT             TCP port (default 10809)\n"
 "  -r, --readonly              the export is read-only\n"
@@ -595,14 +602,29 @@ main (int argc, char *argv[])
     case 'i':
       opt.ipaddr = optarg;
       break;
+    case MASK_HANDSHAKE_OPTION: {
+      char *end;
+      unsigned long m;
+
+      errno = 0;
+      m = strtoul (optarg, &end, 0);
+      if (!isdigit ((unsigned char) optarg[0]) || *end || errno ||
+          m > UINT32_MAX)
+        die ("--mask-handshake=%s: not a number; give a bit mask such as "
+             "0 (plain newstyle), 1 (fixed newstyle) or 3 (everything, "
+             "the default)", optarg);
+      opt.mask_handshake = (unsigned) m;
+      break;
+    }
     case 'n':
+      want_newstyle = true;
       break;
     case NO_SR_OPTION:
       opt.no_sr = true;
       break;
     case 'o':
-      die ("-o/--oldstyle: the oldstyle protocol is not supported by this "
-           "version; use the newstyle protocol (the default)");
+      opt.oldstyle = true;
+      break;
     case 'P':
       opt.pidfile = optarg;
       break;
@@ -658,6 +680,11 @@ main (int argc, char *argv[])
     die ("-U cannot be combined with -p or -i");
   if (opt.single)
     opt.foreground = true;
+  if (opt.oldstyle && want_newstyle)
+    die ("-n/--newstyle and -o/--oldstyle cannot both be given");
+  if (opt.oldstyle && *opt.exportname)
+    die ("-e %s: the oldstyle protocol (-o) has no export names; "
+         "leave out -e or use the newstyle protocol", opt.exportname);
 
   opt.backend_path = backend_locate (opt.backend_name);
   loop_init ();

@@ -89,8 +89,10 @@
 #define NBD_REPLY_FLAG_DONE         (1 << 0)
 #define NBD_REPLY_TYPE_NONE         0
 #define NBD_REPLY_TYPE_OFFSET_DATA  1
+#define NBD_REPLY_TYPE_OFFSET_HOLE  2
 #define NBD_REPLY_TYPE_BLOCK_STATUS 5
 #define NBD_REPLY_TYPE_ERROR        32769
+#define NBD_REPLY_TYPE_ERROR_OFFSET 32770
 
 /* Metadata contexts: the one this server offers. */
 #define BASE_ALLOCATION          "base:allocation"

@@ -43,8 +43,19 @@ struct request {
   uint64_t offset;
   uint32_t count;
   uint32_t error;               /* refused before reaching the backend */
+  const char *why;              /* ... and why (a static string) */
   void *data;                   /* payload of a write */
 };
+
+/* Reads at least this long may be answered "all zeros" by a backend
+ * that can tell from its extents (a hole then costs no data on the
+ * channel, and a structured reply is one NBD_REPLY_TYPE_OFFSET_HOLE).
+ * Shorter reads are not worth the backend's extents lookup.
+ */
+#define MIN_ZEROS_READ (64 * 1024)
+
+/* Longest error message sent in an NBD_REPLY_TYPE_ERROR chunk. */
+#define MAX_ERROR_MESSAGE 1024
 
 static void read_request (struct conn *conn);
 
@@ -85,15 +96,15 @@ put64 (unsigned char *p, uint64_t v)
 }
 
 /* One structured reply chunk, the last of its request (we never send
- * more than one): the 20-byte header, then extra (small, copied), then
- * data (owned, freed once written).
+ * more than one): the 20-byte header, then extra (at most 12 bytes,
+ * copied), then data (owned, freed once written).
  */
 static void
 send_chunk (struct conn *conn, uint64_t cookie, uint16_t type,
             const void *extra, uint32_t extra_len,
             void *data, uint32_t data_len)
 {
-  unsigned char hdr[NBD_STRUCTURED_REPLY_SIZE + 8];
+  unsigned char hdr[NBD_STRUCTURED_REPLY_SIZE + 12];
 
   put32 (hdr, NBD_STRUCTURED_REPLY_MAGIC);
   put16 (hdr + 4, NBD_REPLY_FLAG_DONE);
@@ -106,29 +117,74 @@ send_chunk (struct conn *conn, uint64_t cookie, uint16_t type,
               data, data ? data_len : 0, free);
 }
 
+/* An error chunk: NBD_REPLY_TYPE_ERROR, or for a read that the
+ * backend failed NBD_REPLY_TYPE_ERROR_OFFSET naming the first byte of
+ * the range (the backend reports one failure for the whole range).
+ * The message is what the backend or the front end said, if anything.
+ */
+static void
+send_error_chunk (struct conn *conn, const struct request *r,
+                  uint32_t error, const char *msg, bool at_offset)
+{
+  size_t mlen = msg ? strnlen (msg, MAX_ERROR_MESSAGE) : 0;
+  unsigned char *buf = malloc (6 + mlen + 8);
+  unsigned char fixed[6];
+
+  if (!buf) {
+    /* No room for the message: the bare error. */
+    put32 (fixed, error);
+    put16 (fixed + 4, 0);
+    send_chunk (conn, r->cookie, NBD_REPLY_TYPE_ERROR, fixed, 6, NULL, 0);
+    return;
+  }
+  put32 (buf, error);
+  put16 (buf + 4, (uint16_t) mlen);
+  if (mlen)
+    memcpy (buf + 6, msg, mlen);
+  if (at_offset)
+    put64 (buf + 6 + mlen, r->offset);
+  send_chunk (conn, r->cookie,
+              at_offset ? NBD_REPLY_TYPE_ERROR_OFFSET : NBD_REPLY_TYPE_ERROR,
+              NULL, 0, buf, (uint32_t) (6 + mlen + (at_offset ? 8 : 0)));
+}
+
 /* Answer a request: a simple reply, or with structured replies one
- * chunk (OFFSET_DATA for a read, BLOCK_STATUS, ERROR or NONE).  data
- * (malloc'd or NULL) is the read's bytes or the block status payload.
+ * chunk (OFFSET_DATA or OFFSET_HOLE for a read, BLOCK_STATUS, ERROR or
+ * NONE).  data (malloc'd or NULL) is the read's bytes or the block
+ * status payload; a successful read with data NULL reads as zeros.
+ * msg (may be NULL) explains an error.
  */
 static void
 send_answer (struct conn *conn, const struct request *r, uint32_t error,
-             void *data, uint32_t len)
+             const char *msg, void *data, uint32_t len)
 {
   struct session *s = conn_session (conn);
-  unsigned char extra[8];
+  unsigned char extra[12];
 
   if (!s->structured) {
-    send_simple_reply (conn, r->cookie, error,
-                       r->cmd == NBD_CMD_READ ? data : NULL, len);
-    if (r->cmd != NBD_CMD_READ)
+    if (!error && r->cmd == NBD_CMD_READ && !data) {
+      len = r->count;
+      data = calloc (1, len);
+      if (!data)
+        error = NBD_ENOMEM;
+    }
+    if (error || r->cmd != NBD_CMD_READ) {
       free (data);
+      data = NULL;
+    }
+    send_simple_reply (conn, r->cookie, error, data, len);
     return;
   }
   if (error) {
-    put32 (extra, error);
-    put16 (extra + 4, 0);       /* no message */
-    send_chunk (conn, r->cookie, NBD_REPLY_TYPE_ERROR, extra, 6, NULL, 0);
     free (data);
+    send_error_chunk (conn, r, error, msg,
+                      r->cmd == NBD_CMD_READ && !r->error);
+  }
+  else if (r->cmd == NBD_CMD_READ && !data) {
+    put64 (extra, r->offset);
+    put32 (extra + 8, r->count);
+    send_chunk (conn, r->cookie, NBD_REPLY_TYPE_OFFSET_HOLE, extra, 12,
+                NULL, 0);
   }
   else if (r->cmd == NBD_CMD_READ) {
     put64 (extra, r->offset);
@@ -200,73 +256,114 @@ cmd_name (uint16_t cmd)
 }
 
 /* Check a request against the specification and the export's
- * capabilities.  Returns 0 or the NBD error to answer with.
+ * capabilities.  Returns 0, or the NBD error to answer with and *why.
  */
 static uint32_t
-validate (const struct session *s, const struct request *r)
+validate (const struct session *s, const struct request *r,
+          const char **why)
 {
   const struct export_caps *c = &s->caps;
   uint16_t allowed = 0;
-  bool ranged = true, writes = false;
+  bool ranged = true, writes = false, payload = false;
 
   switch (r->cmd) {
   case NBD_CMD_READ:
     if (s->structured)
       allowed = NBD_CMD_FLAG_DF;
+    payload = true;
     break;
   case NBD_CMD_BLOCK_STATUS:
-    if (!s->base_allocation)
+    if (!s->base_allocation) {
+      *why = "block status needs the base:allocation context to be "
+             "negotiated first";
       return NBD_EINVAL;
+    }
     allowed = NBD_CMD_FLAG_REQ_ONE;
     break;
   case NBD_CMD_WRITE:
     allowed = NBD_CMD_FLAG_FUA;
-    writes = true;
+    writes = payload = true;
     break;
   case NBD_CMD_FLUSH:
-    if (!c->can_flush)
+    if (!c->can_flush) {
+      *why = "the export does not support flush";
       return NBD_EINVAL;
-    if (r->offset != 0 || r->count != 0)
+    }
+    if (r->offset != 0 || r->count != 0) {
+      *why = "flush takes no offset or length";
       return NBD_EINVAL;
+    }
     ranged = false;
     break;
   case NBD_CMD_TRIM:
-    if (c->can_write && !c->can_trim)
+    if (c->can_write && !c->can_trim) {
+      *why = "the export does not support trim";
       return NBD_EINVAL;
+    }
     allowed = NBD_CMD_FLAG_FUA;
     writes = true;
     break;
   case NBD_CMD_WRITE_ZEROES:
-    if (c->can_write && !c->can_zero)
+    if (c->can_write && !c->can_zero) {
+      *why = "the export does not support write zeroes";
       return NBD_EINVAL;
+    }
     allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE;
     if (c->can_fast_zero)
       allowed |= NBD_CMD_FLAG_FAST_ZERO;
     writes = true;
     break;
   case NBD_CMD_CACHE:
-    if (!c->can_cache)
+    if (!c->can_cache) {
+      *why = "the export does not support cache";
       return NBD_EINVAL;
+    }
+    payload = true;             /* bounded like a read */
     break;
   default:
-    return NBD_EINVAL;          /* unknown command */
+    *why = "unknown command";
+    return NBD_EINVAL;
   }
 
-  if (r->flags & ~allowed)
+  if (r->flags & ~allowed) {
+    *why = (r->flags & NBD_CMD_FLAG_DF) && !s->structured
+      ? "the DF flag needs structured replies"
+      : "a flag that this command does not take";
     return NBD_EINVAL;
-  if ((r->flags & NBD_CMD_FLAG_FUA) && !c->can_fua)
-    return NBD_EINVAL;
-  if ((r->cmd == NBD_CMD_READ || r->cmd == NBD_CMD_WRITE) &&
-      r->count > MAX_REQUEST_SIZE)
-    return NBD_EOVERFLOW;
-  if (ranged) {
-    if (r->count == 0)
-      return NBD_EINVAL;
-    if (r->offset > c->size || r->count > c->size - r->offset)
-      return writes ? NBD_ENOSPC : NBD_EINVAL;
   }
-  if (writes && !c->can_write)
+  if ((r->flags & NBD_CMD_FLAG_FUA) && !c->can_fua) {
+    *why = "the export does not support FUA";
+    return NBD_EINVAL;
+  }
+  if ((r->cmd == NBD_CMD_READ || r->cmd == NBD_CMD_WRITE) &&
+      r->count > MAX_REQUEST_SIZE) {
+    *why = "the request is longer than 32 MiB";
+    return NBD_EOVERFLOW;
+  }
+  if (ranged) {
+    if (r->count == 0) {
+      *why = "the request has a length of zero";
+      return NBD_EINVAL;
+    }
+    if (r->offset > c->size || r->count > c->size - r->offset) {
+      *why = "the request goes beyond the end of the export";
+      return writes ? NBD_ENOSPC : NBD_EINVAL;
+    }
+    /* The backend's block size constraints, as advertised. */
+    if (c->block_min > 1 && ((r->offset | r->count) & (c->block_min - 1))) {
+      *why = "the request is not aligned to the export's minimum "
+             "block size";
+      return NBD_EINVAL;
+    }
+    if (payload && c->block_max && r->count > c->block_max) {
+      *why = "the request is longer than the export's maximum block size";
+      return NBD_EINVAL;
+    }
+  }
+  if (writes && !c->can_write) {
+    *why = "the export is read-only";
     return NBD_EPERM;
+  }
   return 0;
 }
 
@@ -294,6 +391,9 @@ hp_flags_of (const struct request *r)
     f |= HP_FLAG_FUA;
   if (r->flags & NBD_CMD_FLAG_REQ_ONE)
     f |= HP_FLAG_REQ_ONE;
+  if (r->cmd == NBD_CMD_READ && r->count >= MIN_ZEROS_READ &&
+      conn_session (r->conn)->caps.can_extents)
+    f |= HP_FLAG_ZEROS;
   if (r->cmd == NBD_CMD_WRITE_ZEROES) {
     if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
       f |= HP_FLAG_MAY_TRIM;
@@ -343,12 +443,19 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
     if (!bs)
       error = NBD_EIO;
   }
-  if (error) {
-    free (payload);
+  if (!error && r->cmd == NBD_CMD_READ && (reply->flags & HP_FLAG_ZEROS)) {
+    free (payload);             /* none: the range reads as zeros */
     payload = NULL;
-    len = 0;
   }
-  send_answer (conn, r, error, payload, len);   /* takes payload */
+  if (error) {
+    const char *msg = reply ? (const char *) payload
+      : "the backend could not answer";
+
+    send_answer (conn, r, error, msg, NULL, 0);
+    free (payload);
+  }
+  else
+    send_answer (conn, r, 0, NULL, payload, len);       /* takes payload */
   free (r);
   request_finished (conn);
   conn_unref (conn);
@@ -381,7 +488,7 @@ dispatch (struct conn *conn, struct request *r)
   struct session *s = conn_session (conn);
 
   if (r->error) {
-    send_answer (conn, r, r->error, NULL, 0);
+    send_answer (conn, r, r->error, r->why, NULL, 0);
     free (r);
   }
   else if (r->cmd == NBD_CMD_BLOCK_STATUS && !s->caps.can_extents) {
@@ -392,7 +499,8 @@ dispatch (struct conn *conn, struct request *r)
 
     hp_encode_extent (ext, r->count, 0);
     bs = block_status_payload (r, ext, sizeof ext, &len);
-    send_answer (conn, r, bs ? 0 : NBD_ENOMEM, bs, bs ? len : 0);
+    send_answer (conn, r, bs ? 0 : NBD_ENOMEM, "out of memory",
+                 bs, bs ? len : 0);
     free (r);
   }
   else
@@ -453,17 +561,19 @@ on_request_header (struct conn *conn)
   r->flags = be16toh (flags);
   r->offset = be64toh (offset);
   r->count = be32toh (count);
-  r->error = validate (s, r);
+  r->error = validate (s, r, &r->why);
   if (r->error)
-    nbdkit_debug ("%s: refused %s offset %" PRIu64 " count %" PRIu32 ": %s",
+    nbdkit_debug ("%s: refused %s offset %" PRIu64 " count %" PRIu32
+                  ": %s: %s",
                   conn_peer (conn), cmd_name (cmd), r->offset, r->count,
-                  hp_error_name (r->error));
+                  hp_error_name (r->error), r->why);
 
   if (cmd == NBD_CMD_WRITE) {
     /* The payload follows whatever we think of the request. */
     s->cur = r;
     if (!r->error && !(r->data = malloc (r->count))) {
       r->error = NBD_ENOMEM;
+      r->why = "out of memory";
     }
     conn_read (conn, r->data, r->count, on_write_payload);
     return;

@@ -65,3 +65,41 @@ raw() {
     start_server memory 1M
     raw bad_request_magic
 }
+
+@test "a client that is not fixed newstyle may only send NBD_OPT_EXPORT_NAME" {
+    start_server memory 1M
+    raw plain_newstyle_options
+}
+
+@test "a handshake flag that --mask-handshake removed is refused" {
+    start_server --mask-handshake=1 memory 1M
+    raw masked_flag_refused
+}
+
+@test "an export name that is not UTF-8 is answered NBD_REP_ERR_INVALID" {
+    start_server memory 1M
+    raw bad_utf8_name
+}
+
+@test "DF without structured replies is refused with EINVAL" {
+    start_server memory 1M
+    raw df_needs_structured_replies
+}
+
+@test "requests that break the backend's block size constraints get EINVAL" {
+    truncate -s 1M "$BATS_TEST_TMPDIR/disk"
+    start_server "$FAULTY" "$BATS_TEST_TMPDIR/disk" blocksize=512:4096:65536
+    raw block_size_enforced
+}
+
+@test "NBD_OPT_LIST raises the option limit so that each export can be asked about" {
+    truncate -s 1M "$BATS_TEST_TMPDIR/disk"
+    start_server "$FAULTY" "$BATS_TEST_TMPDIR/disk" \
+        exports=$(seq -s, -f 'disk%02g' 1 40)
+    raw list_raises_option_limit
+}
+
+@test "a client dripping one byte at a time does not stall the others" {
+    start_server memory 1M
+    raw drip_does_not_stall_others
+}

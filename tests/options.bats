@@ -98,10 +98,16 @@ load helpers
     [ "$status" -eq 1 ]
 }
 
-@test "the oldstyle protocol is refused with an explanation" {
-    run "$NBDKIT" -o memory 1M
+@test "-o with an export name, or with -n, is refused with an explanation" {
+    run "$NBDKIT" -o -e foo memory 1M
     [ "$status" -eq 1 ]
-    echo "$output" | grep -q "oldstyle"
+    echo "$output" | grep -q "oldstyle protocol (-o) has no export names"
+    run "$NBDKIT" -o -n memory 1M
+    [ "$status" -eq 1 ]
+    echo "$output" | grep -q "cannot both be given"
+    run "$NBDKIT" --mask-handshake=lots memory 1M
+    [ "$status" -eq 1 ]
+    echo "$output" | grep -q "mask-handshake=lots"
 }
 
 @test "-P writes the server's pid once it is ready" {
@@ -172,4 +178,13 @@ h.shutdown()
 @test "-s exits at once when its client has already gone" {
     run timeout 60 "$NBDKIT" -s memory 1M </dev/null
     [ "$status" -eq 0 ]
+}
+
+@test "the file backend refuses file= with dir=, and a dir= that is not one" {
+    run "$NBDKIT" file file=/dev/null dir=/tmp
+    [ "$status" -eq 1 ]
+    echo "$output" | grep -q "give only one of them"
+    run "$NBDKIT" file dir=/etc/passwd
+    [ "$status" -eq 1 ]
+    echo "$output" | grep -q "dir=/etc/passwd: not a directory"
 }

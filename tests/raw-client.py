@@ -307,6 +307,215 @@ def case_meta_contexts():
           NBD_EINVAL)
 
 
+def structured_transmission(name=b""):
+    s = connect()
+    send_opt(s, 8)
+    check("STRUCTURED_REPLY", opt_reply(s)[1], 1)
+    size, flags = go(s, name)
+    return s, size, flags
+
+
+def chunk(s):
+    """One structured reply chunk: (flags, type, cookie, payload)."""
+    magic, fl, typ, cookie, length = struct.unpack(">IHHQI", recvn(s, 20))
+    check("structured reply magic", magic, 0x668e33ef)
+    return fl, typ, cookie, recvn(s, length)
+
+
+def error_chunk(payload):
+    err, mlen = struct.unpack(">IH", payload[:6])
+    return err, payload[6:6 + mlen].decode(), payload[6 + mlen:]
+
+
+def case_error_messages():
+    s, size, _ = structured_transmission()
+    request(s, CMD_READ, size, 512, cookie=1)
+    fl, typ, cookie, p = chunk(s)
+    check("error chunk", (fl, typ, cookie), (1, 32769, 1))
+    err, msg, rest = error_chunk(p)
+    check("error", err, NBD_EINVAL)
+    if "end of the export" not in msg:
+        fail("the message does not say why: %r" % msg)
+    request(s, CMD_READ, 0, 512, flags=0x40, cookie=2)
+    fl, typ, cookie, p = chunk(s)
+    check("unknown flag", (typ, error_chunk(p)[0]), (32769, NBD_EINVAL))
+    if not error_chunk(p)[1]:
+        fail("no message for an unknown flag")
+
+
+def case_backend_error_offset():
+    s, size, _ = structured_transmission()
+    request(s, CMD_READ, 4096, 512, cookie=3)
+    fl, typ, cookie, p = chunk(s)
+    check("error offset chunk", (fl, typ, cookie), (1, 32770, 3))
+    err, msg, rest = error_chunk(p)
+    check("error", err, 5)
+    check("offset", struct.unpack(">Q", rest)[0], 4096)
+    if "injected read error" not in msg:
+        fail("the backend's message is not passed on: %r" % msg)
+
+
+def case_hole_reads():
+    s, size, _ = structured_transmission()
+    request(s, CMD_WRITE, 0, 4096, data=b"d" * 4096, cookie=1)
+    check("write", chunk(s)[:3], (1, 0, 1))
+    request(s, CMD_READ, 1 << 20, 1 << 20, cookie=2)
+    fl, typ, cookie, p = chunk(s)
+    check("hole chunk", (fl, typ, cookie), (1, 2, 2))
+    check("hole", struct.unpack(">QI", p), (1 << 20, 1 << 20))
+    request(s, CMD_READ, 0, 1 << 20, flags=4, cookie=3)    # DF
+    fl, typ, cookie, p = chunk(s)
+    check("data chunk", (fl, typ, cookie), (1, 1, 3))
+    check("data offset", struct.unpack(">Q", p[:8])[0], 0)
+    check("data", p[8:], b"d" * 4096 + bytes((1 << 20) - 4096))
+
+
+def case_df_needs_structured_replies():
+    s, size, flags = transmission()
+    if flags & (1 << 7):
+        fail("NBD_FLAG_SEND_DF offered without structured replies")
+    request(s, CMD_READ, 0, 512, flags=4)
+    check("DF without structured replies", reply(s)[0], NBD_EINVAL)
+
+
+def case_plain_newstyle_options():
+    # A client that did not say fixed newstyle may only send EXPORT_NAME.
+    s = connect(flags=0)
+    send_opt(s, 1234)
+    if not closed(s):
+        fail("an option from a plain newstyle client was answered")
+    s = connect(flags=0)
+    send_opt(s, 1)
+    size, eflags = struct.unpack(">QH", recvn(s, 10))
+    recvn(s, 124)
+    request(s, CMD_READ, 0, 512)
+    check("read over plain newstyle", reply(s)[0], 0)
+
+
+def case_masked_flag_refused():
+    # Run with --mask-handshake=1: NO_ZEROES is not offered.
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(path)
+    check("offered flags", struct.unpack(">H", recvn(s, 18)[16:])[0], 1)
+    s.sendall(struct.pack(">I", 3))
+    if not closed(s):
+        fail("a flag that was not offered was accepted")
+
+
+def case_bad_utf8_name():
+    s = connect()
+    name = b"\xff\xfe"
+    send_opt(s, 7, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+    check("export name that is not UTF-8", opt_reply(s)[1], ERR_INVALID)
+    go(s)
+
+
+def case_block_size_enforced():
+    # The backend says minimum 512, maximum 65536.
+    s = connect()
+    send_opt(s, 7, struct.pack(">IH", 0, 1) + struct.pack(">H", 3))
+    sizes = None
+    while True:
+        _, typ, data = opt_reply(s)
+        if typ == 3 and struct.unpack(">H", data[:2])[0] == 3:
+            sizes = struct.unpack(">III", data[2:])
+        elif typ == 3 and struct.unpack(">H", data[:2])[0] == 0:
+            size = struct.unpack(">Q", data[2:10])[0]
+        elif typ == 1:
+            break
+        else:
+            fail("NBD_OPT_GO failed: 0x%x" % typ)
+    check("NBD_INFO_BLOCK_SIZE", sizes, (512, 4096, 65536))
+    request(s, CMD_READ, 100, 512, cookie=1)
+    check("unaligned offset", reply(s), (NBD_EINVAL, 1))
+    request(s, CMD_READ, 512, 100, cookie=2)
+    check("unaligned length", reply(s), (NBD_EINVAL, 2))
+    request(s, CMD_READ, 0, 131072, cookie=3)
+    check("longer than the maximum", reply(s), (NBD_EINVAL, 3))
+    request(s, CMD_WRITE, 0, 131072, data=b"w" * 131072, cookie=4)
+    check("write longer than the maximum", reply(s), (NBD_EINVAL, 4))
+    request(s, CMD_WRITE, 1024, 512, data=b"a" * 512, cookie=5)
+    check("aligned write", reply(s), (0, 5))
+    request(s, CMD_READ, 1024, 512, cookie=6)
+    check("aligned read", reply(s), (0, 6))
+    check("data", recvn(s, 512), b"a" * 512)
+
+
+def case_info_name_is_canonical():
+    # The backend's default export is called "first".
+    s = connect()
+    send_opt(s, 6, struct.pack(">I", 0) + struct.pack(">HHH", 2, 1, 2))
+    infos = {}
+    while True:
+        _, typ, data = opt_reply(s)
+        if typ == 3:
+            infos[struct.unpack(">H", data[:2])[0]] = data[2:]
+        elif typ == 1:
+            break
+        else:
+            fail("NBD_OPT_INFO failed: 0x%x" % typ)
+    check("NBD_INFO_NAME", infos.get(1), b"first")
+    check("NBD_INFO_DESCRIPTION", infos.get(2), b"disk first")
+    go(s, b"second")
+
+
+def case_list_raises_option_limit():
+    # 40 exports: listing them allows asking about each one.
+    s = connect()
+    send_opt(s, 3)
+    names = []
+    while True:
+        _, typ, data = opt_reply(s)
+        if typ == 2:
+            n = struct.unpack(">I", data[:4])[0]
+            names.append(data[4:4 + n])
+        elif typ == 1:
+            break
+        else:
+            fail("NBD_OPT_LIST failed: 0x%x" % typ)
+    check("exports listed", len(names), 40)
+    for n in names:
+        send_opt(s, 6, struct.pack(">I", len(n)) + n + struct.pack(">H", 0))
+        while True:
+            _, typ, _ = opt_reply(s)
+            if typ == 1:
+                break
+            if typ & REP_ERR:
+                fail("NBD_OPT_INFO %r failed: 0x%x" % (n, typ))
+    go(s, names[-1])
+
+
+def case_drip_does_not_stall_others():
+    # Client A sends its handshake and a request one byte at a time,
+    # stopping half way at every stage to let client B work in between.
+    a = socket.socket(socket.AF_UNIX)
+    a.settimeout(30)
+    a.connect(path)
+    recvn(a, 18)
+    script = [struct.pack(">I", 3),
+              struct.pack(">QII", OPTS_MAGIC, 7, 6) + struct.pack(">IH", 0, 0),
+              None,                     # the replies to GO
+              struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 77, 0, 512)]
+    for part in script:
+        if part is None:
+            while True:
+                _, typ, _ = opt_reply(a)
+                if typ == 1:
+                    break
+            continue
+        for i, byte in enumerate(part):
+            a.sendall(bytes([byte]))
+            if i == len(part) // 2:
+                b, _, _ = transmission()
+                request(b, CMD_READ, 0, 512, cookie=5)
+                check("B's reply while A drips", reply(b), (0, 5))
+                recvn(b, 512)
+                b.close()
+    check("A's reply", reply(a), (0, 77))
+    recvn(a, 512)
+
+
 cases = {name[5:]: fn for name, fn in globals().items()
          if name.startswith("case_")}
 if len(sys.argv) != 3 or sys.argv[2] not in cases:

@@ -93,3 +93,60 @@ assert got[0][0] == 4096 and got[0][1] == 0, got
     echo "$output"
     [ "$status" -eq 0 ]
 }
+
+@test "errors carry a message in NBD_REPLY_TYPE_ERROR" {
+    start_server memory 1M
+    run /usr/bin/python3 "$RAWCLIENT" "$sock" error_messages
+    echo "$output"
+    [ "$status" -eq 0 ]
+}
+
+@test "a read the backend fails is NBD_REPLY_TYPE_ERROR_OFFSET with its message" {
+    truncate -s 1M "$BATS_TEST_TMPDIR/disk"
+    start_server "$FAULTY" "$BATS_TEST_TMPDIR/disk" fault=eio-on-pread
+    run /usr/bin/python3 "$RAWCLIENT" "$sock" backend_error_offset
+    echo "$output"
+    [ "$status" -eq 0 ]
+}
+
+@test "a read of a hole is one NBD_REPLY_TYPE_OFFSET_HOLE chunk" {
+    start_server memory 8M
+    run /usr/bin/python3 "$RAWCLIENT" "$sock" hole_reads
+    echo "$output"
+    [ "$status" -eq 0 ]
+}
+
+@test "reads of holes in a sparse file return zeros through every client" {
+    requires qemu-img nbdcopy
+    truncate -s 16M "$BATS_TEST_TMPDIR/disk"
+    random_file "$BATS_TEST_TMPDIR/part" 1M
+    dd if="$BATS_TEST_TMPDIR/part" of="$BATS_TEST_TMPDIR/disk" bs=1M seek=5 \
+        conv=notrunc status=none
+    start_server file "$BATS_TEST_TMPDIR/disk"
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/copy1"
+    [ "$(sha "$BATS_TEST_TMPDIR/copy1")" = "$(sha "$BATS_TEST_TMPDIR/disk")" ]
+    qemu-img convert -f raw -O raw "$uri" "$BATS_TEST_TMPDIR/copy2"
+    [ "$(sha "$BATS_TEST_TMPDIR/copy2")" = "$(sha "$BATS_TEST_TMPDIR/disk")" ]
+    # Without structured replies a hole comes back as zero bytes.
+    stop_server
+    start_server --no-sr file "$BATS_TEST_TMPDIR/disk"
+    nbd_py "
+assert not h.get_structured_replies_negotiated()
+assert h.pread(1 << 20, 0) == bytes(1 << 20)
+assert h.pread(1 << 20, 5 << 20) == open('$BATS_TEST_TMPDIR/part', 'rb').read()
+"
+}
+
+@test "qemu-img map shows the data and the holes of a sparse file" {
+    requires qemu-img
+    truncate -s 8M "$BATS_TEST_TMPDIR/disk"
+    printf 'data' | dd of="$BATS_TEST_TMPDIR/disk" bs=1 seek=3145728 \
+        conv=notrunc status=none
+    start_server file "$BATS_TEST_TMPDIR/disk"
+    run qemu-img map --output=json -f raw "$uri"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    # Data at 3 MiB, zero holes before and after.
+    echo "$output" | grep -q '"start": 0, "length": 3145728, .*"data": false'
+    echo "$output" | grep -Eq '"start": 3145728, "length": [0-9]+, .*"data": true'
+}

@@ -119,6 +119,11 @@ main (void)
   h = req (HP_PREAD | HP_REPLY);
   h.flags = HP_FLAG_FUA;
   ok (decode_fails (&h), "flags in a reply are refused");
+  h.flags = HP_FLAG_ZEROS;
+  ok (!decode_fails (&h), "ZEROS on a PREAD reply is allowed");
+  h = req (HP_PWRITE | HP_REPLY);
+  h.flags = HP_FLAG_ZEROS;
+  ok (decode_fails (&h), "ZEROS on a PWRITE reply is refused");
   h = req (HP_PREAD);
   h.status = HP_EIO;
   ok (decode_fails (&h), "status in a request is refused");
@@ -175,6 +180,14 @@ main (void)
   ok (reply_fails (&h, &d), "reply type mismatch");
   d.type = HP_PREAD;
   ok (reply_fails (&h, &d), "reply without the reply bit");
+  d = h;
+  d.type |= HP_REPLY;
+  d.flags = HP_FLAG_ZEROS;
+  ok (reply_fails (&h, &d), "zeros reply the request did not allow");
+  h.flags = HP_FLAG_ZEROS;
+  ok (!reply_fails (&h, &d), "zeros reply without data");
+  d.payload_len = 4096;
+  ok (reply_fails (&h, &d), "zeros reply with data");
   h = req (HP_EXTENTS);
   h.count = 1 << 20;
   d = h;
