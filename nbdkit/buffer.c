@@ -43,8 +43,27 @@ inbuf_take (struct inbuf *in, void *dst, size_t n)
   return n;
 }
 
+static ssize_t
+read_fd (void *opaque, void *buf, size_t len)
+{
+  ssize_t r;
+
+  do
+    r = read (*(int *) opaque, buf, len);
+  while (r == -1 && errno == EINTR);
+  return r;
+}
+
 ssize_t
 inbuf_fill (struct inbuf *in, int fd)
+{
+  return inbuf_fill_with (in, read_fd, &fd);
+}
+
+ssize_t
+inbuf_fill_with (struct inbuf *in,
+                 ssize_t (*recv) (void *opaque, void *buf, size_t len),
+                 void *opaque)
 {
   ssize_t r;
 
@@ -57,9 +76,7 @@ inbuf_fill (struct inbuf *in, int fd)
     errno = ENOBUFS;
     return -1;
   }
-  do
-    r = read (fd, in->buf + in->end, in->size - in->end);
-  while (r == -1 && errno == EINTR);
+  r = recv (opaque, in->buf + in->end, in->size - in->end);
   if (r > 0)
     in->end += r;
   return r;
@@ -170,6 +187,45 @@ outq_flush (struct outq *q, int fd)
         break;
       }
       r -= left;
+      q->head = c->next;
+      if (!q->head)
+        q->tail = &q->head;
+      chunk_free (c);
+    }
+  }
+  return 0;
+}
+
+/* Largest piece handed to the send function: one TLS record. */
+#define MAX_PIECE 16384
+
+int
+outq_flush_with (struct outq *q,
+                 ssize_t (*send) (void *opaque, const void *buf, size_t len),
+                 void *opaque)
+{
+  while (q->head) {
+    struct outchunk *c = q->head;
+    const unsigned char *p;
+    size_t n;
+    ssize_t r;
+
+    if (c->done < c->len) {
+      p = c->small + c->done;
+      n = c->len - c->done;
+    }
+    else {
+      p = (const unsigned char *) c->data + (c->done - c->len);
+      n = c->len + c->data_len - c->done;
+    }
+    if (n > MAX_PIECE)
+      n = MAX_PIECE;
+    r = send (opaque, p, n);
+    if (r == -1)
+      return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+    q->bytes -= r;
+    c->done += r;
+    if (c->done == c->len + c->data_len) {
       q->head = c->next;
       if (!q->head)
         q->tail = &q->head;

@@ -31,6 +31,11 @@ extern size_t inbuf_take (struct inbuf *in, void *dst, size_t n);
  * -1 with errno (EAGAIN when nothing is there).
  */
 extern ssize_t inbuf_fill (struct inbuf *in, int fd);
+/* The same through a receive function with read(2)'s conventions. */
+extern ssize_t inbuf_fill_with (struct inbuf *in,
+                                ssize_t (*recv) (void *opaque, void *buf,
+                                                 size_t len),
+                                void *opaque);
 
 struct outchunk;
 
@@ -45,6 +50,14 @@ extern int outq_push (struct outq *q, const void *small, size_t len,
                       void *data, size_t data_len, void (*free_data) (void *));
 /* Write as much as possible: 0 all written, 1 would block, -1 error. */
 extern int outq_flush (struct outq *q, int fd);
+/* The same through a send function (TLS), one piece at a time: send
+ * returns bytes sent, or -1 with errno (EAGAIN: would block).  A piece
+ * refused with EAGAIN is offered again unchanged, as gnutls requires.
+ */
+extern int outq_flush_with (struct outq *q,
+                            ssize_t (*send) (void *opaque, const void *buf,
+                                             size_t len),
+                            void *opaque);
 extern void outq_clear (struct outq *q);
 
 #endif /* NBDKIT_BUFFER_H */

@@ -7,6 +7,10 @@
  * until the last reply arrives).  The protocol above it (handshake.c,
  * transmit.c) asks for "exactly N bytes, then call me" and queues
  * output; it never touches the socket.  Never blocks.
+ *
+ * After STARTTLS the same reads and writes go through the connection's
+ * TLS session (tls.c); the TLS handshake itself is driven from here,
+ * waiting in the loop for whichever direction gnutls asks for.
  */
 
 #include <config.h>
@@ -38,12 +42,19 @@ struct conn {
   unsigned char *want_buf;
   size_t want_len, want_got;
   conn_read_cb want_cb;
+  /* TLS */
+  struct tls *tls;
+  bool tls_starting;            /* waiting for plaintext output to go */
+  bool handshaking;
+  conn_read_cb tls_done;
   struct session session;
 };
 
 static struct conn *conns;
 
 static void process_input (struct conn *conn);
+static void begin_tls (struct conn *conn);
+static void handshake_step (struct conn *conn);
 
 struct session *
 conn_session (struct conn *conn)
@@ -55,6 +66,12 @@ const char *
 conn_peer (const struct conn *conn)
 {
   return conn->peer;
+}
+
+bool
+conn_is_tls (const struct conn *conn)
+{
+  return conn->tls != NULL;
 }
 
 bool
@@ -96,7 +113,12 @@ conn_unref (struct conn *conn)
 static void
 on_readable (struct ev_loop *l, ev_io *w, int revents)
 {
-  process_input (w->data);
+  struct conn *conn = w->data;
+
+  if (conn->handshaking)
+    handshake_step (conn);
+  else
+    process_input (conn);
 }
 
 static void
@@ -106,7 +128,8 @@ flush_output (struct conn *conn)
 
   if (conn->closed)
     return;
-  r = outq_flush (&conn->out, conn->wfd);
+  r = conn->tls ? outq_flush_with (&conn->out, tls_send, conn->tls)
+                : outq_flush (&conn->out, conn->wfd);
   if (r == -1) {
     nbdkit_debug ("%s: write: %m", conn->peer);
     conn_close (conn);
@@ -119,6 +142,8 @@ flush_output (struct conn *conn)
   ev_io_stop (loop, &conn->wio);
   if (conn->close_after_output)
     conn_close (conn);
+  else if (conn->tls_starting)
+    begin_tls (conn);
   else
     transmit_maybe_resume (conn);
 }
@@ -129,8 +154,90 @@ on_writable (struct ev_loop *l, ev_io *w, int revents)
   struct conn *conn = w->data;
 
   conn_ref (conn);
-  flush_output (conn);
+  if (conn->handshaking)
+    handshake_step (conn);
+  else
+    flush_output (conn);
   conn_unref (conn);
+}
+
+/* ---- TLS ---- */
+
+void
+conn_start_tls (struct conn *conn, conn_read_cb done)
+{
+  if (conn->closed)
+    return;
+  conn->tls_done = done;
+  conn->tls_starting = true;
+  conn->want_active = false;
+  ev_io_stop (loop, &conn->rio);
+  if (!conn->out.head)
+    begin_tls (conn);
+  /* else flush_output begins once the reply to STARTTLS is out. */
+}
+
+static void
+begin_tls (struct conn *conn)
+{
+  size_t early = inbuf_avail (&conn->in);
+
+  conn->tls_starting = false;
+  conn->tls = tls_new (conn->rfd, conn->wfd, conn->in.buf + conn->in.start,
+                       early);
+  if (!conn->tls) {
+    nbdkit_error ("%s: could not start TLS", conn->peer);
+    conn_close (conn);
+    return;
+  }
+  inbuf_take (&conn->in, NULL, early);
+  conn->handshaking = true;
+  handshake_step (conn);
+}
+
+static void
+handshake_step (struct conn *conn)
+{
+  conn_ref (conn);
+  switch (tls_handshake (conn->tls, conn->peer)) {
+  case TLS_DONE:
+    conn->handshaking = false;
+    ev_io_stop (loop, &conn->rio);
+    ev_io_stop (loop, &conn->wio);
+    conn->tls_done (conn);
+    break;
+  case TLS_WANT_READ:
+    ev_io_stop (loop, &conn->wio);
+    ev_io_start (loop, &conn->rio);
+    break;
+  case TLS_WANT_WRITE:
+    ev_io_stop (loop, &conn->rio);
+    ev_io_start (loop, &conn->wio);
+    break;
+  default:
+    conn_close (conn);
+  }
+  conn_unref (conn);
+}
+
+static ssize_t
+recv_tls (void *opaque, void *buf, size_t len)
+{
+  return tls_recv (opaque, buf, len);
+}
+
+/* Read from the client: the socket, or the TLS session on it. */
+static ssize_t
+conn_recv (struct conn *conn, void *buf, size_t len)
+{
+  ssize_t r;
+
+  if (conn->tls)
+    return tls_recv (conn->tls, buf, len);
+  do
+    r = read (conn->rfd, buf, len);
+  while (r == -1 && errno == EINTR);
+  return r;
 }
 
 struct conn *
@@ -177,6 +284,12 @@ conn_close (struct conn *conn)
   conn->want_active = false;
   ev_io_stop (loop, &conn->rio);
   ev_io_stop (loop, &conn->wio);
+  if (conn->tls) {
+    if (!conn->handshaking)
+      tls_bye (conn->tls);
+    tls_free (conn->tls);
+    conn->tls = NULL;
+  }
   close (conn->rfd);
   if (conn->wfd != conn->rfd)
     close (conn->wfd);
@@ -299,16 +412,19 @@ process_input (struct conn *conn)
 
     if (reads++ == MAX_READS_PER_WAKEUP) {
       ev_io_start (loop, &conn->rio);
+      /* Data gnutls already decrypted makes the socket no readier. */
+      if (conn->tls && tls_pending (conn->tls))
+        ev_feed_event (loop, &conn->rio, EV_READ);
       break;
     }
     if (conn->want_buf && left >= INBUF_SIZE / 2) {
       /* Large payloads go straight to their buffer. */
-      do
-        r = read (conn->rfd, conn->want_buf + conn->want_got, left);
-      while (r == -1 && errno == EINTR);
+      r = conn_recv (conn, conn->want_buf + conn->want_got, left);
       if (r > 0)
         conn->want_got += r;
     }
+    else if (conn->tls)
+      r = inbuf_fill_with (&conn->in, recv_tls, conn->tls);
     else
       r = inbuf_fill (&conn->in, conn->rfd);
 

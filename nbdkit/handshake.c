@@ -402,7 +402,8 @@ open_export (struct conn *conn, uint32_t option, const char *name,
 
   nbdkit_debug ("%s: opening export '%s'", conn_peer (conn), ctx->name);
   conn_ref (conn);
-  backend_open (ctx->name, opt.readonly, conn_peer (conn), on_open, ctx);
+  backend_open (ctx->name, opt.readonly, conn_is_tls (conn),
+                conn_peer (conn), on_open, ctx);
 }
 
 /* ---- NBD_OPT_LIST ---- */
@@ -621,12 +622,72 @@ handle_meta_context (struct conn *conn)
   read_option (conn);
 }
 
+/* The TLS handshake after NBD_OPT_STARTTLS is done: negotiation
+ * starts again, forgetting what was agreed in plaintext.
+ */
+static void
+on_tls_ready (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  nbdkit_debug ("%s: TLS negotiated", conn_peer (conn));
+  s->structured = false;
+  s->base_allocation = false;
+  free (s->meta_export);
+  s->meta_export = NULL;
+  read_option (conn);
+}
+
+static void
+handle_starttls (struct conn *conn)
+{
+  struct session *s = conn_session (conn);
+
+  if (opt.tls == TLS_OFF) {
+    send_error (conn, NBD_REP_ERR_UNSUP,
+                "TLS is not enabled on this server (--tls=on or "
+                "--tls=require)");
+    read_option (conn);
+  }
+  else if (conn_is_tls (conn)) {
+    send_error (conn, NBD_REP_ERR_INVALID, "TLS is already negotiated");
+    read_option (conn);
+  }
+  else if (s->optlen != 0) {
+    send_error (conn, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+    read_option (conn);
+  }
+  else {
+    send_reply (conn, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0);
+    conn_start_tls (conn, on_tls_ready);
+  }
+}
+
 static void
 on_option_data (struct conn *conn)
 {
   struct session *s = conn_session (conn);
 
+  /* --tls=require: nothing but STARTTLS and ABORT in plaintext. */
+  if (opt.tls == TLS_REQUIRE && !conn_is_tls (conn) &&
+      s->option != NBD_OPT_STARTTLS && s->option != NBD_OPT_ABORT) {
+    if (s->option == NBD_OPT_EXPORT_NAME) {
+      nbdkit_debug ("%s: NBD_OPT_EXPORT_NAME without TLS, which is "
+                    "required: closing the connection", conn_peer (conn));
+      conn_close (conn);
+      return;
+    }
+    send_error (conn, NBD_REP_ERR_TLS_REQD,
+                "this server requires TLS: use NBD_OPT_STARTTLS first");
+    read_option (conn);
+    return;
+  }
+
   switch (s->option) {
+  case NBD_OPT_STARTTLS:
+    handle_starttls (conn);
+    break;
+
   case NBD_OPT_EXPORT_NAME:
     if (s->optlen > NBD_MAX_STRING || !valid_name (s->optdata, s->optlen)) {
       nbdkit_debug ("%s: NBD_OPT_EXPORT_NAME: invalid export name",
@@ -653,7 +714,7 @@ on_option_data (struct conn *conn)
     conn_ref (conn);
     channel_send_json (HP_LIST_EXPORTS, NULL,
                        json_pack ("{s:b, s:b}", "readonly", opt.readonly,
-                                  "tls", 0),
+                                  "tls", conn_is_tls (conn)),
                        0, on_list, conn);
     break;
 
@@ -829,7 +890,8 @@ handshake_start (struct conn *conn)
   if (opt.oldstyle) {
     nbdkit_debug ("%s: oldstyle handshake", conn_peer (conn));
     conn_ref (conn);
-    backend_open ("", opt.readonly, conn_peer (conn), on_oldstyle_open, conn);
+    backend_open ("", opt.readonly, false, conn_peer (conn),
+                  on_oldstyle_open, conn);
     return;
   }
   put64 (greeting, NBD_MAGIC);

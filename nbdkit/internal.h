@@ -11,6 +11,7 @@
  *   transmission     transmit.c   NBD requests -> backend requests
  *   the backend      backend-spawn.c (process), backend-channel.c (frames)
  *   daemonizing      daemon.c     fork into the background, readiness
+ *   TLS              tls.c        gnutls credentials and sessions
  *
  * Nothing in the front end blocks once the loop runs, except the
  * synchronous start-up conversation with the backend before listening.
@@ -40,6 +41,8 @@ struct config_param {
   char *value;
 };
 
+enum tls_mode { TLS_OFF, TLS_ON, TLS_REQUIRE };
+
 struct options {
   const char *backend_name;     /* as given on the command line */
   char *backend_path;           /* the executable that is run */
@@ -53,6 +56,11 @@ struct options {
   bool no_sr;                   /* --no-sr */
   bool oldstyle;                /* -o */
   unsigned mask_handshake;      /* --mask-handshake, default all bits */
+  enum tls_mode tls;            /* --tls */
+  const char *tls_certificates; /* --tls-certificates */
+  const char *tls_psk;          /* --tls-psk */
+  const char *tls_priority;     /* --tls-priority */
+  bool tls_verify_peer;         /* --tls-verify-peer */
   const char *ipaddr;           /* -i */
   const char *port;             /* -p */
   const char *unixsocket;       /* -U path, or the private one for -U - */
@@ -79,6 +87,9 @@ struct backend_rlimit {
 };
 
 extern struct options opt;
+
+/* -D nbdkit.FLAG=N: the value of FLAG for the front end, or def. */
+extern int server_debug_flag (const char *flag, int def);
 
 /* ---- log.c ---- */
 
@@ -111,6 +122,29 @@ extern void server_connection_ended (void);
  */
 extern void daemon_start (void);
 extern void daemon_ready (void);
+
+/* ---- tls.c ---- */
+
+struct tls;
+enum { TLS_DONE, TLS_WANT_READ, TLS_WANT_WRITE, TLS_ERROR };
+
+extern void tls_init (void);          /* load credentials; exits 1 */
+extern void tls_cleanup (void);
+extern const char *tls_certificates_dir (void);
+/* A server session on the client's sockets; early (copied) are bytes
+ * already read that begin the TLS stream.
+ */
+extern struct tls *tls_new (int rfd, int wfd, const void *early,
+                            size_t early_len);
+extern void tls_free (struct tls *t);
+/* One step of the handshake: TLS_DONE, TLS_WANT_* or TLS_ERROR. */
+extern int tls_handshake (struct tls *t, const char *peer);
+/* Like read(2) and write(2): -1 with errno EAGAIN when it would block. */
+extern ssize_t tls_recv (struct tls *t, void *buf, size_t len);
+extern ssize_t tls_send (void *t, const void *buf, size_t len);
+/* Decrypted bytes gnutls holds that the socket will not signal. */
+extern size_t tls_pending (struct tls *t);
+extern void tls_bye (struct tls *t);
 
 /* ---- listen.c ---- */
 
@@ -153,6 +187,12 @@ extern void conn_write (struct conn *conn, const void *small, size_t len,
 extern size_t conn_output_bytes (const struct conn *conn);
 /* Close once all queued output has been written. */
 extern void conn_close_after_output (struct conn *conn);
+/* STARTTLS: once the queued (plaintext) output is written, run the TLS
+ * handshake; then done runs, and all I/O is encrypted.  On failure the
+ * connection closes.
+ */
+extern void conn_start_tls (struct conn *conn, conn_read_cb done);
+extern bool conn_is_tls (const struct conn *conn);
 /* Per-connection protocol state, owned by handshake.c / transmit.c. */
 extern struct session *conn_session (struct conn *conn);
 
@@ -250,6 +290,7 @@ struct bhandle {
   bool valid;                   /* false: lost in a restart */
   bool reopening, closing;
   bool readonly;
+  bool tls;
   char *export;
   char *client;
   uint64_t size;
@@ -272,7 +313,7 @@ extern unsigned supervisor_restarts (void);
 extern void supervisor_protocol_error (const char *why);
 extern void supervisor_channel_lost (void);
 extern void supervisor_backend_exited (void);
-extern void backend_open (const char *export, bool readonly,
+extern void backend_open (const char *export, bool readonly, bool tls,
                           const char *client, backend_open_cb cb,
                           void *opaque);
 extern void backend_close (struct bhandle *bh);

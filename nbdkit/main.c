@@ -42,6 +42,11 @@ enum {
   FILTER_OPTION,
   NO_SR_OPTION,
   MASK_HANDSHAKE_OPTION,
+  TLS_OPTION,
+  TLS_CERTIFICATES_OPTION,
+  TLS_PSK_OPTION,
+  TLS_PRIORITY_OPTION,
+  TLS_VERIFY_PEER_OPTION,
   BACKEND_TIMEOUT_OPTION,
   BACKEND_MAX_RESTARTS_OPTION,
   BACKEND_RESTART_WINDOW_OPTION,
@@ -86,6 +91,11 @@ static const struct option long_options[] = {
   { "single",       no_argument,       NULL, 's' },
   { "stdin",        no_argument,       NULL, 's' },
   { "threads",      required_argument, NULL, 't' },
+  { "tls",          required_argument, NULL, TLS_OPTION },
+  { "tls-certificates", required_argument, NULL, TLS_CERTIFICATES_OPTION },
+  { "tls-priority", required_argument, NULL, TLS_PRIORITY_OPTION },
+  { "tls-psk",      required_argument, NULL, TLS_PSK_OPTION },
+  { "tls-verify-peer", no_argument,    NULL, TLS_VERIFY_PEER_OPTION },
   { "unix",         required_argument, NULL, 'U' },
   { "verbose",      no_argument,       NULL, 'v' },
   { "version",      no_argument,       NULL, 'V' },
@@ -98,7 +108,9 @@ usage (void)
   printf (
 "nbdkit [-D BACKEND.FLAG=N] [-e EXPORTNAME] [-f] [-i IPADDR]\n"
 "       [--mask-handshake MASK] [-n] [--no-sr] [-o] [-P PIDFILE]\n"
-"       [-p PORT] [-r] [-s] [-t THREADS] [-U SOCKET] [-v]\n"
+"       [-p PORT] [-r] [-s] [-t THREADS] [--tls=off|on|require]\n"
+"       [--tls-certificates DIR] [--tls-psk FILE] [--tls-verify-peer]\n"
+"       [--tls-priority PRIORITY] [-U SOCKET] [-v]\n"
 "       BACKEND [key=value ...]\n"
 "\n"
 "Serve BACKEND over the Network Block Device protocol.  BACKEND is a\n"
@@ -121,6 +133,12 @@ usage (void)
 "  -r, --readonly              the export is read-only\n"
 "  -s, --single                serve one connection on stdin/stdout\n"
 "  -t, --threads THREADS       worker threads in the backend (default 16)\n"
+"      --tls off|on|require    TLS: not offered (default), offered, or\n"
+"                              required before any export is served\n"
+"      --tls-certificates DIR  ca-cert.pem, server-cert.pem, server-key.pem\n"
+"      --tls-psk FILE          pre-shared keys (psktool format) instead\n"
+"      --tls-priority STRING   gnutls priority string (default NORMAL)\n"
+"      --tls-verify-peer       require a client certificate from the CA\n"
 "  -U, --unix SOCKET           listen on a unix socket (- = private)\n"
 "  -v, --verbose               debug messages on stderr\n"
 "  -V, --version               print the version and exit\n"
@@ -236,6 +254,17 @@ backend_short_name (void)
   return name;
 }
 
+int
+server_debug_flag (const char *flag, int def)
+{
+  char key[128];
+  json_t *v;
+
+  snprintf (key, sizeof key, "%s.%s", PROGRAM_NAME, flag);
+  v = opt.server_debug ? json_object_get (opt.server_debug, key) : NULL;
+  return json_is_integer (v) ? (int) json_integer_value (v) : def;
+}
+
 /* Hand -D flags named after the backend to the backend (in HELLO). */
 static void
 route_debug_flags (void)
@@ -253,7 +282,8 @@ route_debug_flags (void)
         json_object_set (opt.backend_debug, key + n + 1, value);
         json_object_del (opt.server_debug, key);
       }
-      else
+      else if (strncmp (key, PROGRAM_NAME ".", strlen (PROGRAM_NAME) + 1)
+               != 0)
         nbdkit_debug ("-D %s: no backend or filter of that name, ignored",
                       key);
     }
@@ -540,7 +570,7 @@ parse_rlimits (const char *arg)
 int
 main (int argc, char *argv[])
 {
-  int c;
+  int c, status;
   unsigned long n;
 
   signal (SIGPIPE, SIG_IGN);
@@ -619,6 +649,28 @@ main (int argc, char *argv[])
     case 'n':
       want_newstyle = true;
       break;
+    case TLS_OPTION:
+      if (strcmp (optarg, "off") == 0)
+        opt.tls = TLS_OFF;
+      else if (strcmp (optarg, "on") == 0)
+        opt.tls = TLS_ON;
+      else if (strcmp (optarg, "require") == 0)
+        opt.tls = TLS_REQUIRE;
+      else
+        die ("--tls=%s: expected off, on or require", optarg);
+      break;
+    case TLS_CERTIFICATES_OPTION:
+      opt.tls_certificates = optarg;
+      break;
+    case TLS_PSK_OPTION:
+      opt.tls_psk = optarg;
+      break;
+    case TLS_PRIORITY_OPTION:
+      opt.tls_priority = optarg;
+      break;
+    case TLS_VERIFY_PEER_OPTION:
+      opt.tls_verify_peer = true;
+      break;
     case NO_SR_OPTION:
       opt.no_sr = true;
       break;
@@ -682,6 +734,12 @@ main (int argc, char *argv[])
     opt.foreground = true;
   if (opt.oldstyle && want_newstyle)
     die ("-n/--newstyle and -o/--oldstyle cannot both be given");
+  if (opt.oldstyle && opt.tls != TLS_OFF)
+    die ("--tls=%s: the oldstyle protocol (-o) has no TLS; use the "
+         "newstyle protocol (the default)",
+         opt.tls == TLS_ON ? "on" : "require");
+  if (opt.tls_certificates && opt.tls_psk)
+    die ("--tls-certificates and --tls-psk: give only one of them");
   if (opt.oldstyle && *opt.exportname)
     die ("-e %s: the oldstyle protocol (-o) has no export names; "
          "leave out -e or use the newstyle protocol", opt.exportname);
@@ -695,6 +753,7 @@ main (int argc, char *argv[])
     exit (EXIT_SUCCESS);
   }
 
+  tls_init ();
   if (!opt.foreground)
     daemon_start ();
 
@@ -708,5 +767,7 @@ main (int argc, char *argv[])
     listen_start ();
 
   daemon_ready ();
-  return loop_run ();
+  status = loop_run ();
+  tls_cleanup ();
+  return status;
 }

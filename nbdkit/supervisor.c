@@ -202,10 +202,11 @@ backend_close (struct bhandle *bh)
 }
 
 static json_t *
-open_request (const char *export, bool readonly, const char *client)
+open_request (const char *export, bool readonly, bool tls,
+              const char *client)
 {
   return json_pack ("{s:s, s:b, s:b, s:s}", "export", export,
-                    "readonly", readonly, "tls", 0, "client", client);
+                    "readonly", readonly, "tls", tls, "client", client);
 }
 
 struct open_ctx {
@@ -258,8 +259,8 @@ on_open (void *opaque, const struct hp_header *reply, void *payload,
 }
 
 void
-backend_open (const char *export, bool readonly, const char *client,
-              backend_open_cb cb, void *opaque)
+backend_open (const char *export, bool readonly, bool tls,
+              const char *client, backend_open_cb cb, void *opaque)
 {
   struct open_ctx *ctx = calloc (1, sizeof *ctx);
   struct bhandle *bh = calloc (1, sizeof *bh);
@@ -273,10 +274,12 @@ backend_open (const char *export, bool readonly, const char *client,
     return;
   }
   bh->readonly = readonly;
+  bh->tls = tls;
   ctx->bh = bh;
   ctx->cb = cb;
   ctx->opaque = opaque;
-  channel_send_json (HP_OPEN, NULL, open_request (export, readonly, client),
+  channel_send_json (HP_OPEN, NULL,
+                     open_request (export, readonly, tls, client),
                      0, on_open, ctx);
 }
 
@@ -341,7 +344,7 @@ reopen_handles (void)
     nr_reopening++;
     bh->reopening = true;
     channel_send_json (HP_OPEN, NULL,
-                       open_request (bh->export, bh->readonly, bh->client),
+                       open_request (bh->export, bh->readonly, bh->tls, bh->client),
                        CH_STARTUP, on_reopen, bh);
   }
   if (--nr_reopening == 0 && state == STARTING)

@@ -516,9 +516,43 @@ def case_drip_does_not_stall_others():
     recvn(a, 512)
 
 
+def case_tls_required():
+    # --tls=require: every option but STARTTLS and ABORT is refused.
+    s = connect()
+    for opt, data in ((7, struct.pack(">IH", 0, 0)), (3, b""), (8, b""),
+                      (6, struct.pack(">IH", 0, 0))):
+        send_opt(s, opt, data)
+        _, typ, msg = opt_reply(s)
+        check("option %d without TLS" % opt, typ, REP_ERR | 5)
+    # NBD_OPT_EXPORT_NAME cannot be refused: the connection ends, and
+    # no export data was ever sent.
+    send_opt(s, 1)
+    if not closed(s):
+        fail("NBD_OPT_EXPORT_NAME without TLS was answered")
+
+
+def case_starttls_unsupported():
+    s = connect()
+    send_opt(s, 5)
+    check("STARTTLS without --tls", opt_reply(s)[1], ERR_UNSUP)
+    go(s)
+
+
+def case_starttls_then_stall():
+    # Start TLS, send the first bytes of a ClientHello, then stall
+    # (until killed), having said so in the file named by argv[3].
+    s = connect()
+    send_opt(s, 5)
+    check("STARTTLS", opt_reply(s)[1], 1)
+    s.sendall(b"\x16\x03\x01\x02")
+    open(sys.argv[3], "w").close()
+    import time
+    time.sleep(600)
+
+
 cases = {name[5:]: fn for name, fn in globals().items()
          if name.startswith("case_")}
-if len(sys.argv) != 3 or sys.argv[2] not in cases:
+if len(sys.argv) < 3 or sys.argv[2] not in cases:
     print("usage: raw-client.py SOCKET CASE; cases:", " ".join(sorted(cases)))
     sys.exit(2)
 cases[sys.argv[2]]()
