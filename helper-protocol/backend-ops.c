@@ -37,7 +37,7 @@ thread_model_name (int m)
 void
 op_hello (const struct hp_header *req, json_t *j)
 {
-  json_t *features;
+  json_t *features, *callbacks;
 
   if (json_integer_value (json_object_get (j, "protocol")) !=
       HP_PROTOCOL_VERSION) {
@@ -54,11 +54,22 @@ op_hello (const struct hp_header *req, json_t *j)
   features = json_array ();
   if (be->wants_memfd)
     json_array_append_new (features, json_string (HP_FEATURE_MEMFD));
+  callbacks = json_array ();
+#define HAS(f) if (be->f) json_array_append_new (callbacks, json_string (#f))
+  HAS (load); HAS (unload); HAS (config); HAS (config_complete);
+  HAS (thread_model_cb); HAS (get_ready); HAS (dump_plugin);
+  HAS (list_exports); HAS (default_export); HAS (open); HAS (close);
+  HAS (get_size); HAS (export_description); HAS (block_size);
+  HAS (can_write); HAS (can_flush); HAS (is_rotational); HAS (can_trim);
+  HAS (can_zero); HAS (can_fast_zero); HAS (can_extents); HAS (can_fua);
+  HAS (can_multi_conn); HAS (can_cache); HAS (pread); HAS (pwrite);
+  HAS (flush); HAS (trim); HAS (zero); HAS (cache); HAS (extents);
+#undef HAS
   workers_start ((unsigned) json_integer_value (json_object_get (j,
                                                                  "threads")));
   send_json_reply (req, 0,
                    json_pack ("{s:i, s:s, s:s?, s:s?, s:s?, s:s, s:s?, "
-                              "s:s?, s:o}",
+                              "s:s?, s:o, s:o}",
                               "protocol", HP_PROTOCOL_VERSION,
                               "name", be->name,
                               "version", be->version,
@@ -67,7 +78,8 @@ op_hello (const struct hp_header *req, json_t *j)
                               "thread_model", thread_model_name (thread_model),
                               "magic_config_key", be->magic_config_key,
                               "config_help", be->config_help,
-                              "features", features));
+                              "features", features,
+                              "callbacks", callbacks));
 }
 
 /* Run a start-up callback returning int and reply {} or the error. */

@@ -373,6 +373,7 @@ backend_info_from_hello (json_t *reply)
   binfo.description = dup_member (reply, "description");
   binfo.magic_config_key = dup_member (reply, "magic_config_key");
   binfo.config_help = dup_member (reply, "config_help");
+  binfo.callbacks = json_incref (json_object_get (reply, "callbacks"));
   binfo.thread_model =
     parse_thread_model (json_string_value (json_object_get (reply,
                                                             "thread_model")));

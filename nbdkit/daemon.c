@@ -59,8 +59,8 @@ daemon_start (void)
     die ("setsid: %m");
 }
 
-static void
-write_pidfile (void)
+void
+daemon_write_pidfile (void)
 {
   char tmp[4096];
   FILE *fp;
@@ -85,7 +85,6 @@ daemon_ready (void)
 {
   int fd;
 
-  write_pidfile ();
   nbdkit_debug ("ready to accept connections");
 
   if (ready_fd == -1)
@@ -96,7 +95,7 @@ daemon_ready (void)
   if (fd >= 0) {
     dup2 (fd, STDIN_FILENO);
     dup2 (fd, STDOUT_FILENO);
-    if (!opt.verbose) {
+    if (!opt.verbose && opt.log != LOGDEST_STDERR) {
       dup2 (fd, STDERR_FILENO);
       log_use_syslog ();
     }

@@ -348,8 +348,10 @@ on_open (void *opaque, struct bhandle *bh, json_t *j, uint32_t status,
   else {
     s->bh = bh;
     s->eflags = transmission_flags (&s->caps, s->structured);
-    /* Contexts chosen for another export do not apply to this one. */
-    if (s->base_allocation &&
+    /* Contexts chosen for another export do not apply to the one a
+     * client goes on to use (looking at one with INFO changes nothing).
+     */
+    if (ctx->option != NBD_OPT_INFO && s->base_allocation &&
         (!s->meta_export || strcmp (s->meta_export, ctx->name) != 0))
       s->base_allocation = false;
     if (ctx->option == NBD_OPT_EXPORT_NAME) {
@@ -466,36 +468,44 @@ on_list (void *opaque, const struct hp_header *reply, void *payload,
 
 /* ---- the option loop ---- */
 
-/* An export name: UTF-8 without NUL, as the specification says of
- * strings.  (Overlong forms and surrogates are let through: the
- * backend only needs a string JSON can carry.)
+/* An export name: strict UTF-8 without NUL, as the specification
+ * says of strings (no overlong forms, surrogates or code points past
+ * U+10FFFF: JSON could not carry them to the backend).
  */
 static bool
 valid_name (const char *name, size_t len)
 {
   const unsigned char *p = (const unsigned char *) name;
-  size_t i = 0, n;
+  size_t i = 0;
 
   while (i < len) {
     unsigned char c = p[i];
+    uint32_t cp, min;
+    size_t n;
 
     if (c == 0)
       return false;
-    if (c < 0x80)
-      n = 0;
-    else if ((c & 0xe0) == 0xc0)
-      n = 1;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    if ((c & 0xe0) == 0xc0)
+      n = 1, cp = c & 0x1f, min = 0x80;
     else if ((c & 0xf0) == 0xe0)
-      n = 2;
+      n = 2, cp = c & 0x0f, min = 0x800;
     else if ((c & 0xf8) == 0xf0)
-      n = 3;
+      n = 3, cp = c & 0x07, min = 0x10000;
     else
       return false;
     if (len - i - 1 < n)
       return false;
-    for (i++; n > 0; n--, i++)
+    for (i++; n > 0; n--, i++) {
       if ((p[i] & 0xc0) != 0x80)
         return false;
+      cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
   }
   return true;
 }

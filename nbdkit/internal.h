@@ -61,6 +61,16 @@ struct options {
   const char *tls_psk;          /* --tls-psk */
   const char *tls_priority;     /* --tls-priority */
   bool tls_verify_peer;         /* --tls-verify-peer */
+  /* Running as a service, or captive. */
+  const char *run;              /* --run CMD */
+  bool print_uri;               /* --print-uri */
+  bool exit_with_parent;        /* --exit-with-parent */
+  bool vsock;                   /* --vsock */
+  const char *user, *group;     /* -u, -g */
+  const char *selinux_label;    /* --selinux-label */
+  enum { LOGDEST_DEFAULT, LOGDEST_STDERR, LOGDEST_SYSLOG, LOGDEST_NULL } log;
+                                /* --log */
+  bool socket_activated;        /* LISTEN_FDS */
   const char *ipaddr;           /* -i */
   const char *port;             /* -p */
   const char *unixsocket;       /* -U path, or the private one for -U - */
@@ -93,7 +103,8 @@ extern int server_debug_flag (const char *flag, int def);
 
 /* ---- log.c ---- */
 
-extern void log_use_syslog (void);
+extern void log_start (void);         /* apply --log */
+extern void log_use_syslog (void);    /* forked: syslog unless --log */
 extern void nbdkit_error (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
 extern void nbdkit_debug (const char *fmt, ...)
@@ -122,6 +133,8 @@ extern void server_connection_ended (void);
  */
 extern void daemon_start (void);
 extern void daemon_ready (void);
+/* -P: written once listening, before privileges are dropped. */
+extern void daemon_write_pidfile (void);
 
 /* ---- tls.c ---- */
 
@@ -146,9 +159,31 @@ extern ssize_t tls_send (void *t, const void *buf, size_t len);
 extern size_t tls_pending (struct tls *t);
 extern void tls_bye (struct tls *t);
 
+/* ---- captive.c: --run, --print-uri, --exit-with-parent ---- */
+
+extern char *captive_uri (void);
+extern void captive_print_uri (void);
+extern void captive_run (void);
+extern void captive_exit_with_parent (void);
+
+/* ---- service.c: systemd and privileges ---- */
+
+/* LISTEN_FDS: the number of sockets passed (0 = not activated). */
+extern unsigned service_listen_fds (void);
+extern void service_ready (void);     /* sd_notify READY=1, watchdog */
+extern void service_stopping (void);  /* sd_notify STOPPING=1 */
+extern void service_resolve_ids (void);       /* -u, -g: look them up */
+extern void service_drop_privileges (void);   /* -u, -g */
+
+/* ---- probe.c: --dump-config ---- */
+
+extern void probe_dump_config (void);
+
 /* ---- listen.c ---- */
 
 extern void listen_start (void);      /* bind; exits 1 on failure */
+/* Socket activation: serve on these already listening sockets. */
+extern void listen_adopt (int first_fd, unsigned n);
 extern void listen_stop (void);
 extern void listen_cleanup (void);    /* remove the private socket dir */
 extern void serve_single (void);      /* -s: one connection on stdin/out */
@@ -229,6 +264,7 @@ struct session {
   unsigned char reqhdr[NBD_REQUEST_SIZE];
   struct request *cur;          /* write whose payload is being read */
   unsigned in_flight;
+  uint64_t read_bytes_in_flight;  /* replies to come: counted as output */
   bool paused;                 /* stopped reading: too much in flight */
   bool disconnecting;          /* NBD_CMD_DISC or EOF seen */
 };
@@ -268,6 +304,7 @@ struct backend_info {
   char *config_help;
   enum thread_model thread_model;
   bool wants_memfd;             /* features: "memfd" */
+  json_t *callbacks;            /* names of the callbacks it has, or NULL */
 };
 
 extern struct backend_info binfo;

@@ -2,9 +2,10 @@
  *
  * Owns the listening sockets (TCP on every address -i/-p resolve to,
  * IPv4 and IPv6; or a unix socket, -U PATH, or -U - for a private
- * socket in a private directory removed at exit), accepting, and -s
- * (one connection on stdin/stdout).  Never blocks: sockets are
- * non-blocking and accept runs from the loop.
+ * socket in a private directory removed at exit; or AF_VSOCK with
+ * --vsock; or the sockets systemd passed), accepting, and -s (one
+ * connection on stdin/stdout).  Never blocks: sockets are non-blocking
+ * and accept runs from the loop.
  */
 
 #include <config.h>
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <linux/vm_sockets.h>
 
 #include "internal.h"
 
@@ -47,6 +49,12 @@ peer_name (const struct sockaddr_storage *ss, socklen_t len,
 
   if (ss->ss_family == AF_UNIX) {
     snprintf (buf, buflen, "unix:");
+    return;
+  }
+  if (ss->ss_family == AF_VSOCK) {
+    const struct sockaddr_vm *vm = (const struct sockaddr_vm *) ss;
+
+    snprintf (buf, buflen, "vsock:%u:%u", vm->svm_cid, vm->svm_port);
     return;
   }
   if (getnameinfo ((const struct sockaddr *) ss, len, host, sizeof host,
@@ -224,13 +232,72 @@ listen_tcp (void)
          opt.ipaddr ? opt.ipaddr : "all addresses", port);
 }
 
+static void
+listen_vsock (void)
+{
+  struct sockaddr_vm addr = {
+    .svm_family = AF_VSOCK,
+    .svm_cid = VMADDR_CID_ANY,
+  };
+  unsigned long port = 10809;
+  char *end;
+  int fd;
+
+  if (opt.port) {
+    errno = 0;
+    port = strtoul (opt.port, &end, 10);
+    if (*end || errno || port > UINT32_MAX || !*opt.port)
+      die ("--vsock -p %s: a vsock port is a number from 0 to 4294967295",
+           opt.port);
+  }
+  addr.svm_port = (unsigned) port;
+  fd = socket (AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd == -1)
+    die ("--vsock: this kernel cannot make AF_VSOCK sockets: %m (load "
+         "the vsock modules, e.g. vmw_vsock_virtio_transport, or run in a "
+         "virtual machine)");
+  if (bind (fd, (struct sockaddr *) &addr, sizeof addr) == -1)
+    die ("--vsock: bind port %lu: %m", port);
+  if (listen (fd, SOMAXCONN) == -1)
+    die ("--vsock: listen: %m");
+  add_listener (fd, true);
+  nbdkit_debug ("listening on vsock port %lu", port);
+}
+
 void
 listen_start (void)
 {
-  if (opt.unixsocket)
+  if (opt.vsock)
+    listen_vsock ();
+  else if (opt.unixsocket)
     listen_unix ();
   else
     listen_tcp ();
+  set_accepting (true);
+}
+
+void
+listen_adopt (int first_fd, unsigned n)
+{
+  unsigned i;
+
+  for (i = 0; i < n; ++i) {
+    int fd = first_fd + (int) i;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int type = 0;
+    socklen_t tlen = sizeof type;
+
+    if (getsockname (fd, (struct sockaddr *) &ss, &len) == -1 ||
+        getsockopt (fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == -1 ||
+        type != SOCK_STREAM)
+      die ("socket activation: file descriptor %d is not a stream socket",
+           fd);
+    fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) | O_NONBLOCK);
+    fcntl (fd, F_SETFD, FD_CLOEXEC);
+    add_listener (fd, ss.ss_family != AF_INET && ss.ss_family != AF_INET6);
+    nbdkit_debug ("socket activation: listening on file descriptor %d", fd);
+  }
   set_accepting (true);
 }
 

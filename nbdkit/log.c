@@ -1,7 +1,11 @@
-/* nbdkit front end: messages.  Errors and debug messages go to stderr,
- * or to syslog once the server has forked into the background.  Debug
- * messages (-v) always go to stderr while it is open.  The backend's
- * stderr lines are relayed here prefixed with the backend's name.
+/* nbdkit front end: messages.  Errors go where --log says: stderr
+ * (the default in the foreground and under socket activation), syslog
+ * (the default once forked into the background) or nowhere.  Debug
+ * messages (-v) always go to stderr while it is open.  When stderr is
+ * a journald stream (JOURNAL_STREAM names it), each line starts with
+ * its syslog priority, "<3>" or "<7>", so that journald records errors
+ * as errors.  The backend's stderr lines are relayed here prefixed with
+ * the backend's name.
  */
 
 #include <config.h>
@@ -10,18 +14,52 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-static bool use_syslog;
+static bool use_syslog, discard, journal;
 
 void
 log_use_syslog (void)
 {
+  if (opt.log != LOGDEST_DEFAULT)
+    return;                     /* --log chose already */
   openlog (PROGRAM_NAME, LOG_PID, LOG_DAEMON);
   use_syslog = true;
+}
+
+/* Is stderr the journal stream systemd gave us? */
+static bool
+stderr_is_journal (void)
+{
+  const char *js = getenv ("JOURNAL_STREAM");
+  unsigned long long dev, ino;
+  struct stat st;
+
+  return js && sscanf (js, "%llu:%llu", &dev, &ino) == 2 &&
+         fstat (STDERR_FILENO, &st) == 0 &&
+         (unsigned long long) st.st_dev == dev &&
+         (unsigned long long) st.st_ino == ino;
+}
+
+void
+log_start (void)
+{
+  journal = stderr_is_journal ();
+  switch (opt.log) {
+  case LOGDEST_SYSLOG:
+    openlog (PROGRAM_NAME, LOG_PID, LOG_DAEMON);
+    use_syslog = true;
+    break;
+  case LOGDEST_NULL:
+    discard = true;
+    break;
+  default:
+    break;
+  }
 }
 
 static void
@@ -29,7 +67,18 @@ vlog (int priority, const char *prefix, const char *fmt, va_list args)
 {
   int saved_errno = errno;
 
-  if (use_syslog) {
+  /* Debug messages go to stderr whatever --log says. */
+  if (priority == LOG_DEBUG && (use_syslog || discard)) {
+    char *msg;
+
+    if (vasprintf (&msg, fmt, args) >= 0) {
+      dprintf (STDERR_FILENO, "%s: %s%s\n", PROGRAM_NAME, prefix, msg);
+      free (msg);
+    }
+  }
+  else if (discard)
+    ;
+  else if (use_syslog) {
     char *msg;
 
     if (vasprintf (&msg, fmt, args) >= 0) {
@@ -42,7 +91,11 @@ vlog (int priority, const char *prefix, const char *fmt, va_list args)
     char *msg;
 
     if (vasprintf (&msg, fmt, args) >= 0) {
-      dprintf (STDERR_FILENO, "%s: %s%s\n", PROGRAM_NAME, prefix, msg);
+      if (journal)
+        dprintf (STDERR_FILENO, "<%d>%s: %s%s\n", priority, PROGRAM_NAME,
+                 prefix, msg);
+      else
+        dprintf (STDERR_FILENO, "%s: %s%s\n", PROGRAM_NAME, prefix, msg);
       free (msg);
     }
   }
@@ -87,8 +140,15 @@ log_backend_line (const char *line)
 {
   const char *name = binfo.name ? binfo.name : opt.backend_name;
 
+  int priority = strstr (line, "error") ? LOG_ERR : LOG_INFO;
+
+  if (discard)
+    return;
   if (use_syslog)
-    syslog (strstr (line, "error") ? LOG_ERR : LOG_INFO, "%s: %s", name, line);
+    syslog (priority, "%s: %s", name, line);
+  else if (journal)
+    dprintf (STDERR_FILENO, "<%d>%s: %s: %s\n", priority, PROGRAM_NAME, name,
+             line);
   else
     dprintf (STDERR_FILENO, "%s: %s: %s\n", PROGRAM_NAME, name, line);
 }

@@ -45,6 +45,7 @@ server_quit (int status)
   quitting = true;
   exit_status = status;
   nbdkit_debug ("shutting down");
+  service_stopping ();
   listen_stop ();
   conn_drain_all ();
   if (nr_connections == 0)

@@ -34,7 +34,7 @@ struct options opt = {
 static char **backend_args;
 static int nr_backend_args;
 
-static bool want_help, want_dump, want_newstyle;
+static bool want_help, want_dump, want_newstyle, want_version;
 
 enum {
   HELP_OPTION = 256,
@@ -47,6 +47,13 @@ enum {
   TLS_PSK_OPTION,
   TLS_PRIORITY_OPTION,
   TLS_VERIFY_PEER_OPTION,
+  RUN_OPTION,
+  PRINT_URI_OPTION,
+  EXIT_WITH_PARENT_OPTION,
+  DUMP_CONFIG_OPTION,
+  VSOCK_OPTION,
+  LOG_OPTION,
+  SELINUX_LABEL_OPTION,
   BACKEND_TIMEOUT_OPTION,
   BACKEND_MAX_RESTARTS_OPTION,
   BACKEND_RESTART_WINDOW_OPTION,
@@ -56,7 +63,7 @@ enum {
   BACKEND_RLIMIT_OPTION,
 };
 
-static const char short_options[] = "+D:e:fi:noP:p:rst:U:vV";
+static const char short_options[] = "+D:e:fg:i:noP:p:rst:U:u:vV";
 static const struct option long_options[] = {
   { "backend-failure",  required_argument, NULL, BACKEND_FAILURE_OPTION },
   { "backend-group",    required_argument, NULL, BACKEND_GROUP_OPTION },
@@ -68,12 +75,16 @@ static const struct option long_options[] = {
   { "backend-timeout",  required_argument, NULL, BACKEND_TIMEOUT_OPTION },
   { "backend-user",     required_argument, NULL, BACKEND_USER_OPTION },
   { "debug",        required_argument, NULL, 'D' },
+  { "dump-config",  no_argument,       NULL, DUMP_CONFIG_OPTION },
   { "dump-plugin",  no_argument,       NULL, DUMP_PLUGIN_OPTION },
+  { "exit-with-parent", no_argument,   NULL, EXIT_WITH_PARENT_OPTION },
   { "export",       required_argument, NULL, 'e' },
   { "export-name",  required_argument, NULL, 'e' },
   { "exportname",   required_argument, NULL, 'e' },
   { "filter",       required_argument, NULL, FILTER_OPTION },
   { "foreground",   no_argument,       NULL, 'f' },
+  { "group",        required_argument, NULL, 'g' },
+  { "log",          required_argument, NULL, LOG_OPTION },
   { "no-fork",      no_argument,       NULL, 'f' },
   { "help",         no_argument,       NULL, HELP_OPTION },
   { "ip-addr",      required_argument, NULL, 'i' },
@@ -84,10 +95,13 @@ static const struct option long_options[] = {
   { "no-structured-replies", no_argument, NULL, NO_SR_OPTION },
   { "oldstyle",     no_argument,       NULL, 'o' },
   { "pid-file",     required_argument, NULL, 'P' },
+  { "print-uri",    no_argument,       NULL, PRINT_URI_OPTION },
   { "pidfile",      required_argument, NULL, 'P' },
   { "port",         required_argument, NULL, 'p' },
   { "read-only",    no_argument,       NULL, 'r' },
   { "readonly",     no_argument,       NULL, 'r' },
+  { "run",          required_argument, NULL, RUN_OPTION },
+  { "selinux-label", required_argument, NULL, SELINUX_LABEL_OPTION },
   { "single",       no_argument,       NULL, 's' },
   { "stdin",        no_argument,       NULL, 's' },
   { "threads",      required_argument, NULL, 't' },
@@ -97,8 +111,10 @@ static const struct option long_options[] = {
   { "tls-psk",      required_argument, NULL, TLS_PSK_OPTION },
   { "tls-verify-peer", no_argument,    NULL, TLS_VERIFY_PEER_OPTION },
   { "unix",         required_argument, NULL, 'U' },
+  { "user",         required_argument, NULL, 'u' },
   { "verbose",      no_argument,       NULL, 'v' },
   { "version",      no_argument,       NULL, 'V' },
+  { "vsock",        no_argument,       NULL, VSOCK_OPTION },
   { NULL },
 };
 
@@ -110,7 +126,9 @@ usage (void)
 "       [--mask-handshake MASK] [-n] [--no-sr] [-o] [-P PIDFILE]\n"
 "       [-p PORT] [-r] [-s] [-t THREADS] [--tls=off|on|require]\n"
 "       [--tls-certificates DIR] [--tls-psk FILE] [--tls-verify-peer]\n"
-"       [--tls-priority PRIORITY] [-U SOCKET] [-v]\n"
+"       [--tls-priority PRIORITY] [-U SOCKET] [-u USER] [-g GROUP]\n"
+"       [--run CMD] [--print-uri] [--exit-with-parent] [--log DEST]\n"
+"       [--vsock] [-v]\n"
 "       BACKEND [key=value ...]\n"
 "\n"
 "Serve BACKEND over the Network Block Device protocol.  BACKEND is a\n"
@@ -141,6 +159,19 @@ usage (void)
 "      --tls-verify-peer       require a client certificate from the CA\n"
 "  -U, --unix SOCKET           listen on a unix socket (- = private)\n"
 "  -v, --verbose               debug messages on stderr\n"
+"\n"
+"Captive use and services (see nbdkit-captive(1), nbdkit-service(1)):\n"
+"      --run CMD               run CMD once ready ($uri, $nbd, $port,\n"
+"                              $unixsocket, $exportname, $tls set), then\n"
+"                              exit with its status\n"
+"      --print-uri             print the URI clients use once ready\n"
+"      --exit-with-parent      exit when the parent process exits\n"
+"      --log stderr|syslog|null  where messages go\n"
+"  -u, --user USER, -g, --group GROUP\n"
+"                              run as USER/GROUP once the sockets are bound\n"
+"      --vsock                 listen on AF_VSOCK (port: -p)\n"
+"      --selinux-label LABEL   label the sockets (needs SELinux support)\n"
+"      --dump-config           print how this nbdkit was built\n"
 "  -V, --version               print the version and exit\n"
 "\n"
 "Supervision of the backend process (see nbdkit-supervision(1)):\n"
@@ -427,6 +458,9 @@ describe_backend (void)
   json_decref (hello);
   if (want_help)
     print_backend_help ();
+  else if (want_version)
+    printf ("%s %s\n", binfo.name,
+            binfo.version && *binfo.version ? binfo.version : "(no version)");
   else
     dump_backend ();
   fflush (stdout);
@@ -448,10 +482,19 @@ dump_backend (void)
     printf ("version=%s\n", binfo.version);
   if (binfo.longname && *binfo.longname)
     printf ("longname=%s\n", binfo.longname);
+  printf ("api_version=2\n");
   printf ("helper_protocol=%d\n", HP_PROTOCOL_VERSION);
   printf ("thread_model=%s\n", thread_model_name (binfo.thread_model));
   if (binfo.magic_config_key)
     printf ("magic_config_key=%s\n", binfo.magic_config_key);
+  {
+    json_t *cb;
+    size_t i;
+
+    json_array_foreach (binfo.callbacks, i, cb)
+      if (json_is_string (cb))
+        printf ("has_%s=1\n", json_string_value (cb));
+  }
   if ((reply = call_sync (HP_DUMP, &msg)) != NULL) {
     json_object_foreach (reply, key, value) {
       if (json_is_string (value))
@@ -649,6 +692,40 @@ main (int argc, char *argv[])
     case 'n':
       want_newstyle = true;
       break;
+    case RUN_OPTION:
+      opt.run = optarg;
+      break;
+    case PRINT_URI_OPTION:
+      opt.print_uri = true;
+      break;
+    case EXIT_WITH_PARENT_OPTION:
+      opt.exit_with_parent = true;
+      break;
+    case DUMP_CONFIG_OPTION:
+      probe_dump_config ();
+      exit (EXIT_SUCCESS);
+    case VSOCK_OPTION:
+      opt.vsock = true;
+      break;
+    case LOG_OPTION:
+      if (strcmp (optarg, "stderr") == 0)
+        opt.log = LOGDEST_STDERR;
+      else if (strcmp (optarg, "syslog") == 0)
+        opt.log = LOGDEST_SYSLOG;
+      else if (strcmp (optarg, "null") == 0)
+        opt.log = LOGDEST_NULL;
+      else
+        die ("--log=%s: expected stderr, syslog or null", optarg);
+      break;
+    case SELINUX_LABEL_OPTION:
+      opt.selinux_label = optarg;
+      break;
+    case 'u':
+      opt.user = optarg;
+      break;
+    case 'g':
+      opt.group = optarg;
+      break;
     case TLS_OPTION:
       if (strcmp (optarg, "off") == 0)
         opt.tls = TLS_OFF;
@@ -707,8 +784,8 @@ main (int argc, char *argv[])
       opt.verbose = true;
       break;
     case 'V':
-      printf ("%s %s\n", PROGRAM_NAME, PACKAGE_VERSION);
-      exit (EXIT_SUCCESS);
+      want_version = true;
+      break;
     default:
       fprintf (stderr, "%s: try '%s --help' for the list of options\n",
                PROGRAM_NAME, PROGRAM_NAME);
@@ -716,6 +793,11 @@ main (int argc, char *argv[])
     }
   }
 
+  if (want_version) {
+    printf ("%s %s\n", PROGRAM_NAME, PACKAGE_VERSION);
+    if (optind >= argc)
+      exit (EXIT_SUCCESS);
+  }
   if (optind >= argc) {
     if (want_help) {
       usage ();
@@ -732,6 +814,24 @@ main (int argc, char *argv[])
     die ("-U cannot be combined with -p or -i");
   if (opt.single)
     opt.foreground = true;
+  if (opt.run && opt.single)
+    die ("--run cannot be combined with -s: the command needs a socket "
+         "to connect to");
+  if (opt.vsock && (opt.unixsocket || opt.single || opt.ipaddr))
+    die ("--vsock cannot be combined with -U, -s or -i");
+  if (opt.run || opt.exit_with_parent)
+    opt.foreground = true;
+  if (opt.selinux_label)
+    die ("--selinux-label=%s: this nbdkit was built without SELinux "
+         "support, so it cannot label its sockets", opt.selinux_label);
+  if (service_listen_fds () > 0) {
+    if (opt.ipaddr || opt.port || opt.run || opt.single || opt.unixsocket ||
+        opt.vsock)
+      die ("socket activation (LISTEN_FDS is set): -i, -p, --run, -s, -U "
+           "and --vsock cannot be used; the sockets come from systemd");
+    opt.socket_activated = true;
+    opt.foreground = true;
+  }
   if (opt.oldstyle && want_newstyle)
     die ("-n/--newstyle and -o/--oldstyle cannot both be given");
   if (opt.oldstyle && opt.tls != TLS_OFF)
@@ -748,10 +848,13 @@ main (int argc, char *argv[])
   loop_init ();
 
   route_debug_flags ();
-  if (want_help || want_dump) {
+  if (want_help || want_dump || want_version) {
     describe_backend ();
     exit (EXIT_SUCCESS);
   }
+  service_resolve_ids ();
+  captive_exit_with_parent ();
+  log_start ();
 
   tls_init ();
   if (!opt.foreground)
@@ -763,10 +866,17 @@ main (int argc, char *argv[])
 
   if (opt.single)
     serve_single ();
+  else if (opt.socket_activated)
+    listen_adopt (3, service_listen_fds ());
   else
     listen_start ();
+  daemon_write_pidfile ();
+  service_drop_privileges ();
 
+  captive_print_uri ();
   daemon_ready ();
+  service_ready ();
+  captive_run ();
   status = loop_run ();
   tls_cleanup ();
   return status;

@@ -264,6 +264,7 @@ backend_open (const char *export, bool readonly, bool tls,
 {
   struct open_ctx *ctx = calloc (1, sizeof *ctx);
   struct bhandle *bh = calloc (1, sizeof *bh);
+  json_t *req;
 
   if (!ctx || !bh || !(bh->export = strdup (export)) ||
       !(bh->client = strdup (client))) {
@@ -278,9 +279,16 @@ backend_open (const char *export, bool readonly, bool tls,
   ctx->bh = bh;
   ctx->cb = cb;
   ctx->opaque = opaque;
-  channel_send_json (HP_OPEN, NULL,
-                     open_request (export, readonly, tls, client),
-                     0, on_open, ctx);
+  req = open_request (export, readonly, tls, client);
+  if (!req) {
+    /* Never send {} for it: that would open the default export. */
+    free (ctx);
+    bhandle_free (bh);
+    cb (opaque, NULL, NULL, HP_EINVAL,
+        "the export name cannot be passed to the backend");
+    return;
+  }
+  channel_send_json (HP_OPEN, NULL, req, 0, on_open, ctx);
 }
 
 /* ---- starting an incarnation ---- */
@@ -344,7 +352,8 @@ reopen_handles (void)
     nr_reopening++;
     bh->reopening = true;
     channel_send_json (HP_OPEN, NULL,
-                       open_request (bh->export, bh->readonly, bh->tls, bh->client),
+                       open_request (bh->export, bh->readonly, bh->tls,
+                                     bh->client),
                        CH_STARTUP, on_reopen, bh);
   }
   if (--nr_reopening == 0 && state == STARTING)

@@ -9,8 +9,8 @@
  *
  * Memory per connection is bounded: at most MAX_IN_FLIGHT requests are
  * outstanding and at most MAX_QUEUED_OUTPUT bytes of replies wait for
- * the client; past either, the connection stops reading until it
- * drains.  A write's payload is only allocated after its header passed
+ * the client or are still to come for the reads in flight; past
+ * either, the connection stops reading until it drains.  A write's payload is only allocated after its header passed
  * validation (and never more than 32 MiB); a refused write's payload is
  * read and thrown away through a fixed buffer.
  */
@@ -429,6 +429,8 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
   uint32_t error = reply ? reply->status : NBD_EIO;
 
   s->in_flight--;
+  if (r->cmd == NBD_CMD_READ)
+    s->read_bytes_in_flight -= r->count;
   if (error && opt.verbose)
     nbdkit_debug ("%s: %s offset %" PRIu64 " count %" PRIu32 ": %s%s%s",
                   conn_peer (conn), cmd_name (r->cmd), r->offset, r->count,
@@ -475,6 +477,8 @@ submit (struct conn *conn, struct request *r)
 
   r->data = NULL;               /* the channel owns it from here */
   s->in_flight++;
+  if (r->cmd == NBD_CMD_READ)
+    s->read_bytes_in_flight += r->count;
   conn_ref (conn);
   channel_send (&h, s->bh, data, data ? r->count : 0, 0, on_backend_reply, r);
 }
@@ -587,7 +591,8 @@ must_pause (struct conn *conn)
   struct session *s = conn_session (conn);
 
   return s->in_flight >= MAX_IN_FLIGHT ||
-         conn_output_bytes (conn) >= MAX_QUEUED_OUTPUT;
+         conn_output_bytes (conn) + s->read_bytes_in_flight >=
+         MAX_QUEUED_OUTPUT;
 }
 
 static void

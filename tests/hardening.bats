@@ -103,3 +103,8 @@ raw() {
     start_server memory 1M
     raw drip_does_not_stall_others
 }
+
+@test "NBD_OPT_INFO about another export keeps the metadata context" {
+    start_server memory 1M
+    raw info_keeps_meta_context
+}

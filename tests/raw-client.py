@@ -405,9 +405,11 @@ def case_masked_flag_refused():
 
 def case_bad_utf8_name():
     s = connect()
-    name = b"\xff\xfe"
-    send_opt(s, 7, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
-    check("export name that is not UTF-8", opt_reply(s)[1], ERR_INVALID)
+    for name in (b"\xff\xfe", b"\xc0\x80", b"\xed\xa0\x80",
+                 b"\xf4\x90\x80\x80"):
+        send_opt(s, 7, struct.pack(">I", len(name)) + name +
+                 struct.pack(">H", 0))
+        check("export name %r" % name, opt_reply(s)[1], ERR_INVALID)
     go(s)
 
 
@@ -548,6 +550,24 @@ def case_starttls_then_stall():
     open(sys.argv[3], "w").close()
     import time
     time.sleep(600)
+
+
+def case_info_keeps_meta_context():
+    # SET_META_CONTEXT for "", INFO about another export, GO "": the
+    # context still applies.
+    s = connect()
+    send_opt(s, 8)
+    check("STRUCTURED_REPLY", opt_reply(s)[1], 1)
+    send_opt(s, 10, meta_query(10, [b"base:allocation"]))
+    check("SET base:allocation", meta_replies(s), [(1, b"base:allocation")])
+    send_opt(s, 6, struct.pack(">I", 5) + b"other" + struct.pack(">H", 0))
+    while opt_reply(s)[1] != 1:
+        pass
+    go(s)
+    request(s, 7, 0, 4096, cookie=4)
+    magic, fl, typ, cookie, length = struct.unpack(">IHHQI", recvn(s, 20))
+    check("block status after INFO", (typ, cookie), (5, 4))
+    recvn(s, length)
 
 
 cases = {name[5:]: fn for name, fn in globals().items()

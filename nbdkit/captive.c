@@ -1,0 +1,188 @@
+/* nbdkit front end: captive use, as nbdkit-captive(1) describes.
+ *
+ * Owns the URI of the running server (for --print-uri and --run), the
+ * --run command (started through the shell once the server is ready,
+ * with $uri, $nbd, $port, $unixsocket, $exportname, $tls,
+ * $tls_certificates and $tls_psk in its environment; the server exits
+ * when it does, with its exit status, 128+N for a signal), and
+ * --exit-with-parent.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static ev_child run_watcher;
+static pid_t parent_pid;
+
+/* Append s to the URI, percent-encoding all but unreserved bytes
+ * (and '/' where allowed).
+ */
+static void
+append_encoded (FILE *fp, const char *s, bool keep_slash)
+{
+  for (; *s; ++s) {
+    unsigned char c = *s;
+
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+        (c >= '0' && c <= '9') || strchr ("-._~", c) ||
+        (keep_slash && c == '/'))
+      fputc (c, fp);
+    else
+      fprintf (fp, "%%%02X", c);
+  }
+}
+
+/* The NBD URI clients use (see the NBD URI specification). */
+char *
+captive_uri (void)
+{
+  char *uri = NULL;
+  size_t len = 0;
+  FILE *fp = open_memstream (&uri, &len);
+  const char *s = opt.tls == TLS_REQUIRE ? "s" : "";
+
+  if (!fp)
+    die ("out of memory");
+  if (opt.vsock)
+    fprintf (fp, "nbd%s+vsock://1:%s/", s, opt.port ? opt.port : "10809");
+  else if (opt.unixsocket)
+    fprintf (fp, "nbd%s+unix:///", s);
+  else {
+    const char *host = opt.ipaddr ? opt.ipaddr : "localhost";
+
+    if (strchr (host, ':'))
+      fprintf (fp, "nbd%s://[%s]", s, host);
+    else
+      fprintf (fp, "nbd%s://%s", s, host);
+    fprintf (fp, ":%s/", opt.port ? opt.port : "10809");
+  }
+  append_encoded (fp, opt.exportname, false);
+  if (opt.unixsocket && !opt.vsock) {
+    fputs ("?socket=", fp);
+    append_encoded (fp, opt.unixsocket, true);
+  }
+  if (fclose (fp) != 0)
+    die ("out of memory");
+  return uri;
+}
+
+/* The old qemu-style address, $nbd. */
+static char *
+old_style_address (void)
+{
+  char *s = NULL;
+  int r;
+
+  if (opt.unixsocket)
+    r = asprintf (&s, "nbd:unix:%s%s%s", opt.unixsocket,
+                  *opt.exportname ? ":exportname=" : "", opt.exportname);
+  else
+    r = asprintf (&s, "nbd:%s:%s%s%s",
+                  opt.ipaddr ? opt.ipaddr : "localhost",
+                  opt.port ? opt.port : "10809",
+                  *opt.exportname ? ":exportname=" : "", opt.exportname);
+  if (r == -1)
+    die ("out of memory");
+  return s;
+}
+
+void
+captive_print_uri (void)
+{
+  char *uri;
+
+  if (!opt.print_uri)
+    return;
+  uri = captive_uri ();
+  printf ("%s\n", uri);
+  fflush (stdout);
+  free (uri);
+}
+
+static void
+on_run_exit (struct ev_loop *l, ev_child *w, int revents)
+{
+  int status = w->rstatus, code;
+
+  ev_child_stop (loop, w);
+  if (WIFEXITED (status)) {
+    code = WEXITSTATUS (status);
+    nbdkit_debug ("--run: the command exited with status %d", code);
+  }
+  else if (WIFSIGNALED (status)) {
+    code = 128 + WTERMSIG (status);
+    nbdkit_debug ("--run: the command was killed by signal %d",
+                  WTERMSIG (status));
+  }
+  else
+    code = EXIT_FAILURE;
+  server_quit (code);
+}
+
+static void
+set_env (const char *name, const char *value)
+{
+  if (setenv (name, value ? value : "", 1) == -1)
+    _exit (127);
+}
+
+void
+captive_run (void)
+{
+  pid_t pid;
+
+  if (!opt.run)
+    return;
+  pid = fork ();
+  if (pid == -1)
+    die ("--run: fork: %m");
+  if (pid == 0) {
+    const char *tls[] = { "0", "1", "2" };
+
+    signal (SIGPIPE, SIG_DFL);
+    set_env ("uri", captive_uri ());
+    set_env ("nbd", old_style_address ());
+    set_env ("port", opt.unixsocket || opt.vsock ? ""
+             : opt.port ? opt.port : "10809");
+    set_env ("unixsocket", opt.unixsocket);
+    set_env ("exportname", opt.exportname);
+    set_env ("tls", tls[opt.tls]);
+    if (opt.tls != TLS_OFF && tls_certificates_dir ())
+      set_env ("tls_certificates", tls_certificates_dir ());
+    else
+      unsetenv ("tls_certificates");
+    if (opt.tls_psk)
+      set_env ("tls_psk", opt.tls_psk);
+    else
+      unsetenv ("tls_psk");
+    execl ("/bin/sh", "sh", "-c", opt.run, (char *) NULL);
+    fprintf (stderr, "%s: --run: /bin/sh: %m\n", PROGRAM_NAME);
+    _exit (127);
+  }
+  ev_child_init (&run_watcher, on_run_exit, pid, 0);
+  ev_child_start (loop, &run_watcher);
+}
+
+void
+captive_exit_with_parent (void)
+{
+  if (!opt.exit_with_parent)
+    return;
+  parent_pid = getppid ();
+  /* SIGTERM when the parent dies: an orderly shutdown. */
+  if (prctl (PR_SET_PDEATHSIG, SIGTERM) == -1)
+    die ("--exit-with-parent: prctl: %m");
+  /* It may have died already, before prctl took effect. */
+  if (getppid () != parent_pid || parent_pid == 1)
+    die ("--exit-with-parent: the parent process has already exited");
+}

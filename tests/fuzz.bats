@@ -1,0 +1,82 @@
+# Fuzzing the front end's parsers (tests/fuzz/fuzz-server.c): the seed
+# corpus replayed through the harness built with the normal compiler
+# (tests/fuzz-replay), the crash reproducers kept in the corpus, and a
+# short libFuzzer run under ASan and UBSan when clang can build one.
+
+load helpers
+
+REPLAY=$top_builddir/tests/fuzz-replay
+CORPUS=$top_srcdir/tests/fuzz/corpus
+
+# The seeds: the corpus less the crash reproducers.
+seeds() {
+    local f
+    for f in "$CORPUS"/*; do
+        case ${f##*/} in crash-*) ;; *) printf '%s\n' "$f" ;; esac
+    done
+}
+
+replay() {
+    [ -x "$REPLAY" ] || {
+        echo "$REPLAY is not built (make check, or make tests/fuzz-replay)"
+        return 1
+    }
+    run "$REPLAY" "$@"
+    echo "$output" | tail -n 40
+    [ "$status" -eq 0 ]
+}
+
+@test "every seed of the fuzzing corpus replays through the harness" {
+    local files
+    mapfile -t files < <(seeds)
+    [ "${#files[@]}" -ge 8 ]
+    FUZZ_NBDKIT_OPTIONS=quiet replay "${files[@]}"
+    [[ "$output" == *"${#files[@]} inputs replayed"* ]]
+}
+
+@test "the seeds replay with other server options too" {
+    local files o
+    mapfile -t files < <(seeds)
+    for o in tls=off,readonly,no-sr tls=require oldstyle mask=0; do
+        echo "# FUZZ_NBDKIT_OPTIONS=$o"
+        FUZZ_NBDKIT_OPTIONS=quiet,$o replay "${files[@]}"
+    done
+}
+
+@test "the committed corpus is what make-corpus.py makes" {
+    requires python3
+    /usr/bin/python3 "$top_srcdir/tests/fuzz/make-corpus.py" \
+        "$BATS_TEST_TMPDIR/corpus"
+    local f
+    for f in "$BATS_TEST_TMPDIR"/corpus/*; do
+        cmp "$f" "$CORPUS/${f##*/}"
+    done
+    [ "$(ls "$BATS_TEST_TMPDIR/corpus" | wc -l)" -eq "$(seeds | wc -l)" ]
+}
+
+@test "the crash reproducers in the corpus no longer crash" {
+    local files=("$CORPUS"/crash-*)
+    [ -e "${files[0]}" ] || skip "no crash reproducers in tests/fuzz/corpus"
+    local f
+    for f in "${files[@]}"; do
+        echo "# ${f##*/}"
+        FUZZ_NBDKIT_OPTIONS=quiet replay "$f"
+    done
+}
+
+@test "a bounded libFuzzer run (ASan, UBSan) finds nothing" {
+    local cc=${FUZZ_CC:-clang}
+    command -v "$cc" >/dev/null 2>&1 ||
+        skip "$cc is not installed (apt-get install clang libclang-rt-dev)"
+    printf 'int LLVMFuzzerTestOneInput (const char *d, unsigned long n) { return 0; }\n' \
+        > "$BATS_TEST_TMPDIR/t.c"
+    "$cc" -fsanitize=fuzzer,address -o "$BATS_TEST_TMPDIR/t" \
+        "$BATS_TEST_TMPDIR/t.c" >/dev/null 2>&1 ||
+        skip "$cc cannot build a libFuzzer program (apt-get install libclang-rt-dev)"
+    # A make of its own, not the jobserver of a 'make check' around it.
+    run env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+        make -s -C "$top_builddir" fuzz-run FUZZ_CC="$cc"
+    echo "$output" | tail -n 120
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"fuzz-run: no crash"* ]]
+}
