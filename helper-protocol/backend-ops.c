@@ -95,11 +95,22 @@ reply_to_int (const struct hp_header *req, int r, json_t *ok)
   context_end ();
 }
 
+/* Set by nbdkit_set_magic_config_key during a config callback. */
+static char *new_magic_key;
+
+void
+nbdkit_set_magic_config_key (const char *key)
+{
+  free (new_magic_key);
+  new_magic_key = key ? strdup (key) : NULL;
+}
+
 void
 op_config (const struct hp_header *req, json_t *j)
 {
   const char *key = json_string_value (json_object_get (j, "key"));
   const char *value = json_string_value (json_object_get (j, "value"));
+  json_t *ok = NULL;
   int r;
 
   context_begin (false, NULL, false);
@@ -118,7 +129,11 @@ op_config (const struct hp_header *req, json_t *j)
     context_get ()->config_value = value;
     r = be->config (key, value);
   }
-  reply_to_int (req, r, NULL);
+  if (r == 0 && new_magic_key && *new_magic_key)
+    ok = json_pack ("{s:s}", "magic_config_key", new_magic_key);
+  free (new_magic_key);
+  new_magic_key = NULL;
+  reply_to_int (req, r, ok);
 }
 
 void

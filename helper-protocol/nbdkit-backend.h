@@ -174,6 +174,12 @@ extern int nbdkit_parse_uint64_t (const char *what, const char *str,
 extern char *nbdkit_absolute_path (const char *path);
 extern char *nbdkit_realpath (const char *path);
 
+/* From a config callback: the bare arguments after this parameter on
+ * the command line take KEY (a script that declares its own magic
+ * config key, as with nbdkit-sh-backend).
+ */
+extern void nbdkit_set_magic_config_key (const char *key);
+
 /* The connection being opened or served by the calling thread. */
 extern const char *nbdkit_export_name (void);
 extern int nbdkit_is_tls (void);

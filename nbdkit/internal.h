@@ -39,6 +39,7 @@
 struct config_param {
   char *key;
   char *value;
+  bool bare;                    /* given without KEY=: key is the magic one */
 };
 
 enum tls_mode { TLS_OFF, TLS_ON, TLS_REQUIRE };

@@ -337,7 +337,7 @@ is_key_value (const char *arg)
 }
 
 static void
-add_param (const char *key, size_t keylen, const char *value)
+add_param (const char *key, size_t keylen, const char *value, bool bare)
 {
   struct config_param *p;
 
@@ -347,6 +347,7 @@ add_param (const char *key, size_t keylen, const char *value)
   opt.params = p;
   p[opt.nr_params].key = strndup (key, keylen);
   p[opt.nr_params].value = strdup (value);
+  p[opt.nr_params].bare = bare;
   if (!p[opt.nr_params].key || !p[opt.nr_params].value)
     die ("out of memory");
   opt.nr_params++;
@@ -354,7 +355,9 @@ add_param (const char *key, size_t keylen, const char *value)
 
 /* Turn the arguments after BACKEND into key=value pairs, applying the
  * backend's magic config key (or "script" for the first bare argument
- * of a backend that has none).
+ * of a backend that has none).  A backend may change its magic key in
+ * the reply to a CONFIG (the sh backend does, after loading the script
+ * that declares one): the supervisor then renames the later bare ones.
  */
 static void
 resolve_params (void)
@@ -365,11 +368,13 @@ resolve_params (void)
     const char *arg = backend_args[i];
 
     if (is_key_value (arg))
-      add_param (arg, (size_t) (strchr (arg, '=') - arg), strchr (arg, '=') + 1);
+      add_param (arg, (size_t) (strchr (arg, '=') - arg), strchr (arg, '=') + 1,
+                 false);
     else if (binfo.magic_config_key)
-      add_param (binfo.magic_config_key, strlen (binfo.magic_config_key), arg);
+      add_param (binfo.magic_config_key, strlen (binfo.magic_config_key), arg,
+                 true);
     else if (i == 0)
-      add_param ("script", 6, arg);
+      add_param ("script", 6, arg, true);
     else
       die ("%s: '%s': backend parameters must be key=value "
            "(this backend has no magic parameter)", binfo.name, arg);

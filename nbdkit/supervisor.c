@@ -413,17 +413,49 @@ on_config_complete (void *opaque, const struct hp_header *reply,
                        NULL);
 }
 
+/* A CONFIG reply may name a new magic config key: the bare parameters
+ * after this one take it.
+ */
+static bool
+apply_magic_key (json_t *j)
+{
+  json_t *m = json_object_get (j, "magic_config_key");
+  size_t i;
+
+  if (!m)
+    return true;
+  if (!json_is_string (m) || !*json_string_value (m)) {
+    start_failed ("config: magic_config_key in the reply is not a "
+                  "non-empty string");
+    return false;
+  }
+  for (i = config_index; i < opt.nr_params; ++i) {
+    char *key;
+
+    if (!opt.params[i].bare)
+      continue;
+    key = strdup (json_string_value (m));
+    if (!key)
+      die ("out of memory");
+    free (opt.params[i].key);
+    opt.params[i].key = key;
+  }
+  return true;
+}
+
 /* After CONFIG or ATTACH_FD (opaque names which): the next parameter. */
 static void
 on_config_step (void *opaque, const struct hp_header *reply, void *payload,
                 uint32_t len)
 {
-  if (startup_ok (opaque, reply, payload, len))
+  json_t *j = startup_reply (opaque, reply, payload, len);
+  bool ok = j && apply_magic_key (j);
+
+  free (payload);
+  json_decref (j);
+  if (ok)
     send_next_config ();
 }
-
-
-
 
 static void
 send_next_config (void)
