@@ -340,6 +340,30 @@ parse_thread_model (const char *s)
        opt.backend_name, s);
 }
 
+/* GET_READY may name a more serialized thread model than HELLO did (a
+ * script backend learns its script's only after loading it).
+ */
+void
+backend_lower_thread_model (const char *s)
+{
+  enum thread_model m;
+
+  if (!s)
+    return;
+  if (strcmp (s, "parallel") != 0 && strcmp (s, "serialize_requests") != 0 &&
+      strcmp (s, "serialize_all_requests") != 0 &&
+      strcmp (s, "serialize_connections") != 0) {
+    nbdkit_debug ("get_ready: unknown thread model '%s' ignored", s);
+    return;
+  }
+  m = parse_thread_model (s);
+  if (m < binfo.thread_model) {
+    nbdkit_debug ("%s: thread model lowered to %s", binfo.name,
+                  thread_model_name (m));
+    binfo.thread_model = m;
+  }
+}
+
 static char *
 dup_member (json_t *j, const char *key)
 {

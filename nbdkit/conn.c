@@ -243,11 +243,22 @@ conn_recv (struct conn *conn, void *buf, size_t len)
 struct conn *
 conn_new (int rfd, int wfd, const char *peer)
 {
-  struct conn *conn = calloc (1, sizeof *conn);
+  struct conn *conn;
 
+  if (!chain_accept (rfd, peer)) {
+    nbdkit_debug ("%s: refused by a filter", peer);
+    close (rfd);
+    if (wfd != rfd)
+      close (wfd);
+    if (opt.single)
+      server_quit (EXIT_FAILURE);
+    return NULL;
+  }
+  conn = calloc (1, sizeof *conn);
   if (!conn || inbuf_init (&conn->in, INBUF_SIZE) == -1 ||
       !(conn->peer = strdup (peer))) {
     nbdkit_error ("out of memory for a new connection");
+    chain_closed ();
     if (conn)
       inbuf_free (&conn->in);
     free (conn);
@@ -295,6 +306,7 @@ conn_close (struct conn *conn)
     close (conn->wfd);
   outq_clear (&conn->out);
   nr_connections--;
+  chain_closed ();
   listen_conn_ended ();
   if (opt.single)
     server_quit (EXIT_SUCCESS);

@@ -315,24 +315,20 @@ open_error_type (uint32_t status)
 }
 
 static void
-on_open (void *opaque, struct bhandle *bh, json_t *j, uint32_t status,
-         const char *msg)
+on_open (void *opaque, struct chain *ch, struct export_caps *caps,
+         uint32_t status, const char *msg)
 {
   struct open_ctx *ctx = opaque;
   struct conn *conn = ctx->conn;
   struct session *s = conn_session (conn);
-  const char *why = NULL;
 
-  if (bh && caps_from_json (j, &s->caps, &why) == -1) {
-    backend_close (bh);
-    bh = NULL;
-    status = HP_EIO;
-    msg = why;
+  if (ch) {
+    s->caps = *caps;            /* takes the strings */
+    memset (caps, 0, sizeof *caps);
   }
-
   if (conn_is_closed (conn))
-    backend_close (bh);
-  else if (!bh) {
+    chain_close (ch);
+  else if (!ch) {
     if (ctx->option == NBD_OPT_EXPORT_NAME) {
       /* No way to report an error: hang up. */
       nbdkit_error ("%s: could not open export '%s': %s",
@@ -346,7 +342,7 @@ on_open (void *opaque, struct bhandle *bh, json_t *j, uint32_t status,
     }
   }
   else {
-    s->bh = bh;
+    s->chain = ch;
     s->eflags = transmission_flags (&s->caps, s->structured);
     /* Contexts chosen for another export do not apply to the one a
      * client goes on to use (looking at one with INFO changes nothing).
@@ -369,8 +365,8 @@ on_open (void *opaque, struct bhandle *bh, json_t *j, uint32_t status,
         transmit_start (conn);
       else {
         /* NBD_OPT_INFO: only looking. */
-        backend_close (s->bh);
-        s->bh = NULL;
+        chain_close (s->chain);
+        s->chain = NULL;
         caps_free (&s->caps);
         read_option (conn);
       }
@@ -404,8 +400,8 @@ open_export (struct conn *conn, uint32_t option, const char *name,
 
   nbdkit_debug ("%s: opening export '%s'", conn_peer (conn), ctx->name);
   conn_ref (conn);
-  backend_open (ctx->name, opt.readonly, conn_is_tls (conn),
-                conn_peer (conn), on_open, ctx);
+  chain_open (ctx->name, opt.readonly, conn_is_tls (conn),
+              conn_peer (conn), on_open, ctx);
 }
 
 /* ---- NBD_OPT_LIST ---- */
@@ -853,29 +849,27 @@ on_client_flags (struct conn *conn)
 /* ---- oldstyle: the export's size and flags at once ---- */
 
 static void
-on_oldstyle_open (void *opaque, struct bhandle *bh, json_t *j,
+on_oldstyle_open (void *opaque, struct chain *ch, struct export_caps *caps,
                   uint32_t status, const char *msg)
 {
   struct conn *conn = opaque;
   struct session *s = conn_session (conn);
-  const char *why = NULL;
   unsigned char buf[8 + 8 + 8 + 2 + 2 + 124];
 
-  if (bh && caps_from_json (j, &s->caps, &why) == -1) {
-    backend_close (bh);
-    bh = NULL;
-    msg = why;
+  if (ch) {
+    s->caps = *caps;            /* takes the strings */
+    memset (caps, 0, sizeof *caps);
   }
   if (conn_is_closed (conn))
-    backend_close (bh);
-  else if (!bh) {
+    chain_close (ch);
+  else if (!ch) {
     /* Oldstyle has no way to say why: hang up. */
     nbdkit_error ("%s: could not open the export: %s (%s)", conn_peer (conn),
                   msg, hp_error_name (status));
     conn_close (conn);
   }
   else {
-    s->bh = bh;
+    s->chain = ch;
     s->eflags = transmission_flags (&s->caps, false);
     put64 (buf, NBD_MAGIC);
     put64 (buf + 8, NBD_OLD_VERSION);
@@ -900,8 +894,8 @@ handshake_start (struct conn *conn)
   if (opt.oldstyle) {
     nbdkit_debug ("%s: oldstyle handshake", conn_peer (conn));
     conn_ref (conn);
-    backend_open ("", opt.readonly, false, conn_peer (conn),
-                  on_oldstyle_open, conn);
+    chain_open ("", opt.readonly, false, conn_peer (conn),
+                on_oldstyle_open, conn);
     return;
   }
   put64 (greeting, NBD_MAGIC);
@@ -921,7 +915,7 @@ session_free (struct conn *conn)
   free (s->meta_export);
   s->meta_export = NULL;
   transmit_free_current (conn);
-  backend_close (s->bh);
-  s->bh = NULL;
+  chain_close (s->chain);
+  s->chain = NULL;
   caps_free (&s->caps);
 }

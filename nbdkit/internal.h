@@ -12,6 +12,7 @@
  *   the backend      backend-spawn.c (process), backend-channel.c (frames)
  *   daemonizing      daemon.c     fork into the background, readiness
  *   TLS              tls.c        gnutls credentials and sessions
+ *   struct chain     filter-chain.c  the filters of an open export
  *
  * Nothing in the front end blocks once the loop runs, except the
  * synchronous start-up conversation with the backend before listening.
@@ -44,8 +45,12 @@ struct config_param {
 
 enum tls_mode { TLS_OFF, TLS_ON, TLS_REQUIRE };
 
+struct filter;
+
 struct options {
   const char *backend_name;     /* as given on the command line */
+  const struct filter **filters;        /* --filter, nearest the client first */
+  size_t nr_filters;
   char *backend_path;           /* the executable that is run */
   struct config_param *params;  /* key=value, magic keys resolved */
   size_t nr_params;
@@ -259,7 +264,7 @@ struct session {
   char *optdata;
   /* transmission */
   bool transmitting;
-  struct bhandle *bh;          /* the open export, NULL = none */
+  struct chain *chain;         /* the open export, NULL = none */
   struct export_caps caps;
   uint16_t eflags;             /* transmission flags sent to the client */
   unsigned char reqhdr[NBD_REQUEST_SIZE];
@@ -313,6 +318,7 @@ extern struct backend_info binfo;
 extern char *backend_locate (const char *name);
 extern void backend_info_from_hello (json_t *hello);
 extern const char *thread_model_name (enum thread_model m);
+extern void backend_lower_thread_model (const char *name);
 /* Start a process and open the channel to it; false on failure. */
 extern bool backend_spawn (void);
 extern pid_t backend_pid (void);
@@ -401,5 +407,35 @@ extern void channel_send_json (uint16_t type, struct bhandle *bh,
 extern json_t *channel_parse_json (const void *payload, uint32_t len,
                                    const char **why);
 extern size_t channel_in_flight (void);
+
+/* ---- filter-chain.c: the filters above an open export ---- */
+
+struct chain;
+
+/* Opening: on success ch is set and caps are the export's capabilities
+ * as the filters left them (the callee takes the strings in it); else
+ * status and msg say why.
+ */
+typedef void (*chain_open_cb) (void *opaque, struct chain *ch,
+                               struct export_caps *caps, uint32_t status,
+                               const char *msg);
+
+extern void chain_open (const char *export, bool readonly, bool tls,
+                        const char *client, chain_open_cb cb, void *opaque);
+/* The owner is done with it (NULL: nothing).  It goes once nothing of
+ * it is in flight.
+ */
+extern void chain_close (struct chain *ch);
+/* A request from the client: h's type, flags, offset and count; data
+ * (malloc'd, taken) a write's payload of len bytes.  cb as for
+ * channel_send.
+ */
+extern void chain_send (struct chain *ch, const struct hp_header *h,
+                        void *data, uint32_t len, backend_cb cb,
+                        void *opaque);
+/* A client connected: false if a filter refuses it. */
+extern bool chain_accept (int fd, const char *peer);
+/* A connection that chain_accept let in has ended. */
+extern void chain_closed (void);
 
 #endif /* NBDKIT_INTERNAL_H */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "../filters/filter.h"
 
 struct options opt = {
   .exportname = "",
@@ -128,7 +129,7 @@ usage (void)
 "       [--tls-certificates DIR] [--tls-psk FILE] [--tls-verify-peer]\n"
 "       [--tls-priority PRIORITY] [-U SOCKET] [-u USER] [-g GROUP]\n"
 "       [--run CMD] [--print-uri] [--exit-with-parent] [--log DEST]\n"
-"       [--vsock] [-v]\n"
+"       [--vsock] [-v] [--filter=FILTER ...]\n"
 "       BACKEND [key=value ...]\n"
 "\n"
 "Serve BACKEND over the Network Block Device protocol.  BACKEND is a\n"
@@ -140,6 +141,9 @@ usage (void)
 "      --dump-plugin           print information about BACKEND and exit\n"
 "  -e, --exportname NAME       the export name used in the URI\n"
 "  -f, --foreground            do not fork into the background\n"
+"      --filter FILTER         stack FILTER in front of the backend (the\n"
+"                              first given is nearest the client); its\n"
+"                              parameters go with the backend's\n"
 "  -i, --ipaddr IPADDR         listen on this address only\n"
 "      --mask-handshake MASK   offer only these handshake flags (1 fixed\n"
 "                              newstyle, 2 no zeroes; default 3)\n"
@@ -193,6 +197,7 @@ usage (void)
 "  nbdkit memory 1G\n"
 "  nbdkit -r file disk.img\n"
 "  nbdkit -U /tmp/nbd.sock null size=1M\n"
+"  nbdkit --filter=partition file disk.img partition=1\n"
 "\n"
 "See nbdkit(1) for everything.\n");
 }
@@ -353,6 +358,97 @@ add_param (const char *key, size_t keylen, const char *value, bool bare)
   opt.nr_params++;
 }
 
+/* --filter=NAME: the filters are stacked in command-line order. */
+static void
+add_filter (const char *name)
+{
+  const struct filter *f = filter_lookup (name);
+  const struct filter **fs;
+  char names[512];
+
+  if (!f) {
+    filter_list_names (names, sizeof names);
+    die ("--filter=%s: no such filter (the filters are: %s)", name, names);
+  }
+  fs = realloc (opt.filters, (opt.nr_filters + 1) * sizeof *fs);
+  if (!fs)
+    die ("out of memory");
+  opt.filters = fs;
+  opt.filters[opt.nr_filters++] = f;
+}
+
+/* The filter (nearest the client first) that declares key, or NULL. */
+static const struct filter *
+filter_of_key (const char *key, size_t keylen)
+{
+  size_t i;
+  const char *const *k;
+
+  for (i = 0; i < opt.nr_filters; ++i) {
+    for (k = opt.filters[i]->keys; k && *k; ++k) {
+      size_t n = strlen (*k);
+
+      if (n && (*k)[n - 1] == '*') {
+        if (keylen >= n - 1 && strncmp (key, *k, n - 1) == 0)
+          return opt.filters[i];
+      }
+      else if (n == keylen && strncmp (key, *k, keylen) == 0)
+        return opt.filters[i];
+    }
+  }
+  return NULL;
+}
+
+/* A parameter of a filter: configured now (exits 1 on a bad value). */
+static void
+config_filter (const struct filter *f, const char *key, size_t keylen,
+               const char *value)
+{
+  char *k = strndup (key, keylen);
+
+  if (!k)
+    die ("out of memory");
+  nbdkit_debug ("filter %s: config key=%s, value=%s", f->name, k, value);
+  if (f->config && f->config (k, value) == -1)
+    die ("%s filter: %s=%s: not valid (see above, or "
+         "'nbdkit --filter=%s BACKEND --help')", f->name, k, value, f->name);
+  free (k);
+}
+
+/* After all parameters: each filter checks it has what it needs. */
+static void
+filters_config_complete (void)
+{
+  size_t i;
+
+  for (i = 0; i < opt.nr_filters; ++i)
+    if (opt.filters[i]->config_complete &&
+        opt.filters[i]->config_complete () == -1)
+      die ("%s filter: the configuration is not complete (see above)",
+           opt.filters[i]->name);
+}
+
+static void
+filters_get_ready (void)
+{
+  size_t i;
+
+  for (i = 0; i < opt.nr_filters; ++i)
+    if (opt.filters[i]->get_ready && opt.filters[i]->get_ready () == -1)
+      die ("%s filter: could not get ready (see above)",
+           opt.filters[i]->name);
+}
+
+static void
+filters_unload (void)
+{
+  size_t i;
+
+  for (i = opt.nr_filters; i-- > 0; )
+    if (opt.filters[i]->unload)
+      opt.filters[i]->unload ();
+}
+
 /* Turn the arguments after BACKEND into key=value pairs, applying the
  * backend's magic config key (or "script" for the first bare argument
  * of a backend that has none).  A backend may change its magic key in
@@ -367,9 +463,15 @@ resolve_params (void)
   for (i = 0; i < nr_backend_args; ++i) {
     const char *arg = backend_args[i];
 
-    if (is_key_value (arg))
-      add_param (arg, (size_t) (strchr (arg, '=') - arg), strchr (arg, '=') + 1,
-                 false);
+    if (is_key_value (arg)) {
+      size_t keylen = (size_t) (strchr (arg, '=') - arg);
+      const struct filter *f = filter_of_key (arg, keylen);
+
+      if (f)
+        config_filter (f, arg, keylen, strchr (arg, '=') + 1);
+      else
+        add_param (arg, keylen, strchr (arg, '=') + 1, false);
+    }
     else if (binfo.magic_config_key)
       add_param (binfo.magic_config_key, strlen (binfo.magic_config_key), arg,
                  true);
@@ -379,11 +481,14 @@ resolve_params (void)
       die ("%s: '%s': backend parameters must be key=value "
            "(this backend has no magic parameter)", binfo.name, arg);
   }
+  filters_config_complete ();
 }
 
 static void
 print_backend_help (void)
 {
+  size_t i;
+
   printf ("%s", binfo.name);
   if (binfo.longname && *binfo.longname)
     printf (" (%s)", binfo.longname);
@@ -395,6 +500,13 @@ print_backend_help (void)
             binfo.magic_config_key);
   if (binfo.config_help && *binfo.config_help)
     printf ("\nParameters:\n%s\n", binfo.config_help);
+  for (i = 0; i < opt.nr_filters; ++i) {
+    const struct filter *f = opt.filters[i];
+
+    printf ("\n%s filter: %s\n", f->name, f->description);
+    if (f->config_help && *f->config_help)
+      printf ("%s\n", f->config_help);
+  }
   printf ("\nRun 'nbdkit --help' for the server's own options, "
           "and see nbdkit-%s-backend(1).\n", binfo.name);
 }
@@ -670,7 +782,8 @@ main (int argc, char *argv[])
       opt.exportname = optarg;
       break;
     case FILTER_OPTION:
-      die ("--filter=%s: this version has no filters yet", optarg);
+      add_filter (optarg);
+      break;
     case 'f':
       opt.foreground = true;
       break;
@@ -868,6 +981,7 @@ main (int argc, char *argv[])
   backend_args = &argv[optind];
   nr_backend_args = argc - optind;
   supervisor_start (resolve_params);
+  filters_get_ready ();
 
   if (opt.single)
     serve_single ();
@@ -883,6 +997,7 @@ main (int argc, char *argv[])
   service_ready ();
   captive_run ();
   status = loop_run ();
+  filters_unload ();
   tls_cleanup ();
   return status;
 }

@@ -400,8 +400,15 @@ static void
 on_get_ready (void *opaque, const struct hp_header *reply, void *payload,
               uint32_t len)
 {
-  if (startup_ok ("get_ready", reply, payload, len))
-    reopen_handles ();
+  json_t *j = startup_reply ("get_ready", reply, payload, len);
+
+  free (payload);
+  if (!j)
+    return;
+  backend_lower_thread_model (json_string_value (json_object_get
+                                                 (j, "thread_model")));
+  json_decref (j);
+  reopen_handles ();
 }
 
 static void

@@ -480,7 +480,7 @@ submit (struct conn *conn, struct request *r)
   if (r->cmd == NBD_CMD_READ)
     s->read_bytes_in_flight += r->count;
   conn_ref (conn);
-  channel_send (&h, s->bh, data, data ? r->count : 0, 0, on_backend_reply, r);
+  chain_send (s->chain, &h, data, data ? r->count : 0, on_backend_reply, r);
 }
 
 /* A request is complete: answer its refusal, or send it on; then read

@@ -1,0 +1,1051 @@
+/* backends/sh/methods.c: the callbacks of the sh and eval backends.
+ *
+ * Each callback runs one method of the script (run_method, which asks
+ * the program for the command and call.c to run it) and turns the exit
+ * status and output into what libnbdkit-backend expects, following
+ * nbdkit-sh-plugin(3): the arguments of each method, "true"/"false"
+ * for booleans, flags as comma-separated words, the defaults of a
+ * missing method (exit status 2), and the parsing of sizes, extents
+ * and export lists.  Also owns the private temporary directory that
+ * scripts see as $tmpdir.  Callbacks may run on several worker threads
+ * at once: after start-up, the state here is read-only, except the
+ * handles, which belong to one connection each.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "methods.h"
+
+/* The arguments of a method: at most this many after its name. */
+#define MAX_METHOD_ARGS 8
+
+/* A connection's handle. */
+struct sh_handle {
+  char *h;                      /* what the script's open printed */
+  int zero;                     /* the script's can_zero: 1 or 0 */
+  char *description;            /* export_description, kept for the reply */
+};
+
+static char *tmpdir;            /* $tmpdir of the scripts */
+static char **child_env;        /* the environment of the scripts */
+
+/* The names default_export returned, which must outlive the call: each
+ * distinct name is kept once, until unload.
+ */
+static struct name {
+  struct name *next;
+  char s[];
+} *default_names;
+static pthread_mutex_t default_names_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- messages ---- */
+
+/* nbdkit_error, prefixed with "LABEL: METHOD: ", and errno for it. */
+static void __attribute__ ((format (printf, 3, 4)))
+method_error (int err, const char *method, const char *fmt, ...)
+{
+  va_list ap;
+  char *msg = NULL;
+
+  va_start (ap, fmt);
+  if (vasprintf (&msg, fmt, ap) == -1)
+    msg = NULL;
+  va_end (ap);
+  nbdkit_error ("%s%s%s: %s", script_label, *script_label ? ": " : "",
+                method, msg ? msg : fmt);
+  free (msg);
+  nbdkit_set_error (err);
+}
+
+/* Exit status 3 from a method that is not a boolean. */
+static int
+bad_false (const char *method)
+{
+  method_error (EIO, method, "exit status 3 (false) is only meaningful "
+                "for the can_* and is_rotational methods");
+  return -1;
+}
+
+/* ---- the temporary directory ---- */
+
+/* The directory a previous process of this backend made, if its path
+ * is in the memfd and it is still our private directory.
+ */
+static char *
+reuse_tmpdir (int fd)
+{
+  char path[PATH_MAX];
+  ssize_t n = pread (fd, path, sizeof path - 1, 0);
+  struct stat st;
+
+  if (n <= 0)
+    return NULL;
+  path[n] = '\0';
+  if (path[0] != '/' || lstat (path, &st) == -1 || !S_ISDIR (st.st_mode) ||
+      st.st_uid != geteuid () || (st.st_mode & 077) != 0)
+    return NULL;
+  return strdup (path);
+}
+
+static int
+make_child_env (void)
+{
+  extern char **environ;
+  size_t n = 0, i, j = 0;
+
+  for (i = 0; environ[i]; ++i)
+    n++;
+  child_env = calloc (n + 2, sizeof *child_env);
+  if (!child_env)
+    return -1;
+  for (i = 0; environ[i]; ++i)
+    if (strncmp (environ[i], "tmpdir=", 7) != 0)
+      child_env[j++] = environ[i];
+  if (asprintf (&child_env[j], "tmpdir=%s", tmpdir) == -1) {
+    free (child_env);
+    child_env = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+int
+methods_tmpdir (const char *prefix)
+{
+  int fd = nbdkit_memfd ();
+
+  if (tmpdir)
+    return 0;
+  if (fd >= 0)
+    tmpdir = reuse_tmpdir (fd);
+  if (tmpdir)
+    nbdkit_debug ("tmpdir: %s (kept from the previous process)", tmpdir);
+  else {
+    const char *base = getenv ("TMPDIR");
+    char *t;
+
+    if (!base || !*base)
+      base = "/tmp";
+    if (asprintf (&t, "%s/nbdkit-%s-XXXXXX", base, prefix) == -1) {
+      nbdkit_error ("out of memory");
+      return -1;
+    }
+    if (mkdtemp (t) == NULL) {
+      nbdkit_error ("cannot create a temporary directory in %s: %m "
+                    "(set TMPDIR to a writable directory)", base);
+      free (t);
+      return -1;
+    }
+    tmpdir = t;
+    nbdkit_debug ("tmpdir: %s", tmpdir);
+    /* So that the next process of this backend, after a crash, finds
+     * the scripts' state where they left it.
+     */
+    if (fd >= 0 &&
+        (ftruncate (fd, 0) == -1 ||
+         pwrite (fd, tmpdir, strlen (tmpdir), 0) != (ssize_t) strlen (tmpdir)))
+      nbdkit_debug ("cannot record tmpdir in the memfd: %m");
+  }
+  if (make_child_env () == -1) {
+    nbdkit_error ("out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+remove_entry (const char *path, const struct stat *st, int flag,
+              struct FTW *ftw)
+{
+  if (flag == FTW_DP ? rmdir (path) : unlink (path))
+    nbdkit_debug ("cannot remove %s: %m", path);
+  return 0;
+}
+
+/* ---- running methods ---- */
+
+enum call_status
+run_method (const char *method, const char *const *args, struct call_io *io)
+{
+  extern char **environ;
+  const char *argv[METHOD_CMD_MAX + MAX_METHOD_ARGS + 1];
+  size_t n = script_command (method, argv), i;
+
+  if (n == 0)
+    return CALL_MISSING;
+  for (i = 0; args && args[i] && i < MAX_METHOD_ARGS; ++i)
+    argv[n++] = args[i];
+  argv[n] = NULL;
+  return call_run (argv, child_env ? child_env : environ, script_label,
+                   method, io);
+}
+
+/* A method whose only result is success: 0, or -1 after an error; a
+ * missing one returns if_missing.
+ */
+static int
+simple_method (const char *method, const char *const *args,
+               struct call_io *io, int if_missing)
+{
+  switch (run_method (method, args, io)) {
+  case CALL_OK:
+    return 0;
+  case CALL_MISSING:
+    return if_missing;
+  case CALL_FALSE:
+    return bad_false (method);
+  default:
+    return -1;
+  }
+}
+
+/* The output of a method without trailing newline characters. */
+static void
+chomp (char *s, size_t *len)
+{
+  size_t n = len ? *len : strlen (s);
+
+  while (n > 0 && (s[n-1] == '\n' || s[n-1] == '\r'))
+    s[--n] = '\0';
+  if (len)
+    *len = n;
+}
+
+/* The output without blanks at either end. */
+static char *
+trim (char *s)
+{
+  size_t n;
+
+  s += strspn (s, " \t\r\n");
+  n = strlen (s);
+  while (n > 0 && strchr (" \t\r\n", s[n-1]))
+    s[--n] = '\0';
+  return s;
+}
+
+/* Flags as the scripts see them: comma-separated words. */
+static void
+flags_string (uint32_t flags, char *buf, size_t len)
+{
+  static const struct { uint32_t flag; const char *word; } words[] = {
+    { NBDKIT_FLAG_FUA, "fua" },
+    { NBDKIT_FLAG_MAY_TRIM, "may_trim" },
+    { NBDKIT_FLAG_REQ_ONE, "req_one" },
+    { NBDKIT_FLAG_FAST_ZERO, "fast" },
+  };
+  size_t i, used = 0;
+
+  buf[0] = '\0';
+  for (i = 0; i < sizeof words / sizeof words[0]; ++i)
+    if (flags & words[i].flag) {
+      int r = snprintf (buf + used, len - used, "%s%s",
+                        used ? "," : "", words[i].word);
+
+      if (r > 0 && (size_t) r < len - used)
+        used += (size_t) r;
+    }
+}
+
+static const char *
+bool_string (int b)
+{
+  return b ? "true" : "false";
+}
+
+/* ---- start-up ---- */
+
+int
+methods_config (const char *key, const char *value)
+{
+  const char *args[] = { key, value, NULL };
+
+  switch (run_method ("config", args, NULL)) {
+  case CALL_OK:
+    return 0;
+  case CALL_MISSING:
+    nbdkit_error ("%s%sunknown parameter '%s=%s': the script has no "
+                  "config method to take it", script_label,
+                  *script_label ? ": " : "", key, value);
+    nbdkit_set_error (EINVAL);
+    return -1;
+  case CALL_FALSE:
+    return bad_false ("config");
+  default:
+    return -1;
+  }
+}
+
+int
+methods_config_complete (void)
+{
+  return simple_method ("config_complete", NULL, NULL, 0);
+}
+
+int
+methods_thread_model (void)
+{
+  static const struct { const char *name; int model; } models[] = {
+    { "serialize_connections", NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS },
+    { "serialize_all_requests", NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS },
+    { "serialize_requests", NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS },
+    { "parallel", NBDKIT_THREAD_MODEL_PARALLEL },
+  };
+  struct call_io io = { .want_out = 1 };
+  int model = NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS;
+  size_t i;
+
+  switch (run_method ("thread_model", NULL, &io)) {
+  case CALL_OK: {
+    const char *s = trim (io.out);
+
+    for (i = 0; i < sizeof models / sizeof models[0]; ++i)
+      if (strcmp (s, models[i].name) == 0)
+        break;
+    if (i < sizeof models / sizeof models[0])
+      model = models[i].model;
+    else
+      nbdkit_debug ("thread_model: unknown thread model '%s' ignored "
+                    "(use serialize_connections, serialize_all_requests, "
+                    "serialize_requests or parallel)", s);
+    free (io.out);
+    return model;
+  }
+  case CALL_MISSING:
+    return model;
+  case CALL_FALSE:
+    return bad_false ("thread_model");
+  default:
+    return -1;
+  }
+}
+
+int
+methods_get_ready (void)
+{
+  /* The backend is already a process of its own, as nbdkit is after
+   * forking into the background: after_fork follows get_ready.
+   */
+  if (simple_method ("get_ready", NULL, NULL, 0) == -1)
+    return -1;
+  return simple_method ("after_fork", NULL, NULL, 0);
+}
+
+void
+methods_unload (void)
+{
+  int fd = nbdkit_memfd ();
+
+  /* Errors are ignored (the library has printed them). */
+  run_method ("unload", NULL, NULL);
+  if (tmpdir) {
+    nftw (tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (fd >= 0 && ftruncate (fd, 0) == -1)
+      nbdkit_debug ("cannot clear the memfd: %m");
+    free (tmpdir);
+    tmpdir = NULL;
+  }
+  while (default_names) {
+    struct name *next = default_names->next;
+
+    free (default_names);
+    default_names = next;
+  }
+  if (child_env) {
+    size_t i;
+
+    for (i = 0; child_env[i]; ++i)
+      if (strncmp (child_env[i], "tmpdir=", 7) == 0)
+        free (child_env[i]);
+    free (child_env);
+    child_env = NULL;
+  }
+}
+
+void
+methods_dump_plugin (void)
+{
+  /* As nbdkit: exit statuses up to 8 have a meaning (see the manual
+   * for what this server can do with 4 to 8).
+   */
+  printf ("max_known_status=8\n");
+}
+
+/* ---- exports ---- */
+
+/* Split output into lines (in place); the mode line of nbdkit-sh(3),
+ * if any, is left out and returned.
+ */
+enum list_mode { LIST_NAMES, LIST_INTERLEAVED, LIST_NAMES_DESCRIPTIONS };
+
+static char **
+split_exports (char *s, size_t *n, enum list_mode *mode)
+{
+  char **lines = NULL;
+  size_t cap = 0;
+  char *p = s;
+
+  *n = 0;
+  *mode = LIST_NAMES;
+  while (*p) {
+    char *nl = strchr (p, '\n');
+
+    if (nl)
+      *nl = '\0';
+    if (*n == cap) {
+      char **l = realloc (lines, (cap = cap ? cap * 2 : 16) * sizeof *l);
+
+      if (!l) {
+        free (lines);
+        return NULL;
+      }
+      lines = l;
+    }
+    lines[(*n)++] = p;
+    if (!nl)
+      break;
+    p = nl + 1;
+  }
+  if (*n > 0) {
+    if (strcmp (lines[0], "NAMES") == 0)
+      *mode = LIST_NAMES;
+    else if (strcmp (lines[0], "INTERLEAVED") == 0)
+      *mode = LIST_INTERLEAVED;
+    else if (strcmp (lines[0], "NAMES+DESCRIPTIONS") == 0)
+      *mode = LIST_NAMES_DESCRIPTIONS;
+    else
+      return lines ? lines : calloc (1, sizeof *lines);
+    memmove (lines, lines + 1, --*n * sizeof *lines);
+  }
+  return lines ? lines : calloc (1, sizeof *lines);
+}
+
+static const char *
+intern_name (const char *s)
+{
+  struct name *n;
+  const char *r = NULL;
+
+  pthread_mutex_lock (&default_names_lock);
+  for (n = default_names; n && !r; n = n->next)
+    if (strcmp (n->s, s) == 0)
+      r = n->s;
+  if (!r && (n = malloc (sizeof *n + strlen (s) + 1)) != NULL) {
+    strcpy (n->s, s);
+    n->next = default_names;
+    default_names = n;
+    r = n->s;
+  }
+  pthread_mutex_unlock (&default_names_lock);
+  if (!r)
+    nbdkit_set_error (ENOMEM);
+  return r;
+}
+
+const char *
+methods_default_export (int readonly, int is_tls)
+{
+  const char *args[] = { bool_string (readonly), bool_string (is_tls), NULL };
+  struct call_io io = { .want_out = 1 };
+  enum list_mode mode;
+  const char *name;
+  char **lines;
+  size_t n;
+
+  switch (run_method ("default_export", args, &io)) {
+  case CALL_OK:
+    lines = split_exports (io.out, &n, &mode);
+    if (!lines) {
+      free (io.out);
+      nbdkit_set_error (ENOMEM);
+      return NULL;
+    }
+    name = intern_name (n > 0 ? lines[0] : "");
+    free (lines);
+    free (io.out);
+    return name;
+  case CALL_MISSING:
+    return "";
+  case CALL_FALSE:
+    bad_false ("default_export");
+    return NULL;
+  default:
+    return NULL;
+  }
+}
+
+int
+methods_list_exports (int readonly, int is_tls,
+                      struct nbdkit_exports *exports)
+{
+  const char *args[] = { bool_string (readonly), bool_string (is_tls), NULL };
+  struct call_io io = { .want_out = 1 };
+  enum list_mode mode;
+  char **lines;
+  size_t n, i;
+  int r = 0;
+
+  switch (run_method ("list_exports", args, &io)) {
+  case CALL_OK:
+    break;
+  case CALL_MISSING: {
+    const char *name = methods_default_export (readonly, is_tls);
+
+    return name ? nbdkit_add_export (exports, name, NULL) : -1;
+  }
+  case CALL_FALSE:
+    return bad_false ("list_exports");
+  default:
+    return -1;
+  }
+
+  lines = split_exports (io.out, &n, &mode);
+  if (!lines) {
+    free (io.out);
+    nbdkit_set_error (ENOMEM);
+    return -1;
+  }
+  switch (mode) {
+  case LIST_NAMES:
+    for (i = 0; r == 0 && i < n; ++i)
+      r = nbdkit_add_export (exports, lines[i], NULL);
+    break;
+  case LIST_INTERLEAVED:
+    for (i = 0; r == 0 && i < n; i += 2)
+      r = nbdkit_add_export (exports, lines[i],
+                             i + 1 < n ? lines[i + 1] : NULL);
+    break;
+  case LIST_NAMES_DESCRIPTIONS:
+    if (n % 2) {
+      method_error (EINVAL, "list_exports", "NAMES+DESCRIPTIONS needs as "
+                    "many descriptions as names, but %zu lines follow", n);
+      r = -1;
+      break;
+    }
+    for (i = 0; r == 0 && i < n / 2; ++i)
+      r = nbdkit_add_export (exports, lines[i], lines[n / 2 + i]);
+    break;
+  }
+  free (lines);
+  free (io.out);
+  return r;
+}
+
+/* ---- connections ---- */
+
+void *
+methods_open (int readonly)
+{
+  const char *export = nbdkit_export_name ();
+  const char *tls = bool_string (nbdkit_is_tls ());
+  const char *pre_args[] = { bool_string (readonly), NULL };
+  const char *args[] = { bool_string (readonly), export ? export : "", tls,
+                         NULL };
+  struct call_io io = { .want_out = 1 };
+  struct sh_handle *h;
+
+  /* There is no earlier moment at which a backend hears of a client:
+   * preconnect runs here, and an error refuses the connection.
+   */
+  if (simple_method ("preconnect", pre_args, NULL, 0) == -1)
+    return NULL;
+
+  h = calloc (1, sizeof *h);
+  if (!h) {
+    nbdkit_set_error (ENOMEM);
+    return NULL;
+  }
+  switch (run_method ("open", args, &io)) {
+  case CALL_OK:
+    chomp (io.out, &io.outlen);
+    h->h = io.out;
+    break;
+  case CALL_MISSING:
+    h->h = strdup ("");
+    if (!h->h) {
+      free (h);
+      nbdkit_set_error (ENOMEM);
+      return NULL;
+    }
+    break;
+  case CALL_FALSE:
+    bad_false ("open");
+    /* fallthrough */
+  default:
+    free (h);
+    return NULL;
+  }
+  return h;
+}
+
+void
+methods_close (void *handle)
+{
+  struct sh_handle *h = handle;
+  const char *args[] = { h->h, NULL };
+
+  run_method ("close", args, NULL);     /* errors are only logged */
+  free (h->h);
+  free (h->description);
+  free (h);
+}
+
+int64_t
+methods_get_size (void *handle)
+{
+  struct sh_handle *h = handle;
+  const char *args[] = { h->h, NULL };
+  struct call_io io = { .want_out = 1 };
+  int64_t size;
+
+  switch (run_method ("get_size", args, &io)) {
+  case CALL_OK:
+    size = nbdkit_parse_size (trim (io.out));
+    if (size == -1)
+      method_error (EIO, "get_size", "the script printed '%s', which is "
+                    "not a size", trim (io.out));
+    free (io.out);
+    return size;
+  case CALL_MISSING:
+    method_error (EIO, "get_size", "the script must have a get_size method");
+    return -1;
+  case CALL_FALSE:
+    return bad_false ("get_size");
+  default:
+    return -1;
+  }
+}
+
+const char *
+methods_export_description (void *handle)
+{
+  struct sh_handle *h = handle;
+  const char *args[] = { h->h, NULL };
+  struct call_io io = { .want_out = 1 };
+
+  /* No way to fail here: an error means no description (logged). */
+  if (run_method ("export_description", args, &io) != CALL_OK)
+    return NULL;
+  chomp (io.out, &io.outlen);
+  free (h->description);
+  h->description = io.out;
+  return h->description;
+}
+
+int
+methods_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
+                    uint32_t *maximum)
+{
+  struct sh_handle *h = handle;
+  const char *args[] = { h->h, NULL };
+  struct call_io io = { .want_out = 1 };
+  uint32_t *out[3] = { minimum, preferred, maximum };
+  char *p, *word, *save = NULL;
+  int i;
+
+  *minimum = *preferred = *maximum = 0;
+  switch (run_method ("block_size", args, &io)) {
+  case CALL_OK:
+    break;
+  case CALL_MISSING:
+    return 0;
+  case CALL_FALSE:
+    return bad_false ("block_size");
+  default:
+    return -1;
+  }
+  for (i = 0, p = io.out; i < 3; ++i, p = NULL) {
+    int64_t v;
+
+    word = strtok_r (p, " \t\r\n", &save);
+    if (!word) {
+      method_error (EIO, "block_size", "the script must print three sizes "
+                    "(minimum, preferred, maximum), got %d", i);
+      free (io.out);
+      return -1;
+    }
+    v = nbdkit_parse_size (word);
+    if (v == -1 || v > UINT32_MAX) {
+      method_error (EIO, "block_size", "'%s' is not a block size", word);
+      free (io.out);
+      return -1;
+    }
+    *out[i] = (uint32_t) v;
+  }
+  free (io.out);
+  return 0;
+}
+
+/* ---- capabilities ---- */
+
+/* A boolean method: 1 (exit 0), 0 (exit 3), if_missing (exit 2) or -1.
+ * For eval, a can_* method that is not given but whose operation is
+ * (implied_by, e.g. pwrite for can_write) is true, as with a plugin.
+ */
+static int
+boolean_method (struct sh_handle *h, const char *method,
+                const char *implied_by, int if_missing)
+{
+  const char *args[] = { h->h, NULL };
+
+  if (implied_by && script_defined (method) == 0 &&
+      script_defined (implied_by) == 1)
+    return 1;
+  switch (run_method (method, args, NULL)) {
+  case CALL_OK:
+    return 1;
+  case CALL_FALSE:
+    return 0;
+  case CALL_MISSING:
+    return if_missing;
+  default:
+    return -1;
+  }
+}
+
+int
+methods_can_write (void *handle)
+{
+  return boolean_method (handle, "can_write", "pwrite", 0);
+}
+
+int
+methods_can_flush (void *handle)
+{
+  return boolean_method (handle, "can_flush", "flush", 0);
+}
+
+int
+methods_is_rotational (void *handle)
+{
+  return boolean_method (handle, "is_rotational", NULL, 0);
+}
+
+int
+methods_can_trim (void *handle)
+{
+  return boolean_method (handle, "can_trim", "trim", 0);
+}
+
+int
+methods_can_zero (void *handle)
+{
+  struct sh_handle *h = handle;
+  int r = boolean_method (h, "can_zero", "zero", 0);
+
+  if (r == -1)
+    return -1;
+  /* A script that cannot zero still gets zero requests, which are
+   * then written as zeroes with pwrite (see methods_zero).
+   */
+  h->zero = r;
+  return 1;
+}
+
+int
+methods_can_fast_zero (void *handle)
+{
+  struct sh_handle *h = handle;
+  int r = boolean_method (h, "can_fast_zero", NULL, 2);
+
+  /* Without an answer: fast exactly when zeroing is emulated, because
+   * an emulated fast zero fails at once.
+   */
+  return r == 2 ? !h->zero : r;
+}
+
+int
+methods_can_extents (void *handle)
+{
+  return boolean_method (handle, "can_extents", "extents", 0);
+}
+
+int
+methods_can_multi_conn (void *handle)
+{
+  return boolean_method (handle, "can_multi_conn", NULL, 0);
+}
+
+/* can_fua and can_cache: none, emulate or native. */
+static int
+level_method (struct sh_handle *h, const char *method, int none,
+              int emulate, int native, int if_missing)
+{
+  const char *args[] = { h->h, NULL };
+  struct call_io io = { .want_out = 1 };
+  const char *s;
+  int r;
+
+  switch (run_method (method, args, &io)) {
+  case CALL_OK:
+    break;
+  case CALL_MISSING:
+    return if_missing;
+  case CALL_FALSE:
+    return bad_false (method);
+  default:
+    return -1;
+  }
+  s = trim (io.out);
+  if (strcasecmp (s, "none") == 0)
+    r = none;
+  else if (strcasecmp (s, "emulate") == 0)
+    r = emulate;
+  else if (strcasecmp (s, "native") == 0)
+    r = native;
+  else {
+    method_error (EINVAL, method, "the script printed '%s' (print none, "
+                  "emulate or native)", s);
+    r = -1;
+  }
+  free (io.out);
+  return r;
+}
+
+int
+methods_can_fua (void *handle)
+{
+  int flush = methods_can_flush (handle);
+
+  if (flush == -1)
+    return -1;
+  return level_method (handle, "can_fua", NBDKIT_FUA_NONE,
+                       NBDKIT_FUA_EMULATE, NBDKIT_FUA_NATIVE,
+                       flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE);
+}
+
+int
+methods_can_cache (void *handle)
+{
+  return level_method (handle, "can_cache", NBDKIT_CACHE_NONE,
+                       NBDKIT_CACHE_EMULATE, NBDKIT_CACHE_NATIVE,
+                       NBDKIT_CACHE_NONE);
+}
+
+/* ---- data ---- */
+
+int
+methods_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+               uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32];
+  const char *args[] = { h->h, c, o, NULL };
+  struct call_io io = { .want_out = 1, .max_out = count };
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  switch (run_method ("pread", args, &io)) {
+  case CALL_OK:
+    break;
+  case CALL_MISSING:
+    method_error (EIO, "pread", "the script must have a pread method");
+    return -1;
+  case CALL_FALSE:
+    return bad_false ("pread");
+  default:
+    return -1;
+  }
+  if (io.outlen != count) {
+    method_error (EIO, "pread", "the script printed %zu bytes, but %" PRIu32
+                  " were asked for (offset %" PRIu64 ")", io.outlen, count,
+                  offset);
+    free (io.out);
+    return -1;
+  }
+  memcpy (buf, io.out, count);
+  free (io.out);
+  return 0;
+}
+
+int
+methods_pwrite (void *handle, const void *buf, uint32_t count,
+                uint64_t offset, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32], f[64];
+  const char *args[] = { h->h, c, o, f, NULL };
+  struct call_io io = { .in = buf, .inlen = count };
+  int r;
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  flags_string (flags, f, sizeof f);
+  r = simple_method ("pwrite", args, &io, 1);
+  if (r == 1) {
+    method_error (EIO, "pwrite", "can_write said true, but the script has "
+                  "no pwrite method");
+    return -1;
+  }
+  return r;
+}
+
+int
+methods_flush (void *handle, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  const char *args[] = { h->h, NULL };
+
+  /* Missing: nothing to flush (can_flush said true by mistake). */
+  return simple_method ("flush", args, NULL, 0);
+}
+
+int
+methods_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32], f[64];
+  const char *args[] = { h->h, c, o, f, NULL };
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  flags_string (flags, f, sizeof f);
+  /* Missing: a trim may do nothing. */
+  return simple_method ("trim", args, NULL, 0);
+}
+
+int
+methods_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32], f[64];
+  const char *args[] = { h->h, c, o, f, NULL };
+  int r;
+
+  /* EOPNOTSUPP makes the library write zeroes with pwrite instead (or
+   * fail a fast zero with ENOTSUP at once).
+   */
+  if (!h->zero) {
+    nbdkit_set_error (EOPNOTSUPP);
+    return -1;
+  }
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  flags_string (flags, f, sizeof f);
+  r = simple_method ("zero", args, NULL, 1);
+  if (r == 1) {
+    nbdkit_debug ("zero: the script has no zero method: writing zeroes");
+    nbdkit_set_error (EOPNOTSUPP);
+    return -1;
+  }
+  return r;
+}
+
+int
+methods_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32];
+  const char *args[] = { h->h, c, o, NULL };
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  /* Missing: caching is only advice. */
+  return simple_method ("cache", args, NULL, 0);
+}
+
+/* One line of extents: "offset length [type]", where type is a number,
+ * or words hole and zero separated by commas, or nothing (data).
+ */
+static int
+parse_extent (char *line, struct nbdkit_extents *extents)
+{
+  char *save = NULL, *word[3], *p = line;
+  char copy[256];
+  int64_t offset, length;
+  uint32_t type = 0;
+  int i;
+
+  snprintf (copy, sizeof copy, "%s", line);
+  for (i = 0; i < 3; ++i, p = NULL)
+    word[i] = strtok_r (p, " \t\r", &save);
+  if (!word[0])
+    return 0;                   /* a blank line */
+  if (!word[1] || strtok_r (NULL, " \t\r", &save)) {
+    method_error (EIO, "extents", "cannot parse the line '%s' (write "
+                  "'offset length [type]')", copy);
+    return -1;
+  }
+  offset = nbdkit_parse_size (word[0]);
+  length = nbdkit_parse_size (word[1]);
+  if (offset == -1 || length == -1) {
+    method_error (EIO, "extents", "cannot parse the line '%s': the offset "
+                  "and length must be sizes", copy);
+    return -1;
+  }
+  if (word[2]) {
+    char *end;
+    unsigned long t;
+
+    errno = 0;
+    t = strtoul (word[2], &end, 0);
+    if (word[2][0] >= '0' && word[2][0] <= '9' && !*end && !errno &&
+        t <= UINT32_MAX)
+      type = (uint32_t) t;
+    else {
+      char *w, *wsave = NULL;
+
+      for (w = strtok_r (word[2], ",", &wsave); w;
+           w = strtok_r (NULL, ",", &wsave)) {
+        if (strcmp (w, "hole") == 0)
+          type |= NBDKIT_EXTENT_HOLE;
+        else if (strcmp (w, "zero") == 0)
+          type |= NBDKIT_EXTENT_ZERO;
+        else {
+          method_error (EIO, "extents", "unknown extent type '%s' in the "
+                        "line '%s' (use a number, or hole and/or zero "
+                        "separated by a comma)", w, copy);
+          return -1;
+        }
+      }
+    }
+  }
+  return nbdkit_add_extent (extents, (uint64_t) offset, (uint64_t) length,
+                            type);
+}
+
+int
+methods_extents (void *handle, uint32_t count, uint64_t offset,
+                 uint32_t flags, struct nbdkit_extents *extents)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32], f[64];
+  const char *args[] = { h->h, c, o, f, NULL };
+  struct call_io io = { .want_out = 1 };
+  char *line, *save = NULL;
+  int r = 0;
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  flags_string (flags, f, sizeof f);
+  switch (run_method ("extents", args, &io)) {
+  case CALL_OK:
+    break;
+  case CALL_MISSING:
+    method_error (EIO, "extents", "can_extents said true, but the script "
+                  "has no extents method");
+    return -1;
+  case CALL_FALSE:
+    return bad_false ("extents");
+  default:
+    return -1;
+  }
+  for (line = strtok_r (io.out, "\n", &save); r == 0 && line;
+       line = strtok_r (NULL, "\n", &save))
+    r = parse_extent (line, extents);
+  free (io.out);
+  return r;
+}

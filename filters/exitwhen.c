@@ -1,0 +1,311 @@
+/* filters/exitwhen.c: exit gracefully when something happens
+ * (nbdkit-exitwhen-filter(1)).
+ *
+ * exit-when-file-created=FILE, exit-when-file-deleted=FILE,
+ * exit-when-process-exits=PID, exit-when-pipe-closed=FD and
+ * exit-when-script=SCRIPT (exit status 88 means "exit now") are
+ * checked every exit-when-poll seconds (default 60) on a libev timer
+ * — the pipe at once, with an I/O watcher; the script runs as a child
+ * watched by the loop.  Once one happens, new clients are refused and
+ * the server exits when the last connected one has gone (at once if
+ * none is connected).
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "filter.h"
+
+#define SCRIPT_EXIT_STATUS 88
+
+enum event { E_CREATED, E_DELETED, E_PROCESS, E_PIPE, E_SCRIPT };
+
+struct condition {
+  enum event type;
+  char *arg;                    /* file, script */
+  long n;                       /* pid, fd */
+};
+
+static struct condition *conds;
+static size_t nr_conds;
+static double poll_secs = 60;
+static bool happened;
+static ev_timer poll_timer;
+static ev_io pipe_watchers[16];
+static size_t nr_pipes;
+static ev_child script_child;
+static bool script_running;
+static size_t script_next;      /* which script condition runs next */
+
+static int
+parse_number (const char *key, const char *value, long min, long *r)
+{
+  char *end;
+
+  errno = 0;
+  *r = strtol (value, &end, 10);
+  if (errno || end == value || *end || *r < min) {
+    nbdkit_error ("%s=%s: use a whole number of at least %ld", key, value,
+                  min);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+exitwhen_config (const char *key, const char *value)
+{
+  struct condition c = { 0 }, *n;
+
+  if (strcmp (key, "exit-when-poll") == 0) {
+    if (fparse_delay (key, value, &poll_secs) == -1)
+      return -1;
+    if (poll_secs <= 0) {
+      nbdkit_error ("%s=%s: the interval must be more than 0", key, value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "exit-when-file-created") == 0)
+    c.type = E_CREATED;
+  else if (strcmp (key, "exit-when-file-deleted") == 0)
+    c.type = E_DELETED;
+  else if (strcmp (key, "exit-when-script") == 0)
+    c.type = E_SCRIPT;
+  else if (strcmp (key, "exit-when-process-exits") == 0) {
+    c.type = E_PROCESS;
+    if (parse_number (key, value, 1, &c.n) == -1)
+      return -1;
+  }
+  else if (strcmp (key, "exit-when-pipe-closed") == 0) {
+    c.type = E_PIPE;
+    if (parse_number (key, value, 0, &c.n) == -1)
+      return -1;
+    if (fcntl ((int) c.n, F_GETFD) == -1) {
+      nbdkit_error ("%s=%s: file descriptor %ld is not open", key, value,
+                    c.n);
+      return -1;
+    }
+    if (nr_pipes == sizeof pipe_watchers / sizeof pipe_watchers[0]) {
+      nbdkit_error ("%s=%s: too many pipes to watch", key, value);
+      return -1;
+    }
+    nr_pipes++;
+  }
+  else {
+    nbdkit_error ("%s: unknown parameter of the exitwhen filter (see "
+                  "'nbdkit --filter=exitwhen null --help')", key);
+    return -1;
+  }
+  if (c.type == E_CREATED || c.type == E_DELETED || c.type == E_SCRIPT) {
+    c.arg = strdup (value);
+    if (!c.arg)
+      return -1;
+  }
+  n = realloc (conds, (nr_conds + 1) * sizeof *n);
+  if (!n) {
+    free (c.arg);
+    return -1;
+  }
+  conds = n;
+  conds[nr_conds++] = c;
+  return 0;
+}
+
+static int
+exitwhen_config_complete (void)
+{
+  if (nr_conds == 0) {
+    nbdkit_error ("the exitwhen filter needs at least one exit-when-* "
+                  "event (see 'nbdkit --filter=exitwhen null --help')");
+    return -1;
+  }
+  return 0;
+}
+
+static void
+event_happened (const char *what)
+{
+  if (happened)
+    return;
+  happened = true;
+  nbdkit_debug ("exitwhen filter: %s", what);
+  ev_timer_stop (loop, &poll_timer);
+  if (nr_connections == 0)
+    server_quit (EXIT_SUCCESS);
+  else
+    nbdkit_debug ("exitwhen filter: exiting once the %u connected "
+                  "client(s) have gone", nr_connections);
+}
+
+static void
+on_script_exit (struct ev_loop *l, ev_child *w, int revents)
+{
+  ev_child_stop (loop, w);
+  script_running = false;
+  if (WIFEXITED (w->rstatus) &&
+      WEXITSTATUS (w->rstatus) == SCRIPT_EXIT_STATUS)
+    event_happened ("the script said to exit");
+}
+
+static void
+run_script (const char *script)
+{
+  pid_t pid = fork ();
+
+  if (pid == -1) {
+    nbdkit_error ("exitwhen filter: fork: %m");
+    return;
+  }
+  if (pid == 0) {
+    int devnull = open ("/dev/null", O_RDWR);
+
+    if (devnull >= 0) {
+      dup2 (devnull, STDIN_FILENO);
+      dup2 (devnull, STDOUT_FILENO);
+    }
+    signal (SIGPIPE, SIG_DFL);
+    execl ("/bin/sh", "sh", "-c", script, (char *) NULL);
+    _exit (127);
+  }
+  script_running = true;
+  ev_child_init (&script_child, on_script_exit, pid, 0);
+  ev_child_start (loop, &script_child);
+}
+
+static void
+check_now (void)
+{
+  size_t i;
+
+  for (i = 0; i < nr_conds && !happened; ++i) {
+    const struct condition *c = &conds[i];
+
+    switch (c->type) {
+    case E_CREATED:
+      if (access (c->arg, F_OK) == 0)
+        event_happened ("the file was created");
+      break;
+    case E_DELETED:
+      if (access (c->arg, F_OK) == -1 && errno == ENOENT)
+        event_happened ("the file was deleted");
+      break;
+    case E_PROCESS:
+      if (kill ((pid_t) c->n, 0) == -1 && errno == ESRCH)
+        event_happened ("the process exited");
+      break;
+    case E_PIPE:
+      break;                    /* watched by on_pipe */
+    case E_SCRIPT:
+      break;
+    }
+  }
+  /* One script at a time, taking turns. */
+  if (!happened && !script_running) {
+    for (i = 0; i < nr_conds; ++i) {
+      size_t k = (script_next + i) % nr_conds;
+
+      if (conds[k].type == E_SCRIPT) {
+        script_next = k + 1;
+        run_script (conds[k].arg);
+        break;
+      }
+    }
+  }
+}
+
+static void
+on_poll (struct ev_loop *l, ev_timer *w, int revents)
+{
+  check_now ();
+}
+
+static void
+on_pipe (struct ev_loop *l, ev_io *w, int revents)
+{
+  char buf[256];
+  ssize_t r = read (w->fd, buf, sizeof buf);
+
+  if (r == 0 || (r == -1 && errno != EAGAIN && errno != EINTR)) {
+    ev_io_stop (loop, w);
+    event_happened ("the pipe was closed");
+  }
+}
+
+static int
+exitwhen_get_ready (void)
+{
+  size_t i, p = 0;
+
+  for (i = 0; i < nr_conds; ++i)
+    if (conds[i].type == E_PIPE) {
+      int fd = (int) conds[i].n;
+
+      fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) | O_NONBLOCK);
+      ev_io_init (&pipe_watchers[p], on_pipe, fd, EV_READ);
+      ev_io_start (loop, &pipe_watchers[p]);
+      ev_unref (loop);          /* a watch, not work to wait for */
+      p++;
+    }
+  ev_timer_init (&poll_timer, on_poll, poll_secs, poll_secs);
+  ev_timer_start (loop, &poll_timer);
+  ev_unref (loop);
+  check_now ();
+  return 0;
+}
+
+static void
+exitwhen_unload (void)
+{
+  size_t i;
+
+  for (i = 0; i < nr_conds; ++i)
+    free (conds[i].arg);
+  free (conds);
+}
+
+static bool
+exitwhen_accept (int fd, const char *peer)
+{
+  if (happened) {
+    nbdkit_error ("exitwhen filter: %s: refused: the server is exiting",
+                  peer);
+    return false;
+  }
+  return true;
+}
+
+static void
+exitwhen_closed (void)
+{
+  if (happened && nr_connections == 0)
+    server_quit (EXIT_SUCCESS);
+}
+
+static const char *const keys[] = { "exit-when-*", NULL };
+
+const struct filter exitwhen_filter = {
+  .name = "exitwhen",
+  .description = "exit gracefully when an event happens",
+  .config_help =
+    "exit-when-file-created=FILE    exit once FILE exists\n"
+    "exit-when-file-deleted=FILE    exit once FILE is gone\n"
+    "exit-when-process-exits=PID    exit once process PID has exited\n"
+    "exit-when-pipe-closed=FD       exit once the pipe on FD is closed\n"
+    "exit-when-script=SCRIPT        exit once SCRIPT exits with 88\n"
+    "exit-when-poll=SECS            how often to check (default 60)",
+  .keys = keys,
+  .config = exitwhen_config,
+  .config_complete = exitwhen_config_complete,
+  .get_ready = exitwhen_get_ready,
+  .unload = exitwhen_unload,
+  .accept = exitwhen_accept,
+  .closed = exitwhen_closed,
+};

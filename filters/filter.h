@@ -1,0 +1,162 @@
+/* Filters: what a filter is, and what it may call.
+ *
+ * A filter is a struct filter of callbacks, compiled into the front
+ * end and listed in filters/table.c.  `--filter=NAME` stacks filters in
+ * command-line order: the first is nearest the client, the backend is
+ * below the last.  Filters run inside the event loop, so no callback
+ * may block or spend more than about a millisecond: wait with libev
+ * timers (the global `loop`), do heavy work with worker_submit, and
+ * finish asynchronous work by completing the request (or open) later.
+ *
+ * The whole contract is in docs/nbdkit-filter.pod.  In short:
+ *
+ *  - A request (struct freq) arrives at a filter's per-type callback
+ *    (pread, pwrite, ...; NULL = passed down unchanged).  The filter
+ *    either passes it down with freq_next (after changing offset,
+ *    count or flags if it likes), or completes it itself exactly once
+ *    with freq_reply / freq_reply_error / freq_reply_from, possibly
+ *    after sub-requests to the layer below (fnext_request) whose
+ *    replies come to its own callbacks.
+ *  - Completions never run inside the call that started the work: a
+ *    callback may complete a request and return without surprises.
+ *  - open runs once the layers below are open, with their capabilities
+ *    in o->caps; the filter adjusts them to what it offers, may read
+ *    from below (o->next), and ends with fopen_done.
+ */
+
+#ifndef NBDKIT_FILTER_H
+#define NBDKIT_FILTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../nbdkit/internal.h"
+
+struct freq;
+struct fopen;
+struct fnext;
+
+typedef void (*freq_fn) (void *handle, struct freq *r);
+
+struct filter {
+  const char *name;             /* --filter=NAME */
+  const char *description;      /* one line */
+  const char *config_help;      /* "key=VALUE  what it is" lines */
+  /* The parameters this filter takes.  A name ending in '*' matches
+   * every key with that prefix.  NULL-terminated; NULL = none.
+   */
+  const char *const *keys;
+
+  /* Server life cycle: config once per parameter of ours (-1 after
+   * nbdkit_error: the server exits 1), config_complete after all
+   * parameters, get_ready once the backend runs (before listening),
+   * unload at exit.
+   */
+  int (*config) (const char *key, const char *value);
+  int (*config_complete) (void);
+  int (*get_ready) (void);
+  void (*unload) (void);
+
+  /* Connections: accept when a client connects (false: refuse it; say
+   * why with nbdkit_error), closed when a connection accepted by all
+   * filters ends.
+   */
+  bool (*accept) (int fd, const char *peer);
+  void (*closed) (void);
+
+  /* Exports.  readonly_below: the layers below are opened read-only
+   * (cow makes a writable view of a read-only backend).  open: see
+   * above; NULL = no per-connection state.  close runs once no
+   * request of the connection is in flight in any layer.
+   */
+  bool readonly_below;
+  void (*open) (struct fopen *o);
+  void (*close) (void *handle);
+
+  /* Requests, one entry per type (NULL = passed down). */
+  freq_fn pread, pwrite, flush, trim, zero, cache, extents;
+};
+
+/* A request at one layer.  Filters read and may change these fields
+ * before freq_next; the rest of the struct is the chain's.
+ */
+struct freq {
+  uint16_t type;                /* HP_PREAD, HP_PWRITE, ... */
+  uint16_t flags;               /* HP_FLAG_* */
+  uint64_t offset;
+  uint32_t count;
+  void *data;                   /* a write's payload (count bytes) */
+  const char *peer;             /* the client, for logs */
+  uint64_t id;                  /* unique per server, for logs */
+  struct freq_private *priv;
+};
+
+/* Pass r to the layer below. */
+extern void freq_next (struct freq *r);
+/* Complete r: success (data, len: a read's bytes or extents payload,
+ * malloc'd, taken; HP_FLAG_ZEROS in rflags for a read answered as
+ * zeros without data), or an error with an optional message.
+ */
+extern void freq_reply (struct freq *r, void *data, uint32_t len,
+                        uint16_t rflags);
+extern void freq_reply_error (struct freq *r, uint32_t status,
+                              const char *msg);
+/* Complete r with a reply received from below (as given to a
+ * backend_cb: reply NULL = EIO; payload taken).
+ */
+extern void freq_reply_from (struct freq *r, const struct hp_header *reply,
+                             void *payload, uint32_t len);
+/* The link below the filter handling r. */
+extern struct fnext *freq_below (struct freq *r);
+
+/* A request to the layer below: type, flags, offset, count, data (a
+ * write's payload, malloc'd, taken).  cb gets the reply as with
+ * channel_send: reply NULL or reply->status != 0 is an error (payload
+ * then a message or NULL); a PREAD without HP_FLAG_ZEROS in flags always
+ * answers with count bytes.
+ */
+extern void fnext_request (struct fnext *next, uint16_t type, uint16_t flags,
+                           uint64_t offset, uint32_t count, void *data,
+                           backend_cb cb, void *opaque);
+/* The peer and export the connection is for. */
+extern const char *fnext_peer (const struct fnext *next);
+
+/* Opening. */
+struct fopen {
+  struct export_caps *caps;     /* of the layer below: change to ours */
+  bool readonly;                /* this layer is asked to be read-only */
+  const char *export;
+  const char *peer;
+  struct fnext *next;           /* for reads at open, and to keep */
+  struct fopen_private *priv;
+};
+
+/* handle (any value, given to every callback) on success; on failure
+ * status (HP_E*) and a message, and the open fails.
+ */
+extern void fopen_done (struct fopen *o, void *handle);
+extern void fopen_fail (struct fopen *o, uint32_t status, const char *msg);
+
+/* CPU-heavy work off the loop: work (arg) runs on a worker thread,
+ * then done (arg) on the loop.  work must not touch front-end state.
+ */
+extern void worker_submit (void (*work) (void *), void (*done) (void *),
+                           void *arg);
+
+/* filters/params.c: parameter parsing; -1 after nbdkit_error naming
+ * key=value and what would be valid.
+ */
+extern int fparse_size (const char *key, const char *value, int64_t *r);
+extern int fparse_uint (const char *key, const char *value, unsigned max,
+                        unsigned *r);
+extern int fparse_bool (const char *key, const char *value, bool *r);
+extern int fparse_delay (const char *key, const char *value, double *r);
+extern int fparse_probability (const char *key, const char *value,
+                               double *r);
+extern int fparse_error (const char *key, const char *value, uint32_t *r);
+
+/* filters/table.c */
+extern const struct filter *filter_lookup (const char *name);
+extern void filter_list_names (char *buf, size_t len);
+
+#endif /* NBDKIT_FILTER_H */

@@ -1,0 +1,66 @@
+/* filters/offset.c: serve a range of the layer below (offset=, range=),
+ * as nbdkit-offset-filter(1) does.  Every request is shifted by the
+ * offset; the size is the range (or what is left after the offset).
+ */
+
+#include <config.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "filter.h"
+
+static int64_t offset, range = -1;
+
+static int
+offset_config (const char *key, const char *value)
+{
+  if (strcmp (key, "offset") == 0)
+    return fparse_size (key, value, &offset);
+  return fparse_size (key, value, &range);
+}
+
+static void
+offset_open (struct fopen *o)
+{
+  uint64_t size = o->caps->size;
+  char msg[160];
+
+  if ((uint64_t) offset > size ||
+      (range >= 0 && (uint64_t) range > size - (uint64_t) offset)) {
+    snprintf (msg, sizeof msg, "offset=%" PRId64 " and range=%" PRId64
+              " go beyond the end of the disk (%" PRIu64 " bytes)",
+              offset, range, size);
+    fopen_fail (o, HP_EINVAL, msg);
+    return;
+  }
+  o->caps->size = range >= 0 ? (uint64_t) range : size - (uint64_t) offset;
+  fopen_done (o, NULL);
+}
+
+static void
+offset_shift (void *handle, struct freq *r)
+{
+  r->offset += (uint64_t) offset;
+  freq_next (r);
+}
+
+static const char *const keys[] = { "offset", "range", NULL };
+
+const struct filter offset_filter = {
+  .name = "offset",
+  .description = "serve a range of the disk",
+  .config_help =
+    "offset=SIZE         where the range begins (default 0)\n"
+    "range=SIZE          how long it is (default: to the end)",
+  .keys = keys,
+  .config = offset_config,
+  .open = offset_open,
+  .pread = offset_shift,
+  .pwrite = offset_shift,
+  .trim = offset_shift,
+  .zero = offset_shift,
+  .cache = offset_shift,
+  .extents = offset_shift,
+};

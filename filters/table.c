@@ -1,0 +1,84 @@
+/* filters/table.c: the filters compiled into the front end, by name. */
+
+#include <config.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "filter.h"
+
+extern const struct filter
+  blocksize_filter,
+  cache_filter,
+  cow_filter,
+  delay_filter,
+  error_filter,
+  exitlast_filter,
+  exitwhen_filter,
+  fua_filter,
+  ip_filter,
+  limit_filter,
+  log_filter,
+  noextents_filter,
+  nozero_filter,
+  offset_filter,
+  partition_filter,
+  rate_filter,
+  readahead_filter,
+  retry_filter,
+  stats_filter,
+  truncate_filter,
+  xz_filter;
+
+static const struct filter *const filters[] = {
+  &blocksize_filter,
+  &cache_filter,
+  &cow_filter,
+  &delay_filter,
+  &error_filter,
+  &exitlast_filter,
+  &exitwhen_filter,
+  &fua_filter,
+  &ip_filter,
+  &limit_filter,
+  &log_filter,
+  &noextents_filter,
+  &nozero_filter,
+  &offset_filter,
+  &partition_filter,
+  &rate_filter,
+  &readahead_filter,
+  &retry_filter,
+  &stats_filter,
+  &truncate_filter,
+  &xz_filter,
+};
+
+const struct filter *
+filter_lookup (const char *name)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof filters / sizeof filters[0]; ++i)
+    if (strcmp (filters[i]->name, name) == 0)
+      return filters[i];
+  return NULL;
+}
+
+/* "a, b, c" into buf (truncated if it must be). */
+void
+filter_list_names (char *buf, size_t len)
+{
+  size_t i, used = 0;
+
+  if (len == 0)
+    return;
+  buf[0] = '\0';
+  for (i = 0; i < sizeof filters / sizeof filters[0] && used < len; ++i) {
+    int r = snprintf (buf + used, len - used, "%s%s", i ? ", " : "",
+                      filters[i]->name);
+    if (r < 0)
+      break;
+    used += (size_t) r;
+  }
+}

@@ -1,0 +1,140 @@
+/* filters/workers.c: a small pool of threads for CPU-heavy filter work
+ * (decompression, hashing) so that the event loop never waits on it.
+ *
+ * worker_submit queues (work, done, arg); a worker thread runs work
+ * (arg), and the loop is woken through an ev_async to run done (arg).
+ * The threads start on first use.  work must not touch front-end state
+ * and must not block forever.
+ */
+
+#include <config.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include "filter.h"
+
+#define NR_WORKERS 2
+
+struct job {
+  struct job *next;
+  void (*work) (void *);
+  void (*done) (void *);
+  void *arg;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static struct job *todo_head, *todo_tail;      /* for the workers */
+static struct job *done_head, *done_tail;      /* for the loop */
+static ev_async wakeup;
+static bool started;
+static unsigned pending;        /* jobs whose done has not run */
+
+static void
+push (struct job **head, struct job **tail, struct job *j)
+{
+  j->next = NULL;
+  if (*tail)
+    (*tail)->next = j;
+  else
+    *head = j;
+  *tail = j;
+}
+
+static struct job *
+pop (struct job **head, struct job **tail)
+{
+  struct job *j = *head;
+
+  if (j) {
+    *head = j->next;
+    if (!*head)
+      *tail = NULL;
+  }
+  return j;
+}
+
+static void *
+worker (void *unused)
+{
+  for (;;) {
+    struct job *j;
+
+    pthread_mutex_lock (&lock);
+    while (!(j = pop (&todo_head, &todo_tail)))
+      pthread_cond_wait (&cond, &lock);
+    pthread_mutex_unlock (&lock);
+
+    j->work (j->arg);
+
+    pthread_mutex_lock (&lock);
+    push (&done_head, &done_tail, j);
+    pthread_mutex_unlock (&lock);
+    ev_async_send (loop, &wakeup);
+  }
+  return NULL;
+}
+
+static void
+on_wakeup (struct ev_loop *l, ev_async *w, int revents)
+{
+  struct job *j;
+
+  for (;;) {
+    pthread_mutex_lock (&lock);
+    j = pop (&done_head, &done_tail);
+    pthread_mutex_unlock (&lock);
+    if (!j)
+      break;
+    if (--pending == 0)
+      ev_unref (loop);          /* nothing to wait for */
+    j->done (j->arg);
+    free (j);
+  }
+}
+
+static void
+start_workers (void)
+{
+  sigset_t all, old;
+  pthread_t t;
+  int i;
+
+  ev_async_init (&wakeup, on_wakeup);
+  ev_async_start (loop, &wakeup);
+  ev_unref (loop);              /* only jobs in progress keep the loop */
+  /* The workers take no signals: the loop's thread handles them. */
+  sigfillset (&all);
+  pthread_sigmask (SIG_SETMASK, &all, &old);
+  for (i = 0; i < NR_WORKERS; ++i)
+    if (pthread_create (&t, NULL, worker, NULL) == 0)
+      pthread_detach (t);
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
+  started = true;
+}
+
+void
+worker_submit (void (*work) (void *), void (*done) (void *), void *arg)
+{
+  struct job *j = malloc (sizeof *j);
+
+  if (!j) {
+    /* No memory for the job: do it here, late rather than never. */
+    work (arg);
+    done (arg);
+    return;
+  }
+  if (!started)
+    start_workers ();
+  j->work = work;
+  j->done = done;
+  j->arg = arg;
+  if (pending++ == 0)
+    ev_ref (loop);
+  pthread_mutex_lock (&lock);
+  push (&todo_head, &todo_tail, j);
+  pthread_cond_signal (&cond);
+  pthread_mutex_unlock (&lock);
+}
