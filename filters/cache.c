@@ -180,24 +180,9 @@ static uint64_t disk_size;
 static int
 cache_get_ready (void)
 {
-  const char *dir = getenv ("TMPDIR");
-  char *path;
-
-  if (!dir || !*dir)
-    dir = "/var/tmp";
-  if (asprintf (&path, "%s/nbdkit-cache-XXXXXX", dir) == -1) {
-    nbdkit_error ("out of memory");
+  fd = tmpfile_create ("cache", "cache file");
+  if (fd == -1)
     return -1;
-  }
-  fd = mkostemp (path, O_CLOEXEC);
-  if (fd == -1) {
-    nbdkit_error ("cache filter: cannot create the cache file in %s: %m "
-                  "(set TMPDIR to a writable directory)", dir);
-    free (path);
-    return -1;
-  }
-  unlink (path);
-  free (path);
   nr_buckets = 1024;
   buckets = calloc (nr_buckets, sizeof *buckets);
   if (!buckets) {
@@ -316,25 +301,7 @@ block_len (uint64_t blk)
 static int
 file_io (bool write, void *buf, uint64_t n, uint64_t off)
 {
-  while (n > 0) {
-    ssize_t r = write ? pwrite (fd, buf, n, (off_t) off)
-      : pread (fd, buf, n, (off_t) off);
-
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1)
-      return -1;
-    if (r == 0) {
-      if (write)
-        return -1;
-      memset (buf, 0, n);       /* beyond the end: never written */
-      return 0;
-    }
-    buf = (char *) buf + r;
-    n -= (uint64_t) r;
-    off += (uint64_t) r;
-  }
-  return 0;
+  return tmpfile_io (fd, write, buf, n, off);
 }
 
 /* Bytes [s, s + n) of a cached block (s from the block's start). */

@@ -54,25 +54,8 @@ cow_config (const char *key, const char *value)
 static int
 cow_get_ready (void)
 {
-  const char *dir = getenv ("TMPDIR");
-  char *path;
-
-  if (!dir || !*dir)
-    dir = "/var/tmp";
-  if (asprintf (&path, "%s/nbdkit-cow-XXXXXX", dir) == -1) {
-    nbdkit_error ("out of memory");
-    return -1;
-  }
-  fd = mkostemp (path, O_CLOEXEC);
-  if (fd == -1) {
-    nbdkit_error ("cow filter: cannot create the overlay in %s: %m "
-                  "(set TMPDIR to a writable directory)", dir);
-    free (path);
-    return -1;
-  }
-  unlink (path);
-  free (path);
-  return 0;
+  fd = tmpfile_create ("cow", "overlay");
+  return fd == -1 ? -1 : 0;
 }
 
 static void
@@ -154,38 +137,13 @@ cow_close (void *handle)
 static int
 overlay_read (void *buf, uint32_t n, uint64_t off)
 {
-  while (n > 0) {
-    ssize_t r = pread (fd, buf, n, (off_t) off);
-
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      if (r == 0)
-        memset (buf, 0, n);     /* beyond what was written: zeros */
-      return r == 0 ? 0 : -1;
-    }
-    buf = (char *) buf + r;
-    n -= (uint32_t) r;
-    off += (uint64_t) r;
-  }
-  return 0;
+  return tmpfile_io (fd, false, buf, n, off);
 }
 
 static int
 overlay_write (const void *buf, uint32_t n, uint64_t off)
 {
-  while (n > 0) {
-    ssize_t r = pwrite (fd, buf, n, (off_t) off);
-
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1)
-      return -1;
-    buf = (const char *) buf + r;
-    n -= (uint32_t) r;
-    off += (uint64_t) r;
-  }
-  return 0;
+  return tmpfile_io (fd, true, (void *) buf, n, off);
 }
 
 static uint64_t

@@ -155,6 +155,14 @@ extern int fparse_probability (const char *key, const char *value,
                                double *r);
 extern int fparse_error (const char *key, const char *value, uint32_t *r);
 
+/* filters/tmpfile.c: a temporary file in $TMPDIR or /var/tmp,
+ * already unlinked (-1 after nbdkit_error naming filter and what), and
+ * whole-range I/O on it (reads past its end give zeros; -1 with errno).
+ */
+extern int tmpfile_create (const char *filter, const char *what);
+extern int tmpfile_io (int fd, bool write, void *buf, uint64_t n,
+                       uint64_t off);
+
 /* filters/table.c */
 extern const struct filter *filter_lookup (const char *name);
 extern void filter_list_names (char *buf, size_t len);

@@ -548,8 +548,11 @@ chain_accept (int fd, const char *peer)
     const struct filter *f = filter_at (i);
 
     if (f->accept && !f->accept (fd, peer)) {
+      /* Undo the accepts that counted this client; a filter that only
+       * watches closes (exitlast) never saw it.
+       */
       for (j = 0; j < i; ++j)
-        if (filter_at (j)->closed)
+        if (filter_at (j)->accept && filter_at (j)->closed)
           filter_at (j)->closed ();
       return false;
     }
