@@ -12,6 +12,11 @@
  * trim punch holes in the overlay.  cow-on-read=true also copies what
  * is read from below into the overlay.
  *
+ * A second bitmap says which of the overlay's blocks are known to hold
+ * only zeros (a zero or trim covered the whole block, or zeroed part of
+ * a block already known to be zeros; any write clears it), so block
+ * status reports them as zero.
+ *
  * Overlay I/O is pread/pwrite on a local temporary file (page cache),
  * done on the loop.
  */
@@ -31,7 +36,8 @@
 static int64_t blksize = 65536;
 static bool cow_on_read;
 static int fd = -1;
-static unsigned char *bitmap;
+static unsigned char *bitmap;   /* blocks in the overlay */
+static unsigned char *zeromap;  /* ... of those, the ones all zeros */
 static uint64_t nr_blocks;
 static uint64_t disk_size;
 
@@ -64,6 +70,7 @@ cow_unload (void)
   if (fd >= 0)
     close (fd);
   free (bitmap);
+  free (zeromap);
 }
 
 /* Per connection. */
@@ -84,6 +91,54 @@ mark (uint64_t b)
   bitmap[b / 8] |= 1 << (b % 8);
 }
 
+static bool
+is_zero (uint64_t b)
+{
+  return zeromap[b / 8] & (1 << (b % 8));
+}
+
+static void
+set_zero (uint64_t b, bool z)
+{
+  if (z)
+    zeromap[b / 8] |= 1 << (b % 8);
+  else
+    zeromap[b / 8] &= ~(1 << (b % 8));
+}
+
+/* Set up the overlay at the first open: 0, or an HP_E* status after
+ * nbdkit_error, with nothing set up (the next open tries again).
+ */
+static uint32_t
+overlay_setup (uint64_t size)
+{
+  uint64_t n = (size + blksize - 1) / blksize;
+  uint32_t status;
+
+  bitmap = calloc (1, n / 8 + 1);
+  zeromap = calloc (1, n / 8 + 1);
+  if (!bitmap || !zeromap) {
+    nbdkit_error ("cow filter: out of memory for the overlay's bitmaps");
+    status = HP_ENOMEM;
+    goto fail;
+  }
+  if (ftruncate (fd, (off_t) size) == -1) {
+    nbdkit_error ("cow filter: cannot size the overlay to %" PRIu64
+                  " bytes: ftruncate: %m", size);
+    status = HP_EIO;
+    goto fail;
+  }
+  disk_size = size;
+  nr_blocks = n;
+  return 0;
+
+ fail:
+  free (bitmap);
+  free (zeromap);
+  bitmap = zeromap = NULL;
+  return status;
+}
+
 static void
 cow_open (struct fopen *o)
 {
@@ -91,26 +146,24 @@ cow_open (struct fopen *o)
   struct cow_handle *h;
 
   if (!bitmap) {
-    disk_size = c->size;
-    nr_blocks = (disk_size + blksize - 1) / blksize;
-    bitmap = calloc (1, nr_blocks / 8 + 1);
-    if (!bitmap) {
-      fopen_fail (o, HP_ENOMEM, "out of memory for the overlay's bitmap");
-      return;
-    }
-    if (ftruncate (fd, (off_t) disk_size) == -1) {
-      nbdkit_error ("cow filter: ftruncate: %m");
-      fopen_fail (o, HP_EIO, "cannot size the overlay");
+    uint32_t status = overlay_setup (c->size);
+
+    if (status) {
+      fopen_fail (o, status, "the cow filter could not set up its overlay");
       return;
     }
   }
   else if (c->size != disk_size) {
+    nbdkit_error ("cow filter: export '%s' has size %" PRIu64 ", but the "
+                  "overlay was made for %" PRIu64 " bytes (the first "
+                  "export's size)", o->export, c->size, disk_size);
     fopen_fail (o, HP_EINVAL, "the cow filter serves disks of one size: "
                 "this export's size differs from the first one's");
     return;
   }
   h = malloc (sizeof *h);
   if (!h) {
+    nbdkit_error ("cow filter: out of memory");
     fopen_fail (o, HP_ENOMEM, "out of memory");
     return;
   }
@@ -355,8 +408,17 @@ writing_finish (struct writing *w)
     : overlay_write (r->data, r->count, r->offset);
   if (ret == -1)
     goto io_error;
-  for (b = first; b <= last; ++b)
+  for (b = first; b <= last; ++b) {
+    /* Known zeros: a zero covering the whole block, or part of one
+     * that was already zeros (a block just filled from below is not:
+     * it was not present before this request).
+     */
+    bool whole = r->offset <= b * blksize &&
+      r->offset + r->count >= block_end (b);
+
+    set_zero (b, w->zero && (whole || (present (b) && is_zero (b))));
     mark (b);
+  }
   freq_reply (r, NULL, 0, 0);
   writing_free (w);
   return;
@@ -442,17 +504,30 @@ cow_flush (void *handle, struct freq *r)
   freq_reply (r, NULL, 0, 0);   /* the overlay is temporary */
 }
 
-/* Extents: the overlay's blocks are data; the rest is asked below. */
+/* Extents: the overlay's blocks are data, or zero where it knows they
+ * are all zeros; the rest is asked below.
+ */
+enum bstate { B_BELOW, B_DATA, B_ZERO };
+
+static enum bstate
+bstate (uint64_t b)
+{
+  return !present (b) ? B_BELOW : is_zero (b) ? B_ZERO : B_DATA;
+}
+
 static void
 cow_extents (void *handle, struct freq *r)
 {
-  uint64_t end = r->offset + r->count;
-  bool in;
-  uint64_t e = run_end (r->offset, end, &in);
   const struct cow_handle *h = handle;
+  uint64_t end = r->offset + r->count;
+  uint64_t b = r->offset / blksize, e;
+  enum bstate st = bstate (b);
   unsigned char *ext;
 
-  if (!in && h->below_extents) {
+  while (block_end (b) < end && bstate (b + 1) == st)
+    ++b;
+  e = block_end (b) < end ? block_end (b) : end;
+  if (st == B_BELOW && h->below_extents) {
     r->count = (uint32_t) (e - r->offset);
     freq_next (r);
     return;
@@ -462,7 +537,7 @@ cow_extents (void *handle, struct freq *r)
     freq_reply_error (r, HP_ENOMEM, "out of memory");
     return;
   }
-  hp_encode_extent (ext, e - r->offset, 0);
+  hp_encode_extent (ext, e - r->offset, st == B_ZERO ? HP_EXTENT_ZERO : 0);
   freq_reply (r, ext, HP_EXTENT_SIZE, 0);
 }
 

@@ -5,8 +5,10 @@
  * rdelay= / delay-read= (reads), wdelay= / delay-write= (writes, and
  * trim, zero unless given their own), delay-trim=, delay-zero=,
  * delay-extents=, delay-cache=, delay-flush=, delay-open= (opening an
- * export).  Values in seconds, or with ms.  delay-fast-zero=false
- * answers fast zero requests at once with ENOTSUP instead of waiting.
+ * export).  Values in seconds (optionally with s), or with ms or us.
+ * delay-fast-zero=false answers fast zero requests at once with ENOTSUP
+ * instead of waiting.  A request is never passed on undelayed: without
+ * memory for its timer it fails with ENOMEM.
  */
 
 #include <config.h>
@@ -81,11 +83,21 @@ wait_then (double secs, struct freq *r, struct fopen *o)
 {
   struct wait *w;
 
-  if (secs <= 0 || !(w = calloc (1, sizeof *w))) {
+  if (secs <= 0) {
     if (r)
       freq_next (r);
     else
       fopen_done (o, NULL);
+    return;
+  }
+  w = calloc (1, sizeof *w);
+  if (!w) {
+    /* Passing it on undelayed would hide that the delay was lost. */
+    nbdkit_error ("delay filter: out of memory");
+    if (r)
+      freq_reply_error (r, HP_ENOMEM, "delay filter: out of memory");
+    else
+      fopen_fail (o, HP_ENOMEM, "delay filter: out of memory");
     return;
   }
   w->r = r;
@@ -126,7 +138,7 @@ const struct filter delay_filter = {
   .name = "delay",
   .description = "delay requests, for testing",
   .config_help =
-    "rdelay=SECS, delay-read=SECS    delay reads (e.g. 2, 0.5 or 100ms)\n"
+    "rdelay=SECS, delay-read=SECS    delay reads (e.g. 2, 0.5, 100ms, 250us)\n"
     "wdelay=SECS, delay-write=SECS   delay writes (and trim, zero)\n"
     "delay-trim=, delay-zero=, delay-extents=, delay-cache=,\n"
     "delay-flush=, delay-open=       delay one kind of request\n"

@@ -51,7 +51,11 @@ set_one (struct error_setting *s, const char *what, const char *key,
   if (strcmp (what, "-file") == 0) {
     free (s->file);
     s->file = strdup (value);
-    return s->file ? 0 : -1;
+    if (!s->file) {
+      nbdkit_error ("error filter: %s=%s: out of memory", key, value);
+      return -1;
+    }
+    return 0;
   }
   nbdkit_error ("%s: unknown parameter of the error filter (see "
                 "'nbdkit --filter=error null --help')", key);

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,13 @@ static size_t nr_conds;
 static double poll_secs = 60;
 static bool happened;
 static ev_timer poll_timer;
+static bool poll_active;
+/* The pipes are watched through duplicates made in get_ready, before
+ * a daemonizing server replaces its stdin/stdout/stderr by /dev/null,
+ * so FD 0, 1 and 2 keep meaning what the server was started with.
+ */
 static ev_io pipe_watchers[16];
+static bool pipe_active[16];
 static size_t nr_pipes;
 static ev_child script_child;
 static bool script_running;
@@ -88,9 +95,15 @@ exitwhen_config (const char *key, const char *value)
     c.type = E_PIPE;
     if (parse_number (key, value, 0, &c.n) == -1)
       return -1;
-    if (fcntl ((int) c.n, F_GETFD) == -1) {
+    if (c.n > INT_MAX || fcntl ((int) c.n, F_GETFD) == -1) {
       nbdkit_error ("%s=%s: file descriptor %ld is not open", key, value,
                     c.n);
+      return -1;
+    }
+    if (opt.single && c.n <= STDOUT_FILENO) {
+      nbdkit_error ("%s=%s: with -s the server's standard input and "
+                    "output are the client's connection; pass the pipe "
+                    "on another descriptor", key, value);
       return -1;
     }
     if (nr_pipes == sizeof pipe_watchers / sizeof pipe_watchers[0]) {
@@ -106,11 +119,14 @@ exitwhen_config (const char *key, const char *value)
   }
   if (c.type == E_CREATED || c.type == E_DELETED || c.type == E_SCRIPT) {
     c.arg = strdup (value);
-    if (!c.arg)
+    if (!c.arg) {
+      nbdkit_error ("exitwhen filter: %s=%s: out of memory", key, value);
       return -1;
+    }
   }
   n = realloc (conds, (nr_conds + 1) * sizeof *n);
   if (!n) {
+    nbdkit_error ("exitwhen filter: %s=%s: out of memory", key, value);
     free (c.arg);
     return -1;
   }
@@ -130,6 +146,31 @@ exitwhen_config_complete (void)
   return 0;
 }
 
+/* The watchers were ev_unref'd (they are watches, not work the loop
+ * waits for): take the reference back before stopping one, as libev
+ * requires.
+ */
+static void
+stop_poll_timer (void)
+{
+  if (poll_active) {
+    ev_ref (loop);
+    ev_timer_stop (loop, &poll_timer);
+    poll_active = false;
+  }
+}
+
+static void
+stop_pipe_watcher (size_t p)
+{
+  if (pipe_active[p]) {
+    ev_ref (loop);
+    ev_io_stop (loop, &pipe_watchers[p]);
+    pipe_active[p] = false;
+    close (pipe_watchers[p].fd);
+  }
+}
+
 static void
 event_happened (const char *what)
 {
@@ -137,7 +178,7 @@ event_happened (const char *what)
     return;
   happened = true;
   nbdkit_debug ("exitwhen filter: %s", what);
-  ev_timer_stop (loop, &poll_timer);
+  stop_poll_timer ();
   if (nr_connections == 0)
     server_quit (EXIT_SUCCESS);
   else
@@ -234,7 +275,7 @@ on_pipe (struct ev_loop *l, ev_io *w, int revents)
   ssize_t r = read (w->fd, buf, sizeof buf);
 
   if (r == 0 || (r == -1 && errno != EAGAIN && errno != EINTR)) {
-    ev_io_stop (loop, w);
+    stop_pipe_watcher ((size_t) (w - pipe_watchers));
     event_happened ("the pipe was closed");
   }
 }
@@ -246,17 +287,28 @@ exitwhen_get_ready (void)
 
   for (i = 0; i < nr_conds; ++i)
     if (conds[i].type == E_PIPE) {
-      int fd = (int) conds[i].n;
+      /* Runs after the fork into the background and before stdio is
+       * replaced by /dev/null (daemon_ready): the duplicate keeps the
+       * descriptor the server was given.
+       */
+      int fd = fcntl ((int) conds[i].n, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
 
+      if (fd == -1) {
+        nbdkit_error ("exitwhen filter: exit-when-pipe-closed=%ld: "
+                      "cannot duplicate the descriptor: %m", conds[i].n);
+        return -1;
+      }
       fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) | O_NONBLOCK);
       ev_io_init (&pipe_watchers[p], on_pipe, fd, EV_READ);
       ev_io_start (loop, &pipe_watchers[p]);
       ev_unref (loop);          /* a watch, not work to wait for */
+      pipe_active[p] = true;
       p++;
     }
   ev_timer_init (&poll_timer, on_poll, poll_secs, poll_secs);
   ev_timer_start (loop, &poll_timer);
   ev_unref (loop);
+  poll_active = true;
   check_now ();
   return 0;
 }
@@ -266,6 +318,9 @@ exitwhen_unload (void)
 {
   size_t i;
 
+  stop_poll_timer ();
+  for (i = 0; i < nr_pipes; ++i)
+    stop_pipe_watcher (i);
   for (i = 0; i < nr_conds; ++i)
     free (conds[i].arg);
   free (conds);

@@ -134,13 +134,16 @@ ip_config (const char *key, const char *value)
   struct rules *rs = strcmp (key, "allow") == 0 ? &allow : &deny;
   char *copy = strdup (value), *tok, *save = NULL;
 
-  if (!copy)
+  if (!copy) {
+    nbdkit_error ("ip filter: %s=%s: out of memory", key, value);
     return -1;
+  }
   for (tok = strtok_r (copy, ",", &save); tok;
        tok = strtok_r (NULL, ",", &save)) {
     struct rule *n = realloc (rs->r, (rs->n + 1) * sizeof *n);
 
     if (!n) {
+      nbdkit_error ("ip filter: %s=%s: out of memory", key, value);
       free (copy);
       return -1;
     }

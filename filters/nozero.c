@@ -107,8 +107,10 @@ zero_next_chunk (struct zeroing *z)
     return;
   }
   z->done += n;
-  fnext_request (freq_below (r), HP_PWRITE,
-                 z->done == r->count ? (r->flags & HP_FLAG_FUA) : 0,
+  /* FUA covers the whole request: every chunk must be durable when the
+   * reply goes out, not only the last.
+   */
+  fnext_request (freq_below (r), HP_PWRITE, r->flags & HP_FLAG_FUA,
                  r->offset + z->done - n, n, buf, on_chunk, z);
 }
 

@@ -25,18 +25,29 @@ static void
 offset_open (struct fopen *o)
 {
   uint64_t size = o->caps->size;
-  char msg[160];
+  uint64_t start = (uint64_t) offset;
+  char msg[256];
 
-  if ((uint64_t) offset > size ||
-      (range >= 0 && (uint64_t) range > size - (uint64_t) offset)) {
-    snprintf (msg, sizeof msg, "offset=%" PRId64 " and range=%" PRId64
-              " go beyond the end of the disk (%" PRIu64 " bytes)",
-              offset, range, size);
-    fopen_fail (o, HP_EINVAL, msg);
-    return;
+  if (start > size) {
+    snprintf (msg, sizeof msg, "offset=%" PRIu64 " is beyond the end of "
+              "the disk (size %" PRIu64 ")", start, size);
+    goto fail;
   }
-  o->caps->size = range >= 0 ? (uint64_t) range : size - (uint64_t) offset;
+  if (range >= 0 && (uint64_t) range > size - start) {
+    snprintf (msg, sizeof msg, "offset=%" PRIu64 " range=%" PRId64
+              ": the range ends at %" PRIu64 ", beyond the end of the "
+              "disk (size %" PRIu64 ")",
+              start, range, start + (uint64_t) range, size);
+    goto fail;
+  }
+  o->caps->size = range >= 0 ? (uint64_t) range : size - start;
   fopen_done (o, NULL);
+  return;
+
+ fail:
+  /* The client is told why; the server's log says so too. */
+  nbdkit_error ("offset filter: %s", msg);
+  fopen_fail (o, HP_EINVAL, msg);
 }
 
 static void

@@ -117,8 +117,9 @@ fparse_delay (const char *key, const char *value, double *r)
   *r = v;
   return 0;
  bad:
-  nbdkit_error ("%s=%s: not a delay: use seconds (e.g. 2 or 0.5), or "
-                "milliseconds with ms (e.g. 100ms)", key, value);
+  nbdkit_error ("%s=%s: not a delay: use seconds (e.g. 2, 0.5 or 1.5s), "
+                "milliseconds with ms (e.g. 100ms) or microseconds with us "
+                "(e.g. 250us), from 0 up to a year", key, value);
   return -1;
 }
 

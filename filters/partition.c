@@ -10,7 +10,9 @@
 
 #include <config.h>
 
+#include <ctype.h>
 #include <endian.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,25 +30,44 @@
 static unsigned partnum;
 static unsigned sector_size = 512;
 
+/* The highest partition=N: the 4 primary MBR partitions and the
+ * logical ones that may follow them, or a GPT entry.
+ */
+#define MAX_PARTNUM (4 + MAX_LOGICAL)
+
 static int
 partition_config (const char *key, const char *value)
 {
+  char *end;
+  unsigned long v;
+
+  errno = 0;
+  v = isdigit ((unsigned char) value[0]) ? strtoul (value, &end, 10) : 0;
   if (strcmp (key, "partition") == 0) {
-    if (fparse_uint (key, value, 1000, &partnum) == -1)
-      return -1;
-    if (partnum == 0) {
-      nbdkit_error ("partition=0: partitions are numbered from 1");
+    if (!isdigit ((unsigned char) value[0]) || errno || *end ||
+        v < 1 || v > MAX_PARTNUM) {
+      nbdkit_error ("partition=%s: use a partition number from 1 to %d "
+                    "(1-4: primary MBR partitions, 5 and up: logical "
+                    "ones; or the number of a GPT entry)", value,
+                    MAX_PARTNUM);
       return -1;
     }
+    partnum = (unsigned) v;
     return 0;
   }
-  if (fparse_uint (key, value, 4096, &sector_size) == -1)
-    return -1;
-  if (sector_size != 512 && sector_size != 4096) {
+  if (!isdigit ((unsigned char) value[0]) || errno || *end ||
+      (v != 512 && v != 4096)) {
     nbdkit_error ("%s=%s: the sector size must be 512 or 4096", key, value);
     return -1;
   }
+  sector_size = (unsigned) v;
   return 0;
+}
+
+static const char *
+plural (uint64_t n, const char *one, const char *many)
+{
+  return n == 1 ? one : many;
 }
 
 static int
@@ -118,9 +139,11 @@ walk_found (struct walk *w, uint64_t start_sector, uint64_t nr_sectors)
   if (start_sector > w->disk_size / sector_size ||
       nr_sectors > w->disk_size / sector_size ||
       start > w->disk_size || length > w->disk_size - start) {
-    walk_fail (w, "partition %u (sectors %" PRIu64 "+%" PRIu64
-               ") goes beyond the end of the disk", partnum,
-               start_sector, nr_sectors);
+    walk_fail (w, "partition %u (%" PRIu64 " %s from sector %" PRIu64
+               ", %u bytes each) goes beyond the end of the disk "
+               "(size %" PRIu64 ")", partnum, nr_sectors,
+               plural (nr_sectors, "sector", "sectors"), start_sector,
+               sector_size, w->disk_size);
     return;
   }
   if (length == 0) {
@@ -197,8 +220,13 @@ on_ebr (void *opaque, const struct hp_header *reply, void *payload,
   if (!is_extended (e2[4]) || le32 (e2 + 8) == 0 ||
       w->logical >= MAX_LOGICAL) {
     free (payload);
-    walk_fail (w, "there is no partition %u (the disk has %u logical "
-               "partitions)", partnum, w->logical);
+    if (w->logical == 1)
+      walk_fail (w, "there is no partition %u (the disk has 1 logical "
+                 "partition, number 5)", partnum);
+    else
+      walk_fail (w, "there is no partition %u (the disk has %u logical "
+                 "partitions, numbered 5 to %u)", partnum, w->logical,
+                 4 + w->logical);
     return;
   }
   w->ebr = w->ext_start + le32 (e2 + 8);
@@ -261,7 +289,10 @@ on_gpt_header (void *opaque, const struct hp_header *reply, void *payload,
   }
   if (partnum > nr_entries || partnum > GPT_MAX_ENTRIES) {
     walk_fail (w, "there is no partition %u (the GPT has %" PRIu32
-               " entries)", partnum, nr_entries);
+               " %s%s)", partnum, nr_entries,
+               plural (nr_entries, "entry", "entries"),
+               nr_entries > GPT_MAX_ENTRIES ?
+               ", of which this filter serves the first 128" : "");
     return;
   }
   if (entries_lba > w->disk_size / sector_size) {
@@ -292,7 +323,13 @@ on_mbr (void *opaque, const struct hp_header *reply, void *payload,
                "signature)");
     return;
   }
-  if (b[446 + 4] == 0xee) {
+  /* A protective (or hybrid) MBR: an entry of type 0xEE, in any slot,
+   * means the disk has a GPT.
+   */
+  for (i = 0; i < 4; ++i)
+    if (b[446 + 16 * i + 4] == 0xee)
+      break;
+  if (i < 4) {
     free (payload);
     if (w->disk_size < 2 * (uint64_t) sector_size) {
       walk_fail (w, "the disk is too small for a GPT");
@@ -347,7 +384,8 @@ partition_open (struct fopen *o)
   struct walk *w = calloc (1, sizeof *w);
 
   if (!w) {
-    fopen_fail (o, HP_ENOMEM, "out of memory");
+    nbdkit_error ("partition filter: out of memory");
+    fopen_fail (o, HP_ENOMEM, "partition filter: out of memory");
     return;
   }
   w->o = o;

@@ -170,7 +170,9 @@ listen_unix (void)
     die ("socket: %m");
   if (bind (fd, (struct sockaddr *) &addr, sizeof addr) == -1)
     die ("-U %s: bind: %m%s", path,
-         errno == EADDRINUSE ? " (remove the old socket file first)" : "");
+         errno == EADDRINUSE
+         ? " (the file exists: nbdkit leaves its socket file at exit; "
+           "if no server is using it, remove it first)" : "");
   if (listen (fd, SOMAXCONN) == -1)
     die ("-U %s: listen: %m", path);
   add_listener (fd, true);
