@@ -1,11 +1,16 @@
 /* libnbdkit-backend: declarations shared between the library's files
  * (not installed).
  *
- *   backend-main.c     the process: channel I/O and the dispatch switch
+ *   backend-main.c     the process: channel I/O (a buffered reader,
+ *                      replies coalesced by one writer at a time) and
+ *                      the dispatch switch
  *   backend-ops.c      one function per message: calls the callbacks,
- *                      emulates what is missing, builds replies
- *   backend-workers.c  the worker threads and the thread-model locks
- *   backend-utils.c    messages, errors, parsing helpers
+ *                      emulates what is missing, builds replies; the
+ *                      shared-memory arena
+ *   backend-workers.c  the worker threads, the thread-model locks and
+ *                      the free list of jobs
+ *   backend-utils.c    messages, errors, parsing helpers, the pool of
+ *                      payload buffers
  *   backend-lists.c    extents and export lists
  */
 
@@ -28,12 +33,20 @@ extern int thread_model;        /* effective NBDKIT_THREAD_MODEL_* */
 extern bool verbose;
 extern json_t *debug_flags;
 extern int memfd;
-/* Send one reply frame (thread safe). */
+/* Send one reply frame (thread safe).  The frame goes out whole and is
+ * never interleaved with another; it may be written later by another
+ * thread, so send_reply and send_reply_flags copy the payload if they
+ * have to: the caller keeps its buffer.  send_reply_owned takes a
+ * buffer from buf_alloc (size bytes, len of which are the payload) and
+ * frees it with buf_free once written.
+ */
 extern void send_reply (const struct hp_header *req, uint32_t status,
                         uint32_t handle, const void *payload, uint32_t len);
 extern void send_reply_flags (const struct hp_header *req, uint32_t status,
                               uint16_t flags, uint32_t handle,
                               const void *payload, uint32_t len);
+extern void send_reply_owned (const struct hp_header *req, uint16_t flags,
+                              void *buf, size_t size, uint32_t len);
 extern void send_json_reply (const struct hp_header *req, uint32_t handle,
                              json_t *j);  /* steals j */
 /* After a failed callback: reply with its error and message. */
@@ -62,6 +75,12 @@ extern uint32_t context_failure (int saved_errno, uint32_t def_status,
                                  const char **msg);
 extern void context_end (void);
 
+/* backend-utils.c: payload buffers of at least size bytes, reused.
+ * buf_free must be given the size that buf_alloc was given.
+ */
+extern void *buf_alloc (size_t size);
+extern void buf_free (void *p, size_t size);
+
 /* backend-workers.c */
 struct handle {
   uint32_t id;
@@ -78,17 +97,46 @@ struct handle {
 struct job {
   struct job *next;
   struct hp_header req;
-  unsigned char *payload;       /* malloc'd or NULL */
+  unsigned char *payload;       /* buf_alloc (payload_size (&req)) or NULL */
 };
 
+/* The size of the buffer that holds a request's payload: control
+ * payloads (JSON) get a NUL after them, data payloads are exact so that
+ * the usual power-of-2 writes fit the buffer pool's sizes.
+ */
+static inline size_t
+payload_size (const struct hp_header *h)
+{
+  return (size_t) h->payload_len + (hp_type_is_control (h->type) ? 1 : 0);
+}
+
+/* Jobs come from a free list: job_new never fails (it exits on ENOMEM);
+ * job_free also frees the payload.
+ */
+extern struct job *job_new (void);
+extern void job_free (struct job *job);
+/* Start the pool (n threads in all, the main thread included; 0: the
+ * default).  Called at HELLO.
+ */
 extern void workers_start (unsigned n);
-extern void workers_submit (struct job *job);
-extern void workers_stop (void);        /* finish the queue, join */
+/* Serve until the channel ends: the calling (main) thread and the pool
+ * take turns to call read, which reads and handles one message and
+ * returns 0 (with *job set to a job to run, or NULL if it was handled)
+ * or -1 at the end of the channel.  Returns when every job has run.
+ */
+extern void workers_serve (int (*read) (struct job **job));
 extern struct handle *handle_lookup (uint32_t id);
 extern uint32_t handle_add (struct handle *h);
 extern struct handle *handle_remove (uint32_t id);
 /* Every handle still open (for closing at exit); caller frees array. */
 extern struct handle **handles_all (size_t *n);
+
+/* backend-ops.c: the shared-memory arena (HP_FEATURE_SHM), NULL until
+ * an ATTACH_FD "shm" mapped it.  Replaced only while nothing is in
+ * flight (ATTACH_FD is a start-up message).
+ */
+extern unsigned char *arena;
+extern uint64_t arena_size;
 
 /* backend-ops.c: each takes ownership of job (payload included). */
 extern void op_hello (const struct hp_header *req, json_t *j);

@@ -1,17 +1,27 @@
 /* libnbdkit-backend: the backend process's main loop.
  *
- * Owns the channel to the server: reads frames (with recvmsg, so that a
- * file descriptor passed with ATTACH_FD arrives too), validates each
- * one, and hands it on in one switch on the message type — the readable
- * list of everything the server can ask.  Start-up messages run here,
- * in order; the rest go to the worker threads.  Replies are written
- * whole, under a lock, from whichever thread finished.  EOF on the
+ * Owns the channel to the server.  The reader (the main thread) reads
+ * the channel through a buffer, so that one recvmsg(2) brings in many
+ * frames, validates each frame, and hands it on in one switch on the
+ * message type — the readable list of everything the server can ask.
+ * Start-up messages run here, in order; the rest go to the worker
+ * threads.  A file descriptor passed with ATTACH_FD arrives as
+ * ancillary data with the first byte of its frame: the reader notes
+ * where in the stream each one came, and ATTACH_FD takes the one that
+ * came with its own frame.
+ *
+ * Replies are written whole, never interleaved, by one thread at a
+ * time: a thread with a reply to send becomes the writer if nobody is
+ * writing, else it queues the reply (copying the payload, or handing
+ * over a buffer it owns) and goes back to work; the writer sends the
+ * whole queue with writev before it stops being the writer.  EOF on the
  * channel, or SHUTDOWN, ends the process after closing the handles.
  */
 
 #include <config.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,15 +39,37 @@ json_t *debug_flags;
 int memfd = -1;
 
 static int chan = -1;
-static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* File descriptors received and not yet claimed by ATTACH_FD. */
+static void __attribute__ ((noreturn))
+out_of_memory (void)
+{
+  fprintf (stderr, "error: out of memory\n");
+  exit (EXIT_FAILURE);
+}
+
+/* ---- reading ---- */
+
+/* The read buffer: frames not yet handled are rbuf[rstart..rend). */
+#define RBUF_SIZE (256 * 1024)
+/* A payload with at least this much still to come is read straight
+ * into its own buffer, not through rbuf.
+ */
+#define DIRECT_READ (64 * 1024)
+
+static unsigned char *rbuf;
+static size_t rstart, rend;
+static uint64_t rpos;           /* bytes received on the channel so far */
+
+/* File descriptors received and not yet claimed by ATTACH_FD, each with
+ * the stream position of the last byte of the read that brought it
+ * (the kernel ends a read after the message that carries descriptors).
+ */
 #define MAX_FDS 4
-static int received_fds[MAX_FDS];
+static struct { int fd; uint64_t pos; } received_fds[MAX_FDS];
 static size_t nr_received_fds;
 
 static void
-keep_fds (struct msghdr *msg)
+keep_fds (struct msghdr *msg, uint64_t pos)
 {
   struct cmsghdr *cmsg;
 
@@ -48,8 +80,11 @@ keep_fds (struct msghdr *msg)
 
       for (i = 0; i < n; ++i) {
         memcpy (&fd, CMSG_DATA (cmsg) + i * sizeof fd, sizeof fd);
-        if (nr_received_fds < MAX_FDS)
-          received_fds[nr_received_fds++] = fd;
+        if (nr_received_fds < MAX_FDS) {
+          received_fds[nr_received_fds].fd = fd;
+          received_fds[nr_received_fds].pos = pos;
+          nr_received_fds++;
+        }
         else
           close (fd);
       }
@@ -57,18 +92,18 @@ keep_fds (struct msghdr *msg)
   }
 }
 
-/* Read exactly n bytes.  Returns 0, or -1 on EOF or error. */
-static int
-recv_exact (void *buf, size_t n)
+/* One recvmsg of at most n bytes into buf.  Returns the number of bytes
+ * (at least 1), or -1 on EOF or error.
+ */
+static ssize_t
+recv_some (void *buf, size_t n)
 {
-  unsigned char *p = buf;
-
-  while (n > 0) {
+  for (;;) {
     union {
       char buf[CMSG_SPACE (MAX_FDS * sizeof (int))];
       struct cmsghdr align;
     } u;
-    struct iovec iov = { .iov_base = p, .iov_len = n };
+    struct iovec iov = { .iov_base = buf, .iov_len = n };
     struct msghdr msg = {
       .msg_iov = &iov, .msg_iovlen = 1,
       .msg_control = u.buf, .msg_controllen = sizeof u.buf,
@@ -79,12 +114,121 @@ recv_exact (void *buf, size_t n)
       continue;
     if (r <= 0)
       return -1;
-    keep_fds (&msg);
-    p += r;
-    n -= r;
+    keep_fds (&msg, rpos + r - 1);
+    rpos += r;
+    return r;
+  }
+}
+
+/* The next header, and the stream position where its frame starts.
+ * Returns 0, or -1 on EOF or error.
+ */
+static int
+read_header (unsigned char hdr[HP_HEADER_SIZE], uint64_t *start)
+{
+  while (rend - rstart < HP_HEADER_SIZE) {
+    ssize_t r;
+
+    if (rstart > 0) {
+      memmove (rbuf, rbuf + rstart, rend - rstart);
+      rend -= rstart;
+      rstart = 0;
+    }
+    r = recv_some (rbuf + rend, RBUF_SIZE - rend);
+    if (r == -1)
+      return -1;
+    rend += r;
+  }
+  *start = rpos - (rend - rstart);
+  memcpy (hdr, rbuf + rstart, HP_HEADER_SIZE);
+  rstart += HP_HEADER_SIZE;
+  return 0;
+}
+
+/* Exactly n bytes of payload into p.  Returns 0, or -1 on EOF or error. */
+static int
+read_payload (unsigned char *p, size_t n)
+{
+  size_t take = rend - rstart < n ? rend - rstart : n;
+
+  memcpy (p, rbuf + rstart, take);
+  rstart += take;
+  p += take;
+  n -= take;
+  /* From here on, while n > 0, rbuf is empty. */
+  while (n > 0) {
+    ssize_t r;
+
+    if (n >= DIRECT_READ) {
+      r = recv_some (p, n);
+      if (r == -1)
+        return -1;
+      p += r;
+      n -= r;
+      continue;
+    }
+    rstart = rend = 0;
+    r = recv_some (rbuf, RBUF_SIZE);
+    if (r == -1)
+      return -1;
+    rend = r;
+    take = rend < n ? rend : n;
+    memcpy (p, rbuf, take);
+    rstart = take;
+    p += take;
+    n -= take;
   }
   return 0;
 }
+
+/* The descriptor that came with the frame at stream positions
+ * [start, end), or -1.  Descriptors that came before it belong to no
+ * ATTACH_FD and are closed.
+ */
+static int
+take_fd (uint64_t start, uint64_t end)
+{
+  size_t i, j = 0;
+  int fd = -1;
+
+  for (i = 0; i < nr_received_fds; ++i) {
+    if (received_fds[i].pos < start)
+      close (received_fds[i].fd);
+    else if (fd == -1 && received_fds[i].pos < end)
+      fd = received_fds[i].fd;
+    else
+      received_fds[j++] = received_fds[i];
+  }
+  nr_received_fds = j;
+  return fd;
+}
+
+/* ---- writing ---- */
+
+#ifndef IOV_MAX
+#define IOV_MAX 1024
+#endif
+#define IOV_BATCH (IOV_MAX < 1024 ? IOV_MAX : 1024)
+#define SMALL_PAYLOAD 128       /* copied into the queued reply itself */
+#define MAX_FREE_REPLIES 256
+
+/* A reply waiting for the writer. */
+struct reply {
+  struct reply *next;
+  unsigned char hdr[HP_HEADER_SIZE];
+  const void *payload;
+  uint32_t len;
+  void *owned;                  /* from buf_alloc, freed once written */
+  size_t owned_size;
+  unsigned char small[SMALL_PAYLOAD];
+};
+
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t write_done = PTHREAD_COND_INITIALIZER;
+static bool writing;            /* some thread is the writer */
+static struct reply *wq_head, **wq_tail = &wq_head;
+static struct reply *free_replies;
+static unsigned nr_free_replies;
 
 static void
 write_all (struct iovec *iov, int n)
@@ -109,6 +253,161 @@ write_all (struct iovec *iov, int n)
   }
 }
 
+/* As the writer: send hdr/payload (if hdr is not NULL), then everything
+ * queued, until the queue is empty; then stop being the writer.
+ */
+static void
+drain (const unsigned char *hdr, const void *payload, uint32_t len)
+{
+  struct iovec iov[IOV_BATCH];
+  struct reply *list = NULL, *r, *next;
+  int n = 0;
+
+  if (hdr) {
+    iov[n++] = (struct iovec) { .iov_base = (void *) hdr,
+                                .iov_len = HP_HEADER_SIZE };
+    if (len)
+      iov[n++] = (struct iovec) { .iov_base = (void *) payload,
+                                  .iov_len = len };
+  }
+  for (;;) {
+    struct reply *written = list;
+
+    pthread_mutex_lock (&write_lock);
+    /* Recycle what the last round wrote. */
+    for (r = written; r; r = next) {
+      next = r->next;
+      if (nr_free_replies < MAX_FREE_REPLIES) {
+        r->next = free_replies;
+        free_replies = r;
+        nr_free_replies++;
+      }
+      else
+        free (r);
+    }
+    list = wq_head;
+    wq_head = NULL;
+    wq_tail = &wq_head;
+    if (!list && n == 0) {
+      writing = false;
+      pthread_cond_broadcast (&write_done);
+      pthread_mutex_unlock (&write_lock);
+      return;
+    }
+    pthread_mutex_unlock (&write_lock);
+
+    for (r = list; r; r = r->next) {
+      if (n + 2 > IOV_BATCH) {
+        write_all (iov, n);
+        n = 0;
+      }
+      iov[n++] = (struct iovec) { .iov_base = r->hdr,
+                                  .iov_len = HP_HEADER_SIZE };
+      if (r->len)
+        iov[n++] = (struct iovec) { .iov_base = (void *) r->payload,
+                                    .iov_len = r->len };
+    }
+    write_all (iov, n);
+    n = 0;
+    for (r = list; r; r = r->next) {
+      buf_free (r->owned, r->owned_size);
+      r->owned = NULL;
+    }
+  }
+}
+
+/* Send one frame: hdr, then len bytes of payload.  owned (a buf_alloc
+ * buffer of owned_size bytes holding the payload, or NULL) is freed
+ * once written; any other payload is copied if the frame has to wait.
+ */
+static void
+send_frame (const unsigned char hdr[HP_HEADER_SIZE], const void *payload,
+            uint32_t len, void *owned, size_t owned_size)
+{
+  struct reply *r;
+
+  pthread_mutex_lock (&write_lock);
+  if (!writing) {
+    writing = true;
+    pthread_mutex_unlock (&write_lock);
+    drain (hdr, payload, len);
+    buf_free (owned, owned_size);
+    return;
+  }
+  /* Someone is writing: queue a copy for them. */
+  r = free_replies;
+  if (r) {
+    free_replies = r->next;
+    nr_free_replies--;
+  }
+  pthread_mutex_unlock (&write_lock);
+  if (!r)
+    r = malloc (sizeof *r);
+  if (r) {
+    memcpy (r->hdr, hdr, HP_HEADER_SIZE);
+    r->len = len;
+    r->owned = owned;
+    r->owned_size = owned_size;
+    if (owned || len == 0)
+      r->payload = payload;
+    else if (len <= SMALL_PAYLOAD) {
+      memcpy (r->small, payload, len);
+      r->payload = r->small;
+    }
+    else if ((r->owned = buf_alloc (len)) != NULL) {
+      memcpy (r->owned, payload, len);
+      r->owned_size = len;
+      r->payload = r->owned;
+    }
+    else {
+      free (r);
+      r = NULL;
+    }
+  }
+
+  pthread_mutex_lock (&write_lock);
+  if (!r) {
+    /* Out of memory: wait for the writer to finish, then write. */
+    while (writing)
+      pthread_cond_wait (&write_done, &write_lock);
+    writing = true;
+    pthread_mutex_unlock (&write_lock);
+    drain (hdr, payload, len);
+    buf_free (owned, owned_size);
+    return;
+  }
+  r->next = NULL;
+  *wq_tail = r;
+  wq_tail = &r->next;
+  if (writing) {
+    pthread_mutex_unlock (&write_lock);
+    return;
+  }
+  /* The writer finished in the meantime: this thread writes. */
+  writing = true;
+  pthread_mutex_unlock (&write_lock);
+  drain (NULL, NULL, 0);
+}
+
+static void
+encode_reply (const struct hp_header *req, uint32_t status, uint16_t flags,
+              uint32_t handle, uint32_t len,
+              unsigned char hdr[HP_HEADER_SIZE])
+{
+  struct hp_header h = {
+    .type = req->type | HP_REPLY,
+    .flags = flags,
+    .id = req->id,
+    .handle = handle,
+    .status = status,
+    .offset = req->offset,
+    .count = req->count,
+    .payload_len = len,
+  };
+
+  hp_encode_header (&h, hdr);
+}
+
 void
 send_reply (const struct hp_header *req, uint32_t status, uint32_t handle,
             const void *payload, uint32_t len)
@@ -121,26 +420,22 @@ send_reply_flags (const struct hp_header *req, uint32_t status,
                   uint16_t flags, uint32_t handle,
                   const void *payload, uint32_t len)
 {
-  struct hp_header h = {
-    .type = req->type | HP_REPLY,
-    .flags = flags,
-    .id = req->id,
-    .handle = handle,
-    .status = status,
-    .offset = req->offset,
-    .count = req->count,
-    .payload_len = payload ? len : 0,
-  };
   unsigned char hdr[HP_HEADER_SIZE];
-  struct iovec iov[2] = {
-    { .iov_base = hdr, .iov_len = sizeof hdr },
-    { .iov_base = (void *) payload, .iov_len = h.payload_len },
-  };
 
-  hp_encode_header (&h, hdr);
-  pthread_mutex_lock (&write_lock);
-  write_all (iov, h.payload_len ? 2 : 1);
-  pthread_mutex_unlock (&write_lock);
+  if (!payload)
+    len = 0;
+  encode_reply (req, status, flags, handle, len, hdr);
+  send_frame (hdr, payload, len, NULL, 0);
+}
+
+void
+send_reply_owned (const struct hp_header *req, uint16_t flags,
+                  void *buf, size_t size, uint32_t len)
+{
+  unsigned char hdr[HP_HEADER_SIZE];
+
+  encode_reply (req, 0, flags, 0, len, hdr);
+  send_frame (hdr, buf, len, buf, size);
 }
 
 void
@@ -193,17 +488,95 @@ parse_json (const struct hp_header *h, const unsigned char *payload)
   return j;
 }
 
+/* Read one message and handle it, or make it a job (*job) for the
+ * caller to run.  Returns 0, or -1 at the end of the channel (EOF or
+ * SHUTDOWN).  Called by one thread at a time (backend-workers.c).
+ */
 static int
-take_fd (void)
+read_one (struct job **jobp)
 {
-  int fd;
+  unsigned char hdr[HP_HEADER_SIZE];
+  struct hp_header h;
+  unsigned char *payload = NULL;
+  uint64_t start;
+  const char *why;
+  json_t *j;
+  int ret = 0;
 
-  if (nr_received_fds == 0)
+  *jobp = NULL;
+  if (read_header (hdr, &start) == -1)
     return -1;
-  fd = received_fds[0];
-  memmove (received_fds, received_fds + 1,
-           --nr_received_fds * sizeof received_fds[0]);
-  return fd;
+  if (hp_decode_header (hdr, &h, &why) == -1 ||
+      hp_check_request (&h, &why) == -1)
+    protocol_error (why);
+  if (h.payload_len) {
+    payload = buf_alloc (payload_size (&h));
+    if (!payload)
+      out_of_memory ();
+    if (read_payload (payload, h.payload_len) == -1) {
+      buf_free (payload, payload_size (&h));
+      return -1;
+    }
+    if (hp_type_is_control (h.type))
+      payload[h.payload_len] = '\0';
+  }
+
+  switch (h.type) {
+  case HP_HELLO:
+    j = parse_json (&h, payload);
+    op_hello (&h, j);
+    json_decref (j);
+    break;
+  case HP_CONFIG:
+    j = parse_json (&h, payload);
+    op_config (&h, j);
+    json_decref (j);
+    break;
+  case HP_CONFIG_COMPLETE:
+    op_config_complete (&h);
+    break;
+  case HP_GET_READY:
+    op_get_ready (&h);
+    break;
+  case HP_DUMP:
+    op_dump (&h);
+    break;
+  case HP_ATTACH_FD:
+    j = parse_json (&h, payload);
+    op_attach_fd (&h, j,
+                  take_fd (start, start + HP_HEADER_SIZE + h.payload_len));
+    json_decref (j);
+    break;
+  case HP_SHUTDOWN:
+    send_json_reply (&h, 0, NULL);
+    ret = -1;
+    break;
+
+  case HP_LIST_EXPORTS:
+  case HP_DEFAULT_EXPORT:
+  case HP_OPEN:
+  case HP_CLOSE:
+  case HP_PREAD:
+  case HP_PWRITE:
+  case HP_FLUSH:
+  case HP_TRIM:
+  case HP_ZERO:
+  case HP_CACHE:
+  case HP_EXTENTS: {
+    struct job *job = job_new ();
+
+    job->req = h;
+    job->payload = payload;
+    payload = NULL;
+    *jobp = job;
+    break;
+  }
+  default:
+    protocol_error ("a message type this backend does not know");
+  }
+  if (payload)
+    buf_free (payload, payload_size (&h));
+  return ret;
 }
 
 int
@@ -220,7 +593,6 @@ nbdkit_backend_main_with_model (const struct nbdkit_backend *backend,
   const char *env = getenv (HP_ENV_FD);
   char *end;
   long fd;
-  bool running = true;
 
   be = backend;
   if (!be->name || !*be->name) {
@@ -248,93 +620,15 @@ nbdkit_backend_main_with_model (const struct nbdkit_backend *backend,
   if (be->load)
     be->load ();
 
-  while (running) {
-    unsigned char hdr[HP_HEADER_SIZE];
-    struct hp_header h;
-    unsigned char *payload = NULL;
-    const char *why;
-    json_t *j;
+  rbuf = malloc (RBUF_SIZE);
+  if (!rbuf)
+    out_of_memory ();
 
-    if (recv_exact (hdr, sizeof hdr) == -1)
-      break;
-    if (hp_decode_header (hdr, &h, &why) == -1 ||
-        hp_check_request (&h, &why) == -1)
-      protocol_error (why);
-    if (h.payload_len) {
-      payload = malloc ((size_t) h.payload_len + 1);
-      if (!payload) {
-        fprintf (stderr, "error: out of memory\n");
-        exit (EXIT_FAILURE);
-      }
-      if (recv_exact (payload, h.payload_len) == -1) {
-        free (payload);
-        break;
-      }
-      payload[h.payload_len] = '\0';
-    }
-
-    switch (h.type) {
-    case HP_HELLO:
-      j = parse_json (&h, payload);
-      op_hello (&h, j);
-      json_decref (j);
-      break;
-    case HP_CONFIG:
-      j = parse_json (&h, payload);
-      op_config (&h, j);
-      json_decref (j);
-      break;
-    case HP_CONFIG_COMPLETE:
-      op_config_complete (&h);
-      break;
-    case HP_GET_READY:
-      op_get_ready (&h);
-      break;
-    case HP_DUMP:
-      op_dump (&h);
-      break;
-    case HP_ATTACH_FD:
-      j = parse_json (&h, payload);
-      op_attach_fd (&h, j, take_fd ());
-      json_decref (j);
-      break;
-    case HP_SHUTDOWN:
-      send_json_reply (&h, 0, NULL);
-      running = false;
-      break;
-
-    case HP_LIST_EXPORTS:
-    case HP_DEFAULT_EXPORT:
-    case HP_OPEN:
-    case HP_CLOSE:
-    case HP_PREAD:
-    case HP_PWRITE:
-    case HP_FLUSH:
-    case HP_TRIM:
-    case HP_ZERO:
-    case HP_CACHE:
-    case HP_EXTENTS: {
-      struct job *job = calloc (1, sizeof *job);
-
-      if (!job) {
-        fprintf (stderr, "error: out of memory\n");
-        exit (EXIT_FAILURE);
-      }
-      job->req = h;
-      job->payload = payload;
-      payload = NULL;
-      workers_submit (job);
-      break;
-    }
-    default:
-      protocol_error ("a message type this backend does not know");
-    }
-    free (payload);
-  }
-
-  workers_stop ();
+  workers_serve (read_one);
   op_close_all ();
   if (be->unload)
     be->unload ();
+  free (rbuf);
+  rbuf = NULL;
   return EXIT_SUCCESS;
 }

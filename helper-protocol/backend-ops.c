@@ -4,22 +4,32 @@
  * inside a callback context (so nbdkit_error reaches the reply), fills
  * in what the backend left out (capability defaults; zero by writing
  * zeroes, FUA by flushing, cache by reading), checks what the backend
- * returned, and sends exactly one reply.
+ * returned, and sends exactly one reply.  Also owns the shared-memory
+ * arena (HP_FEATURE_SHM): every backend offers it, and a PREAD or
+ * PWRITE that names a slot of it hands the callback a pointer into the
+ * arena instead of a buffer of its own, so backend authors never see
+ * the difference.
  */
 
 #include <config.h>
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backend-internal.h"
 
 #define ZERO_CHUNK (1024 * 1024)        /* emulated zero: write this much */
+
+unsigned char *arena;
+uint64_t arena_size;
 
 static const char *
 thread_model_name (int m)
@@ -54,6 +64,8 @@ op_hello (const struct hp_header *req, json_t *j)
   features = json_array ();
   if (be->wants_memfd)
     json_array_append_new (features, json_string (HP_FEATURE_MEMFD));
+  /* The shared-memory data path is invisible to the backend's code. */
+  json_array_append_new (features, json_string (HP_FEATURE_SHM));
   callbacks = json_array ();
 #define HAS(f) if (be->f) json_array_append_new (callbacks, json_string (#f))
   HAS (load); HAS (unload); HAS (config); HAS (config_complete);
@@ -169,6 +181,73 @@ op_get_ready (const struct hp_header *req)
                            thread_model_name (thread_model)));
 }
 
+static void
+attach_fail (const struct hp_header *req, uint32_t status, int fd,
+             const char *fmt, ...)
+  __attribute__ ((format (printf, 4, 5)));
+
+static void
+attach_fail (const struct hp_header *req, uint32_t status, int fd,
+             const char *fmt, ...)
+{
+  char msg[256];
+  va_list args;
+
+  va_start (args, fmt);
+  vsnprintf (msg, sizeof msg, fmt, args);
+  va_end (args);
+  close (fd);
+  send_reply (req, status, 0, msg, strlen (msg));
+}
+
+/* ATTACH_FD "shm": map the arena (replacing any earlier one).  On
+ * failure there is no arena at all, so that a request naming a slot
+ * gets EINVAL rather than the data of an old arena.
+ */
+static void
+attach_arena (const struct hp_header *req, json_t *j, int fd)
+{
+  json_t *jsize = json_object_get (j, "size");
+  json_int_t size = json_is_integer (jsize) ? json_integer_value (jsize) : 0;
+  struct stat st;
+  void *p;
+
+  if (arena) {
+    munmap (arena, arena_size);
+    arena = NULL;
+    arena_size = 0;
+  }
+  if (size <= 0 || (uint64_t) size > SIZE_MAX) {
+    attach_fail (req, HP_EINVAL, fd, "ATTACH_FD \"shm\" needs the arena's "
+                 "size as a positive integer \"size\"");
+    return;
+  }
+  if (fstat (fd, &st) == -1) {
+    attach_fail (req, HP_EINVAL, fd, "ATTACH_FD \"shm\": fstat: %s",
+                 strerror (errno));
+    return;
+  }
+  if (st.st_size < size) {
+    attach_fail (req, HP_EINVAL, fd, "ATTACH_FD \"shm\": the arena of %"
+                 PRId64 " bytes is larger than the file passed (%" PRId64
+                 " bytes)", (int64_t) size, (int64_t) st.st_size);
+    return;
+  }
+  p = mmap (NULL, (size_t) size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+
+    attach_fail (req, hp_error_from_errno (err), fd,
+                 "ATTACH_FD \"shm\": cannot map the arena of %" PRId64
+                 " bytes: %s", (int64_t) size, strerror (err));
+    return;
+  }
+  close (fd);                   /* the mapping keeps the file */
+  arena = p;
+  arena_size = (uint64_t) size;
+  send_json_reply (req, 0, NULL);
+}
+
 void
 op_attach_fd (const struct hp_header *req, json_t *j, int fd)
 {
@@ -176,6 +255,10 @@ op_attach_fd (const struct hp_header *req, json_t *j, int fd)
 
   if (fd == -1) {
     send_reply (req, HP_EINVAL, 0, "ATTACH_FD without a file descriptor", 35);
+    return;
+  }
+  if (purpose && strcmp (purpose, HP_FEATURE_SHM) == 0) {
+    attach_arena (req, j, fd);
     return;
   }
   if (purpose && strcmp (purpose, HP_FEATURE_MEMFD) == 0 && be->wants_memfd) {
@@ -682,12 +765,43 @@ reads_as_zeros (struct handle *hd, const struct hp_header *req)
   return zero;
 }
 
+/* The arena slot that a request with HP_FLAG_SHM names, or NULL after
+ * reporting why it is not a valid one.
+ */
+static unsigned char *
+shm_slot (const struct hp_header *req, const unsigned char *payload)
+{
+  uint64_t off = 0;
+  int i;
+
+  for (i = 0; i < HP_SHM_REF_SIZE; ++i)
+    off = off << 8 | payload[i];
+  if (!arena) {
+    nbdkit_error ("%s names a shared-memory slot, but no arena is attached",
+                  hp_type_name (req->type));
+    nbdkit_set_error (EINVAL);
+    return NULL;
+  }
+  if (off > arena_size || req->count > arena_size - off) {
+    nbdkit_error ("%s names a shared-memory slot of %" PRIu32 " bytes at "
+                  "offset %" PRIu64 ", outside the arena of %" PRIu64
+                  " bytes", hp_type_name (req->type), req->count, off,
+                  arena_size);
+    nbdkit_set_error (EINVAL);
+    return NULL;
+  }
+  return arena + off;
+}
+
 static void
 op_data (const struct hp_header *req, const unsigned char *payload)
 {
   struct handle *hd = handle_lookup (req->handle);
   uint32_t flags = flags_of (req->flags);
-  unsigned char *buf = NULL;
+  bool shm = req->flags & HP_FLAG_SHM;
+  unsigned char *slot = NULL;
+  unsigned char *data = NULL;   /* PREAD inline: buf_alloc (count) */
+  unsigned char *buf = NULL;    /* EXTENTS: malloc'd */
   uint32_t len = 0;
   int r = -1;
 
@@ -703,18 +817,18 @@ op_data (const struct hp_header *req, const unsigned char *payload)
       nbdkit_error ("the backend cannot read");
       break;
     }
+    if (shm && !(slot = shm_slot (req, payload)))
+      break;
     if ((req->flags & HP_FLAG_ZEROS) && reads_as_zeros (hd, req)) {
       send_reply_flags (req, 0, HP_FLAG_ZEROS, 0, NULL, 0);
       context_end ();
       return;
     }
-    buf = malloc (req->count ? req->count : 1);
-    if (!buf) {
+    if (!shm && !(data = buf_alloc (req->count))) {
       nbdkit_set_error (ENOMEM);
       break;
     }
-    r = be->pread (hd->h, buf, req->count, req->offset, 0);
-    len = req->count;
+    r = be->pread (hd->h, shm ? slot : data, req->count, req->offset, 0);
     break;
 
   case HP_PWRITE:
@@ -722,7 +836,9 @@ op_data (const struct hp_header *req, const unsigned char *payload)
       nbdkit_set_error (EPERM);
       break;
     }
-    r = be->pwrite (hd->h, payload, req->count, req->offset,
+    if (shm && !(slot = shm_slot (req, payload)))
+      break;
+    r = be->pwrite (hd->h, shm ? slot : payload, req->count, req->offset,
                     down_flags (hd, flags));
     r = finish_fua (hd, &flags, r);
     break;
@@ -788,8 +904,14 @@ op_data (const struct hp_header *req, const unsigned char *payload)
   }
   }
 
-  if (r == -1)
+  if (r == -1) {
     send_error_reply (req, 0);
+    buf_free (data, req->count);
+  }
+  else if (req->type == HP_PREAD && shm)
+    send_reply_flags (req, 0, HP_FLAG_SHM, 0, NULL, 0);
+  else if (req->type == HP_PREAD)
+    send_reply_owned (req, 0, data, req->count, req->count);
   else
     send_reply (req, 0, 0, buf, buf ? len : 0);
   context_end ();
@@ -832,6 +954,5 @@ op_run_job (struct job *job)
   }
  out:
   json_decref (j);
-  free (job->payload);
-  free (job);
+  job_free (job);
 }

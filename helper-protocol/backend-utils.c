@@ -1,9 +1,11 @@
-/* libnbdkit-backend: messages, errors and parsing helpers.
+/* libnbdkit-backend: messages, errors, parsing helpers and buffers.
  *
  * Owns the per-thread context of a running callback: the connection it
  * serves (for nbdkit_export_name), and the error it reported, which
  * becomes the status and message of the reply.  Everything a backend
- * prints goes to stderr, which the server logs line by line.
+ * prints goes to stderr, which the server logs line by line.  Also owns
+ * the pool of payload buffers (buf_alloc, buf_free), so that the data
+ * path does not call malloc for every request.
  */
 
 #include <config.h>
@@ -20,6 +22,88 @@
 #include "backend-internal.h"
 
 static __thread struct context ctx;
+
+/* ---- payload buffers ----
+ *
+ * Buffers of 4 KiB, 8 KiB ... 1 MiB come from one free list per size
+ * (a power of 2), each keeping at most POOL_BYTES worth of buffers and
+ * never more than POOL_MAX of them; larger ones are malloc'd and freed
+ * each time.  A free buffer holds the link to the next one in its first
+ * bytes.
+ */
+#define POOL_MIN_SHIFT 12
+#define POOL_MAX_SHIFT 20
+#define POOL_CLASSES (POOL_MAX_SHIFT - POOL_MIN_SHIFT + 1)
+#define POOL_BYTES (2 * 1024 * 1024)
+#define POOL_MAX 32
+
+struct free_buf { struct free_buf *next; };
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct free_buf *pool[POOL_CLASSES];
+static unsigned pool_count[POOL_CLASSES];
+
+/* The size class of a buffer of size bytes, or -1 if it is not pooled. */
+static int
+pool_class (size_t size)
+{
+  int c = 0;
+
+  if (size > (size_t) 1 << POOL_MAX_SHIFT)
+    return -1;
+  while (((size_t) 1 << (POOL_MIN_SHIFT + c)) < size)
+    c++;
+  return c;
+}
+
+static unsigned
+pool_limit (int c)
+{
+  size_t n = POOL_BYTES >> (POOL_MIN_SHIFT + c);
+
+  return n < POOL_MAX ? (unsigned) n : POOL_MAX;
+}
+
+void *
+buf_alloc (size_t size)
+{
+  int c = pool_class (size);
+  struct free_buf *b = NULL;
+
+  if (c == -1)
+    return malloc (size ? size : 1);
+  pthread_mutex_lock (&pool_lock);
+  b = pool[c];
+  if (b) {
+    pool[c] = b->next;
+    pool_count[c]--;
+  }
+  pthread_mutex_unlock (&pool_lock);
+  return b ? (void *) b : malloc ((size_t) 1 << (POOL_MIN_SHIFT + c));
+}
+
+void
+buf_free (void *p, size_t size)
+{
+  int c = pool_class (size);
+  struct free_buf *b = p;
+
+  if (!p)
+    return;
+  if (c != -1) {
+    pthread_mutex_lock (&pool_lock);
+    if (pool_count[c] < pool_limit (c)) {
+      b->next = pool[c];
+      pool[c] = b;
+      pool_count[c]++;
+      b = NULL;
+    }
+    pthread_mutex_unlock (&pool_lock);
+  }
+  free (b);
+}
+
+/* ---- the context of a callback ---- */
 
 struct context *
 context_get (void)

@@ -1,9 +1,17 @@
-/* libnbdkit-backend: the worker threads and the handle table.
+/* libnbdkit-backend: the threads that serve requests, and the handle
+ * table.
  *
- * Owns the queue of jobs (requests that run on workers: OPEN, CLOSE,
- * export lists and all data requests), the pool of threads that run
- * them, the locks that give each thread model its meaning, and the
- * table of open handles.
+ * Owns the pool of threads, the free list that job structures (OPEN,
+ * CLOSE, export lists and all data requests) are recycled through, the
+ * locks that give each thread model its meaning, and the table of open
+ * handles.
+ *
+ * The threads work as leader and followers: one thread at a time (the
+ * leader) reads the channel; when it has read a job it hands the
+ * reading over to an idle thread and runs the job itself.  A request
+ * therefore runs on the thread that read it, with no hand-over between
+ * threads on its way, while the next request is already being read by
+ * another thread.  The main thread is one of the pool.
  *
  *   serialize_connections,   one job at a time in the whole process
  *   serialize_all_requests   (the server also opens one handle at a
@@ -22,10 +30,11 @@
 
 #define DEFAULT_WORKERS 16
 
-static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
-static struct job *queue_head, **queue_tail = &queue_head;
-static bool stopping;
+static pthread_mutex_t lead_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t lead_cond = PTHREAD_COND_INITIALIZER;
+static bool leader_busy;        /* a thread is reading the channel */
+static bool done;               /* the channel ended: all threads stop */
+static int (*read_job) (struct job **job);
 static pthread_t *threads;
 static unsigned nr_threads;
 
@@ -34,6 +43,54 @@ static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_rwlock_t table_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct handle **table;
 static size_t table_size;
+
+/* ---- jobs ---- */
+
+#define MAX_FREE_JOBS 256
+
+static pthread_mutex_t free_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct job *free_jobs;
+static unsigned nr_free_jobs;
+
+struct job *
+job_new (void)
+{
+  struct job *job;
+
+  pthread_mutex_lock (&free_lock);
+  job = free_jobs;
+  if (job) {
+    free_jobs = job->next;
+    nr_free_jobs--;
+  }
+  pthread_mutex_unlock (&free_lock);
+  if (!job) {
+    job = malloc (sizeof *job);
+    if (!job) {
+      fprintf (stderr, "error: out of memory\n");
+      exit (EXIT_FAILURE);
+    }
+  }
+  memset (job, 0, sizeof *job);
+  return job;
+}
+
+void
+job_free (struct job *job)
+{
+  if (job->payload)
+    buf_free (job->payload, payload_size (&job->req));
+  job->payload = NULL;
+  pthread_mutex_lock (&free_lock);
+  if (nr_free_jobs < MAX_FREE_JOBS) {
+    job->next = free_jobs;
+    free_jobs = job;
+    nr_free_jobs++;
+    job = NULL;
+  }
+  pthread_mutex_unlock (&free_lock);
+  free (job);
+}
 
 /* ---- handles ---- */
 
@@ -141,25 +198,42 @@ run (struct job *job)
   }
 }
 
+/* Lead (read the channel) when no other thread does; on reading a
+ * job, pass the lead on and run the job.  Control messages that need
+ * no job are handled by the reader, which keeps the lead.
+ */
 static void *
-worker (void *arg)
+serve (void *arg)
 {
   for (;;) {
-    struct job *job;
+    struct job *job = NULL;
+    int r;
 
-    pthread_mutex_lock (&queue_lock);
-    while (!queue_head && !stopping)
-      pthread_cond_wait (&queue_cond, &queue_lock);
-    job = queue_head;
-    if (job) {
-      queue_head = job->next;
-      if (!queue_head)
-        queue_tail = &queue_head;
+    pthread_mutex_lock (&lead_lock);
+    while (leader_busy && !done)
+      pthread_cond_wait (&lead_cond, &lead_lock);
+    if (done) {
+      pthread_mutex_unlock (&lead_lock);
+      return NULL;
     }
-    pthread_mutex_unlock (&queue_lock);
-    if (!job)
-      return NULL;              /* stopping, and nothing left */
-    run (job);
+    leader_busy = true;
+    pthread_mutex_unlock (&lead_lock);
+
+    do
+      r = read_job (&job);
+    while (r == 0 && !job);
+
+    pthread_mutex_lock (&lead_lock);
+    leader_busy = false;
+    if (r == -1) {
+      done = true;
+      pthread_cond_broadcast (&lead_cond);
+    }
+    else
+      pthread_cond_signal (&lead_cond);
+    pthread_mutex_unlock (&lead_lock);
+    if (job)
+      run (job);
   }
 }
 
@@ -172,17 +246,18 @@ workers_start (unsigned n)
     return;
   if (n == 0)
     n = DEFAULT_WORKERS;
-  /* Serialized models need one worker only. */
+  /* Serialized models need one thread only: the main thread. */
   if (thread_model != NBDKIT_THREAD_MODEL_PARALLEL &&
       thread_model != NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS)
     n = 1;
+  /* The main thread is one of them. */
   threads = calloc (n, sizeof *threads);
   if (!threads) {
     fprintf (stderr, "error: out of memory\n");
     exit (EXIT_FAILURE);
   }
-  for (i = 0; i < n; ++i) {
-    int err = pthread_create (&threads[i], NULL, worker, NULL);
+  for (i = 1; i < n; ++i) {
+    int err = pthread_create (&threads[i], NULL, serve, NULL);
 
     if (err) {
       fprintf (stderr, "error: pthread_create: %s\n", strerror (err));
@@ -193,28 +268,13 @@ workers_start (unsigned n)
 }
 
 void
-workers_submit (struct job *job)
-{
-  if (!threads)
-    workers_start (0);
-  job->next = NULL;
-  pthread_mutex_lock (&queue_lock);
-  *queue_tail = job;
-  queue_tail = &job->next;
-  pthread_cond_signal (&queue_cond);
-  pthread_mutex_unlock (&queue_lock);
-}
-
-void
-workers_stop (void)
+workers_serve (int (*read) (struct job **job))
 {
   unsigned i;
 
-  pthread_mutex_lock (&queue_lock);
-  stopping = true;
-  pthread_cond_broadcast (&queue_cond);
-  pthread_mutex_unlock (&queue_lock);
-  for (i = 0; i < nr_threads; ++i)
+  read_job = read;
+  serve (NULL);
+  for (i = 1; i < nr_threads; ++i)
     pthread_join (threads[i], NULL);
   free (threads);
   threads = NULL;

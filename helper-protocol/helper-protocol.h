@@ -100,6 +100,24 @@ enum hp_type {
  */
 #define HP_FEATURE_MEMFD "memfd"
 
+/*   "shm"    the shared-memory data path.  The front end sends ATTACH_FD
+ *            {"purpose":"shm","size":N} with a memfd of N bytes (the
+ *            arena), sealed so that its size cannot change, which the
+ *            backend maps MAP_SHARED read-write.  Once the backend has
+ *            answered that ATTACH_FD with success, PREAD and PWRITE
+ *            requests may carry HP_FLAG_SHM: their payload is then 8
+ *            bytes, a uint64 offset into the arena of a slot of count
+ *            bytes.  PWRITE: the data to write is in the slot (read
+ *            it, never change it).  PREAD: the backend may fill the slot
+ *            and reply with HP_FLAG_SHM and no payload; it may also
+ *            reply inline (count bytes) or with HP_FLAG_ZEROS as usual.
+ *            A slot belongs to the backend from the request until its
+ *            reply; a slot outside the arena gets an EINVAL reply.  The
+ *            same arena is attached to every incarnation of the backend.
+ */
+#define HP_FEATURE_SHM "shm"
+#define HP_SHM_REF_SIZE 8         /* payload of a HP_FLAG_SHM request */
+
 /* Request flags. */
 #define HP_FLAG_FUA       0x0001  /* PWRITE, TRIM, ZERO: durable on reply */
 #define HP_FLAG_MAY_TRIM  0x0002  /* ZERO: may punch a hole */
@@ -110,6 +128,10 @@ enum hp_type {
  * reads as zeros and no data follows.
  */
 #define HP_FLAG_ZEROS     0x0010
+/* PREAD, PWRITE: the data is in a slot of the shared-memory arena (see
+ * HP_FEATURE_SHM); in a PREAD reply, the backend filled the slot.
+ */
+#define HP_FLAG_SHM       0x0020
 
 /* Portable error codes, carried in the status field.  The numbers are
  * those of the NBD protocol so that they pass through unchanged.
@@ -155,7 +177,7 @@ extern void hp_encode_header (const struct hp_header *h,
 
 /* Decode and validate a header: magic, a known type (with or without
  * HP_REPLY), flags allowed for the type (replies: only HP_FLAG_ZEROS on
- * PREAD), status only in replies,
+ * PREAD, and HP_FLAG_SHM on PREAD), status only in replies,
  * payload_len within HP_MAX_PAYLOAD.  Returns 0 on success, or -1 and
  * sets *why to a static string describing the first problem found.
  */
@@ -165,12 +187,14 @@ extern int hp_decode_header (const unsigned char buf[HP_HEADER_SIZE],
 /* Further checks that need both sides of the exchange.
  *
  * hp_check_request: a decoded request is self-consistent (data counts
- * within HP_MAX_DATA, PWRITE payload_len == count, other data requests
- * carry no payload, offset + count does not overflow).
+ * within HP_MAX_DATA, PWRITE payload_len == count, or
+ * HP_SHM_REF_SIZE for a PREAD or PWRITE with HP_FLAG_SHM, other data
+ * requests carry no payload, offset + count does not overflow).
  *
  * hp_check_reply: a decoded reply answers req: same type, and for a
  * successful reply a payload of the right shape (PREAD: exactly count
- * bytes; EXTENTS: a non-empty multiple of HP_EXTENT_SIZE; other data
+ * bytes, or none with HP_FLAG_ZEROS or HP_FLAG_SHM if the request
+ * allowed it; EXTENTS: a non-empty multiple of HP_EXTENT_SIZE; other data
  * replies: empty).  A status must be one of enum hp_error.
  *
  * Both return 0 or -1 with *why set.

@@ -69,8 +69,9 @@ allowed_flags (uint16_t type)
 {
   switch (type) {
   case HP_PREAD:
-    return HP_FLAG_ZEROS;
+    return HP_FLAG_ZEROS | HP_FLAG_SHM;
   case HP_PWRITE:
+    return HP_FLAG_FUA | HP_FLAG_SHM;
   case HP_TRIM:
     return HP_FLAG_FUA;
   case HP_ZERO:
@@ -107,7 +108,7 @@ hp_decode_header (const unsigned char buf[HP_HEADER_SIZE],
     return -1;
   }
   if (h->type & HP_REPLY) {
-    if (h->flags & ~(base == HP_PREAD ? HP_FLAG_ZEROS : 0)) {
+    if (h->flags & ~(base == HP_PREAD ? HP_FLAG_ZEROS | HP_FLAG_SHM : 0)) {
       *why = "flags set in a reply";
       return -1;
     }
@@ -163,7 +164,13 @@ hp_check_request (const struct hp_header *req, const char **why)
       return -1;
     }
   }
-  if (req->type == HP_PWRITE) {
+  if (req->flags & HP_FLAG_SHM) {
+    if (req->payload_len != HP_SHM_REF_SIZE) {
+      *why = "shared-memory request whose payload is not a slot offset";
+      return -1;
+    }
+  }
+  else if (req->type == HP_PWRITE) {
     if (req->payload_len != req->count) {
       *why = "PWRITE payload length differs from count";
       return -1;
@@ -208,6 +215,20 @@ hp_check_reply (const struct hp_header *req,
       }
       if (reply->payload_len != 0) {
         *why = "PREAD zeros reply with a payload";
+        return -1;
+      }
+      if (reply->flags & HP_FLAG_SHM) {
+        *why = "PREAD reply with both zeros and shared-memory flags";
+        return -1;
+      }
+    }
+    else if (reply->flags & HP_FLAG_SHM) {
+      if (!(req->flags & HP_FLAG_SHM)) {
+        *why = "PREAD shared-memory reply to a request without a slot";
+        return -1;
+      }
+      if (reply->payload_len != 0) {
+        *why = "PREAD shared-memory reply with a payload";
         return -1;
       }
     }

@@ -17,6 +17,12 @@
  *
  * With a request timeout set, the oldest request in flight is watched:
  * if the backend has not answered it in time the supervisor is told.
+ *
+ * With the shared-memory arena active (nbdkit/arena.c), PREAD and
+ * PWRITE name a slot instead of carrying the data: a write's payload
+ * that is not in the arena yet is copied into a slot, a read gets a
+ * slot that the backend fills.  A slot a dead backend may still touch
+ * is quarantined until that process is gone.
  */
 
 #include <config.h>
@@ -36,6 +42,8 @@ struct pending {
   struct hp_header req;         /* as sent (id, handle filled in) */
   struct bhandle *bh;           /* NULL: h->handle is used as is */
   void *payload;                /* owned until completion */
+  uint32_t len;                 /* of payload, sent inline */
+  void *slot;                   /* PREAD: the arena slot for the data */
   unsigned flags;               /* CH_* */
   int fd;                       /* passed with the frame, or -1 */
   unsigned sends;
@@ -48,6 +56,7 @@ struct pending {
 static int chan_fd = -1;
 static bool ready;              /* may send ordinary requests */
 static ev_io rio, wio;
+static ev_prepare flush_prepare;
 static struct inbuf in;
 static struct outq out;
 static uint64_t next_id = 1;
@@ -61,6 +70,10 @@ static struct pending *oldest, *newest;
 /* Requests waiting for the backend to be ready. */
 static struct pending *held_head, **held_tail = &held_head;
 static size_t nr_held;
+
+/* Requests sent again to this incarnation and not answered yet. */
+#define CH_RESENDING 0x100
+static size_t resending;
 
 /* The reply being read. */
 static unsigned char rhdr[HP_HEADER_SIZE];
@@ -173,9 +186,49 @@ static void
 complete (struct pending *p, const struct hp_header *reply,
           void *payload, uint32_t len)
 {
-  free (p->payload);
+  if ((p->flags & CH_RESENDING) && --resending == 0)
+    nbdkit_debug ("the requests sent again after the restart are all "
+                  "answered");
+  data_free (p->payload);
+  if (p->slot && p->slot != payload)
+    arena_free (p->slot);
   p->cb (p->opaque, reply, payload, len);
   free (p);
+}
+
+/* A request sent to a backend that is going away fails: its slots may
+ * still be written by that process, so they wait for its end.
+ */
+static void
+complete_lost (struct pending *p)
+{
+  if (arena_contains (p->payload)) {
+    arena_quarantine (p->payload);
+    p->payload = NULL;
+  }
+  arena_quarantine (p->slot);
+  p->slot = NULL;
+  complete (p, NULL, NULL, 0);
+}
+
+/* A successful PREAD reply whose data the backend put in the slot. */
+static void
+complete_from_slot (struct pending *p, const struct hp_header *reply)
+{
+  struct hp_header r = *reply;
+  void *data = p->slot;
+
+  r.flags &= ~HP_FLAG_SHM;
+  r.payload_len = p->req.count;
+  if (!(p->flags & CH_DATA)) {
+    /* The caller expects malloc'd memory. */
+    data = malloc (p->req.count ? p->req.count : 1);
+    if (data)
+      memcpy (data, p->slot, p->req.count);
+    else
+      r.status = HP_ENOMEM;
+  }
+  complete (p, &r, data, data ? p->req.count : 0);
 }
 
 static void update_timeout (void);
@@ -293,7 +346,10 @@ process_input (void)
       rpayload = NULL;
       if (payload)
         payload[reply.payload_len] = '\0';
-      complete (p, &reply, payload, reply.payload_len);
+      if (reply.flags & HP_FLAG_SHM)
+        complete_from_slot (p, &reply);
+      else
+        complete (p, &reply, payload, reply.payload_len);
       if (chan_fd == -1)
         return -1;
     }
@@ -356,6 +412,17 @@ on_writable (struct ev_loop *l, ev_io *w, int revents)
   flush_output ();
 }
 
+/* Frames queued in one loop iteration leave together, in one writev,
+ * just before the loop waits.
+ */
+static void
+on_flush_prepare (struct ev_loop *l, ev_prepare *w, int revents)
+{
+  ev_prepare_stop (loop, &flush_prepare);
+  if (chan_fd >= 0 && !ev_is_active (&wio))
+    flush_output ();
+}
+
 /* Send the first byte of a frame with a file descriptor attached
  * (SCM_RIGHTS); the rest of the frame follows through the queue.  Only
  * when nothing else is queued, so that the byte goes out in order.
@@ -388,12 +455,54 @@ send_fd_byte (const unsigned char *byte, int fd)
   return r == 1 ? 0 : -1;
 }
 
+/* Decide whether a data request goes through the arena: a PWRITE
+ * payload moves into a slot, a PREAD gets one.  Returns true if the
+ * request names a slot (then ref holds its offset).
+ */
+static bool
+use_arena (struct pending *p, unsigned char ref[HP_SHM_REF_SIZE])
+{
+  void *slot;
+  uint64_t off;
+  int i;
+
+  p->req.flags &= ~HP_FLAG_SHM;
+  if (!arena_is_active () || p->req.count == 0)
+    return false;
+  if (p->req.type == HP_PWRITE) {
+    if (!arena_contains (p->payload)) {
+      slot = arena_alloc (p->req.count);
+      if (!slot)
+        return false;
+      memcpy (slot, p->payload, p->req.count);
+      free (p->payload);
+      p->payload = slot;
+    }
+    slot = p->payload;
+  }
+  else if (p->req.type == HP_PREAD) {
+    if (!p->slot)
+      p->slot = arena_alloc (p->req.count);
+    slot = p->slot;
+    if (!slot)
+      return false;
+  }
+  else
+    return false;
+  p->req.flags |= HP_FLAG_SHM;
+  off = arena_offset (slot);
+  for (i = HP_SHM_REF_SIZE - 1; i >= 0; --i, off >>= 8)
+    ref[i] = off & 0xff;
+  return true;
+}
+
 /* Put a request on the wire. */
 static void
 transmit (struct pending *p)
 {
-  unsigned char hdr[HP_HEADER_SIZE];
+  unsigned char hdr[HP_HEADER_SIZE + HP_SHM_REF_SIZE];
   bool was_empty = out.head == NULL;
+  bool shm;
   size_t skip = 0;
 
   if (p->bh) {
@@ -408,8 +517,12 @@ transmit (struct pending *p)
     return;
   }
   p->req.id = next_id++;
+  shm = use_arena (p, hdr + HP_HEADER_SIZE);
+  p->req.payload_len = shm ? HP_SHM_REF_SIZE : p->len;
   hp_encode_header (&p->req, hdr);
   if (p->fd >= 0) {
+    if (out.head)
+      flush_output ();
     if (send_fd_byte (hdr, p->fd) == -1) {
       complete (p, NULL, NULL, 0);
       return;
@@ -417,21 +530,21 @@ transmit (struct pending *p)
     skip = 1;
     bytes_written++;
   }
-  if (outq_push (&out, hdr + skip, sizeof hdr - skip, p->payload,
-                 p->req.payload_len, NULL) == -1) {
+  if (outq_push (&out, hdr + skip,
+                 HP_HEADER_SIZE + (shm ? HP_SHM_REF_SIZE : 0) - skip,
+                 shm ? NULL : p->payload, shm ? 0 : p->len, NULL) == -1) {
     complete (p, NULL, NULL, 0);
     return;
   }
-  bytes_queued += sizeof hdr + p->req.payload_len;
+  bytes_queued += HP_HEADER_SIZE + p->req.payload_len;
   p->end_offset = bytes_queued;
   p->sends++;
   p->sent_at = ev_now (loop);
   table_insert (p);
   if (oldest == p)
     update_timeout ();
-  /* Write at once if nothing is waiting, else when writable. */
   if (was_empty)
-    flush_output ();
+    ev_prepare_start (loop, &flush_prepare);
 }
 
 static void
@@ -466,6 +579,7 @@ channel_send_fd (const struct hp_header *h, struct bhandle *bh,
   p->req = *h;
   p->req.status = 0;
   p->req.payload_len = payload ? len : 0;
+  p->len = p->req.payload_len;
   p->bh = bh;
   p->payload = payload;
   p->flags = flags;
@@ -528,6 +642,7 @@ channel_open (int fd)
   cur_req = NULL;
   ev_io_init (&rio, on_readable, fd, EV_READ);
   ev_io_init (&wio, on_writable, fd, EV_WRITE);
+  ev_prepare_init (&flush_prepare, on_flush_prepare);
   ev_io_start (loop, &rio);
 }
 
@@ -537,6 +652,11 @@ channel_set_ready (void)
   struct pending *p;
 
   ready = true;
+  for (p = held_head; p; p = p->next)
+    if (p->sends > 0 && !(p->flags & CH_RESENDING)) {
+      p->flags |= CH_RESENDING;
+      resending++;
+    }
   while ((p = held_head) != NULL && chan_fd >= 0 && ready) {
     held_head = p->next;
     if (!held_head)
@@ -585,11 +705,13 @@ channel_close (bool keep_for_resend)
     return;
   ev_io_stop (loop, &rio);
   ev_io_stop (loop, &wio);
+  ev_prepare_stop (loop, &flush_prepare);
   if (timeout_secs > 0)
     ev_timer_stop (loop, &timeout_timer);
   close (chan_fd);
   chan_fd = -1;
   ready = false;
+  arena_set_active (false);
   outq_clear (&out);
   inbuf_free (&in);
   free (rpayload);
@@ -613,7 +735,7 @@ channel_close (bool keep_for_resend)
       if (all)
         all[n++] = p;
       else
-        complete (p, NULL, NULL, 0);
+        complete_lost (p);
     }
   }
   nr_pending = 0;
@@ -631,7 +753,7 @@ channel_close (bool keep_for_resend)
         nr_held++;
       }
       else
-        complete (p, NULL, NULL, 0);
+        complete_lost (p);
     }
     if (resend) {
       *tail = held_head;
@@ -653,6 +775,6 @@ channel_fail_held (void)
     if (!held_head)
       held_tail = &held_head;
     nr_held--;
-    complete (p, NULL, NULL, 0);
+    complete_lost (p);
   }
 }

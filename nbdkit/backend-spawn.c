@@ -409,6 +409,9 @@ backend_info_from_hello (json_t *reply)
       if (json_is_string (f) &&
           strcmp (json_string_value (f), HP_FEATURE_MEMFD) == 0)
         binfo.wants_memfd = true;
+      else if (json_is_string (f) &&
+               strcmp (json_string_value (f), HP_FEATURE_SHM) == 0)
+        binfo.wants_shm = true;
   }
   nbdkit_debug ("backend %s %s, pid %d, thread model %s",
                 binfo.name, binfo.version ? binfo.version : "",

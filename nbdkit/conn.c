@@ -8,6 +8,11 @@
  * transmit.c) asks for "exactly N bytes, then call me" and queues
  * output; it never touches the socket.  Never blocks.
  *
+ * Output is written once per loop iteration: replies queued while the
+ * loop handles events leave together in one writev from an ev_prepare
+ * watcher, just before the loop waits again, and only a socket that
+ * would block costs a write watcher.
+ *
  * After STARTTLS the same reads and writes go through the connection's
  * TLS session (tls.c); the TLS handshake itself is driven from here,
  * waiting in the loop for whichever direction gnutls asks for.
@@ -35,6 +40,8 @@ struct conn {
   bool closed;
   bool close_after_output;
   bool in_process;
+  struct conn *flush_next;      /* in the list of output to write */
+  bool flush_listed;
   struct inbuf in;
   struct outq out;
   /* The read asked for. */
@@ -51,6 +58,12 @@ struct conn {
 };
 
 static struct conn *conns;
+
+/* Connections with output queued in this loop iteration. */
+static struct conn *flush_head;
+static ev_prepare flush_prepare;
+static ev_idle flush_idle;
+static bool flush_inited;
 
 static void process_input (struct conn *conn);
 static void begin_tls (struct conn *conn);
@@ -146,6 +159,39 @@ flush_output (struct conn *conn)
     begin_tls (conn);
   else
     transmit_maybe_resume (conn);
+}
+
+static void
+on_flush_idle (struct ev_loop *l, ev_idle *w, int revents)
+{
+  ev_idle_stop (loop, w);
+}
+
+/* Before the loop waits: write what this iteration queued.  Output
+ * that the writing itself produced (a resumed client's next replies)
+ * waits for the next iteration, with an idle watcher so that the loop
+ * does not sleep on it.
+ */
+static void
+on_flush_prepare (struct ev_loop *l, ev_prepare *w, int revents)
+{
+  struct conn *conn, *list = flush_head;
+
+  flush_head = NULL;
+  while ((conn = list) != NULL) {
+    list = conn->flush_next;
+    conn->flush_next = NULL;
+    conn->flush_listed = false;
+    if (conn->handshaking)
+      ev_io_start (loop, &conn->wio);
+    else
+      flush_output (conn);
+    conn_unref (conn);
+  }
+  if (flush_head)
+    ev_idle_start (loop, &flush_idle);
+  else
+    ev_prepare_stop (loop, &flush_prepare);
 }
 
 static void
@@ -372,10 +418,21 @@ conn_write (struct conn *conn, const void *small, size_t len,
     conn_close (conn);
     return;
   }
-  /* Written when the loop next finds the socket writable, so that the
-   * replies produced in one loop iteration leave in one writev.
+  /* Written just before the loop waits, so that the replies produced
+   * in one loop iteration leave in one writev.
    */
-  ev_io_start (loop, &conn->wio);
+  if (!conn->flush_listed && !ev_is_active (&conn->wio)) {
+    conn->flush_listed = true;
+    conn_ref (conn);
+    conn->flush_next = flush_head;
+    flush_head = conn;
+    if (!flush_inited) {
+      ev_prepare_init (&flush_prepare, on_flush_prepare);
+      ev_idle_init (&flush_idle, on_flush_idle);
+      flush_inited = true;
+    }
+    ev_prepare_start (loop, &flush_prepare);
+  }
 }
 
 void

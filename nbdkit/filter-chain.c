@@ -308,7 +308,7 @@ chain_send (struct chain *ch, const struct hp_header *h, void *data,
   struct freq_full *rf;
 
   if (ch->n == 0) {
-    channel_send (h, ch->bh, data, len, 0, cb, opaque);
+    channel_send (h, ch->bh, data, len, CH_DATA, cb, opaque);
     return;
   }
   rf = freq_new (ch, 0, h->type, h->flags, h->offset, h->count, data, cb,

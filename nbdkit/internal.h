@@ -310,6 +310,7 @@ struct backend_info {
   char *config_help;
   enum thread_model thread_model;
   bool wants_memfd;             /* features: "memfd" */
+  bool wants_shm;               /* features: "shm" */
   json_t *callbacks;            /* names of the callbacks it has, or NULL */
 };
 
@@ -362,6 +363,39 @@ extern void backend_open (const char *export, bool readonly, bool tls,
                           void *opaque);
 extern void backend_close (struct bhandle *bh);
 
+/* ---- arena.c: the shared-memory arena of the data path ---- */
+
+/* Default size of the arena in MiB (virtual: pages count once
+ * touched).
+ */
+#define ARENA_DEFAULT_MIB 256
+
+/* Make the arena (once; later calls do nothing).  -1 with errno. */
+extern int arena_create (size_t bytes);
+extern int arena_fd (void);
+extern size_t arena_size (void);
+/* Whether the backend now running accepted the arena: only then does
+ * arena_alloc hand out slots.
+ */
+extern void arena_set_active (bool on);
+extern bool arena_is_active (void);
+extern bool arena_contains (const void *p);
+extern uint64_t arena_offset (const void *p);
+extern size_t arena_pages_in_use (void);
+/* A slot of at least len bytes, page aligned, or NULL. */
+extern void *arena_alloc (size_t len);
+extern void arena_free (void *p);
+/* A slot that a backend which is going away may still write: freed by
+ * arena_release_quarantine once that process has exited.
+ */
+extern void arena_quarantine (void *p);
+extern void arena_release_quarantine (void);
+/* Payload buffers: a slot if the arena is active and has room, else
+ * malloc; data_free releases either.
+ */
+extern void *data_alloc (size_t len);
+extern void data_free (void *p);
+
 /* ---- backend-channel.c: frames over the socketpair ---- */
 
 /* Completion of one backend request.  reply is the validated reply
@@ -375,6 +409,9 @@ typedef void (*channel_timeout_cb) (const struct hp_header *req,
                                     double waited);
 
 #define CH_STARTUP 1            /* sent while starting; never held */
+#define CH_DATA   2             /* the caller releases the payload of a
+                                 * PREAD reply with data_free (so it may
+                                 * be an arena slot) */
 
 extern void channel_open (int fd);
 /* Stop using the channel.  keep_for_resend: requests in flight that are

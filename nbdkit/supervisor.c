@@ -50,6 +50,7 @@ static struct bhandle *handles;
 
 /* The memory a backend may keep across its restarts (HP_ATTACH_FD). */
 static int memfd = -1;
+static unsigned attach_step;    /* where attach_next is */
 
 #define BACKOFF_INITIAL 0.1     /* seconds before the first restart */
 #define BACKOFF_MAX     5.0
@@ -450,7 +451,9 @@ apply_magic_key (json_t *j)
   return true;
 }
 
-/* After CONFIG or ATTACH_FD (opaque names which): the next parameter. */
+static void attach_next (void);
+
+/* After CONFIG: the next parameter. */
 static void
 on_config_step (void *opaque, const struct hp_header *reply, void *payload,
                 uint32_t len)
@@ -462,6 +465,36 @@ on_config_step (void *opaque, const struct hp_header *reply, void *payload,
   json_decref (j);
   if (ok)
     send_next_config ();
+}
+
+/* After ATTACH_FD (opaque names the purpose). */
+static void
+on_attached (void *opaque, const struct hp_header *reply, void *payload,
+             uint32_t len)
+{
+  const char *purpose = opaque;
+  json_t *j;
+
+  if (state == STARTING && reply && reply->status &&
+      strcmp (purpose, HP_FEATURE_SHM) == 0) {
+    /* The data path works without it: say so and go on. */
+    nbdkit_debug ("%s: the backend refused the shared-memory arena: %s",
+                  name (), payload ? (const char *) payload : "");
+    free (payload);
+    attach_next ();
+    return;
+  }
+  j = startup_reply ("attach_fd", reply, payload, len);
+  free (payload);
+  if (!j)
+    return;
+  json_decref (j);
+  if (strcmp (purpose, HP_FEATURE_SHM) == 0) {
+    arena_set_active (true);
+    nbdkit_debug ("%s: data through the shared-memory arena (%zu bytes)",
+                  name (), arena_size ());
+  }
+  attach_next ();
 }
 
 static void
@@ -502,8 +535,60 @@ attach_memfd (void)
     return;
   }
   nbdkit_debug ("%s: attaching the memfd", name ());
-  channel_send_fd (&h, NULL, s, strlen (s), memfd, CH_STARTUP, on_config_step,
-                   (void *) "attach_fd");
+  channel_send_fd (&h, NULL, s, strlen (s), memfd, CH_STARTUP, on_attached,
+                   (void *) HP_FEATURE_MEMFD);
+}
+
+/* Hand the backend the shared-memory arena, made on first use, unless
+ * -D nbdkit.shm=0 turned it off (-D nbdkit.shm_mib=N sets its size).
+ * Returns false if there is none.
+ */
+static bool
+attach_shm (void)
+{
+  struct hp_header h = { .type = HP_ATTACH_FD };
+  char *s;
+
+  if (!server_debug_flag ("shm", 1))
+    return false;
+  if (arena_fd () == -1 &&
+      arena_create ((size_t) server_debug_flag ("shm_mib",
+                                                ARENA_DEFAULT_MIB) << 20) == -1) {
+    nbdkit_debug ("%s: no shared-memory arena: %m", name ());
+    return false;
+  }
+  if (asprintf (&s, "{\"purpose\":\"%s\",\"size\":%zu}",
+                HP_FEATURE_SHM, arena_size ()) == -1) {
+    start_failed ("out of memory");
+    return true;
+  }
+  channel_send_fd (&h, NULL, s, strlen (s), arena_fd (), CH_STARTUP,
+                   on_attached, (void *) HP_FEATURE_SHM);
+  return true;
+}
+
+/* The file descriptors the backend asked for in HELLO, one at a time,
+ * then the configuration.
+ */
+static void
+attach_next (void)
+{
+  switch (attach_step++) {
+  case 0:
+    if (binfo.wants_memfd) {
+      attach_memfd ();
+      return;
+    }
+    /* fallthrough */
+  case 1:
+    attach_step = 2;
+    if (binfo.wants_shm && attach_shm ())
+      return;
+    /* fallthrough */
+  default:
+    attach_step = 3;
+    send_next_config ();
+  }
 }
 
 static void
@@ -531,10 +616,8 @@ on_hello (void *opaque, const struct hp_header *reply, void *payload,
   }
   json_decref (j);
   config_index = 0;
-  if (binfo.wants_memfd)
-    attach_memfd ();
-  else
-    send_next_config ();
+  attach_step = 0;
+  attach_next ();
 }
 
 static void
@@ -657,6 +740,8 @@ void
 supervisor_backend_exited (void)
 {
   ev_timer_stop (loop, &kill_timer);
+  /* Nothing writes the slots it had any more. */
+  arena_release_quarantine ();
   if (state == STOPPING || state == FAILED || server_quitting ()) {
     channel_close (false);
     return;

@@ -71,7 +71,7 @@ send_simple_reply (struct conn *conn, uint64_t cookie, uint32_t error,
   memcpy (hdr, &magic, 4);
   memcpy (hdr + 4, &err, 4);
   memcpy (hdr + 8, &ck, 8);
-  conn_write (conn, hdr, sizeof hdr, data, data ? len : 0, free);
+  conn_write (conn, hdr, sizeof hdr, data, data ? len : 0, data_free);
 }
 
 static void
@@ -114,7 +114,7 @@ send_chunk (struct conn *conn, uint64_t cookie, uint16_t type,
   if (extra_len)
     memcpy (hdr + NBD_STRUCTURED_REPLY_SIZE, extra, extra_len);
   conn_write (conn, hdr, NBD_STRUCTURED_REPLY_SIZE + extra_len,
-              data, data ? data_len : 0, free);
+              data, data ? data_len : 0, data_free);
 }
 
 /* An error chunk: NBD_REPLY_TYPE_ERROR, or for a read that the
@@ -169,14 +169,14 @@ send_answer (struct conn *conn, const struct request *r, uint32_t error,
         error = NBD_ENOMEM;
     }
     if (error || r->cmd != NBD_CMD_READ) {
-      free (data);
+      data_free (data);
       data = NULL;
     }
     send_simple_reply (conn, r->cookie, error, data, len);
     return;
   }
   if (error) {
-    free (data);
+    data_free (data);
     send_error_chunk (conn, r, error, msg,
                       r->cmd == NBD_CMD_READ && !r->error);
   }
@@ -196,7 +196,7 @@ send_answer (struct conn *conn, const struct request *r, uint32_t error,
                 data, len);
   else {
     send_chunk (conn, r->cookie, NBD_REPLY_TYPE_NONE, NULL, 0, NULL, 0);
-    free (data);
+    data_free (data);
   }
 }
 
@@ -440,13 +440,13 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
   if (!error && r->cmd == NBD_CMD_BLOCK_STATUS) {
     void *bs = block_status_payload (r, payload, len, &len);
 
-    free (payload);
+    data_free (payload);
     payload = bs;
     if (!bs)
       error = NBD_EIO;
   }
   if (!error && r->cmd == NBD_CMD_READ && (reply->flags & HP_FLAG_ZEROS)) {
-    free (payload);             /* none: the range reads as zeros */
+    data_free (payload);        /* none: the range reads as zeros */
     payload = NULL;
   }
   if (error) {
@@ -454,7 +454,7 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
       : "the backend could not answer";
 
     send_answer (conn, r, error, msg, NULL, 0);
-    free (payload);
+    data_free (payload);
   }
   else
     send_answer (conn, r, 0, NULL, payload, len);       /* takes payload */
@@ -575,7 +575,12 @@ on_request_header (struct conn *conn)
   if (cmd == NBD_CMD_WRITE) {
     /* The payload follows whatever we think of the request. */
     s->cur = r;
-    if (!r->error && !(r->data = malloc (r->count))) {
+    /* Without filters the payload can go to the backend from an arena
+     * slot; filters expect malloc'd buffers.
+     */
+    if (!r->error &&
+        !(r->data = opt.nr_filters ? malloc (r->count)
+                                   : data_alloc (r->count))) {
       r->error = NBD_ENOMEM;
       r->why = "out of memory";
     }
@@ -639,7 +644,7 @@ transmit_free_current (struct conn *conn)
   struct session *s = conn_session (conn);
 
   if (s->cur) {
-    free (s->cur->data);
+    data_free (s->cur->data);
     free (s->cur);
     s->cur = NULL;
   }

@@ -108,3 +108,47 @@ h = nbd.NBD()
 h.connect_uri('$uri')
 $1"
 }
+
+# kill_backend_during N CMD...: kill the backend with SIGKILL N times
+# while CMD runs (the server must run with -v: see below).  A
+# request in flight when its backend dies is sent again once, so an
+# incarnation is killed only after it has answered what was sent to it
+# again (the server says so with -v) and made some progress (50 write
+# calls).
+kill_backend_during() {
+    local times=$1; shift
+    (
+        local pid= last=0
+        for i in $(seq "$times"); do
+            wait_until eval 'pid=$(pgrep -n -P "$server_pid") &&
+                             [ "$pid" != "$last" ]' || exit 0
+            wait_until eval '[ "$(grep -c "backend restarted" "$log")" -ge $((i - 1)) ]' ||
+                exit 0
+            wait_until eval '[ "$(backend_writes "$pid")" -ge 50 ]' || exit 0
+            wait_until eval '[ "$(resends_answered)" -ge "$(restarts_resending)" ]' ||
+                exit 0
+            kill -KILL "$pid" 2>/dev/null || true
+            last=$pid
+        done
+    ) 3>&- &
+    local killer=$! status=0
+    "$@" || status=$?
+    # A fast command may end before every kill: stop waiting for it.
+    kill "$killer" 2>/dev/null || true
+    wait "$killer" || true
+    return "$status"
+}
+
+# The number of write system calls the backend process $1 has made.
+backend_writes() {
+    awk '/^syscw:/ { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0
+}
+
+# Restarts that had requests to send again, and how many of those
+# rounds of requests have all been answered.
+restarts_resending() {
+    grep -c "; [1-9][0-9]* requests to send again" "$log" || true
+}
+resends_answered() {
+    grep -c "sent again after the restart are all answered" "$log" || true
+}

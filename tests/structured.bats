@@ -25,6 +25,60 @@ assert h.pread(1 << 20, 3 << 20) == d
     echo "$output" | grep -q '^ *0 *1048576 *3 *hole,zero'
 }
 
+@test "block status of any range of a memory disk, aligned or not, matches what was written" {
+    requires nbdsh
+    # An odd size, so that ranges end inside a page.
+    start_server memory 12583013
+    nbd_py '
+import random
+rnd = random.Random(3)
+size = h.get_size()
+page = 4096
+written = set()
+for i in range(40):
+    off = rnd.randrange(0, size - 1)
+    n = rnd.randrange(1, 200000)
+    n = min(n, size - off)
+    h.pwrite(b"\x01" * n, off)
+    written.update(range(off // page, (off + n - 1) // page + 1))
+h.trim(3 * page, 64 * page)
+written.difference_update(range(64, 67))
+h = nbd.NBD()
+h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+h.connect_uri(os.environ["uri"])
+def check(off, count, flags=0):
+    got = []
+    def cb(ctx, offset, entries, err):
+        got.extend(entries)
+    h.block_status(count, off, cb, flags)
+    pos = off
+    for i in range(0, len(got), 2):
+        length, typ = got[i], got[i + 1]
+        assert length > 0, got
+        end = min(pos + length, off + count)
+        pages = range(pos // page, (end - 1) // page + 1)
+        if typ & 1:
+            # A hole: nothing written in it.
+            assert not any(p in written for p in pages), (off, count, pos, length)
+        else:
+            # Data: at this granularity, something of each page written
+            # (data is always a safe answer only if it is true here).
+            assert all(p in written for p in pages), (off, count, pos, length)
+        pos += length
+        if flags:
+            break
+    assert pos >= off + 1
+    if not flags:
+        assert pos >= off + count, (off, count, pos)
+for i in range(300):
+    off = rnd.randrange(0, size - 1)
+    count = rnd.randrange(1, min(size - off, 3 << 20) + 1)
+    check(off, count, nbd.CMD_FLAG_REQ_ONE if i % 3 == 0 else 0)
+check(0, size)
+check(size - 1, 1)
+'
+}
+
 @test "block status of the file backend follows the file's holes" {
     requires nbdinfo
     truncate -s 4M "$BATS_TEST_TMPDIR/disk"

@@ -5,21 +5,6 @@
 
 load helpers
 
-# Kill the backend with SIGKILL $1 times while a command runs.
-kill_backend_during() {
-    local times=$1; shift
-    (
-        for i in $(seq "$times"); do
-            wait_until test -n "$(pgrep -P "$server_pid")"
-            sleep 0.3
-            pkill -KILL -P "$server_pid" || true
-        done
-    ) 3>&- &
-    local killer=$!
-    "$@"
-    wait "$killer" || true
-}
-
 copy_with_kills() {
     random_file "$BATS_TEST_TMPDIR/in" 256M
     kill_backend_during 3 nbdcopy "$BATS_TEST_TMPDIR/in" "$uri"
@@ -32,14 +17,14 @@ copy_with_kills() {
 
 @test "killing the memory backend during copies loses no byte" {
     requires nbdcopy
-    start_server --backend-max-restarts=20 memory 256M
+    start_server -v --backend-max-restarts=20 memory 256M
     copy_with_kills
 }
 
 @test "killing the file backend during copies loses no byte" {
     requires nbdcopy
     truncate -s 256M "$BATS_TEST_TMPDIR/disk"
-    start_server --backend-max-restarts=20 file "$BATS_TEST_TMPDIR/disk"
+    start_server -v --backend-max-restarts=20 file "$BATS_TEST_TMPDIR/disk"
     copy_with_kills
 }
 

@@ -10,13 +10,18 @@
 #
 # It uses the standard library only.  Requests are served one at a time,
 # in the order they arrive (thread model serialize_all_requests): a script
-# never sees two callbacks at once.  Nothing here writes to standard
-# output, which is /dev/null; diagnostics go to standard error, which the
-# server logs.
+# never sees two callbacks at once.  The channel is read through a buffer
+# (many frames per recvmsg), and replies are collected and sent together
+# when no more requests are waiting.  It offers the shared-memory data
+# path ("shm"): a PREAD or PWRITE may name a slot of an arena that the
+# server shares, and the script then reads from or writes into the arena
+# directly.  Nothing here writes to standard output, which is /dev/null;
+# diagnostics go to standard error, which the server logs.
 
 import errno as _errno
 import io as _io
 import json as _json
+import mmap as _mmap
 import os as _os
 import socket as _socket
 import struct as _struct
@@ -135,13 +140,14 @@ LIST_EXPORTS, DEFAULT_EXPORT, OPEN, CLOSE, SHUTDOWN, ATTACH_FD = \
 PREAD, PWRITE, FLUSH, TRIM, ZERO, CACHE, EXTENTS = \
     16, 17, 18, 19, 20, 21, 22
 
-_HP_FUA, _HP_MAY_TRIM, _HP_FAST_ZERO, _HP_REQ_ONE, _HP_ZEROS = \
-    0x1, 0x2, 0x4, 0x8, 0x10
+_HP_FUA, _HP_MAY_TRIM, _HP_FAST_ZERO, _HP_REQ_ONE, _HP_ZEROS, _HP_SHM = \
+    0x1, 0x2, 0x4, 0x8, 0x10, 0x20
 _ALLOWED_FLAGS = {
-    PWRITE: _HP_FUA, TRIM: _HP_FUA,
+    PWRITE: _HP_FUA | _HP_SHM, TRIM: _HP_FUA,
     ZERO: _HP_FUA | _HP_MAY_TRIM | _HP_FAST_ZERO,
-    EXTENTS: _HP_REQ_ONE, PREAD: _HP_ZEROS,
+    EXTENTS: _HP_REQ_ONE, PREAD: _HP_ZEROS | _HP_SHM,
 }
+_SHM_REF = _struct.Struct(">Q")      # payload of a request with _HP_SHM
 _CONTROL = range(HELLO, ATTACH_FD + 1)
 _DATA = range(PREAD, EXTENTS + 1)
 
@@ -190,32 +196,110 @@ class _State:
 _state = _State()
 
 
+# Reading: the buffer, and when a payload is read straight into its own
+# buffer instead.  Writing: replies are sent once no whole request is
+# waiting in the buffer, or once this many bytes are waiting to go.
+_RBUF_SIZE = 256 * 1024
+_DIRECT_READ = 64 * 1024
+_FLUSH_AT = 1024 * 1024
+_MAX_FDS = 4
+_IOV_MAX = 1024
+
+
 class _Channel:
     """Reading and writing whole frames on the channel."""
 
     def __init__(self, fd):
         self.sock = _socket.socket(fileno=fd)
         self.sock.setblocking(True)
+        self.buf = bytearray(_RBUF_SIZE)
+        self.view = memoryview(self.buf)
+        self.start = self.end = 0   # unread bytes are buf[start:end]
+        self.pos = 0                # bytes received on the channel so far
+        self.fds = []               # [(stream position, fd)] not yet taken
+        self.frame_start = self.frame_end = 0
+        self.out = []               # replies not yet sent
+        self.out_len = 0
+        self.ancsize = _socket.CMSG_SPACE(_MAX_FDS * 4)
 
-    def _read_exactly(self, n):
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            r = self.sock.recv_into(view[got:], n - got)
+    def _recv_into(self, view):
+        """One recvmsg into VIEW; keep the descriptors that come with it,
+        noting the stream position of the last byte read (the kernel ends
+        a read after the bytes that carry descriptors).  Returns the
+        number of bytes, 0 at EOF."""
+        self.flush()                # about to block: send what is ready
+        n, anc, _flags, _addr = self.sock.recvmsg_into(
+            [view], self.ancsize, getattr(_socket, "MSG_CMSG_CLOEXEC", 0))
+        for level, typ, data in anc:
+            if level == _socket.SOL_SOCKET and typ == _socket.SCM_RIGHTS:
+                usable = len(data) - len(data) % 4
+                for (fd,) in _struct.iter_unpack("=i", data[:usable]):
+                    if len(self.fds) < _MAX_FDS:
+                        self.fds.append((self.pos + n - 1, fd))
+                    else:
+                        _os.close(fd)
+        self.pos += n
+        return n
+
+    def _fill(self, want):
+        """Make at least WANT bytes available in the buffer; False at EOF."""
+        while self.end - self.start < want:
+            if self.start:
+                left = self.end - self.start
+                self.buf[:left] = self.view[self.start:self.end]
+                self.start, self.end = 0, left
+            n = self._recv_into(self.view[self.end:])
+            if n == 0:
+                return False
+            self.end += n
+        return True
+
+    def _read_payload(self, n):
+        """Exactly N bytes, as a bytearray."""
+        out = bytearray(n)
+        oview = memoryview(out)
+        take = min(n, self.end - self.start)
+        oview[:take] = self.view[self.start:self.start + take]
+        self.start += take
+        got = take
+        while got < n:              # the buffer is empty here
+            if n - got >= _DIRECT_READ:
+                r = self._recv_into(oview[got:])
+            else:
+                self.start = self.end = 0
+                r = self._recv_into(self.view)
+                self.end = r
+                r = min(r, n - got)
+                oview[got:got + r] = self.view[:r]
+                self.start = r
             if r == 0:
-                if got == 0:
-                    return None
                 raise _Violation("the channel ended in the middle of a frame")
             got += r
-        return buf
+        return out
+
+    def take_fd(self):
+        """The descriptor that came with the frame just read, or None.
+        Descriptors that came before it belong to no ATTACH_FD: closed."""
+        fd, keep = None, []
+        for pos, f in self.fds:
+            if pos < self.frame_start:
+                _os.close(f)
+            elif fd is None and pos < self.frame_end:
+                fd = f
+            else:
+                keep.append((pos, f))
+        self.fds = keep
+        return fd
 
     def read_frame(self):
         """The next request as (header tuple, payload), or None at EOF."""
-        raw = self._read_exactly(_HEADER_SIZE)
-        if raw is None:
+        if not self._fill(_HEADER_SIZE):
+            if self.end != self.start:
+                raise _Violation("the channel ended in the middle of a frame")
             return None
-        hdr = _HEADER.unpack(raw)
+        self.frame_start = self.pos - (self.end - self.start)
+        hdr = _HEADER.unpack_from(self.buf, self.start)
+        self.start += _HEADER_SIZE
         magic, typ, flags, _id, handle, status, offset, count, plen = hdr
         if magic != _MAGIC:
             raise _Violation("bad magic 0x%08x" % magic)
@@ -235,27 +319,52 @@ class _Channel:
                              % (offset, count))
         if typ in (PREAD, PWRITE) and count > _MAX_DATA:
             raise _Violation("count %d is over 32 MiB" % count)
-        if typ == PWRITE and plen != count:
+        if flags & _HP_SHM:
+            if plen != _SHM_REF.size:
+                raise _Violation("a shared-memory request with a payload of "
+                                 "%d bytes, not a slot offset" % plen)
+        elif typ == PWRITE and plen != count:
             raise _Violation("PWRITE payload of %d bytes for count %d"
                              % (plen, count))
-        if typ in _DATA and typ != PWRITE and plen != 0:
+        elif typ in _DATA and typ != PWRITE and plen != 0:
             raise _Violation("a payload on data request type %d" % typ)
         if typ == FLUSH and (offset or count):
             raise _Violation("FLUSH with a non-zero offset or count")
-        payload = self._read_exactly(plen) if plen else bytearray()
-        if payload is None:
-            raise _Violation("the channel ended in the middle of a frame")
-        return hdr, payload
+        self.frame_end = self.frame_start + _HEADER_SIZE + plen
+        if not plen:
+            return hdr, bytearray()
+        if self.end - self.start >= plen:
+            payload = self.buf[self.start:self.start + plen]
+            self.start += plen
+            return hdr, payload
+        return hdr, self._read_payload(plen)
 
     def reply(self, hdr, status=0, payload=b"", handle=0, flags=0):
+        """Queue a reply; it is sent by flush, before the next read that
+        would wait.  PAYLOAD must not change until then."""
         _magic, typ, _flags, rid, _h, _s, offset, count, _p = hdr
-        head = _HEADER.pack(_MAGIC, typ | _REPLY, flags, rid, handle, status,
-                            offset, count, len(payload))
-        if len(payload) < 65536:
-            self.sock.sendall(head + bytes(payload))
-        else:
-            self.sock.sendall(head)
-            self.sock.sendall(payload)
+        plen = len(payload)
+        self.out.append(_HEADER.pack(_MAGIC, typ | _REPLY, flags, rid, handle,
+                                     status, offset, count, plen))
+        if plen:
+            self.out.append(payload)
+        self.out_len += _HEADER_SIZE + plen
+        if self.out_len >= _FLUSH_AT:
+            self.flush()
+
+    def flush(self):
+        """Send every queued reply, with as few sendmsg calls as can be."""
+        out = self.out
+        i = 0
+        while i < len(out):
+            sent = self.sock.sendmsg(out[i:i + _IOV_MAX])
+            while i < len(out) and sent >= len(out[i]):
+                sent -= len(out[i])
+                i += 1
+            if sent:
+                out[i] = memoryview(out[i])[sent:]
+        self.out = []
+        self.out_len = 0
 
 
 # ---- the script and its callbacks ----
@@ -378,6 +487,8 @@ class _Backend:
         self.handles = {}
         self.next_handle = 1
         self.thread_model = THREAD_MODEL_SERIALIZE_ALL_REQUESTS
+        self.arena = None           # the shared-memory arena (mmap)
+        self.arena_view = None      # memoryview of all of it
         self.ops = {
             HELLO: self.op_hello, CONFIG: self.op_config,
             CONFIG_COMPLETE: self.op_config_complete,
@@ -416,6 +527,7 @@ class _Backend:
             except _Failure as f:
                 self.ch.reply(hdr, f.code, f.msg.encode("utf-8", "replace"))
             if typ == SHUTDOWN:
+                self.ch.flush()
                 self.finish()
                 return 0
 
@@ -452,7 +564,7 @@ class _Backend:
             "config_help":
                 "script=<FILENAME>     (required) The Python script to run.\n"
                 "[other arguments may be used by the script]",
-            "features": [],
+            "features": ["shm"],
             "callbacks": self.CALLBACKS,
         })
 
@@ -539,9 +651,68 @@ class _Backend:
         self.reply_json(hdr, {"thread_model": names[self.thread_model]})
 
     def op_attach_fd(self, hdr, req):
-        # Never asked for: this backend reads the channel with recv, so no
-        # descriptor can reach it.  Reply as the protocol asks.
+        fd = self.ch.take_fd()
+        if fd is None:
+            raise _Failure(_EINVAL, "ATTACH_FD without a file descriptor")
+        if req.get("purpose") != "shm":
+            _os.close(fd)               # not asked for: ignored
+            self.reply_json(hdr, {})
+            return
+        try:
+            self.attach_arena(fd, req.get("size"))
+        finally:
+            _os.close(fd)               # the mapping keeps the file
         self.reply_json(hdr, {})
+
+    def attach_arena(self, fd, size):
+        """Map the shared-memory arena, replacing any earlier one.  On
+        failure there is no arena: requests naming a slot get EINVAL."""
+        self.drop_arena()
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise _Failure(_EINVAL, "ATTACH_FD \"shm\" needs the arena's "
+                           "size as a positive integer \"size\" (got %r)"
+                           % (size,))
+        try:
+            fsize = _os.fstat(fd).st_size
+            if fsize < size:
+                raise _Failure(_EINVAL, "ATTACH_FD \"shm\": the arena of %d "
+                               "bytes is larger than the file passed (%d "
+                               "bytes)" % (size, fsize))
+            self.arena = _mmap.mmap(fd, size, _mmap.MAP_SHARED,
+                                    _mmap.PROT_READ | _mmap.PROT_WRITE)
+        except (OSError, ValueError, OverflowError) as exc:
+            code = _WIRE_ERROR.get(getattr(exc, "errno", 0) or 0, _EINVAL)
+            raise _Failure(code, "ATTACH_FD \"shm\": cannot map the arena "
+                           "of %d bytes: %s" % (size, exc))
+        self.arena_view = memoryview(self.arena)
+
+    def drop_arena(self):
+        if self.arena_view is not None:
+            try:
+                self.arena_view.release()
+            except BufferError:
+                pass                    # a script kept a slot: left to GC
+        if self.arena is not None:
+            try:
+                self.arena.close()
+            except BufferError:
+                pass
+        self.arena = self.arena_view = None
+
+    def slot(self, hdr, payload):
+        """The arena slot a request with _HP_SHM names, as a memoryview
+        of count bytes."""
+        (off,) = _SHM_REF.unpack(payload)
+        count = hdr[7]
+        name = "pread" if hdr[1] == PREAD else "pwrite"
+        if self.arena is None:
+            raise _Failure(_EINVAL, "%s names a shared-memory slot, but no "
+                           "arena is attached" % name)
+        if off + count > len(self.arena):
+            raise _Failure(_EINVAL, "%s names a shared-memory slot of %d "
+                           "bytes at offset %d, outside the arena of %d "
+                           "bytes" % (name, count, off, len(self.arena)))
+        return self.arena_view[off:off + count]
 
     def op_dump(self, hdr, req):
         out = {"python_version": "%d.%d.%d" % _sys.version_info[:3]}
@@ -784,7 +955,10 @@ class _Backend:
         if view.nbytes < count:
             raise _Failure(_EIO, "pread returned %d bytes, fewer than the %d "
                            "asked for" % (view.nbytes, count))
-        return view.cast("B")[:count]
+        view = view.cast("B")[:count]
+        # The reply goes out later: keep a copy of anything the script
+        # could still change.
+        return view if isinstance(r, bytes) else bytes(view)
 
     def do_pwrite(self, hd, buf, offset, flags):
         f = self.script.fn("pwrite")
@@ -820,16 +994,34 @@ class _Backend:
 
     def op_pread(self, hdr, payload):
         hd = self.handle(hdr)
-        self.ch.reply(hdr, 0, self.do_pread(hd, hdr[7], hdr[6]))
+        count, offset = hdr[7], hdr[6]
+        if not hdr[2] & _HP_SHM:
+            self.ch.reply(hdr, 0, self.do_pread(hd, count, offset))
+            return
+        slot = self.slot(hdr, payload)
+        try:
+            if self.v2():
+                # The script fills the slot itself, as it would a buffer.
+                _call("pread", self.script.fn("pread"), hd.h, slot, offset,
+                      0)
+            else:
+                slot[:] = self.do_pread(hd, count, offset)
+        finally:
+            _release(slot)
+        self.ch.reply(hdr, flags=_HP_SHM)
 
     def op_pwrite(self, hdr, payload):
         hd = self.handle(hdr)
         if not hd.can_write:
             raise _Failure(_EPERM, "pwrite: the export is read-only")
-        view = memoryview(payload)
-        if hasattr(view, "toreadonly"):
-            view = view.toreadonly()
-        self.do_pwrite(hd, view, hdr[6], self.down_flags(hd, hdr[2]))
+        view = self.slot(hdr, payload) if hdr[2] & _HP_SHM \
+            else memoryview(payload)
+        ro = _readonly(view)
+        try:
+            self.do_pwrite(hd, ro, hdr[6], self.down_flags(hd, hdr[2]))
+        finally:
+            _release(ro)
+            _release(view)
         self.finish_fua(hd, hdr[2])
         self.ch.reply(hdr)
 
@@ -968,6 +1160,18 @@ class _Backend:
         if req_one:
             out = out[:1]
         return b"".join(_struct.pack(">QI", l, t) for l, t in out)
+
+
+def _readonly(view):
+    return view.toreadonly() if hasattr(view, "toreadonly") else view
+
+
+def _release(view):
+    """A buffer handed to a callback is valid during the call only."""
+    try:
+        view.release()
+    except BufferError:
+        pass
 
 
 def main(version="1.0.0"):
