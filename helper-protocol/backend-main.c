@@ -1,11 +1,12 @@
 /* libnbdkit-backend: the backend process's main loop.
  *
- * Owns the channel to the server.  The reader (the main thread) reads
- * the channel through a buffer, so that one recvmsg(2) brings in many
- * frames, validates each frame, and hands it on in one switch on the
- * message type — the readable list of everything the server can ask.
- * Start-up messages run here, in order; the rest go to the worker
- * threads.  A file descriptor passed with ATTACH_FD arrives as
+ * Owns the channel to the server.  The reader (whichever thread leads,
+ * see backend-workers.c) reads the channel through a buffer, so that
+ * one recvmsg(2) brings in many frames, validates each frame, and hands
+ * it on in one switch on the message type — the readable list of
+ * everything the server can ask.  Start-up messages are handled by the
+ * reader, in order; the rest become jobs that the thread which read
+ * them runs, after passing the reading on.  A file descriptor passed with ATTACH_FD arrives as
  * ancillary data with the first byte of its frame: the reader notes
  * where in the stream each one came, and ATTACH_FD takes the one that
  * came with its own frame.

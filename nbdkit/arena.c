@@ -144,22 +144,24 @@ page_used (size_t i)
 }
 
 /* The first page at or after i whose state is want (true: used), or
- * nr_pages.
+ * limit if there is none before it.
  */
 static size_t
-next_page (size_t i, bool want)
+next_page (size_t i, bool want, size_t limit)
 {
-  while (i < nr_pages) {
+  while (i < limit) {
     uint64_t w = used[i / WORD_BITS];
 
     if (!want)
       w = ~w;
     w &= ~UINT64_C(0) << (i % WORD_BITS);
-    if (w)
-      return (i & ~(size_t) (WORD_BITS - 1)) + __builtin_ctzll (w);
+    if (w) {
+      i = (i & ~(size_t) (WORD_BITS - 1)) + __builtin_ctzll (w);
+      return i < limit ? i : limit;
+    }
     i = (i | (WORD_BITS - 1)) + 1;
   }
-  return nr_pages;
+  return limit;
 }
 
 static void
@@ -183,10 +185,10 @@ arena_alloc (size_t len)
   if (!active || len == 0 || len > HP_MAX_DATA)
     return NULL;
   n = (len + PAGE - 1) >> PAGE_SHIFT;
-  i = next_page (hint, false);
+  i = next_page (hint, false, nr_pages);
   hint = i;
   while (i + n <= nr_pages) {
-    size_t end = next_page (i, true);
+    size_t end = next_page (i, true, i + n);
 
     if (end >= i + n) {
       mark (i, n, true);
@@ -196,7 +198,7 @@ arena_alloc (size_t len)
         hint = i + n;
       return base + ((size_t) i << PAGE_SHIFT);
     }
-    i = next_page (end, false);
+    i = next_page (end, false, nr_pages);
   }
   return NULL;
 }

@@ -188,6 +188,10 @@ extern void probe_dump_config (void);
 /* ---- listen.c ---- */
 
 extern void listen_start (void);      /* bind; exits 1 on failure */
+/* --selinux-label can be applied (built with libselinux, SELinux on,
+ * a valid context), else die with the reason.
+ */
+extern void listen_check_selinux_label (void);
 /* Socket activation: serve on these already listening sockets. */
 extern void listen_adopt (int first_fd, unsigned n);
 extern void listen_stop (void);

@@ -10,6 +10,10 @@
 
 #include <config.h>
 
+#ifdef HAVE_LIBSELINUX
+#include <selinux/selinux.h>
+#endif
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -136,6 +140,44 @@ add_listener (int fd, bool is_unix)
   lst->fd = fd;
   lst->is_unix = is_unix;
   ev_io_init (&lst->io, on_accept, fd, EV_READ);
+}
+
+/* --selinux-label: can it be applied here?  Dies if not. */
+void
+listen_check_selinux_label (void)
+{
+#ifdef HAVE_LIBSELINUX
+  if (is_selinux_enabled () <= 0)
+    die ("--selinux-label=%s: SELinux is not enabled on this system, so "
+         "the sockets cannot be labelled (leave the option out)",
+         opt.selinux_label);
+  if (security_check_context_raw (opt.selinux_label) == -1)
+    die ("--selinux-label=%s: not a valid SELinux context here (for "
+         "example system_u:object_r:svirt_socket_t:s0)", opt.selinux_label);
+#else
+  die ("--selinux-label=%s: this nbdkit was built without SELinux "
+       "support (libselinux), so it cannot label its sockets",
+       opt.selinux_label);
+#endif
+}
+
+/* Sockets made between label_sockets (true) and label_sockets (false)
+ * get the --selinux-label context.
+ */
+static void
+label_sockets (bool on)
+{
+#ifdef HAVE_LIBSELINUX
+  if (!opt.selinux_label)
+    return;
+  if (setsockcreatecon_raw (on ? opt.selinux_label : NULL) == -1) {
+    if (on)
+      die ("--selinux-label=%s: setsockcreatecon: %m", opt.selinux_label);
+    nbdkit_debug ("setsockcreatecon (NULL): %m");
+  }
+#else
+  (void) on;
+#endif
 }
 
 static void
@@ -269,12 +311,14 @@ listen_vsock (void)
 void
 listen_start (void)
 {
+  label_sockets (true);
   if (opt.vsock)
     listen_vsock ();
   else if (opt.unixsocket)
     listen_unix ();
   else
     listen_tcp ();
+  label_sockets (false);
   set_accepting (true);
 }
 

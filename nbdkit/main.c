@@ -940,8 +940,7 @@ main (int argc, char *argv[])
   if (opt.run || opt.exit_with_parent)
     opt.foreground = true;
   if (opt.selinux_label)
-    die ("--selinux-label=%s: this nbdkit was built without SELinux "
-         "support, so it cannot label its sockets", opt.selinux_label);
+    listen_check_selinux_label ();
   if (service_listen_fds () > 0) {
     if (opt.ipaddr || opt.port || opt.run || opt.single || opt.unixsocket ||
         opt.vsock)

@@ -36,7 +36,11 @@ probe_dump_config (void)
   printf ("plugindir=%s\n", BACKENDDIR);
   printf ("root_tls_certificates_dir=%s/pki/%s\n", SYSCONFDIR, PROGRAM_NAME);
   printf ("sbindir=%s\n", SBINDIR);
+#ifdef HAVE_LIBSELINUX
+  printf ("selinux=yes\n");
+#else
   printf ("selinux=no\n");
+#endif
   printf ("socket_activation=yes\n");
   printf ("sysconfdir=%s\n", SYSCONFDIR);
   printf ("tls=yes\n");

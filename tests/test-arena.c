@@ -1,0 +1,129 @@
+/* Unit test of the front end's shared-memory arena allocator
+ * (nbdkit/arena.c): slots never overlap, are page aligned, come from
+ * the lowest free pages, run out cleanly, and quarantined slots are not
+ * reused until released.  TAP on stdout.
+ */
+
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static int test_nr, failures;
+
+static void
+ok (int cond, const char *what)
+{
+  ++test_nr;
+  printf ("%s %d - arena: %s\n", cond ? "ok" : "not ok", test_nr, what);
+  if (!cond)
+    failures++;
+}
+
+#define SIZE (4u << 20)         /* 1024 pages */
+#define MAX_SLOTS 4096
+
+struct slot { unsigned char *p; size_t len; };
+
+int
+main (void)
+{
+  static struct slot slots[MAX_SLOTS];
+  static unsigned char owner[SIZE / 4096];
+  size_t nr = 0, i, j;
+  unsigned seed = 1;
+  bool overlap = false, aligned = true, inside = true, content = true;
+  void *a, *b, *c;
+
+  ok (arena_alloc (4096) == NULL, "no slots before the arena exists");
+  ok (arena_create (SIZE) == 0, "the arena is made");
+  ok (arena_fd () >= 0 && arena_size () == SIZE, "fd and size");
+  ok (arena_alloc (4096) == NULL, "no slots while no backend took it");
+  arena_set_active (true);
+
+  /* Random allocations and frees; each slot is filled with its index
+   * and checked when freed.
+   */
+  for (i = 0; i < 20000; ++i) {
+    seed = seed * 1103515245 + 12345;
+    if (nr > 0 && (nr == MAX_SLOTS || (seed >> 16) % 3 == 0)) {
+      size_t k = (seed >> 8) % nr, pg;
+
+      for (pg = 0; pg < slots[k].len; ++pg)
+        if (slots[k].p[pg] != (unsigned char) (k & 0xff))
+          content = false;
+      for (pg = arena_offset (slots[k].p) / 4096;
+           pg < (arena_offset (slots[k].p) + slots[k].len + 4095) / 4096;
+           ++pg)
+        owner[pg] = 0;
+      arena_free (slots[k].p);
+      slots[k] = slots[--nr];
+      /* The moved slot keeps its bytes: refill with its new index. */
+      if (k < nr)
+        memset (slots[k].p, (int) (k & 0xff), slots[k].len);
+    }
+    else {
+      size_t len = 1 + (seed >> 4) % (200 * 1024), pg;
+      unsigned char *p = arena_alloc (len);
+
+      if (!p)
+        continue;
+      if (arena_offset (p) % 4096)
+        aligned = false;
+      if (!arena_contains (p) || !arena_contains (p + len - 1))
+        inside = false;
+      for (pg = arena_offset (p) / 4096;
+           pg < (arena_offset (p) + len + 4095) / 4096; ++pg) {
+        if (owner[pg])
+          overlap = true;
+        owner[pg] = 1;
+      }
+      memset (p, (int) (nr & 0xff), len);
+      slots[nr].p = p;
+      slots[nr].len = len;
+      nr++;
+    }
+  }
+  ok (!overlap, "slots never overlap");
+  ok (aligned, "slots are page aligned");
+  ok (inside, "slots lie inside the arena");
+  ok (content, "a slot keeps what was written to it");
+  for (i = 0; i < nr; ++i)
+    arena_free (slots[i].p);
+  ok (arena_pages_in_use () == 0, "everything freed");
+
+  a = arena_alloc (1);
+  ok (a != NULL && arena_offset (a) == 0, "the lowest page comes first");
+  b = arena_alloc (SIZE);
+  ok (b == NULL, "a request larger than what is free gets NULL");
+  b = arena_alloc (SIZE - 4096);
+  ok (b != NULL, "all the rest in one slot");
+  ok (arena_alloc (1) == NULL, "a full arena gets NULL");
+  arena_quarantine (a);
+  ok (arena_alloc (1) == NULL, "a quarantined slot is not reused");
+  arena_release_quarantine ();
+  c = arena_alloc (1);
+  ok (c == a, "after release it is");
+  arena_free (b);
+  arena_free (c);
+  ok (arena_alloc (HP_MAX_DATA + 1) == NULL, "nothing above the data maximum");
+  ok (arena_alloc (0) == NULL, "nothing of size 0");
+
+  j = 0;
+  a = data_alloc (100);
+  if (arena_contains (a))
+    j++;
+  data_free (a);
+  arena_set_active (false);
+  a = data_alloc (100);
+  if (a && !arena_contains (a))
+    j++;
+  data_free (a);
+  ok (j == 2, "data_alloc uses the arena only while it is active");
+
+  printf ("1..%d\n", test_nr);
+  return failures ? EXIT_FAILURE : EXIT_SUCCESS;
+}
