@@ -93,12 +93,15 @@ sparse_punch (const char *name, int fd, uint32_t count, uint64_t offset)
  * error, or 1 if mincore cannot be used here (the caller seeks).
  */
 #define WINDOW_PAGES 4096
+#define REQ_ONE_WINDOW_PAGES 64
 
 static int
 tmpfs_extents (const char *name, int fd, uint64_t offset, uint64_t end,
                uint32_t flags, struct nbdkit_extents *extents)
 {
   const uint64_t page = (uint64_t) sysconf (_SC_PAGESIZE);
+  const uint64_t window = flags & NBDKIT_FLAG_REQ_ONE
+    ? REQ_ONE_WINDOW_PAGES : WINDOW_PAGES;
   unsigned char vec[WINDOW_PAGES];
   uint64_t pos = offset & ~(page - 1), run_start = offset;
   uint32_t run_type = 0;
@@ -109,8 +112,8 @@ tmpfs_extents (const char *name, int fd, uint64_t offset, uint64_t end,
     void *m;
     int r;
 
-    if (wlen > WINDOW_PAGES * page)
-      wlen = WINDOW_PAGES * page;
+    if (wlen > window * page)
+      wlen = window * page;
     m = mmap (NULL, wlen, PROT_READ, MAP_SHARED, fd, (off_t) pos);
     r = m == MAP_FAILED ? -1 : mincore (m, wlen, vec);
     if (m != MAP_FAILED)
@@ -168,6 +171,10 @@ tmpfs_extents (const char *name, int fd, uint64_t offset, uint64_t end,
       }
       i = (next - pos) / page;
     }
+    /* One extent is asked for: one window is enough to report one. */
+    if ((flags & NBDKIT_FLAG_REQ_ONE) && pos < end)
+      return nbdkit_add_extent (extents, run_start, pos - run_start,
+                                run_type);
   }
   return nbdkit_add_extent (extents, run_start, end - run_start, run_type);
 }
@@ -196,6 +203,21 @@ sparse_extents (const char *name, int fd, uint32_t count, uint64_t offset,
     if (flags & NBDKIT_FLAG_REQ_ONE)
       return 0;
     return nbdkit_add_extent (extents, end, offset + count - end, 0);
+  }
+
+  if ((flags & NBDKIT_FLAG_REQ_ONE) && count > 0) {
+    /* A hole at the start needs one cheap SEEK_DATA to report. */
+    off_t data = lseek (fd, (off_t) pos, SEEK_DATA);
+
+    if (data == -1 && errno != ENXIO) {
+      nbdkit_error ("%s: lseek SEEK_DATA: %m", name);
+      return -1;
+    }
+    if (data == -1 || (uint64_t) data > pos)
+      return nbdkit_add_extent (extents, pos,
+                                (data == -1 || (uint64_t) data > end
+                                 ? end : (uint64_t) data) - pos,
+                                NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO);
   }
 
   if (count > 0 && on_tmpfs (fd)) {

@@ -755,7 +755,12 @@ reads_as_zeros (struct handle *hd, const struct hp_header *req)
   e = extents_new (req->offset, req->offset + req->count);
   if (!e)
     return false;
-  if (be->extents (hd->h, req->count, req->offset, 0, e) == 0)
+  /* One extent is enough to tell: a backend may then answer with less
+   * work, and if the first extent does not cover the range as zeros the
+   * read goes ahead.
+   */
+  if (be->extents (hd->h, req->count, req->offset, NBDKIT_FLAG_REQ_ONE,
+                   e) == 0)
     zero = extents_all_zero (e);
   extents_free (e);
   /* Forget whatever the extents call said. */
