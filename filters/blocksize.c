@@ -167,15 +167,12 @@ struct piece {
 };
 
 struct op {
+  struct frange_lock lk;        /* first: writes, zeroes, trims */
+  bool locking;
   struct freq *r;
   const struct bs_handle *h;
   struct fnext *next;
   uint64_t off, end;            /* what the client asked */
-  /* The range lock (writes, zeroes, trims). */
-  bool locking;
-  uint64_t lock_lo, lock_hi;
-  struct op *lock_next;
-  struct op *start_next;        /* lock granted, to start */
   /* Read-modify-write of the unaligned edge blocks. */
   unsigned nr_edges;
   uint64_t edge_off[2];
@@ -190,74 +187,15 @@ struct op {
   char *msg;
 };
 
-/* Locks held and locks waited for, in arrival order. */
-static struct op *held, *waiting;
-
-static bool
-overlaps (const struct op *a, const struct op *b)
-{
-  return a->lock_lo < b->lock_hi && b->lock_lo < a->lock_hi;
-}
-
-static bool
-blocked_by (const struct op *o, const struct op *list, const struct op *stop)
-{
-  for (; list && list != stop; list = list->lock_next)
-    if (overlaps (o, list))
-      return true;
-  return false;
-}
+/* The range lock, in bytes. */
+static struct frange_locks locks;
 
 static void op_start (struct op *o);
 
 static void
-lock_acquire (struct op *o)
+op_locked (struct frange_lock *l)
 {
-  struct op **p;
-
-  o->locking = true;
-  if (!blocked_by (o, held, NULL) && !blocked_by (o, waiting, NULL)) {
-    o->lock_next = held;
-    held = o;
-    op_start (o);
-    return;
-  }
-  for (p = &waiting; *p; p = &(*p)->lock_next)
-    ;
-  o->lock_next = NULL;
-  *p = o;
-}
-
-static void
-lock_release (struct op *o)
-{
-  struct op **p, *w, *start = NULL, **tail = &start;
-
-  for (p = &held; *p != o; p = &(*p)->lock_next)
-    ;
-  *p = o->lock_next;
-  /* Each waiter that overlaps no lock held and no earlier waiter gets
-   * its lock; they start once the lists are consistent (a start may
-   * finish at once and release again).
-   */
-  p = &waiting;
-  while ((w = *p) != NULL) {
-    if (!blocked_by (w, held, NULL) && !blocked_by (w, waiting, w)) {
-      *p = w->lock_next;
-      w->lock_next = held;
-      held = w;
-      *tail = w;
-      tail = &w->start_next;
-      w->start_next = NULL;
-    }
-    else
-      p = &w->lock_next;
-  }
-  while (start) {
-    w = start;
-    start = w->start_next;
-    op_start (w);
-  }
+  op_start ((struct op *) l);
 }
 
 static void
@@ -277,7 +215,7 @@ op_finish (struct op *o)
   struct freq *r = o->r;
 
   if (o->locking)
-    lock_release (o);
+    frange_release (&locks, &o->lk);
   if (o->error)
     freq_reply_error (r, o->error, o->msg);
   else if (r->type == HP_PREAD) {
@@ -616,9 +554,11 @@ blocksize_request (void *handle, struct freq *r)
     op_start (o);
     return;
   }
-  o->lock_lo = o->off - o->off % mb;
-  o->lock_hi = o->end + (mb - o->end % mb) % mb;
-  lock_acquire (o);
+  o->lk.lo = o->off - o->off % mb;
+  o->lk.hi = o->end + (mb - o->end % mb) % mb;
+  o->lk.start = op_locked;
+  o->locking = true;
+  frange_acquire (&locks, &o->lk);
 }
 
 /* Extents: asked from an aligned offset; the head is then cut off. */

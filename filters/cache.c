@@ -344,81 +344,8 @@ drop (struct cblock *c)
   free (c);
 }
 
-/* ---- the range lock (block numbers) ---- */
-
-struct lk {
-  uint64_t lo, hi;              /* blocks [lo, hi) */
-  void (*start) (struct lk *);
-  struct lk *next, *start_next;
-};
-
-static struct lk *held, *waiting;
-
-static bool
-lk_blocked (const struct lk *l, const struct lk *list, const struct lk *stop)
-{
-  for (; list && list != stop; list = list->next)
-    if (l->lo < list->hi && list->lo < l->hi)
-      return true;
-  return false;
-}
-
-static bool
-block_locked (uint64_t blk)
-{
-  struct lk l = { .lo = blk, .hi = blk + 1 };
-
-  return lk_blocked (&l, held, NULL) || lk_blocked (&l, waiting, NULL);
-}
-
-static void
-lk_acquire (struct lk *l)
-{
-  struct lk **p;
-
-  if (!lk_blocked (l, held, NULL) && !lk_blocked (l, waiting, NULL)) {
-    l->next = held;
-    held = l;
-    l->start (l);
-    return;
-  }
-  for (p = &waiting; *p; p = &(*p)->next)
-    ;
-  l->next = NULL;
-  *p = l;
-}
-
-static void
-lk_release (struct lk *l)
-{
-  struct lk **p, *w, *start = NULL, **tail = &start;
-
-  for (p = &held; *p != l; p = &(*p)->next)
-    ;
-  *p = l->next;
-  /* Grant every waiter that overlaps no lock held and no earlier
-   * waiter; start them once the lists are consistent (a start may
-   * finish at once and release again).
-   */
-  p = &waiting;
-  while ((w = *p) != NULL) {
-    if (!lk_blocked (w, held, NULL) && !lk_blocked (w, waiting, w)) {
-      *p = w->next;
-      w->next = held;
-      held = w;
-      w->start_next = NULL;
-      *tail = w;
-      tail = &w->start_next;
-    }
-    else
-      p = &w->next;
-  }
-  while (start) {
-    w = start;
-    start = w->start_next;
-    w->start (w);
-  }
-}
+/* The range lock, in block numbers. */
+static struct frange_locks locks;
 
 /* ---- slots and eviction ---- */
 
@@ -544,7 +471,7 @@ reclaim (struct fnext *next)
     newer = c->newer;
     if (!c->dirty)
       drop (c);
-    else if (reclaim_in_flight < RECLAIM_WINDOW && !block_locked (c->blk)) {
+    else if (reclaim_in_flight < RECLAIM_WINDOW && !frange_busy (&locks, c->blk, c->blk + 1)) {
       struct writeback *wb = writeback_new (next, c->blk, c->blk + 1,
                                             on_reclaimed, next);
 
@@ -565,7 +492,7 @@ reclaim (struct fnext *next)
  * marks them clean, unlocks, then calls done.
  */
 struct writeback {
-  struct lk lk;                 /* first */
+  struct frange_lock lk;        /* first */
   struct fnext *next;
   void (*done) (void *, uint32_t, const char *);
   void *opaque;
@@ -582,7 +509,7 @@ struct wb_run {
 static void
 writeback_finish (struct writeback *wb)
 {
-  lk_release (&wb->lk);
+  frange_release (&locks, &wb->lk);
   wb->done (wb->opaque, wb->error, wb->msg);
   free (wb->msg);
   free (wb);
@@ -653,7 +580,7 @@ wb_send_run (struct writeback *wb, uint64_t lo, uint64_t hi)
 }
 
 static void
-wb_locked (struct lk *l)
+wb_locked (struct frange_lock *l)
 {
   struct writeback *wb = (struct writeback *) l;
   uint64_t b, run_lo = 0;
@@ -697,7 +624,7 @@ writeback_new (struct fnext *next, uint64_t lo, uint64_t hi,
 static void
 writeback_start (struct writeback *wb)
 {
-  lk_acquire (&wb->lk);
+  frange_acquire (&locks, &wb->lk);
 }
 
 /* ---- connections ---- */
@@ -753,7 +680,7 @@ cache_close (void *handle)
 /* ---- requests ---- */
 
 struct cop {
-  struct lk lk;                 /* first */
+  struct frange_lock lk;        /* first */
   struct freq *r;
   struct fnext *next;
   const struct cache_handle *h;
@@ -800,7 +727,7 @@ cop_finish (struct cop *o)
   struct fnext *next = o->next;
 
   if (o->locked)
-    lk_release (&o->lk);
+    frange_release (&locks, &o->lk);
   if (o->error)
     freq_reply_error (r, o->error, o->msg);
   else if (r->type == HP_PREAD) {
@@ -817,7 +744,7 @@ cop_finish (struct cop *o)
 }
 
 static struct cop *
-cop_new (void *handle, struct freq *r, void (*start) (struct lk *))
+cop_new (void *handle, struct freq *r, void (*start) (struct frange_lock *))
 {
   struct cop *o = calloc (1, sizeof *o);
 
@@ -913,7 +840,7 @@ read_send (struct cop *o, uint64_t lo, uint64_t hi)
 }
 
 static void
-read_start (struct lk *l)
+read_start (struct frange_lock *l)
 {
   struct cop *o = (struct cop *) l;
   uint64_t b, run_lo = 0;
@@ -964,7 +891,7 @@ cache_pread (void *handle, struct freq *r)
   }
   o->fill = fill_on_read ();
   if (o->fill)
-    lk_acquire (&o->lk);
+    frange_acquire (&locks, &o->lk);
   else
     read_start (&o->lk);
 }
@@ -983,7 +910,7 @@ cache_cache (void *handle, struct freq *r)
   if (!o)
     return;
   o->fill = true;
-  lk_acquire (&o->lk);
+  frange_acquire (&locks, &o->lk);
 }
 
 /* -- writes -- */
@@ -1055,7 +982,7 @@ write_around (struct cop *o, uint64_t s, uint64_t e, uint16_t flags)
 }
 
 static void
-write_start (struct lk *l)
+write_start (struct frange_lock *l)
 {
   struct cop *o = (struct cop *) l;
   struct freq *r = o->r;
@@ -1141,7 +1068,7 @@ cache_pwrite (void *handle, struct freq *r)
   struct cop *o = cop_new (handle, r, write_start);
 
   if (o)
-    lk_acquire (&o->lk);
+    frange_acquire (&locks, &o->lk);
 }
 
 /* -- zero and trim: below first, then the cache -- */
@@ -1197,7 +1124,7 @@ on_zero_below (void *opaque, const struct hp_header *reply, void *payload,
 }
 
 static void
-zero_start (struct lk *l)
+zero_start (struct frange_lock *l)
 {
   struct cop *o = (struct cop *) l;
   struct freq *r = o->r;
@@ -1216,7 +1143,7 @@ cache_zero (void *handle, struct freq *r)
   struct cop *o = cop_new (handle, r, zero_start);
 
   if (o)
-    lk_acquire (&o->lk);
+    frange_acquire (&locks, &o->lk);
 }
 
 /* -- flush: every dirty block below, then a flush below -- */

@@ -1,7 +1,7 @@
 /* Filters: what a filter is, and what it may call.
  *
  * A filter is a struct filter of callbacks, compiled into the front
- * end and listed in filters/table.c.  `--filter=NAME` stacks filters in
+ * end and listed in nbdkit/filter-table.c.  `--filter=NAME` stacks filters in
  * command-line order: the first is nearest the client, the backend is
  * below the last.  Filters run inside the event loop, so no callback
  * may block or spend more than about a millisecond: wait with libev
@@ -143,7 +143,7 @@ extern void fopen_fail (struct fopen *o, uint32_t status, const char *msg);
 extern void worker_submit (void (*work) (void *), void (*done) (void *),
                            void *arg);
 
-/* filters/params.c: parameter parsing; -1 after nbdkit_error naming
+/* nbdkit/filter-params.c: parameter parsing; -1 after nbdkit_error naming
  * key=value and what would be valid.
  */
 extern int fparse_size (const char *key, const char *value, int64_t *r);
@@ -155,7 +155,7 @@ extern int fparse_probability (const char *key, const char *value,
                                double *r);
 extern int fparse_error (const char *key, const char *value, uint32_t *r);
 
-/* filters/tmpfile.c: a temporary file in $TMPDIR or /var/tmp,
+/* nbdkit/filter-tmpfile.c: a temporary file in $TMPDIR or /var/tmp,
  * already unlinked (-1 after nbdkit_error naming filter and what), and
  * whole-range I/O on it (reads past its end give zeros; -1 with errno).
  */
@@ -163,7 +163,26 @@ extern int tmpfile_create (const char *filter, const char *what);
 extern int tmpfile_io (int fd, bool write, void *buf, uint64_t n,
                        uint64_t off);
 
-/* filters/table.c */
+/* nbdkit/filter-rangelock.c: range locks.  Embed a struct frange_lock
+ * in a request, set lo, hi (in any unit, [lo, hi)) and start, and call
+ * frange_acquire: start runs once no lock held or waited for before it
+ * overlaps (at once if none does).  frange_release lets the next ones
+ * start.  frange_busy: does any lock held or waiting overlap [lo, hi)?
+ */
+struct frange_lock {
+  uint64_t lo, hi;
+  void (*start) (struct frange_lock *l);
+  struct frange_lock *next, *start_next;        /* private */
+};
+struct frange_locks {
+  struct frange_lock *held, *waiting;           /* private */
+};
+extern void frange_acquire (struct frange_locks *s, struct frange_lock *l);
+extern void frange_release (struct frange_locks *s, struct frange_lock *l);
+extern bool frange_busy (const struct frange_locks *s, uint64_t lo,
+                         uint64_t hi);
+
+/* nbdkit/filter-table.c */
 extern const struct filter *filter_lookup (const char *name);
 extern void filter_list_names (char *buf, size_t len);
 

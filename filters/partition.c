@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "filter.h"
+#include "byte-order.h"
 
 /* A bound on extended boot records followed: a loop in a damaged or
  * hostile table must end.
@@ -93,22 +94,6 @@ struct walk {
   uint64_t ebr;                 /* current EBR (sectors) */
   unsigned logical;             /* logical partitions seen */
 };
-
-static uint32_t
-le32 (const unsigned char *p)
-{
-  uint32_t v;
-  memcpy (&v, p, 4);
-  return le32toh (v);
-}
-
-static uint64_t
-le64 (const unsigned char *p)
-{
-  uint64_t v;
-  memcpy (&v, p, 8);
-  return le64toh (v);
-}
 
 static void
 walk_fail (struct walk *w, const char *fmt, ...)
@@ -207,7 +192,7 @@ on_ebr (void *opaque, const struct hp_header *reply, void *payload,
   e2 = b + 446 + 16;
   w->logical++;
   if (w->logical + 4 == partnum) {
-    uint64_t start = w->ebr + le32 (e1 + 8), n = le32 (e1 + 12);
+    uint64_t start = w->ebr + get_le32 (e1 + 8), n = get_le32 (e1 + 12);
     unsigned char type = e1[4];
 
     free (payload);
@@ -217,7 +202,7 @@ on_ebr (void *opaque, const struct hp_header *reply, void *payload,
       walk_found (w, start, n);
     return;
   }
-  if (!is_extended (e2[4]) || le32 (e2 + 8) == 0 ||
+  if (!is_extended (e2[4]) || get_le32 (e2 + 8) == 0 ||
       w->logical >= MAX_LOGICAL) {
     free (payload);
     if (w->logical == 1)
@@ -229,7 +214,7 @@ on_ebr (void *opaque, const struct hp_header *reply, void *payload,
                  4 + w->logical);
     return;
   }
-  w->ebr = w->ext_start + le32 (e2 + 8);
+  w->ebr = w->ext_start + get_le32 (e2 + 8);
   free (payload);
   walk_read (w, w->ebr * sector_size, 512, on_ebr);
 }
@@ -250,8 +235,8 @@ on_gpt_entry (void *opaque, const struct hp_header *reply, void *payload,
     walk_fail (w, "GPT partition %u is not in use", partnum);
     return;
   }
-  first = le64 (e + 32);
-  last = le64 (e + 40);
+  first = get_le64 (e + 32);
+  last = get_le64 (e + 40);
   free (payload);
   if (last < first) {
     walk_fail (w, "GPT partition %u ends (LBA %" PRIu64 ") before it "
@@ -278,9 +263,9 @@ on_gpt_header (void *opaque, const struct hp_header *reply, void *payload,
     walk_fail (w, "the disk has a protective MBR but no GPT header");
     return;
   }
-  entries_lba = le64 (h + 72);
-  nr_entries = le32 (h + 80);
-  entry_size = le32 (h + 84);
+  entries_lba = get_le64 (h + 72);
+  nr_entries = get_le32 (h + 80);
+  entry_size = get_le32 (h + 84);
   free (payload);
   if (entry_size < 128 || entry_size > 4096 || (entry_size & 7)) {
     walk_fail (w, "the GPT entry size %" PRIu32 " is not valid",
@@ -340,7 +325,7 @@ on_mbr (void *opaque, const struct hp_header *reply, void *payload,
   }
   if (partnum <= 4) {
     const unsigned char *e = b + 446 + 16 * (partnum - 1);
-    uint64_t start = le32 (e + 8), n = le32 (e + 12);
+    uint64_t start = get_le32 (e + 8), n = get_le32 (e + 12);
     unsigned char type = e[4];
 
     free (payload);
@@ -357,7 +342,7 @@ on_mbr (void *opaque, const struct hp_header *reply, void *payload,
     const unsigned char *e = b + 446 + 16 * i;
 
     if (is_extended (e[4])) {
-      w->ext_start = w->ebr = le32 (e + 8);
+      w->ext_start = w->ebr = get_le32 (e + 8);
       free (payload);
       walk_read (w, w->ebr * sector_size, 512, on_ebr);
       return;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "backend-internal.h"
+#include "byte-order.h"
 
 #define ZERO_CHUNK (1024 * 1024)        /* emulated zero: write this much */
 
@@ -776,11 +777,8 @@ reads_as_zeros (struct handle *hd, const struct hp_header *req)
 static unsigned char *
 shm_slot (const struct hp_header *req, const unsigned char *payload)
 {
-  uint64_t off = 0;
-  int i;
+  uint64_t off = get_be64 (payload);
 
-  for (i = 0; i < HP_SHM_REF_SIZE; ++i)
-    off = off << 8 | payload[i];
   if (!arena) {
     nbdkit_error ("%s names a shared-memory slot, but no arena is attached",
                   hp_type_name (req->type));

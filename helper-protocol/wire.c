@@ -10,57 +10,20 @@
 #include <string.h>
 
 #include "helper-protocol.h"
-
-static void
-put16 (unsigned char *p, uint16_t v)
-{
-  p[0] = v >> 8; p[1] = v;
-}
-
-static void
-put32 (unsigned char *p, uint32_t v)
-{
-  p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
-}
-
-static void
-put64 (unsigned char *p, uint64_t v)
-{
-  put32 (p, v >> 32);
-  put32 (p + 4, (uint32_t) v);
-}
-
-static uint16_t
-get16 (const unsigned char *p)
-{
-  return (uint16_t) (p[0] << 8 | p[1]);
-}
-
-static uint32_t
-get32 (const unsigned char *p)
-{
-  return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 |
-         (uint32_t) p[2] << 8 | p[3];
-}
-
-static uint64_t
-get64 (const unsigned char *p)
-{
-  return (uint64_t) get32 (p) << 32 | get32 (p + 4);
-}
+#include "byte-order.h"
 
 void
 hp_encode_header (const struct hp_header *h, unsigned char buf[HP_HEADER_SIZE])
 {
-  put32 (buf, HP_MAGIC);
-  put16 (buf + 4, h->type);
-  put16 (buf + 6, h->flags);
-  put64 (buf + 8, h->id);
-  put32 (buf + 16, h->handle);
-  put32 (buf + 20, h->status);
-  put64 (buf + 24, h->offset);
-  put32 (buf + 32, h->count);
-  put32 (buf + 36, h->payload_len);
+  put_be32 (buf, HP_MAGIC);
+  put_be16 (buf + 4, h->type);
+  put_be16 (buf + 6, h->flags);
+  put_be64 (buf + 8, h->id);
+  put_be32 (buf + 16, h->handle);
+  put_be32 (buf + 20, h->status);
+  put_be64 (buf + 24, h->offset);
+  put_be32 (buf + 32, h->count);
+  put_be32 (buf + 36, h->payload_len);
 }
 
 /* Which request flags each type accepts. */
@@ -89,18 +52,18 @@ hp_decode_header (const unsigned char buf[HP_HEADER_SIZE],
 {
   uint16_t base;
 
-  if (get32 (buf) != HP_MAGIC) {
+  if (get_be32 (buf) != HP_MAGIC) {
     *why = "bad magic";
     return -1;
   }
-  h->type = get16 (buf + 4);
-  h->flags = get16 (buf + 6);
-  h->id = get64 (buf + 8);
-  h->handle = get32 (buf + 16);
-  h->status = get32 (buf + 20);
-  h->offset = get64 (buf + 24);
-  h->count = get32 (buf + 32);
-  h->payload_len = get32 (buf + 36);
+  h->type = get_be16 (buf + 4);
+  h->flags = get_be16 (buf + 6);
+  h->id = get_be64 (buf + 8);
+  h->handle = get_be32 (buf + 16);
+  h->status = get_be32 (buf + 20);
+  h->offset = get_be64 (buf + 24);
+  h->count = get_be32 (buf + 32);
+  h->payload_len = get_be32 (buf + 36);
 
   base = h->type & ~HP_REPLY;
   if (!hp_type_is_known (base)) {
@@ -375,14 +338,14 @@ void
 hp_encode_extent (unsigned char buf[HP_EXTENT_SIZE],
                   uint64_t length, uint32_t type)
 {
-  put64 (buf, length);
-  put32 (buf + 8, type);
+  put_be64 (buf, length);
+  put_be32 (buf + 8, type);
 }
 
 void
 hp_decode_extent (const unsigned char buf[HP_EXTENT_SIZE],
                   uint64_t *length, uint32_t *type)
 {
-  *length = get64 (buf);
-  *type = get32 (buf + 8);
+  *length = get_be64 (buf);
+  *type = get_be32 (buf + 8);
 }

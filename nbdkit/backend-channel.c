@@ -35,6 +35,7 @@
 
 #include "internal.h"
 #include "buffer.h"
+#include "byte-order.h"
 
 struct pending {
   struct pending *next;         /* hash chain, or the held list */
@@ -463,8 +464,6 @@ static bool
 use_arena (struct pending *p, unsigned char ref[HP_SHM_REF_SIZE])
 {
   void *slot;
-  uint64_t off;
-  int i;
 
   p->req.flags &= ~HP_FLAG_SHM;
   if (!arena_is_active () || p->req.count == 0)
@@ -490,9 +489,7 @@ use_arena (struct pending *p, unsigned char ref[HP_SHM_REF_SIZE])
   else
     return false;
   p->req.flags |= HP_FLAG_SHM;
-  off = arena_offset (slot);
-  for (i = HP_SHM_REF_SIZE - 1; i >= 0; --i, off >>= 8)
-    ref[i] = off & 0xff;
+  put_be64 (ref, arena_offset (slot));
   return true;
 }
 

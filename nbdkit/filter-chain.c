@@ -320,6 +320,15 @@ chain_send (struct chain *ch, const struct hp_header *h, void *data,
   dispatch (rf);
 }
 
+void *
+chain_data_alloc (struct chain *ch, size_t len)
+{
+  /* Without filters the payload goes to the backend as it is, so it may
+   * be an arena slot; filters get malloc'd buffers.
+   */
+  return ch->n == 0 ? data_alloc (len) : malloc (len ? len : 1);
+}
+
 void
 freq_next (struct freq *r)
 {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "byte-order.h"
 
 /* A client may send this many options before it must go to
  * transmission: enough for any real client's negotiation (libnbd and
@@ -40,51 +41,6 @@
 
 static void read_option (struct conn *conn);
 
-static void
-put16 (unsigned char *p, uint16_t v)
-{
-  v = htobe16 (v);
-  memcpy (p, &v, 2);
-}
-
-static void
-put32 (unsigned char *p, uint32_t v)
-{
-  v = htobe32 (v);
-  memcpy (p, &v, 4);
-}
-
-static void
-put64 (unsigned char *p, uint64_t v)
-{
-  v = htobe64 (v);
-  memcpy (p, &v, 8);
-}
-
-static uint16_t
-get16 (const unsigned char *p)
-{
-  uint16_t v;
-  memcpy (&v, p, 2);
-  return be16toh (v);
-}
-
-static uint32_t
-get32 (const unsigned char *p)
-{
-  uint32_t v;
-  memcpy (&v, p, 4);
-  return be32toh (v);
-}
-
-static uint64_t
-get64 (const unsigned char *p)
-{
-  uint64_t v;
-  memcpy (&v, p, 8);
-  return be64toh (v);
-}
-
 /* ---- option replies ---- */
 
 static void
@@ -93,10 +49,10 @@ send_reply (struct conn *conn, uint32_t option, uint32_t type,
 {
   unsigned char hdr[20];
 
-  put64 (hdr, NBD_REP_MAGIC);
-  put32 (hdr + 8, option);
-  put32 (hdr + 12, type);
-  put32 (hdr + 16, len);
+  put_be64 (hdr, NBD_REP_MAGIC);
+  put_be32 (hdr + 8, option);
+  put_be32 (hdr + 12, type);
+  put_be32 (hdr + 16, len);
   conn_write (conn, hdr, sizeof hdr, NULL, 0, NULL);
   if (len)
     conn_write (conn, data, len, NULL, 0, NULL);
@@ -274,30 +230,30 @@ send_infos (struct conn *conn, const struct open_ctx *ctx)
   unsigned char buf[2 + NBD_MAX_STRING];
   size_t len;
 
-  put16 (buf, NBD_INFO_EXPORT);
-  put64 (buf + 2, s->caps.size);
-  put16 (buf + 10, s->eflags);
+  put_be16 (buf, NBD_INFO_EXPORT);
+  put_be64 (buf + 2, s->caps.size);
+  put_be16 (buf + 10, s->eflags);
   send_reply (conn, ctx->option, NBD_REP_INFO, buf, 12);
 
   if (wants_info (ctx, NBD_INFO_NAME)) {
     const char *name = s->caps.name ? s->caps.name : ctx->name;
 
     len = strlen (name);
-    put16 (buf, NBD_INFO_NAME);
+    put_be16 (buf, NBD_INFO_NAME);
     memcpy (buf + 2, name, len);
     send_reply (conn, ctx->option, NBD_REP_INFO, buf, 2 + len);
   }
   if (wants_info (ctx, NBD_INFO_DESCRIPTION) && s->caps.description) {
     len = strlen (s->caps.description);
-    put16 (buf, NBD_INFO_DESCRIPTION);
+    put_be16 (buf, NBD_INFO_DESCRIPTION);
     memcpy (buf + 2, s->caps.description, len);
     send_reply (conn, ctx->option, NBD_REP_INFO, buf, 2 + len);
   }
   if (wants_info (ctx, NBD_INFO_BLOCK_SIZE) || s->caps.block_min) {
-    put16 (buf, NBD_INFO_BLOCK_SIZE);
-    put32 (buf + 2, s->caps.block_min ? s->caps.block_min : 1);
-    put32 (buf + 6, s->caps.block_pref ? s->caps.block_pref : 4096);
-    put32 (buf + 10, s->caps.block_max && s->caps.block_max < MAX_REQUEST_SIZE
+    put_be16 (buf, NBD_INFO_BLOCK_SIZE);
+    put_be32 (buf + 2, s->caps.block_min ? s->caps.block_min : 1);
+    put_be32 (buf + 6, s->caps.block_pref ? s->caps.block_pref : 4096);
+    put_be32 (buf + 10, s->caps.block_max && s->caps.block_max < MAX_REQUEST_SIZE
            ? s->caps.block_max : MAX_REQUEST_SIZE);
     send_reply (conn, ctx->option, NBD_REP_INFO, buf, 14);
   }
@@ -353,8 +309,8 @@ on_open (void *opaque, struct chain *ch, struct export_caps *caps,
     if (ctx->option == NBD_OPT_EXPORT_NAME) {
       unsigned char buf[10 + 124];
 
-      put64 (buf, s->caps.size);
-      put16 (buf + 8, s->eflags);
+      put_be64 (buf, s->caps.size);
+      put_be16 (buf + 8, s->eflags);
       memset (buf + 10, 0, 124);
       conn_write (conn, buf, s->no_zeroes ? 10 : sizeof buf, NULL, 0, NULL);
       transmit_start (conn);
@@ -396,7 +352,7 @@ open_export (struct conn *conn, uint32_t option, const char *name,
   ctx->option = option;
   ctx->nr_infos = nr_infos;
   for (i = 0; i < nr_infos; ++i)
-    ctx->infos[i] = get16 (infos + 2 * i);
+    ctx->infos[i] = get_be16 (infos + 2 * i);
 
   nbdkit_debug ("%s: opening export '%s'", conn_peer (conn), ctx->name);
   conn_ref (conn);
@@ -439,7 +395,7 @@ on_list (void *opaque, const struct hp_header *reply, void *payload,
       dlen = desc ? strlen (desc) : 0;
       if (dlen > NBD_MAX_STRING)
         dlen = 0;
-      put32 (buf, (uint32_t) nlen);
+      put_be32 (buf, (uint32_t) nlen);
       memcpy (buf + 4, name, nlen);
       if (dlen)
         memcpy (buf + 4 + nlen, desc, dlen);
@@ -517,13 +473,13 @@ handle_go_info (struct conn *conn)
   uint32_t len = s->optlen, namelen;
   uint16_t nr_infos;
 
-  if (len < 6 || (namelen = get32 (d)) > len - 6) {
+  if (len < 6 || (namelen = get_be32 (d)) > len - 6) {
     send_error (conn, NBD_REP_ERR_INVALID,
                 "the option's export name length is not valid");
     read_option (conn);
     return;
   }
-  nr_infos = get16 (d + 4 + namelen);
+  nr_infos = get_be16 (d + 4 + namelen);
   if (len != 4 + namelen + 2 + 2 * (uint32_t) nr_infos) {
     send_error (conn, NBD_REP_ERR_INVALID,
                 "the option's length does not match its contents");
@@ -567,7 +523,7 @@ handle_meta_context (struct conn *conn)
     read_option (conn);
     return;
   }
-  if (len < 8 || (namelen = get32 (d)) > len - 8) {
+  if (len < 8 || (namelen = get_be32 (d)) > len - 8) {
     send_error (conn, NBD_REP_ERR_INVALID,
                 "the option's export name length is not valid");
     read_option (conn);
@@ -579,12 +535,12 @@ handle_meta_context (struct conn *conn)
     read_option (conn);
     return;
   }
-  nr_queries = get32 (d + 4 + namelen);
+  nr_queries = get_be32 (d + 4 + namelen);
   /* Check every query's length before looking at any of them. */
   for (i = 0, pos = 8 + namelen; i < nr_queries; ++i) {
     uint32_t qlen;
 
-    if (len - pos < 4 || (qlen = get32 (d + pos)) > len - pos - 4 ||
+    if (len - pos < 4 || (qlen = get_be32 (d + pos)) > len - pos - 4 ||
         qlen > NBD_MAX_STRING) {
       send_error (conn, NBD_REP_ERR_INVALID,
                   "query %u's length is not valid", i);
@@ -601,7 +557,7 @@ handle_meta_context (struct conn *conn)
   }
 
   for (i = 0, pos = 8 + namelen; i < nr_queries; ++i) {
-    uint32_t qlen = get32 (d + pos);
+    uint32_t qlen = get_be32 (d + pos);
     const char *q = (const char *) d + pos + 4;
 
     if ((qlen == strlen (BASE_ALLOCATION) &&
@@ -619,7 +575,7 @@ handle_meta_context (struct conn *conn)
     s->base_allocation = found && s->meta_export != NULL;
   }
   if (found) {
-    put32 (buf, BASE_ALLOCATION_ID);
+    put_be32 (buf, BASE_ALLOCATION_ID);
     memcpy (buf + 4, BASE_ALLOCATION, strlen (BASE_ALLOCATION));
     send_reply (conn, s->option, NBD_REP_META_CONTEXT, buf,
                 4 + strlen (BASE_ALLOCATION));
@@ -771,13 +727,13 @@ on_option_header (struct conn *conn)
 {
   struct session *s = conn_session (conn);
 
-  if (get64 (s->opthdr) != NBD_OPTS_MAGIC) {
+  if (get_be64 (s->opthdr) != NBD_OPTS_MAGIC) {
     nbdkit_debug ("%s: bad option magic", conn_peer (conn));
     conn_close (conn);
     return;
   }
-  s->option = get32 (s->opthdr + 8);
-  s->optlen = get32 (s->opthdr + 12);
+  s->option = get_be32 (s->opthdr + 8);
+  s->optlen = get_be32 (s->opthdr + 12);
   if (++s->nr_options > s->max_options) {
     nbdkit_error ("%s: the client sent more than %u options, "
                   "closing the connection", conn_peer (conn), s->max_options);
@@ -832,7 +788,7 @@ static void
 on_client_flags (struct conn *conn)
 {
   struct session *s = conn_session (conn);
-  uint32_t flags = get32 (s->opthdr);
+  uint32_t flags = get_be32 (s->opthdr);
 
   /* A flag we did not offer (unknown, or masked off) ends it. */
   if (flags & ~(uint32_t) greeting_flags ()) {
@@ -871,11 +827,11 @@ on_oldstyle_open (void *opaque, struct chain *ch, struct export_caps *caps,
   else {
     s->chain = ch;
     s->eflags = transmission_flags (&s->caps, false);
-    put64 (buf, NBD_MAGIC);
-    put64 (buf + 8, NBD_OLD_VERSION);
-    put64 (buf + 16, s->caps.size);
-    put16 (buf + 24, 0);                /* global flags: none */
-    put16 (buf + 26, s->eflags);
+    put_be64 (buf, NBD_MAGIC);
+    put_be64 (buf + 8, NBD_OLD_VERSION);
+    put_be64 (buf + 16, s->caps.size);
+    put_be16 (buf + 24, 0);                /* global flags: none */
+    put_be16 (buf + 26, s->eflags);
     memset (buf + 28, 0, 124);
     conn_write (conn, buf, sizeof buf, NULL, 0, NULL);
     transmit_start (conn);
@@ -898,9 +854,9 @@ handshake_start (struct conn *conn)
                 on_oldstyle_open, conn);
     return;
   }
-  put64 (greeting, NBD_MAGIC);
-  put64 (greeting + 8, NBD_OPTS_MAGIC);
-  put16 (greeting + 16, greeting_flags ());
+  put_be64 (greeting, NBD_MAGIC);
+  put_be64 (greeting + 8, NBD_OPTS_MAGIC);
+  put_be16 (greeting + 16, greeting_flags ());
   conn_write (conn, greeting, sizeof greeting, NULL, 0, NULL);
   conn_read (conn, s->opthdr, 4, on_client_flags);
 }

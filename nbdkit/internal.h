@@ -474,6 +474,10 @@ extern void chain_close (struct chain *ch);
 extern void chain_send (struct chain *ch, const struct hp_header *h,
                         void *data, uint32_t len, backend_cb cb,
                         void *opaque);
+/* A buffer for a write's payload to give chain_send (released with
+ * data_free).
+ */
+extern void *chain_data_alloc (struct chain *ch, size_t len);
 /* A client connected: false if a filter refuses it. */
 extern bool chain_accept (int fd, const char *peer);
 /* A connection that chain_accept let in has ended. */

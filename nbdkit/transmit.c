@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "byte-order.h"
 
 /* Outstanding requests per connection: matches what the deepest
  * clients pipeline (qemu uses 16, nbdcopy 64 per connection) with room
@@ -74,27 +75,6 @@ send_simple_reply (struct conn *conn, uint64_t cookie, uint32_t error,
   conn_write (conn, hdr, sizeof hdr, data, data ? len : 0, data_free);
 }
 
-static void
-put16 (unsigned char *p, uint16_t v)
-{
-  v = htobe16 (v);
-  memcpy (p, &v, 2);
-}
-
-static void
-put32 (unsigned char *p, uint32_t v)
-{
-  v = htobe32 (v);
-  memcpy (p, &v, 4);
-}
-
-static void
-put64 (unsigned char *p, uint64_t v)
-{
-  v = htobe64 (v);
-  memcpy (p, &v, 8);
-}
-
 /* One structured reply chunk, the last of its request (we never send
  * more than one): the 20-byte header, then extra (at most 12 bytes,
  * copied), then data (owned, freed once written).
@@ -106,11 +86,11 @@ send_chunk (struct conn *conn, uint64_t cookie, uint16_t type,
 {
   unsigned char hdr[NBD_STRUCTURED_REPLY_SIZE + 12];
 
-  put32 (hdr, NBD_STRUCTURED_REPLY_MAGIC);
-  put16 (hdr + 4, NBD_REPLY_FLAG_DONE);
-  put16 (hdr + 6, type);
-  put64 (hdr + 8, cookie);
-  put32 (hdr + 16, extra_len + data_len);
+  put_be32 (hdr, NBD_STRUCTURED_REPLY_MAGIC);
+  put_be16 (hdr + 4, NBD_REPLY_FLAG_DONE);
+  put_be16 (hdr + 6, type);
+  put_be64 (hdr + 8, cookie);
+  put_be32 (hdr + 16, extra_len + data_len);
   if (extra_len)
     memcpy (hdr + NBD_STRUCTURED_REPLY_SIZE, extra, extra_len);
   conn_write (conn, hdr, NBD_STRUCTURED_REPLY_SIZE + extra_len,
@@ -132,17 +112,17 @@ send_error_chunk (struct conn *conn, const struct request *r,
 
   if (!buf) {
     /* No room for the message: the bare error. */
-    put32 (fixed, error);
-    put16 (fixed + 4, 0);
+    put_be32 (fixed, error);
+    put_be16 (fixed + 4, 0);
     send_chunk (conn, r->cookie, NBD_REPLY_TYPE_ERROR, fixed, 6, NULL, 0);
     return;
   }
-  put32 (buf, error);
-  put16 (buf + 4, (uint16_t) mlen);
+  put_be32 (buf, error);
+  put_be16 (buf + 4, (uint16_t) mlen);
   if (mlen)
     memcpy (buf + 6, msg, mlen);
   if (at_offset)
-    put64 (buf + 6 + mlen, r->offset);
+    put_be64 (buf + 6 + mlen, r->offset);
   send_chunk (conn, r->cookie,
               at_offset ? NBD_REPLY_TYPE_ERROR_OFFSET : NBD_REPLY_TYPE_ERROR,
               NULL, 0, buf, (uint32_t) (6 + mlen + (at_offset ? 8 : 0)));
@@ -181,13 +161,13 @@ send_answer (struct conn *conn, const struct request *r, uint32_t error,
                       r->cmd == NBD_CMD_READ && !r->error);
   }
   else if (r->cmd == NBD_CMD_READ && !data) {
-    put64 (extra, r->offset);
-    put32 (extra + 8, r->count);
+    put_be64 (extra, r->offset);
+    put_be32 (extra + 8, r->count);
     send_chunk (conn, r->cookie, NBD_REPLY_TYPE_OFFSET_HOLE, extra, 12,
                 NULL, 0);
   }
   else if (r->cmd == NBD_CMD_READ) {
-    put64 (extra, r->offset);
+    put_be64 (extra, r->offset);
     send_chunk (conn, r->cookie, NBD_REPLY_TYPE_OFFSET_DATA, extra, 8,
                 data, len);
   }
@@ -214,7 +194,7 @@ block_status_payload (const struct request *r, const unsigned char *ext,
 
   if (!buf)
     return NULL;
-  put32 (buf, BASE_ALLOCATION_ID);
+  put_be32 (buf, BASE_ALLOCATION_ID);
   for (i = 0; i < n && left > 0; ++i) {
     uint64_t length;
     uint32_t type;
@@ -224,8 +204,8 @@ block_status_payload (const struct request *r, const unsigned char *ext,
       continue;
     if (length > left)
       length = left;
-    put32 (buf + 4 + 8 * k, (uint32_t) length);
-    put32 (buf + 8 + 8 * k, type & (NBD_STATE_HOLE | NBD_STATE_ZERO));
+    put_be32 (buf + 4 + 8 * k, (uint32_t) length);
+    put_be32 (buf + 8 + 8 * k, type & (NBD_STATE_HOLE | NBD_STATE_ZERO));
     k++;
     left -= length;
     if (r->flags & NBD_CMD_FLAG_REQ_ONE)
@@ -575,12 +555,7 @@ on_request_header (struct conn *conn)
   if (cmd == NBD_CMD_WRITE) {
     /* The payload follows whatever we think of the request. */
     s->cur = r;
-    /* Without filters the payload can go to the backend from an arena
-     * slot; filters expect malloc'd buffers.
-     */
-    if (!r->error &&
-        !(r->data = opt.nr_filters ? malloc (r->count)
-                                   : data_alloc (r->count))) {
+    if (!r->error && !(r->data = chain_data_alloc (s->chain, r->count))) {
       r->error = NBD_ENOMEM;
       r->why = "out of memory";
     }

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "byte-order.h"
 #include "nbdkit-backend.h"
 #include "floppy.h"
 
@@ -47,20 +48,6 @@
 #define ATTR_VOLUME_ID      0x08
 #define ATTR_DIRECTORY      0x10
 #define ATTR_ARCHIVE        0x20
-
-static void
-put16 (unsigned char *p, uint32_t v)
-{
-  p[0] = (unsigned char) v;
-  p[1] = (unsigned char) (v >> 8);
-}
-
-static void
-put32 (unsigned char *p, uint32_t v)
-{
-  put16 (p, v & 0xffff);
-  put16 (p + 2, v >> 16);
-}
 
 /* ---- geometry ---- */
 
@@ -270,14 +257,14 @@ write_short_entry (unsigned char *p, const char name[11], uint8_t attr,
   memcpy (p, name, 11);
   p[11] = attr;
   p[13] = centis;               /* created: we only know the mtime */
-  put16 (p + 14, time_);
-  put16 (p + 16, date);
-  put16 (p + 18, adate);
-  put16 (p + 20, cluster >> 16);
-  put16 (p + 22, time_);
-  put16 (p + 24, date);
-  put16 (p + 26, cluster & 0xffff);
-  put32 (p + 28, size);
+  put_le16 (p + 14, time_);
+  put_le16 (p + 16, date);
+  put_le16 (p + 18, adate);
+  put_le16 (p + 20, cluster >> 16);
+  put_le16 (p + 22, time_);
+  put_le16 (p + 24, date);
+  put_le16 (p + 26, cluster & 0xffff);
+  put_le32 (p + 28, size);
 }
 
 static bool
@@ -400,13 +387,13 @@ fill_mbr (unsigned char *mbr, const struct geometry *g, uint32_t id)
 {
   unsigned char *e = mbr + 446;
 
-  put32 (mbr + 440, id);        /* disk signature */
+  put_le32 (mbr + 440, id);        /* disk signature */
   e[0] = 0x00;                  /* not bootable */
   put_chs (e + 1, PART_START);
   e[4] = 0x0c;                  /* FAT32 with LBA */
   put_chs (e + 5, PART_START + g->part - 1);
-  put32 (e + 8, PART_START);
-  put32 (e + 12, (uint32_t) g->part);
+  put_le32 (e + 8, PART_START);
+  put_le32 (e + 12, (uint32_t) g->part);
   mbr[510] = 0x55;
   mbr[511] = 0xaa;
 }
@@ -417,22 +404,22 @@ fill_boot_sector (unsigned char *b, const struct geometry *g, uint32_t id,
 {
   b[0] = 0xeb; b[1] = 0x58; b[2] = 0x90;        /* jmp to offset 90 */
   memcpy (b + 3, "NBDKIT  ", 8);
-  put16 (b + 11, SECTOR);
+  put_le16 (b + 11, SECTOR);
   b[13] = (unsigned char) g->spc;
-  put16 (b + 14, g->reserved);
+  put_le16 (b + 14, g->reserved);
   b[16] = 2;                    /* FATs */
   b[21] = 0xf8;                 /* media: fixed disk */
-  put16 (b + 24, 63);           /* sectors per track */
-  put16 (b + 26, 255);          /* heads */
-  put32 (b + 28, PART_START);   /* hidden sectors */
-  put32 (b + 32, (uint32_t) g->part);
-  put32 (b + 36, g->fat);
-  put32 (b + 44, 2);            /* root directory cluster */
-  put16 (b + 48, FSINFO_SECTOR);
-  put16 (b + 50, BACKUP_BOOT_SECTOR);
+  put_le16 (b + 24, 63);           /* sectors per track */
+  put_le16 (b + 26, 255);          /* heads */
+  put_le32 (b + 28, PART_START);   /* hidden sectors */
+  put_le32 (b + 32, (uint32_t) g->part);
+  put_le32 (b + 36, g->fat);
+  put_le32 (b + 44, 2);            /* root directory cluster */
+  put_le16 (b + 48, FSINFO_SECTOR);
+  put_le16 (b + 50, BACKUP_BOOT_SECTOR);
   b[64] = 0x80;                 /* drive number */
   b[66] = 0x29;                 /* extended boot signature */
-  put32 (b + 67, id);
+  put_le32 (b + 67, id);
   memcpy (b + 71, has_label (label) ? label : "NO NAME    ", 11);
   memcpy (b + 82, "FAT32   ", 8);
   /* Not bootable: int 18h asks the BIOS for the next boot device. */
@@ -444,11 +431,11 @@ fill_boot_sector (unsigned char *b, const struct geometry *g, uint32_t id,
 static void
 fill_fsinfo (unsigned char *f, uint32_t free_clusters, uint32_t next_free)
 {
-  put32 (f, 0x41615252);
-  put32 (f + 484, 0x61417272);
-  put32 (f + 488, free_clusters);
-  put32 (f + 492, next_free);
-  put32 (f + 508, 0xaa550000);
+  put_le32 (f, 0x41615252);
+  put_le32 (f + 484, 0x61417272);
+  put_le32 (f + 488, free_clusters);
+  put_le32 (f + 492, next_free);
+  put_le32 (f + 508, 0xaa550000);
 }
 
 /* ---- regions ---- */

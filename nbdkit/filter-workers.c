@@ -1,5 +1,6 @@
-/* filters/workers.c: a small pool of threads for CPU-heavy filter work
- * (decompression, hashing) so that the event loop never waits on it.
+/* nbdkit front end, filter framework: a small pool of threads for
+ * CPU-heavy filter work (decompression, hashing) so that the event loop
+ * never waits on it.
  *
  * worker_submit queues (work, done, arg); a worker thread runs work
  * (arg), and the loop is woken through an ev_async to run done (arg).
@@ -13,7 +14,7 @@
 #include <signal.h>
 #include <stdlib.h>
 
-#include "filter.h"
+#include "../filters/filter.h"
 
 #define NR_WORKERS 2
 

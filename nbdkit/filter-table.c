@@ -1,11 +1,13 @@
-/* filters/table.c: the filters compiled into the front end, by name. */
+/* nbdkit front end, filter framework: the table of the filters compiled
+ * into the front end (filters/NAME.c), by name.
+ */
 
 #include <config.h>
 
 #include <stdio.h>
 #include <string.h>
 
-#include "filter.h"
+#include "../filters/filter.h"
 
 extern const struct filter
   blocksize_filter,

@@ -1,6 +1,7 @@
-/* filters/params.c: parsing filter parameters.  Each function names
- * the parameter and the value in its error, says what would be valid,
- * and returns -1 (after nbdkit_error) when the value is not.
+/* nbdkit front end, filter framework: parsing filter parameters
+ * (filters/filter.h, fparse_*).  Each function names the parameter and
+ * the value in its error, says what would be valid, and returns -1
+ * (after nbdkit_error) when the value is not.
  */
 
 #include <config.h>
@@ -13,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "filter.h"
+#include "../filters/filter.h"
 
 int
 fparse_size (const char *key, const char *value, int64_t *r)

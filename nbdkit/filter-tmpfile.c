@@ -1,6 +1,7 @@
-/* filters/tmpfile.c: the temporary files of the filters that keep data
- * of their own (cow's overlay, cache's cache): made in $TMPDIR (or
- * /var/tmp) and unlinked at once, and whole-range I/O on them.
+/* nbdkit front end, filter framework: the temporary files of the
+ * filters that keep data of their own (cow's overlay, cache's cache):
+ * made in $TMPDIR (or /var/tmp) and unlinked at once, and whole-range
+ * I/O on them.
  */
 
 #include <config.h>
@@ -12,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "filter.h"
+#include "../filters/filter.h"
 
 int
 tmpfile_create (const char *filter, const char *what)
