@@ -57,7 +57,7 @@ struct pending {
 static int chan_fd = -1;
 static bool ready;              /* may send ordinary requests */
 static ev_io rio, wio;
-static ev_prepare flush_prepare;
+static struct loop_flush flush;
 static struct inbuf in;
 static struct outq out;
 static uint64_t next_id = 1;
@@ -417,9 +417,8 @@ on_writable (struct ev_loop *l, ev_io *w, int revents)
  * just before the loop waits.
  */
 static void
-on_flush_prepare (struct ev_loop *l, ev_prepare *w, int revents)
+on_flush (struct loop_flush *f)
 {
-  ev_prepare_stop (loop, &flush_prepare);
   if (chan_fd >= 0 && !ev_is_active (&wio))
     flush_output ();
 }
@@ -541,7 +540,7 @@ transmit (struct pending *p)
   if (oldest == p)
     update_timeout ();
   if (was_empty)
-    ev_prepare_start (loop, &flush_prepare);
+    loop_flush_queue (&flush);
 }
 
 static void
@@ -639,7 +638,7 @@ channel_open (int fd)
   cur_req = NULL;
   ev_io_init (&rio, on_readable, fd, EV_READ);
   ev_io_init (&wio, on_writable, fd, EV_WRITE);
-  ev_prepare_init (&flush_prepare, on_flush_prepare);
+  flush.fn = on_flush;
   ev_io_start (loop, &rio);
 }
 
@@ -702,7 +701,7 @@ channel_close (bool keep_for_resend)
     return;
   ev_io_stop (loop, &rio);
   ev_io_stop (loop, &wio);
-  ev_prepare_stop (loop, &flush_prepare);
+  loop_flush_cancel (&flush);
   if (timeout_secs > 0)
     ev_timer_stop (loop, &timeout_timer);
   close (chan_fd);

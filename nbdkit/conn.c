@@ -40,8 +40,7 @@ struct conn {
   bool closed;
   bool close_after_output;
   bool in_process;
-  struct conn *flush_next;      /* in the list of output to write */
-  bool flush_listed;
+  struct loop_flush flush;      /* output queued in this iteration */
   struct inbuf in;
   struct outq out;
   /* The read asked for. */
@@ -58,12 +57,6 @@ struct conn {
 };
 
 static struct conn *conns;
-
-/* Connections with output queued in this loop iteration. */
-static struct conn *flush_head;
-static ev_prepare flush_prepare;
-static ev_idle flush_idle;
-static bool flush_inited;
 
 static void process_input (struct conn *conn);
 static void begin_tls (struct conn *conn);
@@ -161,37 +154,19 @@ flush_output (struct conn *conn)
     transmit_maybe_resume (conn);
 }
 
-static void
-on_flush_idle (struct ev_loop *l, ev_idle *w, int revents)
-{
-  ev_idle_stop (loop, w);
-}
-
-/* Before the loop waits: write what this iteration queued.  Output
- * that the writing itself produced (a resumed client's next replies)
- * waits for the next iteration, with an idle watcher so that the loop
- * does not sleep on it.
+/* Just before the loop waits (loop.c): write what this iteration
+ * queued.  The queued flush holds a reference.
  */
 static void
-on_flush_prepare (struct ev_loop *l, ev_prepare *w, int revents)
+on_flush (struct loop_flush *f)
 {
-  struct conn *conn, *list = flush_head;
+  struct conn *conn = (struct conn *) ((char *) f - offsetof (struct conn, flush));
 
-  flush_head = NULL;
-  while ((conn = list) != NULL) {
-    list = conn->flush_next;
-    conn->flush_next = NULL;
-    conn->flush_listed = false;
-    if (conn->handshaking)
-      ev_io_start (loop, &conn->wio);
-    else
-      flush_output (conn);
-    conn_unref (conn);
-  }
-  if (flush_head)
-    ev_idle_start (loop, &flush_idle);
+  if (conn->handshaking)
+    ev_io_start (loop, &conn->wio);
   else
-    ev_prepare_stop (loop, &flush_prepare);
+    flush_output (conn);
+  conn_unref (conn);
 }
 
 static void
@@ -320,6 +295,7 @@ conn_new (int rfd, int wfd, const char *peer)
   ev_io_init (&conn->rio, on_readable, rfd, EV_READ);
   ev_io_init (&conn->wio, on_writable, wfd, EV_WRITE);
   conn->rio.data = conn->wio.data = conn;
+  conn->flush.fn = on_flush;
   conn->next = conns;
   if (conns)
     conns->prev = conn;
@@ -421,17 +397,9 @@ conn_write (struct conn *conn, const void *small, size_t len,
   /* Written just before the loop waits, so that the replies produced
    * in one loop iteration leave in one writev.
    */
-  if (!conn->flush_listed && !ev_is_active (&conn->wio)) {
-    conn->flush_listed = true;
+  if (!conn->flush.queued && !ev_is_active (&conn->wio)) {
     conn_ref (conn);
-    conn->flush_next = flush_head;
-    flush_head = conn;
-    if (!flush_inited) {
-      ev_prepare_init (&flush_prepare, on_flush_prepare);
-      ev_idle_init (&flush_idle, on_flush_idle);
-      flush_inited = true;
-    }
-    ev_prepare_start (loop, &flush_prepare);
+    loop_flush_queue (&conn->flush);
   }
 }
 
@@ -497,13 +465,27 @@ process_input (struct conn *conn)
     else
       r = inbuf_fill (&conn->in, conn->rfd);
 
-    if (r == 0) {
+    if (r == 0 && conn->session.transmitting) {
+      /* The client closed its side (a FIN, or TLS close_notify),
+       * perhaps right behind its last requests: answer those, as for
+       * NBD_CMD_DISC, then close.
+       */
+      nbdkit_debug ("%s: the client closed its side of the connection",
+                    conn->peer);
+      conn->want_active = false;
+      ev_io_stop (loop, &conn->rio);
+      transmit_drain (conn);
+    }
+    else if (r == 0) {
       nbdkit_debug ("%s: the client closed the connection", conn->peer);
       conn_close (conn);
     }
     else if (r == -1) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         ev_io_start (loop, &conn->rio);
+        /* Data gnutls holds makes the socket no readier. */
+        if (conn->tls && tls_pending (conn->tls))
+          ev_feed_event (loop, &conn->rio, EV_READ);
         break;
       }
       nbdkit_debug ("%s: read: %m", conn->peer);

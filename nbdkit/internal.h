@@ -126,6 +126,17 @@ extern void die (const char *fmt, ...)
 extern struct ev_loop *loop;
 extern void loop_init (void);
 extern int loop_run (void);           /* returns the exit status */
+/* Something to write just before the loop waits (see loop.c).  Queueing
+ * one already queued does nothing; fn is called once, then it may be
+ * queued again.
+ */
+struct loop_flush {
+  struct loop_flush *next;
+  bool queued;
+  void (*fn) (struct loop_flush *f);
+};
+extern void loop_flush_queue (struct loop_flush *f);
+extern void loop_flush_cancel (struct loop_flush *f);
 /* Begin an orderly shutdown with the given exit status. */
 extern void server_quit (int status);
 extern bool server_quitting (void);

@@ -380,6 +380,11 @@ tls_handshake (struct tls *t, const char *peer)
   return TLS_ERROR;
 }
 
+/* Read decrypted bytes.  Whatever gnutls holds back is found by the
+ * caller: a record read only in part stays in gnutls's buffer
+ * (tls_pending), and a record of any other kind is dealt with here and
+ * the read goes on, so "would block" always means the socket is empty.
+ */
 ssize_t
 tls_recv (struct tls *t, void *buf, size_t len)
 {
@@ -392,6 +397,11 @@ tls_recv (struct tls *t, void *buf, size_t len)
     if (r == GNUTLS_E_INTERRUPTED)
       continue;
     if (r == GNUTLS_E_AGAIN) {
+      /* A post-handshake message (a TLS 1.3 KeyUpdate, a ticket) may
+       * end a call with data still to come from gnutls's buffers.
+       */
+      if (gnutls_record_check_pending (t->session) > 0)
+        continue;
       errno = EAGAIN;
       return -1;
     }

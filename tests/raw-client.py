@@ -572,6 +572,37 @@ def case_info_keeps_meta_context():
     recvn(s, length)
 
 
+def case_shutdown_behind_requests():
+    """Requests sent together with the end of the client's side
+    (shutdown SHUT_WR): every one is still answered."""
+    s, _, _ = transmission()
+    for i in range(10):
+        request(s, CMD_WRITE, i * 4096, 4096, data=bytes([65 + i]) * 4096,
+                cookie=i)
+        check("first write %d" % i, reply(s), (0, i))
+    batch = b""
+    for i in range(10):
+        batch += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 200 + i,
+                             i * 4096, 4096)
+        batch += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 100 + i,
+                             (20 + i) * 4096, 4096) + b"z" * 4096
+    s.sendall(batch)
+    s.shutdown(socket.SHUT_WR)
+    writes = set()
+    reads = {}
+    while len(writes) + len(reads) < 20:
+        error, cookie = reply(s)
+        check("error of reply %d" % cookie, error, 0)
+        if cookie >= 200:
+            reads[cookie] = recvn(s, 4096)
+        else:
+            writes.add(cookie)
+    check("write replies", writes, set(range(100, 110)))
+    for i in range(10):
+        check("read %d" % i, reads[200 + i], bytes([65 + i]) * 4096)
+    check("closed after the replies", closed(s), True)
+
+
 cases = {name[5:]: fn for name, fn in globals().items()
          if name.startswith("case_")}
 if len(sys.argv) < 3 or sys.argv[2] not in cases:

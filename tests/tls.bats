@@ -7,36 +7,7 @@ load helpers
 # A CA, a server and a client certificate, a second CA with a client
 # certificate the first CA never signed, and a PSK file.
 setup_file() {
-    command -v certtool >/dev/null && command -v psktool >/dev/null || return 0
-    local d=$BATS_FILE_TMPDIR
-    mkdir -p "$d/pki" "$d/rogue" "$d/psk"
-    cd "$d"
-    certtool --generate-privkey --outfile pki/ca-key.pem 2>/dev/null
-    printf 'cn = Test CA\nca\ncert_signing_key\nexpiration_days = 30\n' > ca.info
-    certtool --generate-self-signed --load-privkey pki/ca-key.pem \
-        --template ca.info --outfile pki/ca-cert.pem 2>/dev/null
-    cert() {    # cert DIR NAME KIND CA-DIR
-        certtool --generate-privkey --outfile "$1/$2-key.pem" 2>/dev/null
-        printf 'organization = Test\ncn = %s\ndns_name = localhost\nip_address = 127.0.0.1\n%s\nencryption_key\nsigning_key\nexpiration_days = 30\n' \
-            "$2" "$3" > "$2.info"
-        certtool --generate-certificate \
-            --load-ca-certificate "$4/ca-cert.pem" \
-            --load-ca-privkey "$4/ca-key.pem" \
-            --load-privkey "$1/$2-key.pem" --template "$2.info" \
-            --outfile "$1/$2-cert.pem" 2>/dev/null
-    }
-    cert pki server tls_www_server pki
-    cert pki client tls_www_client pki
-    # The rogue CA signs a client certificate; the client still trusts
-    # the real CA for the server's certificate.
-    mkdir -p rogue-ca
-    certtool --generate-privkey --outfile rogue-ca/ca-key.pem 2>/dev/null
-    certtool --generate-self-signed --load-privkey rogue-ca/ca-key.pem \
-        --template ca.info --outfile rogue-ca/ca-cert.pem 2>/dev/null
-    cert rogue client tls_www_client rogue-ca
-    cp pki/ca-cert.pem rogue/ca-cert.pem
-    psktool -u alice -p psk/keys.psk >/dev/null
-    psktool -u alice -p psk/wrong.psk >/dev/null
+    make_tls_files "$BATS_FILE_TMPDIR"
 }
 
 tls_requires() {
