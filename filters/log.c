@@ -11,9 +11,11 @@
  *
  * A request is logged when it reaches the filter, then passed down as
  * a sub-request so that its reply can be logged before it goes up.
- * Lines go through stdio and are flushed one by one: a local file,
- * small writes, acceptable on the loop.  logscript= is not supported
- * (it would run a shell per line).
+ * Lines are made in memory (a memstream) and written to the file by a
+ * worker thread, never on the loop: finished lines join one queue, and
+ * one writer job at a time empties it, so they reach the file in order.
+ * At unload the rest is written after the writer has finished.
+ * logscript= is not supported (it would run a shell per line).
  */
 
 #include <config.h>
@@ -21,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,8 +36,18 @@
 
 static const char *logfilename;
 static bool logappend;
-static FILE *logfp;
+static FILE *logfp;             /* the line being made (a memstream) */
+static char *line_buf;
+static size_t line_len;
+static int log_fd = -1;
 static uint64_t connections;     /* opens so far: the connection number */
+
+/* Finished lines not yet written, and whether a writer job runs. */
+static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t writer_gone = PTHREAD_COND_INITIALIZER;
+static char *queue;
+static size_t queue_len, queue_size;
+static bool writer_running;
 
 static int
 log_config (const char *key, const char *value)
@@ -89,10 +102,81 @@ line_start (uint64_t connection)
 }
 
 static void
+write_all (int fd, const char *p, size_t n)
+{
+  while (n > 0) {
+    ssize_t r = write (fd, p, n);
+
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      return;                   /* a log that cannot be written is lost */
+    p += r;
+    n -= r;
+  }
+}
+
+/* On a worker thread: write what is queued until the queue is empty. */
+static void
+writer (void *unused)
+{
+  for (;;) {
+    char *batch;
+    size_t len;
+
+    pthread_mutex_lock (&queue_lock);
+    batch = queue;
+    len = queue_len;
+    queue = NULL;
+    queue_len = queue_size = 0;
+    if (len == 0) {
+      writer_running = false;
+      pthread_cond_broadcast (&writer_gone);
+      pthread_mutex_unlock (&queue_lock);
+      free (batch);
+      return;
+    }
+    pthread_mutex_unlock (&queue_lock);
+    write_all (log_fd, batch, len);   /* never-blocks: a worker */
+    free (batch);
+  }
+}
+
+static void
+writer_done (void *unused)
+{
+}
+
+/* The line is made: queue it, and start the writer if it is idle. */
+static void
 line_end (void)
 {
+  bool start = false;
+
   fputc ('\n', logfp);
-  fflush (logfp);
+  /* never-blocks: a memstream, no I/O */
+  if (fflush (logfp) != 0 || line_len == 0)
+    return;
+  pthread_mutex_lock (&queue_lock);
+  if (queue_len + line_len > queue_size) {
+    size_t n = (queue_len + line_len) * 2;
+    char *q = realloc (queue, n);
+
+    if (q) {
+      queue = q;
+      queue_size = n;
+    }
+  }
+  if (queue_len + line_len <= queue_size) {
+    memcpy (queue + queue_len, line_buf, line_len);
+    queue_len += line_len;
+  }
+  if (!writer_running)
+    start = writer_running = true;
+  pthread_mutex_unlock (&queue_lock);
+  rewind (logfp);
+  if (start)
+    worker_submit (writer, writer_done, NULL);
 }
 
 static void __attribute__ ((format (printf, 2, 3)))
@@ -137,17 +221,18 @@ put_quoted (const char *s)
 static int
 log_get_ready (void)
 {
-  int fd = open (logfilename, O_WRONLY | O_CREAT | O_CLOEXEC |
+  /* never-blocks: open is before the loop runs */
+  log_fd = open (logfilename, O_WRONLY | O_CREAT | O_CLOEXEC |
                  (logappend ? O_APPEND : O_TRUNC), 0666);
-
-  if (fd == -1) {
+  if (log_fd == -1) {
     nbdkit_error ("logfile=%s: cannot open it for writing: %m", logfilename);
     return -1;
   }
-  logfp = fdopen (fd, logappend ? "a" : "w");
+  logfp = open_memstream (&line_buf, &line_len);
   if (!logfp) {
-    nbdkit_error ("logfile=%s: fdopen: %m", logfilename);
-    close (fd);
+    nbdkit_error ("logfile=%s: out of memory", logfilename);
+    close (log_fd);
+    log_fd = -1;
     return -1;
   }
   /* nbdkit's numbers: 0 serialize_connections .. 3 parallel. */
@@ -158,9 +243,23 @@ log_get_ready (void)
 static void
 log_unload (void)
 {
-  if (logfp)
-    fclose (logfp);
+  if (!logfp)
+    return;
+  /* After the loop: let the writer finish, then write the rest. */
+  pthread_mutex_lock (&queue_lock);
+  while (writer_running)
+    pthread_cond_wait (&writer_gone, &queue_lock);   /* never-blocks: at exit */
+  write_all (log_fd, queue, queue_len);
+  free (queue);
+  queue = NULL;
+  queue_len = queue_size = 0;
+  pthread_mutex_unlock (&queue_lock);
+  fclose (logfp);
+  free (line_buf);
+  line_buf = NULL;
   logfp = NULL;
+  close (log_fd);
+  log_fd = -1;
 }
 
 /* ---- connections ---- */

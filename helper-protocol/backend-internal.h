@@ -12,6 +12,13 @@
  *   backend-utils.c    messages, errors, parsing helpers, the pool of
  *                      payload buffers
  *   backend-lists.c    extents and export lists
+ *
+ * Every name declared here with external linkage is prefixed nbdkit__
+ * (two underscores), the library's public API nbdkit_ (nbdkit-backend.h),
+ * the codec's hp_ (helper-protocol.h): the library is linked into
+ * backends written by others, whose own names must not collide with
+ * its internals (tests/library-symbols.bats checks).  The comments
+ * below name the internals without the prefix.
  */
 
 #ifndef NBDKIT_BACKEND_INTERNAL_H
@@ -28,11 +35,11 @@
 #include "nbdkit-backend.h"
 
 /* backend-main.c */
-extern const struct nbdkit_backend *be;
-extern int thread_model;        /* effective NBDKIT_THREAD_MODEL_* */
-extern bool verbose;
-extern json_t *debug_flags;
-extern int memfd;
+extern const struct nbdkit_backend *nbdkit__be;
+extern int nbdkit__thread_model;        /* effective NBDKIT_THREAD_MODEL_* */
+extern bool nbdkit__verbose;
+extern json_t *nbdkit__debug_flags;
+extern int nbdkit__memfd;
 /* Send one reply frame (thread safe).  The frame goes out whole and is
  * never interleaved with another; it may be written later by another
  * thread, so send_reply and send_reply_flags copy the payload if they
@@ -40,18 +47,29 @@ extern int memfd;
  * buffer from buf_alloc (size bytes, len of which are the payload) and
  * frees it with buf_free once written.
  */
-extern void send_reply (const struct hp_header *req, uint32_t status,
-                        uint32_t handle, const void *payload, uint32_t len);
-extern void send_reply_flags (const struct hp_header *req, uint32_t status,
-                              uint16_t flags, uint32_t handle,
-                              const void *payload, uint32_t len);
-extern void send_reply_owned (const struct hp_header *req, uint16_t flags,
-                              void *buf, size_t size, uint32_t len);
-extern void send_json_reply (const struct hp_header *req, uint32_t handle,
-                             json_t *j);  /* steals j */
+extern void nbdkit__send_reply (const struct hp_header *req,
+                                uint32_t status, uint32_t handle,
+                                const void *payload, uint32_t len);
+extern void nbdkit__send_reply_flags (const struct hp_header *req,
+                                      uint32_t status, uint16_t flags,
+                                      uint32_t handle,
+                                      const void *payload, uint32_t len);
+extern void nbdkit__send_reply_owned (const struct hp_header *req,
+                                      uint16_t flags, void *buf, size_t size,
+                                      uint32_t len);
+extern void nbdkit__send_json_reply (const struct hp_header *req,
+                                     uint32_t handle,
+                                     json_t *j);  /* steals j */
 /* After a failed callback: reply with its error and message. */
-extern void send_error_reply (const struct hp_header *req,
-                              uint32_t def_status);
+extern void nbdkit__send_error_reply (const struct hp_header *req,
+                                      uint32_t def_status);
+/* Around the handling of each request: request_begin returns false,
+ * and the request must be dropped unanswered, once the channel has
+ * ended.  A request still being handled a moment after the channel
+ * ended gets the backend's process group killed (see backend-main.c).
+ */
+extern bool nbdkit__request_begin (void);
+extern void nbdkit__request_end (void);
 
 /* backend-utils.c: the per-thread context of a callback. */
 struct context {
@@ -64,22 +82,23 @@ struct context {
   const char *config_key;       /* during config: its key and value, */
   const char *config_value;     /* so parse errors can say "key=value" */
 };
-extern struct context *context_get (void);
+extern struct context *nbdkit__context_get (void);
 /* Enter a callback (resets error state). */
-extern void context_begin (bool log_errors, const char *export, bool tls);
+extern void nbdkit__context_begin (bool log_errors, const char *export,
+                                   bool tls);
 /* After a failure: the status to reply with (nbdkit_set_error, else
  * saved_errno, else def_status, else EIO) and the message (owned by the
  * context, valid until context_end).
  */
-extern uint32_t context_failure (int saved_errno, uint32_t def_status,
-                                 const char **msg);
-extern void context_end (void);
+extern uint32_t nbdkit__context_failure (int saved_errno, uint32_t def_status,
+                                         const char **msg);
+extern void nbdkit__context_end (void);
 
 /* backend-utils.c: payload buffers of at least size bytes, reused.
  * buf_free must be given the size that buf_alloc was given.
  */
-extern void *buf_alloc (size_t size);
-extern void buf_free (void *p, size_t size);
+extern void *nbdkit__buf_alloc (size_t size);
+extern void nbdkit__buf_free (void *p, size_t size);
 
 /* backend-workers.c */
 struct handle {
@@ -113,51 +132,46 @@ payload_size (const struct hp_header *h)
 /* Jobs come from a free list: job_new never fails (it exits on ENOMEM);
  * job_free also frees the payload.
  */
-extern struct job *job_new (void);
-extern void job_free (struct job *job);
+extern struct job *nbdkit__job_new (void);
+extern void nbdkit__job_free (struct job *job);
 /* Start the pool (n threads in all, the main thread included; 0: the
  * default).  Called at HELLO.
  */
-extern void workers_start (unsigned n);
+extern void nbdkit__workers_start (unsigned n);
 /* Serve until the channel ends: the calling (main) thread and the pool
  * take turns to call read, which reads and handles one message and
  * returns 0 (with *job set to a job to run, or NULL if it was handled)
  * or -1 at the end of the channel.  Returns when every job has run.
  */
-extern void workers_serve (int (*read) (struct job **job));
-extern struct handle *handle_lookup (uint32_t id);
-extern uint32_t handle_add (struct handle *h);
-extern struct handle *handle_remove (uint32_t id);
+extern void nbdkit__workers_serve (int (*read) (struct job **job));
+extern struct handle *nbdkit__handle_lookup (uint32_t id);
+extern uint32_t nbdkit__handle_add (struct handle *h);
+extern struct handle *nbdkit__handle_remove (uint32_t id);
 /* Every handle still open (for closing at exit); caller frees array. */
-extern struct handle **handles_all (size_t *n);
-
-/* backend-ops.c: the shared-memory arena (HP_FEATURE_SHM), NULL until
- * an ATTACH_FD "shm" mapped it.  Replaced only while nothing is in
- * flight (ATTACH_FD is a start-up message).
- */
-extern unsigned char *arena;
-extern uint64_t arena_size;
+extern struct handle **nbdkit__handles_all (size_t *n);
 
 /* backend-ops.c: each takes ownership of job (payload included). */
-extern void op_hello (const struct hp_header *req, json_t *j);
-extern void op_config (const struct hp_header *req, json_t *j);
-extern void op_config_complete (const struct hp_header *req);
-extern void op_get_ready (const struct hp_header *req);
-extern void op_dump (const struct hp_header *req);
-extern void op_attach_fd (const struct hp_header *req, json_t *j, int fd);
-extern void op_run_job (struct job *job);       /* on a worker thread */
-extern void op_close_all (void);
+extern void nbdkit__op_hello (const struct hp_header *req, json_t *j);
+extern void nbdkit__op_config (const struct hp_header *req, json_t *j);
+extern void nbdkit__op_config_complete (const struct hp_header *req);
+extern void nbdkit__op_get_ready (const struct hp_header *req);
+extern void nbdkit__op_dump (const struct hp_header *req);
+extern void nbdkit__op_attach_fd (const struct hp_header *req, json_t *j,
+                                  int fd);
+extern void nbdkit__op_run_job (struct job *job);   /* on a worker thread */
+extern void nbdkit__op_close_all (void);
 
 /* backend-lists.c */
-extern struct nbdkit_extents *extents_new (uint64_t start, uint64_t end);
-extern void extents_free (struct nbdkit_extents *e);
+extern struct nbdkit_extents *nbdkit__extents_new (uint64_t start,
+                                                   uint64_t end);
+extern void nbdkit__extents_free (struct nbdkit_extents *e);
 /* Encoded reply payload (malloc'd) of the extents from start on. */
-extern unsigned char *extents_encode (struct nbdkit_extents *e,
-                                      bool req_one, uint32_t *len);
+extern unsigned char *nbdkit__extents_encode (struct nbdkit_extents *e,
+                                              bool req_one, uint32_t *len);
 /* The extents found cover start..end and all of it reads as zeros. */
-extern bool extents_all_zero (const struct nbdkit_extents *e);
-extern struct nbdkit_exports *exports_new (void);
-extern void exports_free (struct nbdkit_exports *e);
-extern json_t *exports_to_json (struct nbdkit_exports *e);
+extern bool nbdkit__extents_all_zero (const struct nbdkit_extents *e);
+extern struct nbdkit_exports *nbdkit__exports_new (void);
+extern void nbdkit__exports_free (struct nbdkit_exports *e);
+extern json_t *nbdkit__exports_to_json (struct nbdkit_exports *e);
 
 #endif /* NBDKIT_BACKEND_INTERNAL_H */

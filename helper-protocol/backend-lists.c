@@ -31,7 +31,7 @@ struct nbdkit_extents {
 };
 
 struct nbdkit_extents *
-extents_new (uint64_t start, uint64_t end)
+nbdkit__extents_new (uint64_t start, uint64_t end)
 {
   struct nbdkit_extents *e = calloc (1, sizeof *e);
 
@@ -43,7 +43,7 @@ extents_new (uint64_t start, uint64_t end)
 }
 
 void
-extents_free (struct nbdkit_extents *e)
+nbdkit__extents_free (struct nbdkit_extents *e)
 {
   if (e) {
     free (e->v);
@@ -119,7 +119,7 @@ nbdkit_add_extent (struct nbdkit_extents *e, uint64_t offset,
 }
 
 bool
-extents_all_zero (const struct nbdkit_extents *e)
+nbdkit__extents_all_zero (const struct nbdkit_extents *e)
 {
   uint64_t pos = e->start;
   size_t i;
@@ -133,7 +133,7 @@ extents_all_zero (const struct nbdkit_extents *e)
 }
 
 unsigned char *
-extents_encode (struct nbdkit_extents *e, bool req_one, uint32_t *len)
+nbdkit__extents_encode (struct nbdkit_extents *e, bool req_one, uint32_t *len)
 {
   size_t n = req_one && e->n > 1 ? 1 : e->n, i;
   unsigned char *buf;
@@ -155,7 +155,7 @@ struct nbdkit_exports {
 };
 
 struct nbdkit_exports *
-exports_new (void)
+nbdkit__exports_new (void)
 {
   struct nbdkit_exports *e = malloc (sizeof *e);
 
@@ -167,7 +167,7 @@ exports_new (void)
 }
 
 void
-exports_free (struct nbdkit_exports *e)
+nbdkit__exports_free (struct nbdkit_exports *e)
 {
   if (e) {
     json_decref (e->list);
@@ -206,7 +206,7 @@ nbdkit_add_export (struct nbdkit_exports *e, const char *name,
 }
 
 json_t *
-exports_to_json (struct nbdkit_exports *e)
+nbdkit__exports_to_json (struct nbdkit_exports *e)
 {
   return json_pack ("{s:O}", "exports", e->list);
 }

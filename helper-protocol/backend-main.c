@@ -17,29 +17,147 @@
  * over a buffer it owns) and goes back to work; the writer sends the
  * whole queue with writev before it stops being the writer.  EOF on the
  * channel, or SHUTDOWN, ends the process after closing the handles.
+ *
+ * The backend dies with the server.  The server makes it the leader of
+ * a process group of its own and asks the kernel for SIGTERM when the
+ * server dies (PR_SET_PDEATHSIG); SIGTERM, from there or from the
+ * server, kills the whole group with SIGKILL: the backend and every
+ * process it started (scripts, commands) that stayed in its group.  A
+ * thread of its own watches the channel for its end even while every
+ * other thread is inside a callback that does not return (a script
+ * that runs for ever): if the channel ends while a request is still
+ * being handled, nobody can take its reply, and the group is killed
+ * the same way; otherwise the reader meets the end of the channel and
+ * the backend exits in order (close, unload).
  */
 
 #include <config.h>
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backend-internal.h"
 
-const struct nbdkit_backend *be;
-int thread_model;
-bool verbose;
-json_t *debug_flags;
-int memfd = -1;
+const struct nbdkit_backend *nbdkit__be;
+int nbdkit__thread_model;
+bool nbdkit__verbose;
+json_t *nbdkit__debug_flags;
+int nbdkit__memfd = -1;
 
 static int chan = -1;
+
+/* ---- dying with the server ---- */
+
+/* The process group this process leads (the server starts every
+ * backend as the leader of a group of its own), or 0: then only this
+ * process is killed, never a group it does not own.
+ */
+static pid_t own_group;
+
+/* Requests being handled now, and whether the channel has ended. */
+static atomic_int busy;
+static atomic_bool channel_gone;
+
+/* How long requests still being handled when the channel ends get to
+ * finish (a reply just sent, its buffers being freed) before the
+ * group is killed.
+ */
+#define GONE_GRACE_MS 300
+
+/* Async-signal-safe. */
+static void
+kill_group (void)
+{
+  if (own_group > 0)
+    kill (-own_group, SIGKILL);
+}
+
+static void
+on_sigterm (int sig)
+{
+  struct sigaction sa = { .sa_handler = SIG_DFL };
+
+  kill_group ();
+  /* Not a group leader: die of the signal, as without this handler. */
+  sigemptyset (&sa.sa_mask);
+  sigaction (sig, &sa, NULL);
+  raise (sig);
+}
+
+static void *
+watch_channel (void *arg)
+{
+  struct pollfd p = { .fd = chan, .events = POLLRDHUP };
+  int i;
+
+  for (;;) {
+    p.revents = 0;
+    if (poll (&p, 1, -1) == -1) {
+      if (errno == EINTR)
+        continue;
+      return NULL;
+    }
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+      break;
+  }
+  atomic_store (&channel_gone, true);
+  for (i = 0; i < GONE_GRACE_MS / 10 && atomic_load (&busy) > 0; ++i)
+    nanosleep (&(struct timespec) { .tv_nsec = 10 * 1000 * 1000 }, NULL);
+  if (atomic_load (&busy) > 0) {
+    dprintf (STDERR_FILENO, "%s: the channel to the server ended while a "
+             "request was in progress: exiting\n", nbdkit__be->name);
+    kill_group ();
+    _exit (EXIT_FAILURE);       /* not a group leader */
+  }
+  return NULL;
+}
+
+bool
+nbdkit__request_begin (void)
+{
+  atomic_fetch_add (&busy, 1);
+  if (atomic_load (&channel_gone)) {
+    atomic_fetch_sub (&busy, 1);
+    return false;
+  }
+  return true;
+}
+
+void
+nbdkit__request_end (void)
+{
+  atomic_fetch_sub (&busy, 1);
+}
+
+/* Called once the backend was started by a server (not by hand). */
+static void
+die_with_server (void)
+{
+  struct sigaction sa = { .sa_handler = on_sigterm };
+  pthread_t t;
+  int err;
+
+  if (getpgrp () == getpid ())
+    own_group = getpid ();
+  sigfillset (&sa.sa_mask);
+  sigaction (SIGTERM, &sa, NULL);
+  err = pthread_create (&t, NULL, watch_channel, NULL);
+  if (err) {
+    fprintf (stderr, "error: pthread_create: %s\n", strerror (err));
+    exit (EXIT_FAILURE);
+  }
+  pthread_detach (t);
+}
 
 static void __attribute__ ((noreturn))
 out_of_memory (void)
@@ -311,7 +429,7 @@ drain (const unsigned char *hdr, const void *payload, uint32_t len)
     write_all (iov, n);
     n = 0;
     for (r = list; r; r = r->next) {
-      buf_free (r->owned, r->owned_size);
+      nbdkit__buf_free (r->owned, r->owned_size);
       r->owned = NULL;
     }
   }
@@ -332,7 +450,7 @@ send_frame (const unsigned char hdr[HP_HEADER_SIZE], const void *payload,
     writing = true;
     pthread_mutex_unlock (&write_lock);
     drain (hdr, payload, len);
-    buf_free (owned, owned_size);
+    nbdkit__buf_free (owned, owned_size);
     return;
   }
   /* Someone is writing: queue a copy for them. */
@@ -355,7 +473,7 @@ send_frame (const unsigned char hdr[HP_HEADER_SIZE], const void *payload,
       memcpy (r->small, payload, len);
       r->payload = r->small;
     }
-    else if ((r->owned = buf_alloc (len)) != NULL) {
+    else if ((r->owned = nbdkit__buf_alloc (len)) != NULL) {
       memcpy (r->owned, payload, len);
       r->owned_size = len;
       r->payload = r->owned;
@@ -374,7 +492,7 @@ send_frame (const unsigned char hdr[HP_HEADER_SIZE], const void *payload,
     writing = true;
     pthread_mutex_unlock (&write_lock);
     drain (hdr, payload, len);
-    buf_free (owned, owned_size);
+    nbdkit__buf_free (owned, owned_size);
     return;
   }
   r->next = NULL;
@@ -410,16 +528,16 @@ encode_reply (const struct hp_header *req, uint32_t status, uint16_t flags,
 }
 
 void
-send_reply (const struct hp_header *req, uint32_t status, uint32_t handle,
-            const void *payload, uint32_t len)
+nbdkit__send_reply (const struct hp_header *req, uint32_t status,
+                    uint32_t handle, const void *payload, uint32_t len)
 {
-  send_reply_flags (req, status, 0, handle, payload, len);
+  nbdkit__send_reply_flags (req, status, 0, handle, payload, len);
 }
 
 void
-send_reply_flags (const struct hp_header *req, uint32_t status,
-                  uint16_t flags, uint32_t handle,
-                  const void *payload, uint32_t len)
+nbdkit__send_reply_flags (const struct hp_header *req, uint32_t status,
+                          uint16_t flags, uint32_t handle,
+                          const void *payload, uint32_t len)
 {
   unsigned char hdr[HP_HEADER_SIZE];
 
@@ -430,8 +548,8 @@ send_reply_flags (const struct hp_header *req, uint32_t status,
 }
 
 void
-send_reply_owned (const struct hp_header *req, uint16_t flags,
-                  void *buf, size_t size, uint32_t len)
+nbdkit__send_reply_owned (const struct hp_header *req, uint16_t flags,
+                          void *buf, size_t size, uint32_t len)
 {
   unsigned char hdr[HP_HEADER_SIZE];
 
@@ -440,7 +558,8 @@ send_reply_owned (const struct hp_header *req, uint16_t flags,
 }
 
 void
-send_json_reply (const struct hp_header *req, uint32_t handle, json_t *j)
+nbdkit__send_json_reply (const struct hp_header *req, uint32_t handle,
+                         json_t *j)
 {
   char *s;
 
@@ -449,10 +568,10 @@ send_json_reply (const struct hp_header *req, uint32_t handle, json_t *j)
   s = j ? json_dumps (j, JSON_COMPACT) : NULL;
   json_decref (j);
   if (!s) {
-    send_reply (req, HP_ENOMEM, 0, "out of memory", 13);
+    nbdkit__send_reply (req, HP_ENOMEM, 0, "out of memory", 13);
     return;
   }
-  send_reply (req, 0, handle, s, strlen (s));
+  nbdkit__send_reply (req, 0, handle, s, strlen (s));
   free (s);
 }
 
@@ -460,12 +579,12 @@ send_json_reply (const struct hp_header *req, uint32_t handle, json_t *j)
  * errno, else def_status, else EIO) and its message.
  */
 void
-send_error_reply (const struct hp_header *req, uint32_t def_status)
+nbdkit__send_error_reply (const struct hp_header *req, uint32_t def_status)
 {
   const char *msg = NULL;
-  uint32_t st = context_failure (errno, def_status, &msg);
+  uint32_t st = nbdkit__context_failure (errno, def_status, &msg);
 
-  send_reply (req, st, 0, msg, msg ? strlen (msg) : 0);
+  nbdkit__send_reply (req, st, 0, msg, msg ? strlen (msg) : 0);
 }
 
 static void __attribute__ ((noreturn))
@@ -503,6 +622,7 @@ read_one (struct job **jobp)
   const char *why;
   json_t *j;
   int ret = 0;
+  bool startup;
 
   *jobp = NULL;
   if (read_header (hdr, &start) == -1)
@@ -511,45 +631,57 @@ read_one (struct job **jobp)
       hp_check_request (&h, &why) == -1)
     protocol_error (why);
   if (h.payload_len) {
-    payload = buf_alloc (payload_size (&h));
+    payload = nbdkit__buf_alloc (payload_size (&h));
     if (!payload)
       out_of_memory ();
     if (read_payload (payload, h.payload_len) == -1) {
-      buf_free (payload, payload_size (&h));
+      nbdkit__buf_free (payload, payload_size (&h));
       return -1;
     }
     if (hp_type_is_control (h.type))
       payload[h.payload_len] = '\0';
   }
 
+  /* Start-up messages are requests handled right here. */
+  startup = h.type == HP_HELLO || h.type == HP_CONFIG ||
+    h.type == HP_CONFIG_COMPLETE || h.type == HP_GET_READY ||
+    h.type == HP_DUMP || h.type == HP_ATTACH_FD;
+  if (startup && !nbdkit__request_begin ()) {
+    /* The channel has ended: nobody would take the reply. */
+    if (payload)
+      nbdkit__buf_free (payload, payload_size (&h));
+    return 0;
+  }
+
   switch (h.type) {
   case HP_HELLO:
     j = parse_json (&h, payload);
-    op_hello (&h, j);
+    nbdkit__op_hello (&h, j);
     json_decref (j);
     break;
   case HP_CONFIG:
     j = parse_json (&h, payload);
-    op_config (&h, j);
+    nbdkit__op_config (&h, j);
     json_decref (j);
     break;
   case HP_CONFIG_COMPLETE:
-    op_config_complete (&h);
+    nbdkit__op_config_complete (&h);
     break;
   case HP_GET_READY:
-    op_get_ready (&h);
+    nbdkit__op_get_ready (&h);
     break;
   case HP_DUMP:
-    op_dump (&h);
+    nbdkit__op_dump (&h);
     break;
   case HP_ATTACH_FD:
     j = parse_json (&h, payload);
-    op_attach_fd (&h, j,
-                  take_fd (start, start + HP_HEADER_SIZE + h.payload_len));
+    nbdkit__op_attach_fd (&h, j,
+                          take_fd (start,
+                                   start + HP_HEADER_SIZE + h.payload_len));
     json_decref (j);
     break;
   case HP_SHUTDOWN:
-    send_json_reply (&h, 0, NULL);
+    nbdkit__send_json_reply (&h, 0, NULL);
     ret = -1;
     break;
 
@@ -564,7 +696,7 @@ read_one (struct job **jobp)
   case HP_ZERO:
   case HP_CACHE:
   case HP_EXTENTS: {
-    struct job *job = job_new ();
+    struct job *job = nbdkit__job_new ();
 
     job->req = h;
     job->payload = payload;
@@ -575,8 +707,10 @@ read_one (struct job **jobp)
   default:
     protocol_error ("a message type this backend does not know");
   }
+  if (startup)
+    nbdkit__request_end ();
   if (payload)
-    buf_free (payload, payload_size (&h));
+    nbdkit__buf_free (payload, payload_size (&h));
   return ret;
 }
 
@@ -595,8 +729,8 @@ nbdkit_backend_main_with_model (const struct nbdkit_backend *backend,
   char *end;
   long fd;
 
-  be = backend;
-  if (!be->name || !*be->name) {
+  nbdkit__be = backend;
+  if (!nbdkit__be->name || !*nbdkit__be->name) {
     fprintf (stderr, "%s: the backend has no name\n", argv[0]);
     return EXIT_FAILURE;
   }
@@ -605,30 +739,32 @@ nbdkit_backend_main_with_model (const struct nbdkit_backend *backend,
   if (!env || errno || *end || fd < 0 || fd > 1024) {
     fprintf (stderr,
              "%s: this program is an nbdkit backend: run it with "
-             "'nbdkit %s' (see nbdkit(1))\n", argv[0], be->name);
+             "'nbdkit %s' (see nbdkit(1))\n", argv[0], nbdkit__be->name);
     return EXIT_FAILURE;
   }
   chan = (int) fd;
   signal (SIGPIPE, SIG_IGN);
-  thread_model = model ? model : be->thread_model ? be->thread_model
+  nbdkit__thread_model = model ? model
+    : nbdkit__be->thread_model ? nbdkit__be->thread_model
     : NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS;
-  if (thread_model < NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS ||
-      thread_model > NBDKIT_THREAD_MODEL_PARALLEL) {
+  if (nbdkit__thread_model < NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS ||
+      nbdkit__thread_model > NBDKIT_THREAD_MODEL_PARALLEL) {
     fprintf (stderr, "error: the backend's thread model %d is not one of "
-             "the NBDKIT_THREAD_MODEL_* constants\n", thread_model);
+             "the NBDKIT_THREAD_MODEL_* constants\n", nbdkit__thread_model);
     return EXIT_FAILURE;
   }
-  if (be->load)
-    be->load ();
+  die_with_server ();
+  if (nbdkit__be->load)
+    nbdkit__be->load ();
 
   rbuf = malloc (RBUF_SIZE);
   if (!rbuf)
     out_of_memory ();
 
-  workers_serve (read_one);
-  op_close_all ();
-  if (be->unload)
-    be->unload ();
+  nbdkit__workers_serve (read_one);
+  nbdkit__op_close_all ();
+  if (nbdkit__be->unload)
+    nbdkit__be->unload ();
   free (rbuf);
   rbuf = NULL;
   return EXIT_SUCCESS;

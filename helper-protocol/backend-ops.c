@@ -29,8 +29,12 @@
 
 #define ZERO_CHUNK (1024 * 1024)        /* emulated zero: write this much */
 
-unsigned char *arena;
-uint64_t arena_size;
+/* The shared-memory arena (HP_FEATURE_SHM), NULL until an ATTACH_FD
+ * "shm" mapped it.  Replaced only while nothing is in flight
+ * (ATTACH_FD is a start-up message).
+ */
+static unsigned char *arena;
+static uint64_t arena_size;
 
 static const char *
 thread_model_name (int m)
@@ -46,7 +50,7 @@ thread_model_name (int m)
 /* ---- start-up messages (on the main thread, in order) ---- */
 
 void
-op_hello (const struct hp_header *req, json_t *j)
+nbdkit__op_hello (const struct hp_header *req, json_t *j)
 {
   json_t *features, *callbacks;
 
@@ -56,19 +60,20 @@ op_hello (const struct hp_header *req, json_t *j)
 
     snprintf (msg, sizeof msg, "this backend speaks helper protocol "
               "version %d only", HP_PROTOCOL_VERSION);
-    send_reply (req, HP_EINVAL, 0, msg, strlen (msg));
+    nbdkit__send_reply (req, HP_EINVAL, 0, msg, strlen (msg));
     return;
   }
-  verbose = json_is_true (json_object_get (j, "verbose"));
-  json_decref (debug_flags);
-  debug_flags = json_incref (json_object_get (j, "debug"));
+  nbdkit__verbose = json_is_true (json_object_get (j, "verbose"));
+  json_decref (nbdkit__debug_flags);
+  nbdkit__debug_flags = json_incref (json_object_get (j, "debug"));
   features = json_array ();
-  if (be->wants_memfd)
+  if (nbdkit__be->wants_memfd)
     json_array_append_new (features, json_string (HP_FEATURE_MEMFD));
   /* The shared-memory data path is invisible to the backend's code. */
   json_array_append_new (features, json_string (HP_FEATURE_SHM));
   callbacks = json_array ();
-#define HAS(f) if (be->f) json_array_append_new (callbacks, json_string (#f))
+#define HAS(f) \
+  if (nbdkit__be->f) json_array_append_new (callbacks, json_string (#f))
   HAS (load); HAS (unload); HAS (config); HAS (config_complete);
   HAS (thread_model_cb); HAS (get_ready); HAS (dump_plugin);
   HAS (list_exports); HAS (default_export); HAS (open); HAS (close);
@@ -78,21 +83,21 @@ op_hello (const struct hp_header *req, json_t *j)
   HAS (can_multi_conn); HAS (can_cache); HAS (pread); HAS (pwrite);
   HAS (flush); HAS (trim); HAS (zero); HAS (cache); HAS (extents);
 #undef HAS
-  workers_start ((unsigned) json_integer_value (json_object_get (j,
-                                                                 "threads")));
-  send_json_reply (req, 0,
-                   json_pack ("{s:i, s:s, s:s?, s:s?, s:s?, s:s, s:s?, "
-                              "s:s?, s:o, s:o}",
-                              "protocol", HP_PROTOCOL_VERSION,
-                              "name", be->name,
-                              "version", be->version,
-                              "longname", be->longname,
-                              "description", be->description,
-                              "thread_model", thread_model_name (thread_model),
-                              "magic_config_key", be->magic_config_key,
-                              "config_help", be->config_help,
-                              "features", features,
-                              "callbacks", callbacks));
+  nbdkit__workers_start ((unsigned)
+                         json_integer_value (json_object_get (j, "threads")));
+  nbdkit__send_json_reply
+    (req, 0,
+     json_pack ("{s:i, s:s, s:s?, s:s?, s:s?, s:s, s:s?, s:s?, s:o, s:o}",
+                "protocol", HP_PROTOCOL_VERSION,
+                "name", nbdkit__be->name,
+                "version", nbdkit__be->version,
+                "longname", nbdkit__be->longname,
+                "description", nbdkit__be->description,
+                "thread_model", thread_model_name (nbdkit__thread_model),
+                "magic_config_key", nbdkit__be->magic_config_key,
+                "config_help", nbdkit__be->config_help,
+                "features", features,
+                "callbacks", callbacks));
 }
 
 /* Run a start-up callback returning int and reply {} or the error. */
@@ -101,11 +106,11 @@ reply_to_int (const struct hp_header *req, int r, json_t *ok)
 {
   if (r == -1) {
     json_decref (ok);
-    send_error_reply (req, HP_EINVAL);
+    nbdkit__send_error_reply (req, HP_EINVAL);
   }
   else
-    send_json_reply (req, 0, ok);
-  context_end ();
+    nbdkit__send_json_reply (req, 0, ok);
+  nbdkit__context_end ();
 }
 
 /* Set by nbdkit_set_magic_config_key during a config callback. */
@@ -119,28 +124,28 @@ nbdkit_set_magic_config_key (const char *key)
 }
 
 void
-op_config (const struct hp_header *req, json_t *j)
+nbdkit__op_config (const struct hp_header *req, json_t *j)
 {
   const char *key = json_string_value (json_object_get (j, "key"));
   const char *value = json_string_value (json_object_get (j, "value"));
   json_t *ok = NULL;
   int r;
 
-  context_begin (false, NULL, false);
+  nbdkit__context_begin (false, NULL, false);
   if (!key || !value) {
     nbdkit_error ("CONFIG without a key and a value");
     r = -1;
   }
-  else if (!be->config) {
+  else if (!nbdkit__be->config) {
     nbdkit_error ("this backend takes no parameters (got '%s=%s')",
                   key, value);
     nbdkit_set_error (EINVAL);
     r = -1;
   }
   else {
-    context_get ()->config_key = key;
-    context_get ()->config_value = value;
-    r = be->config (key, value);
+    nbdkit__context_get ()->config_key = key;
+    nbdkit__context_get ()->config_value = value;
+    r = nbdkit__be->config (key, value);
   }
   if (r == 0 && new_magic_key && *new_magic_key)
     ok = json_pack ("{s:s}", "magic_config_key", new_magic_key);
@@ -150,36 +155,36 @@ op_config (const struct hp_header *req, json_t *j)
 }
 
 void
-op_config_complete (const struct hp_header *req)
+nbdkit__op_config_complete (const struct hp_header *req)
 {
   int r = 0;
 
-  context_begin (false, NULL, false);
-  if (be->config_complete)
-    r = be->config_complete ();
-  if (r == 0 && be->thread_model_cb) {
-    int m = be->thread_model_cb ();
+  nbdkit__context_begin (false, NULL, false);
+  if (nbdkit__be->config_complete)
+    r = nbdkit__be->config_complete ();
+  if (r == 0 && nbdkit__be->thread_model_cb) {
+    int m = nbdkit__be->thread_model_cb ();
 
     if (m == -1)
       r = -1;
     else if (m >= NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS &&
-             m < thread_model)
-      thread_model = m;
+             m < nbdkit__thread_model)
+      nbdkit__thread_model = m;
   }
   reply_to_int (req, r, NULL);
 }
 
 void
-op_get_ready (const struct hp_header *req)
+nbdkit__op_get_ready (const struct hp_header *req)
 {
   int r = 0;
 
-  context_begin (false, NULL, false);
-  if (be->get_ready)
-    r = be->get_ready ();
+  nbdkit__context_begin (false, NULL, false);
+  if (nbdkit__be->get_ready)
+    r = nbdkit__be->get_ready ();
   reply_to_int (req, r,
                 json_pack ("{s:s}", "thread_model",
-                           thread_model_name (thread_model)));
+                           thread_model_name (nbdkit__thread_model)));
 }
 
 static void
@@ -198,7 +203,7 @@ attach_fail (const struct hp_header *req, uint32_t status, int fd,
   vsnprintf (msg, sizeof msg, fmt, args);
   va_end (args);
   close (fd);
-  send_reply (req, status, 0, msg, strlen (msg));
+  nbdkit__send_reply (req, status, 0, msg, strlen (msg));
 }
 
 /* ATTACH_FD "shm": map the arena (replacing any earlier one).  On
@@ -246,35 +251,37 @@ attach_arena (const struct hp_header *req, json_t *j, int fd)
   close (fd);                   /* the mapping keeps the file */
   arena = p;
   arena_size = (uint64_t) size;
-  send_json_reply (req, 0, NULL);
+  nbdkit__send_json_reply (req, 0, NULL);
 }
 
 void
-op_attach_fd (const struct hp_header *req, json_t *j, int fd)
+nbdkit__op_attach_fd (const struct hp_header *req, json_t *j, int fd)
 {
   const char *purpose = json_string_value (json_object_get (j, "purpose"));
 
   if (fd == -1) {
-    send_reply (req, HP_EINVAL, 0, "ATTACH_FD without a file descriptor", 35);
+    nbdkit__send_reply (req, HP_EINVAL, 0,
+                        "ATTACH_FD without a file descriptor", 35);
     return;
   }
   if (purpose && strcmp (purpose, HP_FEATURE_SHM) == 0) {
     attach_arena (req, j, fd);
     return;
   }
-  if (purpose && strcmp (purpose, HP_FEATURE_MEMFD) == 0 && be->wants_memfd) {
-    if (memfd >= 0)
-      close (memfd);
-    memfd = fd;
+  if (purpose && strcmp (purpose, HP_FEATURE_MEMFD) == 0 &&
+      nbdkit__be->wants_memfd) {
+    if (nbdkit__memfd >= 0)
+      close (nbdkit__memfd);
+    nbdkit__memfd = fd;
   }
   else
     close (fd);                 /* not asked for: ignored */
-  send_json_reply (req, 0, NULL);
+  nbdkit__send_json_reply (req, 0, NULL);
 }
 
 /* --dump-plugin: what dump_plugin prints on stdout, as key=value. */
 void
-op_dump (const struct hp_header *req)
+nbdkit__op_dump (const struct hp_header *req)
 {
   json_t *j = json_object ();
   int fd, saved;
@@ -282,12 +289,12 @@ op_dump (const struct hp_header *req)
   char *line = NULL;
   size_t cap = 0;
 
-  if (be->dump_plugin &&
+  if (nbdkit__be->dump_plugin &&
       (fd = memfd_create ("dump", MFD_CLOEXEC)) >= 0) {
     fflush (stdout);
     saved = dup (STDOUT_FILENO);
     dup2 (fd, STDOUT_FILENO);
-    be->dump_plugin ();
+    nbdkit__be->dump_plugin ();
     fflush (stdout);
     dup2 (saved, STDOUT_FILENO);
     close (saved);
@@ -309,7 +316,7 @@ op_dump (const struct hp_header *req)
     else
       close (fd);
   }
-  send_json_reply (req, 0, j);
+  nbdkit__send_json_reply (req, 0, j);
 }
 
 /* ---- connections (on workers) ---- */
@@ -326,27 +333,30 @@ compute_caps (struct handle *hd)
 {
   void *h = hd->h;
 
-  hd->can_write = be->pwrite ? call_bool (be->can_write, h, 1) : 0;
+  hd->can_write = nbdkit__be->pwrite
+    ? call_bool (nbdkit__be->can_write, h, 1) : 0;
   if (hd->can_write == -1)
     return -1;
   if (hd->readonly)
     hd->can_write = 0;
-  hd->can_flush = be->flush ? call_bool (be->can_flush, h, 1) : 0;
-  hd->can_trim = hd->can_write && be->trim ? call_bool (be->can_trim, h, 1)
-                                           : 0;
-  hd->can_zero = hd->can_write ? call_bool (be->can_zero, h, 1) : 0;
+  hd->can_flush = nbdkit__be->flush
+    ? call_bool (nbdkit__be->can_flush, h, 1) : 0;
+  hd->can_trim = hd->can_write && nbdkit__be->trim
+    ? call_bool (nbdkit__be->can_trim, h, 1) : 0;
+  hd->can_zero = hd->can_write ? call_bool (nbdkit__be->can_zero, h, 1) : 0;
   /* Without a zero callback, a fast zero fails at once: that is fast. */
   hd->can_fast_zero = hd->can_zero > 0
-    ? (be->zero ? call_bool (be->can_fast_zero, h, 0) : 1) : 0;
-  hd->can_extents = be->extents ? call_bool (be->can_extents, h, 1) : 0;
+    ? (nbdkit__be->zero ? call_bool (nbdkit__be->can_fast_zero, h, 0) : 1) : 0;
+  hd->can_extents = nbdkit__be->extents
+    ? call_bool (nbdkit__be->can_extents, h, 1) : 0;
   hd->can_fua = hd->can_write
-    ? call_bool (be->can_fua, h,
-                 be->flush && hd->can_flush > 0 ? NBDKIT_FUA_EMULATE
-                                                : NBDKIT_FUA_NONE)
+    ? call_bool (nbdkit__be->can_fua, h,
+                 nbdkit__be->flush && hd->can_flush > 0 ? NBDKIT_FUA_EMULATE
+                                                        : NBDKIT_FUA_NONE)
     : NBDKIT_FUA_NONE;
-  hd->can_cache = call_bool (be->can_cache, h,
-                             be->cache ? NBDKIT_CACHE_NATIVE
-                                       : NBDKIT_CACHE_NONE);
+  hd->can_cache = call_bool (nbdkit__be->can_cache, h,
+                             nbdkit__be->cache ? NBDKIT_CACHE_NATIVE
+                                               : NBDKIT_CACHE_NONE);
   if (hd->can_flush == -1 || hd->can_trim == -1 || hd->can_zero == -1 ||
       hd->can_fast_zero == -1 || hd->can_extents == -1 ||
       hd->can_fua == -1 || hd->can_cache == -1)
@@ -362,7 +372,7 @@ compute_caps (struct handle *hd)
     nbdkit_set_error (EINVAL);
     return -1;
   }
-  if (hd->can_cache == NBDKIT_CACHE_NATIVE && !be->cache)
+  if (hd->can_cache == NBDKIT_CACHE_NATIVE && !nbdkit__be->cache)
     hd->can_cache = NBDKIT_CACHE_EMULATE;
   if (hd->can_fua == NBDKIT_FUA_EMULATE && hd->can_flush <= 0)
     hd->can_fua = NBDKIT_FUA_NONE;
@@ -430,19 +440,19 @@ op_open (const struct hp_header *req, json_t *j)
 
   if (!hd || !(hd->export = strdup (export ? export : ""))) {
     free (hd);
-    send_reply (req, HP_ENOMEM, 0, "out of memory", 13);
+    nbdkit__send_reply (req, HP_ENOMEM, 0, "out of memory", 13);
     return;
   }
   pthread_mutex_init (&hd->lock, NULL);
   hd->readonly = readonly;
   hd->tls = tls;
 
-  context_begin (true, hd->export, tls);
+  nbdkit__context_begin (true, hd->export, tls);
   /* The default export has the name the backend gives it, which is
    * what its open sees and what the client is told.
    */
-  if (!*hd->export && be->default_export) {
-    const char *name = be->default_export (readonly, tls);
+  if (!*hd->export && nbdkit__be->default_export) {
+    const char *name = nbdkit__be->default_export (readonly, tls);
     char *copy;
 
     if (!name)
@@ -457,29 +467,29 @@ op_open (const struct hp_header *req, json_t *j)
     }
     free (hd->export);
     hd->export = copy;
-    context_get ()->export = hd->export;
+    nbdkit__context_get ()->export = hd->export;
   }
-  hd->h = be->open ? be->open (readonly) : hd;
+  hd->h = nbdkit__be->open ? nbdkit__be->open (readonly) : hd;
   if (!hd->h)
     goto fail_open;
-  if (!be->get_size) {
+  if (!nbdkit__be->get_size) {
     nbdkit_error ("the backend has no get_size callback");
     goto fail;
   }
-  size = be->get_size (hd->h);
+  size = nbdkit__be->get_size (hd->h);
   if (size < 0) {
     if (size != -1)
       nbdkit_error ("get_size returned a negative size %" PRId64, size);
     goto fail;
   }
   if (compute_caps (hd) == -1 ||
-      (multi_conn = call_bool (be->can_multi_conn, hd->h, 0)) == -1 ||
-      (rotational = call_bool (be->is_rotational, hd->h, 0)) == -1 ||
-      (be->block_size &&
-       be->block_size (hd->h, &min, &pref, &max) == -1))
+      (multi_conn = call_bool (nbdkit__be->can_multi_conn, hd->h, 0)) == -1 ||
+      (rotational = call_bool (nbdkit__be->is_rotational, hd->h, 0)) == -1 ||
+      (nbdkit__be->block_size &&
+       nbdkit__be->block_size (hd->h, &min, &pref, &max) == -1))
     goto fail;
-  if (be->export_description)
-    desc = be->export_description (hd->h);
+  if (nbdkit__be->export_description)
+    desc = nbdkit__be->export_description (hd->h);
 
   if (check_block_size (min, pref, max) == -1)
     goto fail;
@@ -515,56 +525,56 @@ op_open (const struct hp_header *req, json_t *j)
     }
     json_object_set_new (reply, "description", d);
   }
-  if (!reply || handle_add (hd) == 0) {
+  if (!reply || nbdkit__handle_add (hd) == 0) {
     json_decref (reply);
     nbdkit_error ("out of memory");
     nbdkit_set_error (ENOMEM);
     goto fail;
   }
-  context_end ();
-  send_json_reply (req, hd->id, reply);
+  nbdkit__context_end ();
+  nbdkit__send_json_reply (req, hd->id, reply);
   return;
 
  fail:
-  if (be->close) {
+  if (nbdkit__be->close) {
     int saved_errno = errno;
 
-    be->close (hd->h);
+    nbdkit__be->close (hd->h);
     errno = saved_errno;
   }
  fail_open:
-  send_error_reply (req, HP_EINVAL);
-  context_end ();
+  nbdkit__send_error_reply (req, HP_EINVAL);
+  nbdkit__context_end ();
   handle_free (hd);
 }
 
 static void
 op_close (const struct hp_header *req)
 {
-  struct handle *hd = handle_remove (req->handle);
+  struct handle *hd = nbdkit__handle_remove (req->handle);
 
   if (hd) {
-    context_begin (true, hd->export, hd->tls);
-    if (be->close)
-      be->close (hd->h);
-    context_end ();
+    nbdkit__context_begin (true, hd->export, hd->tls);
+    if (nbdkit__be->close)
+      nbdkit__be->close (hd->h);
+    nbdkit__context_end ();
     handle_free (hd);
   }
-  send_json_reply (req, 0, NULL);
+  nbdkit__send_json_reply (req, 0, NULL);
 }
 
 void
-op_close_all (void)
+nbdkit__op_close_all (void)
 {
   size_t n, i;
-  struct handle **all = handles_all (&n);
+  struct handle **all = nbdkit__handles_all (&n);
 
   for (i = 0; all && i < n; ++i) {
-    handle_remove (all[i]->id);
-    context_begin (true, all[i]->export, all[i]->tls);
-    if (be->close)
-      be->close (all[i]->h);
-    context_end ();
+    nbdkit__handle_remove (all[i]->id);
+    nbdkit__context_begin (true, all[i]->export, all[i]->tls);
+    if (nbdkit__be->close)
+      nbdkit__be->close (all[i]->h);
+    nbdkit__context_end ();
     handle_free (all[i]);
   }
   free (all);
@@ -575,27 +585,27 @@ op_list_exports (const struct hp_header *req, json_t *j)
 {
   bool readonly = json_is_true (json_object_get (j, "readonly"));
   bool tls = json_is_true (json_object_get (j, "tls"));
-  struct nbdkit_exports *e = exports_new ();
+  struct nbdkit_exports *e = nbdkit__exports_new ();
   int r = 0;
 
-  context_begin (true, NULL, tls);
+  nbdkit__context_begin (true, NULL, tls);
   if (!e) {
     nbdkit_error ("out of memory");
     r = -1;
   }
-  else if (be->list_exports)
-    r = be->list_exports (readonly, tls, e);
+  else if (nbdkit__be->list_exports)
+    r = nbdkit__be->list_exports (readonly, tls, e);
   else {
-    const char *name = be->default_export
-      ? be->default_export (readonly, tls) : "";
+    const char *name = nbdkit__be->default_export
+      ? nbdkit__be->default_export (readonly, tls) : "";
     r = name ? nbdkit_add_export (e, name, NULL) : -1;
   }
   if (r == -1)
-    send_error_reply (req, 0);
+    nbdkit__send_error_reply (req, 0);
   else
-    send_json_reply (req, 0, exports_to_json (e));
-  context_end ();
-  exports_free (e);
+    nbdkit__send_json_reply (req, 0, nbdkit__exports_to_json (e));
+  nbdkit__context_end ();
+  nbdkit__exports_free (e);
 }
 
 static void
@@ -606,18 +616,18 @@ op_default_export (const struct hp_header *req, json_t *j)
   const char *name = "";
   json_t *reply = NULL;
 
-  context_begin (true, NULL, tls);
-  if (be->default_export)
-    name = be->default_export (readonly, tls);
+  nbdkit__context_begin (true, NULL, tls);
+  if (nbdkit__be->default_export)
+    name = nbdkit__be->default_export (readonly, tls);
   if (name && strlen (name) > 4096)
     nbdkit_error ("default_export returned a name longer than 4096 bytes");
   else if (name && !(reply = json_pack ("{s:s}", "name", name)))
     nbdkit_error ("default_export returned a name that is not valid UTF-8");
   if (!reply)
-    send_error_reply (req, HP_EINVAL);
+    nbdkit__send_error_reply (req, HP_EINVAL);
   else
-    send_json_reply (req, 0, reply);
-  context_end ();
+    nbdkit__send_json_reply (req, 0, reply);
+  nbdkit__context_end ();
 }
 
 /* ---- data (on workers) ---- */
@@ -640,7 +650,7 @@ finish_fua (struct handle *hd, uint32_t *flags, int r)
 {
   if (r == 0 && (*flags & NBDKIT_FLAG_FUA) &&
       hd->can_fua == NBDKIT_FUA_EMULATE)
-    r = be->flush (hd->h, 0);
+    r = nbdkit__be->flush (hd->h, 0);
   return r;
 }
 
@@ -673,14 +683,14 @@ zero_buffer (void)
 static int
 do_zero (struct handle *hd, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct context *ctx = context_get ();
+  struct context *ctx = nbdkit__context_get ();
   const unsigned char *z;
 
-  if (be->zero) {
+  if (nbdkit__be->zero) {
     int r, err;
 
     errno = 0;
-    r = be->zero (hd->h, count, offset, down_flags (hd, flags));
+    r = nbdkit__be->zero (hd->h, count, offset, down_flags (hd, flags));
     err = ctx->err ? ctx->err : errno;
     if (r == 0 || (flags & NBDKIT_FLAG_FAST_ZERO) ||
         (err != ENOTSUP && err != EOPNOTSUPP))
@@ -702,7 +712,7 @@ do_zero (struct handle *hd, uint32_t count, uint64_t offset, uint32_t flags)
   while (count > 0) {
     uint32_t n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
 
-    if (be->pwrite (hd->h, z, n, offset, 0) == -1)
+    if (nbdkit__be->pwrite (hd->h, z, n, offset, 0) == -1)
       return -1;
     count -= n;
     offset += n;
@@ -711,8 +721,8 @@ do_zero (struct handle *hd, uint32_t count, uint64_t offset, uint32_t flags)
    * is flushed by finish_fua.)
    */
   if ((flags & NBDKIT_FLAG_FUA) && hd->can_fua == NBDKIT_FUA_NATIVE &&
-      be->flush)
-    return be->flush (hd->h, 0);
+      nbdkit__be->flush)
+    return nbdkit__be->flush (hd->h, 0);
   return 0;
 }
 
@@ -723,7 +733,7 @@ do_cache (struct handle *hd, uint32_t count, uint64_t offset)
   int r = 0;
 
   if (hd->can_cache == NBDKIT_CACHE_NATIVE)
-    return be->cache (hd->h, count, offset, 0);
+    return nbdkit__be->cache (hd->h, count, offset, 0);
   buf = malloc (count < ZERO_CHUNK ? count : ZERO_CHUNK);
   if (!buf) {
     nbdkit_set_error (ENOMEM);
@@ -732,7 +742,7 @@ do_cache (struct handle *hd, uint32_t count, uint64_t offset)
   while (r == 0 && count > 0) {
     uint32_t n = count < ZERO_CHUNK ? count : ZERO_CHUNK;
 
-    r = be->pread (hd->h, buf, n, offset, 0);
+    r = nbdkit__be->pread (hd->h, buf, n, offset, 0);
     count -= n;
     offset += n;
   }
@@ -747,23 +757,23 @@ do_cache (struct handle *hd, uint32_t count, uint64_t offset)
 static bool
 reads_as_zeros (struct handle *hd, const struct hp_header *req)
 {
-  struct context *ctx = context_get ();
+  struct context *ctx = nbdkit__context_get ();
   struct nbdkit_extents *e;
   bool zero = false;
 
-  if (hd->can_extents <= 0 || !be->extents || req->count == 0)
+  if (hd->can_extents <= 0 || !nbdkit__be->extents || req->count == 0)
     return false;
-  e = extents_new (req->offset, req->offset + req->count);
+  e = nbdkit__extents_new (req->offset, req->offset + req->count);
   if (!e)
     return false;
   /* One extent is enough to tell: a backend may then answer with less
    * work, and if the first extent does not cover the range as zeros the
    * read goes ahead.
    */
-  if (be->extents (hd->h, req->count, req->offset, NBDKIT_FLAG_REQ_ONE,
-                   e) == 0)
-    zero = extents_all_zero (e);
-  extents_free (e);
+  if (nbdkit__be->extents (hd->h, req->count, req->offset, NBDKIT_FLAG_REQ_ONE,
+                           e) == 0)
+    zero = nbdkit__extents_all_zero (e);
+  nbdkit__extents_free (e);
   /* Forget whatever the extents call said. */
   ctx->err = 0;
   free (ctx->msg);
@@ -799,7 +809,7 @@ shm_slot (const struct hp_header *req, const unsigned char *payload)
 static void
 op_data (const struct hp_header *req, const unsigned char *payload)
 {
-  struct handle *hd = handle_lookup (req->handle);
+  struct handle *hd = nbdkit__handle_lookup (req->handle);
   uint32_t flags = flags_of (req->flags);
   bool shm = req->flags & HP_FLAG_SHM;
   unsigned char *slot = NULL;
@@ -809,29 +819,30 @@ op_data (const struct hp_header *req, const unsigned char *payload)
   int r = -1;
 
   if (!hd) {
-    send_reply (req, HP_EINVAL, 0, "unknown handle", 14);
+    nbdkit__send_reply (req, HP_EINVAL, 0, "unknown handle", 14);
     return;
   }
-  context_begin (true, hd->export, hd->tls);
+  nbdkit__context_begin (true, hd->export, hd->tls);
 
   switch (req->type) {
   case HP_PREAD:
-    if (!be->pread) {
+    if (!nbdkit__be->pread) {
       nbdkit_error ("the backend cannot read");
       break;
     }
     if (shm && !(slot = shm_slot (req, payload)))
       break;
     if ((req->flags & HP_FLAG_ZEROS) && reads_as_zeros (hd, req)) {
-      send_reply_flags (req, 0, HP_FLAG_ZEROS, 0, NULL, 0);
-      context_end ();
+      nbdkit__send_reply_flags (req, 0, HP_FLAG_ZEROS, 0, NULL, 0);
+      nbdkit__context_end ();
       return;
     }
-    if (!shm && !(data = buf_alloc (req->count))) {
+    if (!shm && !(data = nbdkit__buf_alloc (req->count))) {
       nbdkit_set_error (ENOMEM);
       break;
     }
-    r = be->pread (hd->h, shm ? slot : data, req->count, req->offset, 0);
+    r = nbdkit__be->pread (hd->h, shm ? slot : data, req->count, req->offset,
+                           0);
     break;
 
   case HP_PWRITE:
@@ -841,8 +852,8 @@ op_data (const struct hp_header *req, const unsigned char *payload)
     }
     if (shm && !(slot = shm_slot (req, payload)))
       break;
-    r = be->pwrite (hd->h, shm ? slot : payload, req->count, req->offset,
-                    down_flags (hd, flags));
+    r = nbdkit__be->pwrite (hd->h, shm ? slot : payload, req->count,
+                            req->offset, down_flags (hd, flags));
     r = finish_fua (hd, &flags, r);
     break;
 
@@ -851,7 +862,7 @@ op_data (const struct hp_header *req, const unsigned char *payload)
       nbdkit_set_error (EINVAL);
       break;
     }
-    r = be->flush (hd->h, 0);
+    r = nbdkit__be->flush (hd->h, 0);
     break;
 
   case HP_TRIM:
@@ -859,7 +870,8 @@ op_data (const struct hp_header *req, const unsigned char *payload)
       nbdkit_set_error (hd->can_write > 0 ? EINVAL : EPERM);
       break;
     }
-    r = be->trim (hd->h, req->count, req->offset, down_flags (hd, flags));
+    r = nbdkit__be->trim (hd->h, req->count, req->offset,
+                          down_flags (hd, flags));
     r = finish_fua (hd, &flags, r);
     break;
 
@@ -887,14 +899,14 @@ op_data (const struct hp_header *req, const unsigned char *payload)
       nbdkit_set_error (EINVAL);
       break;
     }
-    e = extents_new (req->offset, req->offset + req->count);
+    e = nbdkit__extents_new (req->offset, req->offset + req->count);
     if (!e) {
       nbdkit_set_error (ENOMEM);
       break;
     }
-    r = be->extents (hd->h, req->count, req->offset, flags, e);
+    r = nbdkit__be->extents (hd->h, req->count, req->offset, flags, e);
     if (r == 0) {
-      buf = extents_encode (e, flags & NBDKIT_FLAG_REQ_ONE, &len);
+      buf = nbdkit__extents_encode (e, flags & NBDKIT_FLAG_REQ_ONE, &len);
       if (!buf) {
         nbdkit_error ("the backend returned no extents for offset %" PRIu64,
                       req->offset);
@@ -902,27 +914,27 @@ op_data (const struct hp_header *req, const unsigned char *payload)
         r = -1;
       }
     }
-    extents_free (e);
+    nbdkit__extents_free (e);
     break;
   }
   }
 
   if (r == -1) {
-    send_error_reply (req, 0);
-    buf_free (data, req->count);
+    nbdkit__send_error_reply (req, 0);
+    nbdkit__buf_free (data, req->count);
   }
   else if (req->type == HP_PREAD && shm)
-    send_reply_flags (req, 0, HP_FLAG_SHM, 0, NULL, 0);
+    nbdkit__send_reply_flags (req, 0, HP_FLAG_SHM, 0, NULL, 0);
   else if (req->type == HP_PREAD)
-    send_reply_owned (req, 0, data, req->count, req->count);
+    nbdkit__send_reply_owned (req, 0, data, req->count, req->count);
   else
-    send_reply (req, 0, 0, buf, buf ? len : 0);
-  context_end ();
+    nbdkit__send_reply (req, 0, 0, buf, buf ? len : 0);
+  nbdkit__context_end ();
   free (buf);
 }
 
 void
-op_run_job (struct job *job)
+nbdkit__op_run_job (struct job *job)
 {
   const struct hp_header *req = &job->req;
   json_t *j = NULL;
@@ -934,7 +946,7 @@ op_run_job (struct job *job)
       ? json_loadb ((const char *) job->payload, req->payload_len, 0, &err)
       : json_object ();
     if (!j) {
-      send_reply (req, HP_EINVAL, 0, "invalid JSON", 12);
+      nbdkit__send_reply (req, HP_EINVAL, 0, "invalid JSON", 12);
       goto out;
     }
   }
@@ -957,5 +969,5 @@ op_run_job (struct job *job)
   }
  out:
   json_decref (j);
-  job_free (job);
+  nbdkit__job_free (job);
 }

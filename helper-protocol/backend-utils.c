@@ -65,7 +65,7 @@ pool_limit (int c)
 }
 
 void *
-buf_alloc (size_t size)
+nbdkit__buf_alloc (size_t size)
 {
   int c = pool_class (size);
   struct free_buf *b = NULL;
@@ -83,7 +83,7 @@ buf_alloc (size_t size)
 }
 
 void
-buf_free (void *p, size_t size)
+nbdkit__buf_free (void *p, size_t size)
 {
   int c = pool_class (size);
   struct free_buf *b = p;
@@ -106,13 +106,13 @@ buf_free (void *p, size_t size)
 /* ---- the context of a callback ---- */
 
 struct context *
-context_get (void)
+nbdkit__context_get (void)
 {
   return &ctx;
 }
 
 void
-context_begin (bool log_errors, const char *export, bool tls)
+nbdkit__context_begin (bool log_errors, const char *export, bool tls)
 {
   ctx.in_callback = true;
   ctx.log_errors = log_errors;
@@ -126,7 +126,8 @@ context_begin (bool log_errors, const char *export, bool tls)
 }
 
 uint32_t
-context_failure (int saved_errno, uint32_t def_status, const char **msg)
+nbdkit__context_failure (int saved_errno, uint32_t def_status,
+                         const char **msg)
 {
   *msg = ctx.msg;
   if (ctx.err)
@@ -137,7 +138,7 @@ context_failure (int saved_errno, uint32_t def_status, const char **msg)
 }
 
 void
-context_end (void)
+nbdkit__context_end (void)
 {
   ctx.in_callback = false;
   ctx.export = NULL;
@@ -186,7 +187,7 @@ nbdkit_debug (const char *fmt, ...)
   va_list args;
   char *msg;
 
-  if (!verbose)
+  if (!nbdkit__verbose)
     return;
   va_start (args, fmt);
   if (vasprintf (&msg, fmt, args) >= 0) {
@@ -206,7 +207,8 @@ nbdkit_set_error (int err)
 int
 nbdkit_debug_flag (const char *flag, int def)
 {
-  json_t *v = debug_flags ? json_object_get (debug_flags, flag) : NULL;
+  json_t *v = nbdkit__debug_flags
+    ? json_object_get (nbdkit__debug_flags, flag) : NULL;
 
   return json_is_integer (v) ? (int) json_integer_value (v) : def;
 }
@@ -226,7 +228,7 @@ nbdkit_is_tls (void)
 int
 nbdkit_memfd (void)
 {
-  return memfd;
+  return nbdkit__memfd;
 }
 
 /* How a parse error names the value: "key=value" while config runs

@@ -53,7 +53,7 @@ static struct job *free_jobs;
 static unsigned nr_free_jobs;
 
 struct job *
-job_new (void)
+nbdkit__job_new (void)
 {
   struct job *job;
 
@@ -76,10 +76,10 @@ job_new (void)
 }
 
 void
-job_free (struct job *job)
+nbdkit__job_free (struct job *job)
 {
   if (job->payload)
-    buf_free (job->payload, payload_size (&job->req));
+    nbdkit__buf_free (job->payload, payload_size (&job->req));
   job->payload = NULL;
   pthread_mutex_lock (&free_lock);
   if (nr_free_jobs < MAX_FREE_JOBS) {
@@ -95,7 +95,7 @@ job_free (struct job *job)
 /* ---- handles ---- */
 
 uint32_t
-handle_add (struct handle *h)
+nbdkit__handle_add (struct handle *h)
 {
   size_t i;
 
@@ -122,7 +122,7 @@ handle_add (struct handle *h)
 }
 
 struct handle *
-handle_lookup (uint32_t id)
+nbdkit__handle_lookup (uint32_t id)
 {
   struct handle *h = NULL;
 
@@ -134,7 +134,7 @@ handle_lookup (uint32_t id)
 }
 
 struct handle *
-handle_remove (uint32_t id)
+nbdkit__handle_remove (uint32_t id)
 {
   struct handle *h = NULL;
 
@@ -148,7 +148,7 @@ handle_remove (uint32_t id)
 }
 
 struct handle **
-handles_all (size_t *n)
+nbdkit__handles_all (size_t *n)
 {
   struct handle **all;
   size_t i;
@@ -173,29 +173,40 @@ is_data (uint16_t type)
 }
 
 static void
-run (struct job *job)
+run_job (struct job *job)
 {
   struct handle *h = NULL;
 
-  switch (thread_model) {
+  switch (nbdkit__thread_model) {
   case NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS:
   case NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS:
     pthread_mutex_lock (&all_lock);
-    op_run_job (job);
+    nbdkit__op_run_job (job);
     pthread_mutex_unlock (&all_lock);
     return;
   case NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS:
     if (is_data (job->req.type))
-      h = handle_lookup (job->req.handle);
+      h = nbdkit__handle_lookup (job->req.handle);
     if (h)
       pthread_mutex_lock (&h->lock);
-    op_run_job (job);           /* the server closes h only when idle */
+    nbdkit__op_run_job (job);   /* the server closes h only when idle */
     if (h)
       pthread_mutex_unlock (&h->lock);
     return;
   default:
-    op_run_job (job);
+    nbdkit__op_run_job (job);
   }
+}
+
+static void
+run (struct job *job)
+{
+  if (nbdkit__request_begin ()) {
+    run_job (job);
+    nbdkit__request_end ();
+  }
+  else                          /* the channel has ended: no reply */
+    nbdkit__job_free (job);
 }
 
 /* Lead (read the channel) when no other thread does; on reading a
@@ -238,7 +249,7 @@ serve (void *arg)
 }
 
 void
-workers_start (unsigned n)
+nbdkit__workers_start (unsigned n)
 {
   unsigned i;
 
@@ -247,8 +258,8 @@ workers_start (unsigned n)
   if (n == 0)
     n = DEFAULT_WORKERS;
   /* Serialized models need one thread only: the main thread. */
-  if (thread_model != NBDKIT_THREAD_MODEL_PARALLEL &&
-      thread_model != NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS)
+  if (nbdkit__thread_model != NBDKIT_THREAD_MODEL_PARALLEL &&
+      nbdkit__thread_model != NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS)
     n = 1;
   /* The main thread is one of them. */
   threads = calloc (n, sizeof *threads);
@@ -268,7 +279,7 @@ workers_start (unsigned n)
 }
 
 void
-workers_serve (int (*read) (struct job **job))
+nbdkit__workers_serve (int (*read) (struct job **job))
 {
   unsigned i;
 

@@ -3,8 +3,9 @@
  * Owns finding the backend executable, starting it (socketpair, fork,
  * exec with the channel on fd 3, stdin and stdout on /dev/null, stderr
  * on a pipe relayed to the log, no other fd, a minimal environment,
- * its own process group, no new privileges, optionally another user
- * and group and resource limits), struct backend_info (from HELLO), and
+ * its own process group, no new privileges, SIGTERM when the server
+ * dies, optionally another user and group and resource limits), struct
+ * backend_info (from HELLO), and
  * noticing the process's end, which it reports to the supervisor.
  * Decisions (restart, stop) are the supervisor's.
  */
@@ -217,7 +218,7 @@ drop_privileges (void)
 }
 
 static void __attribute__ ((noreturn))
-exec_backend (int chan, int err_w)
+exec_backend (int chan, int err_w, pid_t server)
 {
   sigset_t all;
   int devnull;
@@ -244,6 +245,20 @@ exec_backend (int chan, int err_w)
   setpgid (0, 0);
   drop_privileges ();
   prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  /* SIGTERM when the server dies, even of SIGKILL: the backend library
+   * then kills the backend's process group (nbdkit-supervision(1)).
+   * Set after the change of user, which would clear it; exec keeps it
+   * (no set-user-ID exec under no_new_privs).  It fires when the thread
+   * that forked ends: the server forks from its main thread only.  If
+   * the server died before it took effect, there is nobody to serve.
+   */
+  if (prctl (PR_SET_PDEATHSIG, SIGTERM) == -1) {
+    dprintf (STDERR_FILENO, "error: prctl PR_SET_PDEATHSIG: %s\n",
+             strerror (errno));
+    _exit (126);
+  }
+  if (getppid () != server)
+    _exit (127);
 
   env = minimal_environment ();
   if (!env)
@@ -437,6 +452,7 @@ bool
 backend_spawn (void)
 {
   int sv[2], errp[2];
+  pid_t self = getpid ();
 
   if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
     nbdkit_error ("socketpair: %m");
@@ -462,7 +478,7 @@ backend_spawn (void)
     return false;
   }
   if (pid == 0)
-    exec_backend (sv[1], errp[1]);
+    exec_backend (sv[1], errp[1], self);
 
   close (sv[1]);
   close (errp[1]);

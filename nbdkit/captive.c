@@ -105,7 +105,7 @@ captive_print_uri (void)
     return;
   uri = captive_uri ();
   printf ("%s\n", uri);
-  fflush (stdout);
+  fflush (stdout);     /* never-blocks: one line, once, at start-up */
   free (uri);
 }
 

@@ -47,6 +47,7 @@ daemon_start (void)
     if (r == 1)
       _exit (EXIT_SUCCESS);
     /* The child exited (or closed the pipe) without being ready. */
+    /* never-blocks: the parent, which never runs the loop */
     if (waitpid (pid, &status, 0) == pid && WIFEXITED (status) &&
         WEXITSTATUS (status) != 0)
       _exit (WEXITSTATUS (status));
@@ -71,7 +72,7 @@ daemon_write_pidfile (void)
   if (snprintf (tmp, sizeof tmp, "%s.tmp.%d", opt.pidfile, (int) getpid ())
       >= (int) sizeof tmp)
     die ("-P %s: the path is too long", opt.pidfile);
-  fp = fopen (tmp, "w");
+  fp = fopen (tmp, "w");      /* never-blocks: before the loop */
   if (!fp || fprintf (fp, "%d\n", (int) getpid ()) < 0 || fclose (fp) != 0)
     die ("-P %s: cannot write the pid file: %m", opt.pidfile);
   if (rename (tmp, opt.pidfile) == -1) {

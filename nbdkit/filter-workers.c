@@ -65,7 +65,7 @@ worker (void *unused)
 
     pthread_mutex_lock (&lock);
     while (!(j = pop (&todo_head, &todo_tail)))
-      pthread_cond_wait (&cond, &lock);
+      pthread_cond_wait (&cond, &lock);   /* never-blocks: a worker */
     pthread_mutex_unlock (&lock);
 
     j->work (j->arg);

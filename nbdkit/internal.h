@@ -32,6 +32,7 @@
 
 #include "helper-protocol.h"
 #include "protocol.h"
+#include "errors.h"
 
 #define PROGRAM_NAME "nbdkit"
 
@@ -137,6 +138,13 @@ struct loop_flush {
 };
 extern void loop_flush_queue (struct loop_flush *f);
 extern void loop_flush_cancel (struct loop_flush *f);
+
+/* ---- loop-watchdog.c ---- */
+
+/* With -D nbdkit.loop_watchdog=1 or NBDKIT_LOOP_WATCHDOG_FILE: report
+ * every turn of the loop that blocked or worked over 10 ms.
+ */
+extern void loop_watchdog_start (void);
 /* Begin an orderly shutdown with the given exit status. */
 extern void server_quit (int status);
 extern bool server_quitting (void);

@@ -61,6 +61,7 @@ peer_name (const struct sockaddr_storage *ss, socklen_t len,
     snprintf (buf, buflen, "vsock:%u:%u", vm->svm_cid, vm->svm_port);
     return;
   }
+  /* never-blocks: numeric only (NI_NUMERICHOST), no look-up */
   if (getnameinfo ((const struct sockaddr *) ss, len, host, sizeof host,
                    port, sizeof port, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
     snprintf (buf, buflen, "tcp:?");
@@ -234,6 +235,7 @@ listen_tcp (void)
   int err, one = 1;
   char what[256];
 
+  /* never-blocks: before the loop runs */
   err = getaddrinfo (opt.ipaddr, port, &hints, &ai);
   if (err)
     die ("cannot listen on %s port %s: %s (use -p with a port number "

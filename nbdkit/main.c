@@ -580,7 +580,7 @@ describe_backend (void)
             binfo.version && *binfo.version ? binfo.version : "(no version)");
   else
     dump_backend ();
-  fflush (stdout);
+  fflush (stdout);      /* never-blocks: probing, no client is served */
   channel_close (false);
   while (backend_pid () > 0)
     ev_run (loop, EVRUN_ONCE);

@@ -153,10 +153,10 @@ load_psk (void)
   /* Check the file's format here, with a clear error, rather than
    * let every handshake fail.
    */
-  fp = fopen (opt.tls_psk, "r");
+  fp = fopen (opt.tls_psk, "r");      /* never-blocks: before the loop */
   if (!fp)
     die ("--tls-psk=%s: %m", opt.tls_psk);
-  while (fgets (line, sizeof line, fp)) {
+  while (fgets (line, sizeof line, fp)) {   /* never-blocks: idem */
     char *colon = strchr (line, ':');
     size_t i, klen;
 

@@ -406,7 +406,7 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
   struct request *r = opaque;
   struct conn *conn = r->conn;
   struct session *s = conn_session (conn);
-  uint32_t error = reply ? reply->status : NBD_EIO;
+  uint32_t error = reply ? nbd_error_from_status (reply->status) : NBD_EIO;
 
   s->in_flight--;
   if (r->cmd == NBD_CMD_READ)

@@ -900,6 +900,10 @@ sub _main
     }
     binmode ($ch);
     $SIG{PIPE} = 'IGNORE';
+    # The server stops a backend with SIGTERM, and sends it when the
+    # server dies (PR_SET_PDEATHSIG): its default action, to die at once,
+    # is the one wanted; never ignore or catch it.
+    $SIG{TERM} = 'DEFAULT';
     STDERR->autoflush (1);
     my $r = eval { _serve () };
     return $r if defined $r;

@@ -23,6 +23,7 @@ import io as _io
 import json as _json
 import mmap as _mmap
 import os as _os
+import signal as _signal
 import socket as _socket
 import struct as _struct
 import sys as _sys
@@ -1192,6 +1193,10 @@ def main(version="1.0.0"):
         _sys.stderr.write("nbdkit-python-backend: NBDKIT_HELPER_FD=%s: not "
                           "a usable channel: %s\n" % (fdstr, exc))
         return 1
+    # The server stops a backend with SIGTERM, and sends it when the
+    # server dies (PR_SET_PDEATHSIG): its default action, to die at once,
+    # is the one wanted; never ignore or catch it.
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
     backend = _Backend(channel, version)
     try:
         return backend.run()

@@ -1,0 +1,62 @@
+# The loop watchdog (nbdkit/loop-watchdog.c): a turn of the event loop
+# that blocks is reported, in the log and in NBDKIT_LOOP_WATCHDOG_FILE;
+# tests/run-tests sets that file for every server of the suite and
+# fails when anything was written to it.  Here the blocking is real: a
+# system call of the front end held for 50 ms by strace's fault
+# injection.
+
+load helpers
+
+@test "a server in ordinary use reports no blocked turn of its loop" {
+    export NBDKIT_LOOP_WATCHDOG_FILE=$BATS_TEST_TMPDIR/watchdog
+    touch "$NBDKIT_LOOP_WATCHDOG_FILE"
+    start_server -D nbdkit.loop_watchdog=1 memory 32M
+    random_file "$BATS_TEST_TMPDIR/src" 32M
+    nbdcopy "$BATS_TEST_TMPDIR/src" "$uri"
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/dst"
+    [ "$(sha "$BATS_TEST_TMPDIR/src")" = "$(sha "$BATS_TEST_TMPDIR/dst")" ]
+    stop_server
+    ! grep "the loop blocked" "$log"
+    ! grep -q "the loop blocked" "$NBDKIT_LOOP_WATCHDOG_FILE"
+}
+
+@test "a system call that blocks 50 ms on the loop is reported, in the log and the file" {
+    requires strace
+    export NBDKIT_LOOP_WATCHDOG_FILE=$BATS_TEST_TMPDIR/watchdog
+    local pidfile=$BATS_TEST_TMPDIR/server.pid
+    sock=$BATS_TEST_TMPDIR/sock
+    log=$BATS_TEST_TMPDIR/server.log
+    uri="nbd+unix:///?socket=$sock"
+    # Only the front end's main thread is traced (no -f): every writev
+    # it makes after the first ones sleeps 50 ms before it runs.
+    ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
+    strace -qq -o /dev/null -e trace=writev \
+        -e inject=writev:delay_enter=50000:when=5+ \
+        "$NBDKIT" -f -U "$sock" -P "$pidfile" memory 1M \
+        </dev/null >/dev/null 2>"$log" 3>&- &
+    local tracer=$!
+    if ! wait_until test -s "$pidfile"; then
+        cat "$log"
+        kill "$tracer" 2>/dev/null || true
+        wait "$tracer" || true
+        grep -q "ptrace\|PTRACE\|Operation not permitted\|inject" "$log" &&
+            skip "strace cannot trace or inject here"
+        return 1
+    fi
+    nbdsh -u "$uri" -c 'for i in range(5): h.pread(4096, 0)'
+    kill "$(cat "$pidfile")"
+    wait "$tracer" || true
+    cat "$log"
+    grep -q "warning: loop watchdog: one turn of the event loop took .* asleep): the loop blocked" "$log"
+    grep -q "loop watchdog" "$NBDKIT_LOOP_WATCHDOG_FILE"
+}
+
+@test "without the flag or the file the watchdog is off" {
+    unset NBDKIT_LOOP_WATCHDOG_FILE
+    start_server -v memory 1M
+    nbdinfo --size "$uri"
+    ! grep "loop watchdog" "$log"
+    stop_server
+    start_server -v -D nbdkit.loop_watchdog=1 memory 1M
+    grep -q "loop watchdog: reporting turns of the loop over 10 ms" "$log"
+}
