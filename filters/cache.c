@@ -1,12 +1,10 @@
 /* filters/cache.c: a cache of the disk in a temporary file
  * (nbdkit-cache-filter(1)).
  *
- * Owns the cache: a temporary file (created at get_ready in $TMPDIR or
- * /var/tmp and unlinked at once) holding blocks of cache-min-block-size
- * bytes, each in a slot of the file, found through a hash table from
- * block number to slot, kept in least-recently-used order, clean (as
- * below) or dirty (newer than below).  One cache serves every
- * connection, as in nbdkit: the first open fixes the export and size.
+ * The cache is a temporary file of blocks of cache-min-block-size
+ * bytes, clean (as below) or dirty (newer than below).  One cache
+ * serves every connection, as in nbdkit: the first open fixes the
+ * export and size.
  *
  * Modes: writeback (writes go to the cache; dirty blocks go below at
  * flush, or when evicted; a FUA write goes through), writethrough
@@ -21,8 +19,14 @@
  * that fills the cache, locks the blocks it touches (a range lock;
  * overlapping requests wait in arrival order), so that what the cache
  * holds never goes stale against what is below.  Reads that the cache
- * answers take no lock.  Cache file I/O is pread/pwrite of whole or
- * partial blocks on the loop (a local file, the page cache).
+ * answers take no lock.
+ *
+ * This file is the filter: its parameters, connections and request
+ * paths.  The cache file and its block table (slots, LRU order,
+ * eviction, writebacks) are in cache-blocks.c.  The cache file's I/O
+ * runs on worker threads, never on the loop: a request goes on in the
+ * callbacks of its cache-file I/O as of its requests below, and
+ * completes (and unlocks) once all of them are back.
  */
 
 #include <config.h>
@@ -35,13 +39,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "filter.h"
-
-/* Writebacks of evicted blocks in flight at a time, and of one flush. */
-#define RECLAIM_WINDOW 8
-#define FLUSH_WINDOW 8
-/* The longest run of blocks read or written below in one request. */
-#define MAX_RUN (4u * 1024 * 1024)
+#include "cache.h"
 
 enum cache_mode { MODE_WRITEBACK, MODE_WRITETHROUGH, MODE_UNSAFE };
 
@@ -150,488 +148,26 @@ cache_config_complete (void)
     if (high_blocks < 1)
       high_blocks = 1;
   }
+  cache_blocks_configure ((uint64_t) blksize, max_blocks, high_blocks,
+                          low_blocks);
   return 0;
 }
 
-/* ---- the cache file and its blocks ---- */
-
-static int fd = -1;
-
-struct cblock {
-  uint64_t blk;
-  uint64_t slot;
-  bool dirty;
-  struct cblock *hnext;             /* hash chain */
-  struct cblock *newer, *older;     /* LRU list */
-};
-
-static struct cblock **buckets;
-static uint64_t nr_buckets;
-static uint64_t nr_cached, nr_dirty, reserved;
-static struct cblock *newest, *oldest;
-static uint64_t *free_slots;
-static uint64_t nr_free, free_cap, next_slot;
+/* ---- the disk, and connections ---- */
 
 /* The disk the cache is of. */
 static bool have_disk;
 static char *disk_export;
 static uint64_t disk_size;
 
-static int
-cache_get_ready (void)
-{
-  fd = tmpfile_create ("cache", "cache file");
-  if (fd == -1)
-    return -1;
-  nr_buckets = 1024;
-  buckets = calloc (nr_buckets, sizeof *buckets);
-  if (!buckets) {
-    nbdkit_error ("out of memory");
-    return -1;
-  }
-  return 0;
-}
-
 static void
 cache_unload (void)
 {
-  uint64_t i;
-
-  if (nr_dirty)
-    nbdkit_error ("cache filter: %" PRIu64 " blocks written by clients "
-                  "were never flushed and are lost", nr_dirty);
-  for (i = 0; buckets && i < nr_buckets; ++i)
-    while (buckets[i]) {
-      struct cblock *c = buckets[i];
-
-      buckets[i] = c->hnext;
-      free (c);
-    }
-  free (buckets);
-  free (free_slots);
+  cache_blocks_free ();
   free (on_read_path);
   free (max_size_str);
   free (disk_export);
-  if (fd >= 0)
-    close (fd);
 }
-
-static uint64_t
-hash (uint64_t blk)
-{
-  return (blk * UINT64_C (0x9e3779b97f4a7c15)) >> 17;
-}
-
-static struct cblock *
-lookup (uint64_t blk)
-{
-  struct cblock *c;
-
-  for (c = buckets[hash (blk) & (nr_buckets - 1)]; c; c = c->hnext)
-    if (c->blk == blk)
-      return c;
-  return NULL;
-}
-
-static void
-grow_table (void)
-{
-  uint64_t n = nr_buckets * 2, i;
-  struct cblock **nb = calloc (n, sizeof *nb);
-
-  if (!nb)
-    return;                     /* longer chains: still correct */
-  for (i = 0; i < nr_buckets; ++i)
-    while (buckets[i]) {
-      struct cblock *c = buckets[i];
-      uint64_t h = hash (c->blk) & (n - 1);
-
-      buckets[i] = c->hnext;
-      c->hnext = nb[h];
-      nb[h] = c;
-    }
-  free (buckets);
-  buckets = nb;
-  nr_buckets = n;
-}
-
-static void
-lru_unlink (struct cblock *c)
-{
-  if (c->newer)
-    c->newer->older = c->older;
-  else
-    newest = c->older;
-  if (c->older)
-    c->older->newer = c->newer;
-  else
-    oldest = c->newer;
-}
-
-static void
-lru_push (struct cblock *c)
-{
-  c->newer = NULL;
-  c->older = newest;
-  if (newest)
-    newest->newer = c;
-  newest = c;
-  if (!oldest)
-    oldest = c;
-}
-
-static void
-touch (struct cblock *c)
-{
-  if (newest != c) {
-    lru_unlink (c);
-    lru_push (c);
-  }
-}
-
-static uint64_t
-block_len (uint64_t blk)
-{
-  uint64_t s = blk * (uint64_t) blksize;
-
-  return disk_size - s < (uint64_t) blksize ? disk_size - s
-    : (uint64_t) blksize;
-}
-
-static int
-file_io (bool write, void *buf, uint64_t n, uint64_t off)
-{
-  return tmpfile_io (fd, write, buf, n, off);
-}
-
-/* Bytes [s, s + n) of a cached block (s from the block's start). */
-static int
-slot_io (bool write, const struct cblock *c, void *buf, uint64_t s,
-         uint64_t n)
-{
-  if (file_io (write, buf, n, c->slot * (uint64_t) blksize + s) == -1) {
-    nbdkit_error ("cache filter: %s the cache file: %m",
-                  write ? "writing" : "reading");
-    return -1;
-  }
-  return 0;
-}
-
-static void
-drop (struct cblock *c)
-{
-  struct cblock **p = &buckets[hash (c->blk) & (nr_buckets - 1)];
-
-  while (*p != c)
-    p = &(*p)->hnext;
-  *p = c->hnext;
-  lru_unlink (c);
-  if (c->dirty)
-    nr_dirty--;
-  nr_cached--;
-  if (nr_free == free_cap) {
-    uint64_t cap = free_cap ? free_cap * 2 : 64;
-    uint64_t *fs = realloc (free_slots, cap * sizeof *fs);
-
-    if (!fs) {
-      free (c);                 /* the slot is not reused: no harm */
-      return;
-    }
-    free_slots = fs;
-    free_cap = cap;
-  }
-  free_slots[nr_free++] = c->slot;
-  free (c);
-}
-
-/* The range lock, in block numbers. */
-static struct frange_locks locks;
-
-/* ---- slots and eviction ---- */
-
-static struct cblock *
-insert (uint64_t blk, const void *data, bool dirty)
-{
-  struct cblock *c = malloc (sizeof *c);
-
-  if (!c)
-    return NULL;
-  c->blk = blk;
-  c->slot = nr_free ? free_slots[--nr_free] : next_slot++;
-  c->dirty = false;
-  if (slot_io (true, c, (void *) data, 0, block_len (blk)) == -1) {
-    free_slots[nr_free++] = c->slot;  /* was taken from there or new */
-    free (c);
-    return NULL;
-  }
-  if (nr_cached >= nr_buckets)
-    grow_table ();
-  c->hnext = buckets[hash (blk) & (nr_buckets - 1)];
-  buckets[hash (blk) & (nr_buckets - 1)] = c;
-  lru_push (c);
-  nr_cached++;
-  c->dirty = dirty;
-  if (dirty)
-    nr_dirty++;
-  return c;
-}
-
-/* Room for one more block (reserved: the caller inserts later): drop
- * the least recently used clean block if the cache is full.
- */
-static bool
-reserve (void)
-{
-  struct cblock *c;
-
-  if (max_blocks == 0) {
-    reserved++;
-    return true;
-  }
-  if (nr_cached + reserved >= max_blocks) {
-    for (c = oldest; c && c->dirty; c = c->newer)
-      ;
-    if (!c)
-      return false;
-    drop (c);
-  }
-  reserved++;
-  return true;
-}
-
-/* insert() may need a free slot entry to give back: keep one spare. */
-static bool
-spare_slot_entry (void)
-{
-  if (nr_free < free_cap)
-    return true;
-  {
-    uint64_t cap = free_cap ? free_cap * 2 : 64;
-    uint64_t *fs = realloc (free_slots, cap * sizeof *fs);
-
-    if (!fs)
-      return false;
-    free_slots = fs;
-    free_cap = cap;
-  }
-  return true;
-}
-
-static struct cblock *
-insert_reserved (uint64_t blk, const void *data, bool dirty)
-{
-  reserved--;
-  if (!spare_slot_entry ())
-    return NULL;
-  return insert (blk, data, dirty);
-}
-
-struct writeback;
-static void writeback_start (struct writeback *wb);
-static struct writeback *writeback_new (struct fnext *next, uint64_t lo,
-                                        uint64_t hi, void (*done) (void *,
-                                        uint32_t, const char *),
-                                        void *opaque);
-
-static unsigned reclaim_in_flight;
-static bool reclaiming;
-
-static void reclaim (struct fnext *next);
-
-static void
-on_reclaimed (void *opaque, uint32_t status, const char *msg)
-{
-  struct fnext *next = opaque;
-
-  reclaim_in_flight--;
-  if (status)
-    nbdkit_error ("cache filter: writing back an evicted block failed "
-                  "(%s): it stays in the cache", msg ? msg : "no message");
-  else
-    reclaim (next);
-}
-
-/* Past the high threshold: drop clean blocks, write back dirty ones
- * (then drop them), oldest first, until the low threshold.
- */
-static void
-reclaim (struct fnext *next)
-{
-  static bool running;           /* no reclaim inside a reclaim */
-  struct cblock *c, *newer;
-
-  if (max_blocks == 0 || running)
-    return;
-  if (nr_cached > high_blocks)
-    reclaiming = true;
-  if (!reclaiming)
-    return;
-  running = true;
-  for (c = oldest; c && nr_cached > low_blocks; c = newer) {
-    newer = c->newer;
-    if (!c->dirty)
-      drop (c);
-    else if (reclaim_in_flight < RECLAIM_WINDOW && !frange_busy (&locks, c->blk, c->blk + 1)) {
-      struct writeback *wb = writeback_new (next, c->blk, c->blk + 1,
-                                            on_reclaimed, next);
-
-      if (!wb)
-        break;
-      reclaim_in_flight++;
-      writeback_start (wb);
-    }
-  }
-  running = false;
-  if (nr_cached <= low_blocks)
-    reclaiming = false;
-}
-
-/* ---- writing dirty blocks below ---- */
-
-/* Locks blocks [lo, hi), writes the dirty ones below (runs of them),
- * marks them clean, unlocks, then calls done.
- */
-struct writeback {
-  struct frange_lock lk;        /* first */
-  struct fnext *next;
-  void (*done) (void *, uint32_t, const char *);
-  void *opaque;
-  unsigned in_flight;
-  uint32_t error;
-  char *msg;
-};
-
-struct wb_run {
-  struct writeback *wb;
-  uint64_t lo, hi;              /* blocks */
-};
-
-static void
-writeback_finish (struct writeback *wb)
-{
-  frange_release (&locks, &wb->lk);
-  wb->done (wb->opaque, wb->error, wb->msg);
-  free (wb->msg);
-  free (wb);
-}
-
-static void
-on_wb_run (void *opaque, const struct hp_header *reply, void *payload,
-           uint32_t len)
-{
-  struct wb_run *run = opaque;
-  struct writeback *wb = run->wb;
-  uint64_t b;
-
-  if (!reply || reply->status) {
-    if (!wb->error) {
-      wb->error = reply ? reply->status : HP_EIO;
-      wb->msg = payload && len ? strndup (payload, len) : NULL;
-    }
-  }
-  else
-    for (b = run->lo; b < run->hi; ++b) {
-      struct cblock *c = lookup (b);
-
-      if (c && c->dirty) {
-        c->dirty = false;
-        nr_dirty--;
-      }
-    }
-  free (payload);
-  free (run);
-  if (--wb->in_flight == 0)
-    writeback_finish (wb);
-}
-
-static void
-wb_send_run (struct writeback *wb, uint64_t lo, uint64_t hi)
-{
-  uint64_t start = lo * (uint64_t) blksize;
-  uint64_t n = (hi - 1) * (uint64_t) blksize + block_len (hi - 1) - start;
-  unsigned char *buf = malloc (n);
-  struct wb_run *run = malloc (sizeof *run);
-  uint64_t b;
-
-  if (!buf || !run)
-    goto enomem;
-  for (b = lo; b < hi; ++b)
-    if (slot_io (false, lookup (b), buf + (b - lo) * (uint64_t) blksize, 0,
-                 block_len (b)) == -1) {
-      free (buf);
-      free (run);
-      if (!wb->error)
-        wb->error = HP_EIO;
-      return;
-    }
-  run->wb = wb;
-  run->lo = lo;
-  run->hi = hi;
-  wb->in_flight++;
-  fnext_request (wb->next, HP_PWRITE, 0, start, (uint32_t) n, buf,
-                 on_wb_run, run);
-  return;
-
- enomem:
-  free (buf);
-  free (run);
-  if (!wb->error)
-    wb->error = HP_ENOMEM;
-}
-
-static void
-wb_locked (struct frange_lock *l)
-{
-  struct writeback *wb = (struct writeback *) l;
-  uint64_t b, run_lo = 0;
-  bool in_run = false;
-
-  wb->in_flight = 1;            /* this function */
-  for (b = l->lo; b <= l->hi; ++b) {
-    struct cblock *c = b < l->hi ? lookup (b) : NULL;
-    bool d = c && c->dirty;
-
-    if (in_run && (!d || (b - run_lo) * (uint64_t) blksize >= MAX_RUN)) {
-      wb_send_run (wb, run_lo, b);
-      in_run = false;
-    }
-    if (d && !in_run) {
-      run_lo = b;
-      in_run = true;
-    }
-  }
-  if (--wb->in_flight == 0)
-    writeback_finish (wb);
-}
-
-static struct writeback *
-writeback_new (struct fnext *next, uint64_t lo, uint64_t hi,
-               void (*done) (void *, uint32_t, const char *), void *opaque)
-{
-  struct writeback *wb = calloc (1, sizeof *wb);
-
-  if (!wb)
-    return NULL;
-  wb->lk.lo = lo;
-  wb->lk.hi = hi;
-  wb->lk.start = wb_locked;
-  wb->next = next;
-  wb->done = done;
-  wb->opaque = opaque;
-  return wb;
-}
-
-static void
-writeback_start (struct writeback *wb)
-{
-  frange_acquire (&locks, &wb->lk);
-}
-
-/* ---- connections ---- */
-
-struct cache_handle {
-  bool below_flush;             /* the layer below can flush */
-};
 
 static void
 cache_open (struct fopen *o)
@@ -646,6 +182,7 @@ cache_open (struct fopen *o)
       return;
     }
     disk_size = c->size;
+    cache_blocks_set_disk_size (disk_size);
     have_disk = true;
   }
   else if (c->size != disk_size ||
@@ -660,7 +197,9 @@ cache_open (struct fopen *o)
     fopen_fail (o, HP_ENOMEM, "out of memory");
     return;
   }
+  h->next = o->next;
   h->below_flush = c->can_flush;
+  h->refs = 1;
   if (mode != MODE_WRITETHROUGH)
     c->can_flush = true;
   if (mode == MODE_UNSAFE) {
@@ -671,36 +210,54 @@ cache_open (struct fopen *o)
   fopen_done (o, h);
 }
 
+/* The link below goes with the connection; a writeback that still
+ * holds the handle sees next NULL.
+ */
 static void
 cache_close (void *handle)
 {
-  free (handle);
+  struct cache_handle *h = handle;
+
+  h->next = NULL;
+  cache_handle_release (h);
 }
 
 /* ---- requests ---- */
 
+/* A request in progress.  in_flight counts what it waits for: requests
+ * below and cache-file I/O (and, while it starts them, itself); the
+ * last one back finishes it.
+ */
 struct cop {
   struct frange_lock lk;        /* first */
   struct freq *r;
   struct fnext *next;
-  const struct cache_handle *h;
+  struct cache_handle *h;
   bool locked;
   bool fill;                    /* read: keep what comes from below */
+  bool data_shared;             /* write: cache-file I/O reads r->data */
   uint64_t off, end;
   unsigned char *buf;           /* read: the reply */
   unsigned in_flight;
   uint32_t error;
   char *msg;
-  /* flush */
-  uint64_t *runs;               /* pairs lo, hi */
-  size_t nr_runs, next_run;
 };
 
+/* A read from below, or a block of the request going into the cache. */
 struct part {
   struct cop *o;
   uint64_t off;                 /* bytes, of the disk */
   uint32_t count;
-  uint64_t blk;                 /* a write's fill: the block */
+  uint64_t blk;                 /* a write's block */
+  void *payload;                /* from below: kept while being cached */
+  unsigned refs;
+};
+
+/* A write or zero of part of a cached block. */
+struct block_op {
+  struct cop *o;
+  struct cblock *c;             /* pinned until the op is back */
+  bool was_dirty;
 };
 
 static void
@@ -724,10 +281,11 @@ static void
 cop_finish (struct cop *o)
 {
   struct freq *r = o->r;
-  struct fnext *next = o->next;
 
   if (o->locked)
-    frange_release (&locks, &o->lk);
+    frange_release (&cache_locks, &o->lk);
+  /* Before the reply: after it the connection may be gone. */
+  cache_reclaim (o->h);
   if (o->error)
     freq_reply_error (r, o->error, o->msg);
   else if (r->type == HP_PREAD) {
@@ -738,9 +296,15 @@ cop_finish (struct cop *o)
     freq_reply (r, NULL, 0, 0);
   free (o->buf);
   free (o->msg);
-  free (o->runs);
   free (o);
-  reclaim (next);
+}
+
+/* One thing the request waited for is back. */
+static void
+cop_step_done (struct cop *o)
+{
+  if (--o->in_flight == 0)
+    cop_finish (o);
 }
 
 static struct cop *
@@ -781,7 +345,27 @@ fill_on_read (void)
   return !on_read_path || access (on_read_path, F_OK) == 0;
 }
 
+static void
+part_unref (struct part *p)
+{
+  if (--p->refs == 0) {
+    free (p->payload);
+    free (p);
+  }
+}
+
 /* -- reads (and cache requests: reads whose data is kept, not sent) -- */
+
+/* A block read from below is in the cache (or could not be: no harm). */
+static void
+on_read_kept (void *opaque, int err)
+{
+  struct part *p = opaque;
+  struct cop *o = p->o;
+
+  part_unref (p);
+  cop_step_done (o);
+}
 
 static void
 on_read_part (void *opaque, const struct hp_header *reply, void *payload,
@@ -790,6 +374,8 @@ on_read_part (void *opaque, const struct hp_header *reply, void *payload,
   struct part *p = opaque;
   struct cop *o = p->o;
 
+  p->payload = payload;
+  p->refs = 1;
   if (!reply || reply->status)
     cop_from_reply (o, reply, payload, len);
   else {
@@ -804,14 +390,16 @@ on_read_part (void *opaque, const struct hp_header *reply, void *payload,
     if (o->fill)
       for (b = p->off / (uint64_t) blksize;
            b * (uint64_t) blksize < p->off + p->count; ++b)
-        if (!lookup (b) && reserve ())
-          insert_reserved (b, (unsigned char *) payload +
-                           (b * (uint64_t) blksize - p->off), false);
+        if (!cblock_lookup (b) && cache_reserve ()) {
+          p->refs++;
+          o->in_flight++;
+          cblock_insert (b, (unsigned char *) payload +
+                         (b * (uint64_t) blksize - p->off), false,
+                         on_read_kept, p);
+        }
   }
-  free (payload);
-  free (p);
-  if (--o->in_flight == 0)
-    cop_finish (o);
+  part_unref (p);
+  cop_step_done (o);
 }
 
 static void
@@ -819,7 +407,7 @@ read_send (struct cop *o, uint64_t lo, uint64_t hi)
 {
   uint64_t s = lo * (uint64_t) blksize;
   uint64_t e = (hi - 1) * (uint64_t) blksize + block_len (hi - 1);
-  struct part *p = malloc (sizeof *p);
+  struct part *p = calloc (1, sizeof *p);
 
   if (!p) {
     cop_set_error (o, HP_ENOMEM, NULL, 0);
@@ -840,6 +428,16 @@ read_send (struct cop *o, uint64_t lo, uint64_t hi)
 }
 
 static void
+on_read_cached (void *opaque, int err)
+{
+  struct cop *o = opaque;
+
+  if (err)
+    cop_set_error (o, HP_EIO, NULL, 0);
+  cop_step_done (o);
+}
+
+static void
 read_start (struct frange_lock *l)
 {
   struct cop *o = (struct cop *) l;
@@ -849,7 +447,7 @@ read_start (struct frange_lock *l)
   o->locked = o->fill;
   o->in_flight = 1;             /* this function */
   for (b = l->lo; b <= l->hi && !o->error; ++b) {
-    struct cblock *c = b < l->hi ? lookup (b) : NULL;
+    struct cblock *c = b < l->hi ? cblock_lookup (b) : NULL;
     bool absent = b < l->hi && !c;
 
     if (in_run && (!absent ||
@@ -864,16 +462,16 @@ read_start (struct frange_lock *l)
     if (c) {
       uint64_t s, e;
 
-      clip (b, o->off, o->end, &s, &e);
-      if (o->buf &&
-          slot_io (false, c, o->buf + (s - o->off),
-                   s - b * (uint64_t) blksize, e - s) == -1)
-        cop_set_error (o, HP_EIO, NULL, 0);
-      touch (c);
+      cblock_touch (c);
+      if (o->buf) {
+        clip (b, o->off, o->end, &s, &e);
+        o->in_flight++;
+        cblock_io (false, c, o->buf + (s - o->off),
+                   s - b * (uint64_t) blksize, e - s, on_read_cached, o);
+      }
     }
   }
-  if (--o->in_flight == 0)
-    cop_finish (o);
+  cop_step_done (o);
 }
 
 static void
@@ -891,7 +489,7 @@ cache_pread (void *handle, struct freq *r)
   }
   o->fill = fill_on_read ();
   if (o->fill)
-    frange_acquire (&locks, &o->lk);
+    frange_acquire (&cache_locks, &o->lk);
   else
     read_start (&o->lk);
 }
@@ -910,10 +508,25 @@ cache_cache (void *handle, struct freq *r)
   if (!o)
     return;
   o->fill = true;
-  frange_acquire (&locks, &o->lk);
+  frange_acquire (&cache_locks, &o->lk);
 }
 
 /* -- writes -- */
+
+/* A block a write covered in part, completed from below, is in the
+ * cache (or not: then the write failed).
+ */
+static void
+on_fill_kept (void *opaque, int err)
+{
+  struct part *p = opaque;
+  struct cop *o = p->o;
+
+  if (err)
+    cop_set_error (o, HP_EIO, "cannot write the cache file", 28);
+  part_unref (p);
+  cop_step_done (o);
+}
 
 /* A block a write covers in part, read from below to be completed. */
 static void
@@ -923,23 +536,23 @@ on_write_fill (void *opaque, const struct hp_header *reply, void *payload,
   struct part *p = opaque;
   struct cop *o = p->o;
 
+  p->payload = payload;
+  p->refs = 1;
   if (!reply || reply->status) {
-    reserved--;
+    cache_unreserve ();
     cop_from_reply (o, reply, payload, len);
+    part_unref (p);
+    cop_step_done (o);
+    return;
   }
-  else {
+  {
     uint64_t s, e, bs = p->blk * (uint64_t) blksize;
 
     clip (p->blk, o->off, o->end, &s, &e);
     memcpy ((unsigned char *) payload + (s - bs),
             (unsigned char *) o->r->data + (s - o->off), e - s);
-    if (!insert_reserved (p->blk, payload, true))
-      cop_set_error (o, HP_EIO, "cannot write the cache file", 28);
+    cblock_insert (p->blk, payload, true, on_fill_kept, p);
   }
-  free (payload);
-  free (p);
-  if (--o->in_flight == 0)
-    cop_finish (o);
 }
 
 static void
@@ -954,15 +567,14 @@ on_write_below (void *opaque, const struct hp_header *reply, void *payload,
     cop_from_reply (o, reply, payload, len);
     /* Clean blocks must stay as below: drop what may now differ. */
     for (b = o->lk.lo; b < o->lk.hi; ++b) {
-      struct cblock *c = lookup (b);
+      struct cblock *c = cblock_lookup (b);
 
       if (c && !c->dirty)
-        drop (c);
+        cblock_drop (c);
     }
   }
   free (payload);
-  if (--o->in_flight == 0)
-    cop_finish (o);
+  cop_step_done (o);
 }
 
 /* Write bytes [s, e) of the request below (around the cache). */
@@ -981,12 +593,98 @@ write_around (struct cop *o, uint64_t s, uint64_t e, uint16_t flags)
                  on_write_below, o);
 }
 
+/* A block written whole is in the cache, dirty; if it could not be,
+ * it goes below instead.
+ */
+static void
+on_write_kept (void *opaque, int err)
+{
+  struct part *p = opaque;
+  struct cop *o = p->o;
+
+  if (err)
+    write_around (o, p->off, p->off + p->count, 0);
+  part_unref (p);
+  cop_step_done (o);
+}
+
+/* A block written whole in writethrough is in the cache, clean: unless
+ * something failed (the write below), and then it must not stay.
+ */
+static void
+on_through_kept (void *opaque, int err)
+{
+  struct part *p = opaque;
+  struct cop *o = p->o;
+  struct cblock *c;
+
+  if (!err && o->error && (c = cblock_lookup (p->blk)) != NULL && !c->dirty)
+    cblock_drop (c);
+  part_unref (p);
+  cop_step_done (o);
+}
+
+/* Part of a cached block written (or zeroed): on failure the block is
+ * not what it should be.  A clean one is dropped (below decides); a
+ * dirty one stays, and the request fails.
+ */
+static void
+on_block_written (void *opaque, int err)
+{
+  struct block_op *bo = opaque;
+  struct cop *o = bo->o;
+
+  if (err) {
+    if (!bo->was_dirty)
+      cblock_drop (bo->c);
+    cop_set_error (o, HP_EIO, NULL, 0);
+  }
+  free (bo);
+  cop_step_done (o);
+}
+
+static struct block_op *
+block_op_new (struct cop *o, struct cblock *c)
+{
+  struct block_op *bo = malloc (sizeof *bo);
+
+  if (!bo) {
+    cop_set_error (o, HP_ENOMEM, NULL, 0);
+    return NULL;
+  }
+  bo->o = o;
+  bo->c = c;
+  bo->was_dirty = c->dirty;
+  return bo;
+}
+
+/* A block of the request going into the cache from r->data. */
+static struct part *
+write_part (struct cop *o, uint64_t b, uint64_t s, uint64_t e)
+{
+  struct part *p = calloc (1, sizeof *p);
+
+  if (!p) {
+    cache_unreserve ();
+    cop_set_error (o, HP_ENOMEM, NULL, 0);
+    return NULL;
+  }
+  p->o = o;
+  p->blk = b;
+  p->off = s;
+  p->count = (uint32_t) (e - s);
+  p->refs = 1;
+  o->in_flight++;
+  o->data_shared = true;
+  return p;
+}
+
 static void
 write_start (struct frange_lock *l)
 {
   struct cop *o = (struct cop *) l;
   struct freq *r = o->r;
-  const unsigned char *data = r->data;
+  unsigned char *data = r->data;
   bool through = mode == MODE_WRITETHROUGH ||
     (mode == MODE_WRITEBACK && (r->flags & HP_FLAG_FUA));
   uint64_t b, around_s = 0, around_e = 0;
@@ -994,39 +692,45 @@ write_start (struct frange_lock *l)
   o->locked = true;
   o->in_flight = 1;             /* this function */
   for (b = l->lo; b < l->hi && !o->error; ++b) {
-    struct cblock *c = lookup (b);
+    struct cblock *c = cblock_lookup (b);
     uint64_t s, e, bs = b * (uint64_t) blksize;
     bool whole;
+    struct part *p;
 
     clip (b, o->off, o->end, &s, &e);
     whole = s == bs && e == bs + block_len (b);
     if (c) {
-      if (slot_io (true, c, (void *) (data + (s - o->off)), s - bs, e - s)
-          == -1) {
-        cop_set_error (o, HP_EIO, NULL, 0);
+      struct block_op *bo = block_op_new (o, c);
+
+      if (!bo)
         break;
-      }
-      if (!through && !c->dirty) {
-        c->dirty = true;
-        nr_dirty++;
-      }
-      touch (c);
+      /* Dirty (and so kept) from now: the lock keeps writebacks off
+       * until the bytes are in.
+       */
+      if (!through)
+        cblock_mark_dirty (c);
+      cblock_touch (c);
+      o->in_flight++;
+      o->data_shared = true;
+      cblock_io (true, c, data + (s - o->off), s - bs, e - s,
+                 on_block_written, bo);
       continue;
     }
     if (through) {
-      if (whole && reserve ())
-        insert_reserved (b, data + (s - o->off), false);
+      if (whole && cache_reserve () && (p = write_part (o, b, s, e)) != NULL)
+        cblock_insert (b, data + (s - o->off), false, on_through_kept, p);
       continue;
     }
-    if (whole && reserve ()) {
-      if (insert_reserved (b, data + (s - o->off), true))
-        continue;
+    if (whole && cache_reserve ()) {
+      if ((p = write_part (o, b, s, e)) == NULL)
+        break;
+      cblock_insert (b, data + (s - o->off), true, on_write_kept, p);
+      continue;
     }
-    else if (!whole && reserve ()) {
-      struct part *p = malloc (sizeof *p);
-
+    else if (!whole && cache_reserve ()) {
+      p = calloc (1, sizeof *p);
       if (!p) {
-        reserved--;
+        cache_unreserve ();
         cop_set_error (o, HP_ENOMEM, NULL, 0);
         break;
       }
@@ -1048,18 +752,26 @@ write_start (struct frange_lock *l)
     }
   }
   if (through && !o->error) {
-    /* The whole request below, with its own data. */
+    /* The whole request below: its own data, or a copy while the cache
+     * file's I/O still reads that.
+     */
     void *d = r->data;
 
-    r->data = NULL;
-    o->in_flight++;
-    fnext_request (o->next, HP_PWRITE, r->flags & HP_FLAG_FUA, o->off,
-                   r->count, d, on_write_below, o);
+    if (o->data_shared && (d = malloc (r->count)) != NULL)
+      memcpy (d, r->data, r->count);
+    else if (!o->data_shared)
+      r->data = NULL;
+    if (!d)
+      cop_set_error (o, HP_ENOMEM, NULL, 0);
+    else {
+      o->in_flight++;
+      fnext_request (o->next, HP_PWRITE, r->flags & HP_FLAG_FUA, o->off,
+                     r->count, d, on_write_below, o);
+    }
   }
   else if (around_s < around_e && !o->error)
     write_around (o, around_s, around_e, 0);
-  if (--o->in_flight == 0)
-    cop_finish (o);
+  cop_step_done (o);
 }
 
 static void
@@ -1068,10 +780,29 @@ cache_pwrite (void *handle, struct freq *r)
   struct cop *o = cop_new (handle, r, write_start);
 
   if (o)
-    frange_acquire (&locks, &o->lk);
+    frange_acquire (&cache_locks, &o->lk);
 }
 
 /* -- zero and trim: below first, then the cache -- */
+
+/* Zeros in part of a cached block: if that failed the block is wrong
+ * and dropped (below has the zeros), failing the request if it was
+ * dirty.
+ */
+static void
+on_block_zeroed (void *opaque, int err)
+{
+  struct block_op *bo = opaque;
+  struct cop *o = bo->o;
+
+  if (err) {
+    cblock_drop (bo->c);
+    if (bo->was_dirty)
+      cop_set_error (o, HP_EIO, NULL, 0);
+  }
+  free (bo);
+  cop_step_done (o);
+}
 
 static void
 on_zero_below (void *opaque, const struct hp_header *reply, void *payload,
@@ -1085,42 +816,37 @@ on_zero_below (void *opaque, const struct hp_header *reply, void *payload,
     cop_from_reply (o, reply, payload, len);
     /* Below may have changed in part: clean blocks must not differ. */
     for (b = o->lk.lo; b < o->lk.hi; ++b) {
-      struct cblock *c = lookup (b);
+      struct cblock *c = cblock_lookup (b);
 
       if (c && !c->dirty)
-        drop (c);
+        cblock_drop (c);
     }
   }
   else
     for (b = o->lk.lo; b < o->lk.hi; ++b) {
-      struct cblock *c = lookup (b);
+      struct cblock *c = cblock_lookup (b);
       uint64_t s, e, bs = b * (uint64_t) blksize;
 
       if (!c)
         continue;
       clip (b, o->off, o->end, &s, &e);
       if (s == bs && e == bs + block_len (b))
-        drop (c);               /* below has it all now */
+        cblock_drop (c);        /* below has it all now */
       else if (zero) {
-        static const unsigned char zeros[4096];
-        uint64_t i;
+        struct block_op *bo = block_op_new (o, c);
 
-        for (i = s; i < e; i += sizeof zeros)
-          if (slot_io (true, c, (void *) zeros, i - bs,
-                       e - i < sizeof zeros ? e - i : sizeof zeros) == -1) {
-            bool was_dirty = c->dirty;
-
-            drop (c);           /* wrong now: go below (zeros there) */
-            if (was_dirty)
-              cop_set_error (o, HP_EIO, NULL, 0);
-            break;
-          }
+        if (!bo)
+          cblock_drop (c);
+        else {
+          o->in_flight++;
+          cblock_zero (c, s - bs, e - s, on_block_zeroed, bo);
+        }
       }
       else if (!c->dirty)
-        drop (c);               /* a trim: below decides what it reads */
+        cblock_drop (c);        /* a trim: below decides what it reads */
     }
   free (payload);
-  cop_finish (o);
+  cop_step_done (o);
 }
 
 static void
@@ -1131,6 +857,7 @@ zero_start (struct frange_lock *l)
   uint16_t flags = r->flags;
 
   o->locked = true;
+  o->in_flight = 1;             /* the request below */
   if (mode == MODE_UNSAFE)
     flags &= ~HP_FLAG_FUA;
   fnext_request (o->next, r->type, flags, r->offset, r->count, NULL,
@@ -1143,20 +870,10 @@ cache_zero (void *handle, struct freq *r)
   struct cop *o = cop_new (handle, r, zero_start);
 
   if (o)
-    frange_acquire (&locks, &o->lk);
+    frange_acquire (&cache_locks, &o->lk);
 }
 
 /* -- flush: every dirty block below, then a flush below -- */
-
-static int
-cmp_u64 (const void *a, const void *b)
-{
-  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-
-  return x < y ? -1 : x > y;
-}
-
-static void flush_next_runs (struct cop *o);
 
 static void
 on_flush_below (void *opaque, const struct hp_header *reply, void *payload,
@@ -1171,34 +888,12 @@ on_flush_below (void *opaque, const struct hp_header *reply, void *payload,
 }
 
 static void
-on_flush_run (void *opaque, uint32_t status, const char *msg)
+on_written_back (void *opaque, uint32_t status, const char *msg)
 {
   struct cop *o = opaque;
 
   if (status)
     cop_set_error (o, status, msg, msg ? (uint32_t) strlen (msg) : 0);
-  o->in_flight--;
-  flush_next_runs (o);
-}
-
-static void
-flush_next_runs (struct cop *o)
-{
-  while (!o->error && o->next_run < o->nr_runs &&
-         o->in_flight < FLUSH_WINDOW) {
-    uint64_t *run = &o->runs[2 * o->next_run++];
-    struct writeback *wb = writeback_new (o->next, run[0], run[1],
-                                          on_flush_run, o);
-
-    if (!wb) {
-      cop_set_error (o, HP_ENOMEM, NULL, 0);
-      break;
-    }
-    o->in_flight++;
-    writeback_start (wb);
-  }
-  if (o->in_flight > 0)
-    return;
   if (o->error || !o->h->below_flush) {
     cop_finish (o);
     return;
@@ -1210,7 +905,6 @@ static void
 cache_flush (void *handle, struct freq *r)
 {
   struct cop *o;
-  uint64_t *blks, i, n = 0;
 
   if (mode == MODE_UNSAFE) {
     freq_reply (r, NULL, 0, 0);
@@ -1226,66 +920,13 @@ cache_flush (void *handle, struct freq *r)
   o = cop_new (handle, r, NULL);
   if (!o)
     return;
-  /* The dirty blocks now, sorted, in runs of consecutive blocks. */
-  blks = malloc ((nr_dirty ? nr_dirty : 1) * sizeof *blks);
-  o->runs = malloc ((nr_dirty ? nr_dirty : 1) * 2 * sizeof *o->runs);
-  if (!blks || !o->runs) {
-    free (blks);
-    free (o->runs);
+  if (cache_writeback_all (o->h, on_written_back, o) == -1) {
     free (o);
     freq_reply_error (r, HP_ENOMEM, "out of memory");
-    return;
   }
-  for (i = 0; i < nr_buckets && n < nr_dirty; ++i) {
-    struct cblock *c;
-
-    for (c = buckets[i]; c; c = c->hnext)
-      if (c->dirty)
-        blks[n++] = c->blk;
-  }
-  qsort (blks, n, sizeof *blks, cmp_u64);
-  for (i = 0; i < n; ++i) {
-    if (o->nr_runs > 0 && o->runs[2 * o->nr_runs - 1] == blks[i] &&
-        (blks[i] + 1 - o->runs[2 * o->nr_runs - 2]) * (uint64_t) blksize
-        <= MAX_RUN)
-      o->runs[2 * o->nr_runs - 1]++;
-    else {
-      o->runs[2 * o->nr_runs] = blks[i];
-      o->runs[2 * o->nr_runs + 1] = blks[i] + 1;
-      o->nr_runs++;
-    }
-  }
-  free (blks);
-  flush_next_runs (o);
 }
 
 /* -- extents: blocks dirty in the cache are data, whatever is below -- */
-
-static uint64_t
-first_dirty (uint64_t lo, uint64_t hi)
-{
-  uint64_t best = UINT64_MAX, i, b;
-
-  if (nr_dirty == 0)
-    return UINT64_MAX;
-  if (hi - lo <= 2 * nr_cached) {
-    for (b = lo; b < hi; ++b) {
-      struct cblock *c = lookup (b);
-
-      if (c && c->dirty)
-        return b;
-    }
-    return UINT64_MAX;
-  }
-  for (i = 0; i < nr_buckets; ++i) {
-    struct cblock *c;
-
-    for (c = buckets[i]; c; c = c->hnext)
-      if (c->dirty && c->blk >= lo && c->blk < hi && c->blk < best)
-        best = c->blk;
-  }
-  return best;
-}
 
 static void
 cache_extents (void *handle, struct freq *r)
@@ -1293,7 +934,7 @@ cache_extents (void *handle, struct freq *r)
   uint64_t lo = r->offset / (uint64_t) blksize;
   uint64_t hi = (r->offset + r->count + (uint64_t) blksize - 1) /
     (uint64_t) blksize;
-  uint64_t d = first_dirty (lo, hi);
+  uint64_t d = cache_first_dirty (lo, hi);
   unsigned char *ext;
   uint64_t e;
 
@@ -1307,13 +948,7 @@ cache_extents (void *handle, struct freq *r)
     return;
   }
   /* Dirty from the start: data, as far as the dirty blocks go. */
-  for (e = lo + 1; e < hi; ++e) {
-    struct cblock *c = lookup (e);
-
-    if (!c || !c->dirty)
-      break;
-  }
-  e = e * (uint64_t) blksize;
+  e = cache_dirty_end (lo, hi) * (uint64_t) blksize;
   if (e > r->offset + r->count)
     e = r->offset + r->count;
   ext = malloc (HP_EXTENT_SIZE);
@@ -1345,7 +980,7 @@ const struct filter cache_filter = {
   .keys = keys,
   .config = cache_config,
   .config_complete = cache_config_complete,
-  .get_ready = cache_get_ready,
+  .get_ready = cache_blocks_init,
   .unload = cache_unload,
   .open = cache_open,
   .close = cache_close,

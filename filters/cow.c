@@ -4,27 +4,31 @@
  *
  * The overlay is kept in blocks of cow-block-size bytes, with a bitmap
  * saying which blocks it holds.  A read takes each run of blocks from
- * the overlay or from below.  A write that covers a block partly needs
- * the rest of the block from below first: it reads those blocks, and
- * when they arrive fills in (only) the blocks that are still not in the
- * overlay, then writes its bytes — all in one step on the loop, so two
- * concurrent partial writes of one block both take effect.  Zero and
- * trim punch holes in the overlay.  cow-on-read=true also copies what
- * is read from below into the overlay.
+ * the overlay or from below.  A write (zero, trim) locks the blocks it
+ * touches (a range lock: overlapping ones wait, in arrival order, so
+ * two concurrent partial writes of one block both take effect).  If it
+ * covers a block partly it needs the rest of the block from below
+ * first: it reads those blocks, writes the ones still not in the
+ * overlay, then its own bytes, and marks them.  Zero and trim punch
+ * holes in the overlay.  cow-on-read=true also copies what is read from
+ * below into the overlay, block by block where the overlay has nothing
+ * and no write holds the lock (a copy never waits: it is skipped).
  *
  * A second bitmap says which of the overlay's blocks are known to hold
  * only zeros (a zero or trim covered the whole block, or zeroed part of
  * a block already known to be zeros; any write clears it), so block
  * status reports them as zero.
  *
- * Overlay I/O is pread/pwrite on a local temporary file (page cache),
- * done on the loop.
+ * The overlay is a temporary file made at get_ready (before serving)
+ * and sized at the first open.  Its I/O runs on worker threads
+ * (tmpfile_*_async), never on the loop; the bitmaps are touched on the
+ * loop only, and a block is marked only once its bytes are in the
+ * file, so a read that finds it marked reads what was written.
  */
 
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +44,19 @@ static unsigned char *bitmap;   /* blocks in the overlay */
 static unsigned char *zeromap;  /* ... of those, the ones all zeros */
 static uint64_t nr_blocks;
 static uint64_t disk_size;
+/* The range lock, in block numbers: writes, zeroes, trims, copies up. */
+static struct frange_locks locks;
+
+/* The overlay is sized at the first open, off the loop; the opens that
+ * come meanwhile wait for it, in order.
+ */
+static enum { OV_NONE, OV_SIZING, OV_READY } overlay_state;
+struct open_waiter {
+  struct fopen *o;
+  struct open_waiter *next;
+};
+static struct open_waiter *open_waiters;
+static uint64_t sizing_size;
 
 static int
 cow_config (const char *key, const char *value)
@@ -57,6 +74,7 @@ cow_config (const char *key, const char *value)
   return 0;
 }
 
+/* Synchronous: get_ready runs before the server serves. */
 static int
 cow_get_ready (void)
 {
@@ -67,8 +85,7 @@ cow_get_ready (void)
 static void
 cow_unload (void)
 {
-  if (fd >= 0)
-    close (fd);
+  tmpfile_close (fd);
   free (bitmap);
   free (zeromap);
 }
@@ -106,54 +123,14 @@ set_zero (uint64_t b, bool z)
     zeromap[b / 8] &= ~(1 << (b % 8));
 }
 
-/* Set up the overlay at the first open: 0, or an HP_E* status after
- * nbdkit_error, with nothing set up (the next open tries again).
- */
-static uint32_t
-overlay_setup (uint64_t size)
-{
-  uint64_t n = (size + blksize - 1) / blksize;
-  uint32_t status;
-
-  bitmap = calloc (1, n / 8 + 1);
-  zeromap = calloc (1, n / 8 + 1);
-  if (!bitmap || !zeromap) {
-    nbdkit_error ("cow filter: out of memory for the overlay's bitmaps");
-    status = HP_ENOMEM;
-    goto fail;
-  }
-  if (ftruncate (fd, (off_t) size) == -1) {
-    nbdkit_error ("cow filter: cannot size the overlay to %" PRIu64
-                  " bytes: ftruncate: %m", size);
-    status = HP_EIO;
-    goto fail;
-  }
-  disk_size = size;
-  nr_blocks = n;
-  return 0;
-
- fail:
-  free (bitmap);
-  free (zeromap);
-  bitmap = zeromap = NULL;
-  return status;
-}
-
+/* An open, once the overlay is set up. */
 static void
-cow_open (struct fopen *o)
+open_finish (struct fopen *o)
 {
   struct export_caps *c = o->caps;
   struct cow_handle *h;
 
-  if (!bitmap) {
-    uint32_t status = overlay_setup (c->size);
-
-    if (status) {
-      fopen_fail (o, status, "the cow filter could not set up its overlay");
-      return;
-    }
-  }
-  else if (c->size != disk_size) {
+  if (c->size != disk_size) {
     nbdkit_error ("cow filter: export '%s' has size %" PRIu64 ", but the "
                   "overlay was made for %" PRIu64 " bytes (the first "
                   "export's size)", o->export, c->size, disk_size);
@@ -180,23 +157,85 @@ cow_open (struct fopen *o)
   fopen_done (o, h);
 }
 
+/* The overlay sized (or not): finish the opens waiting for it.  On
+ * failure nothing stays set up, and the next open tries again.
+ */
+static void
+on_overlay_sized (void *opaque, int err)
+{
+  struct open_waiter *w = open_waiters, *next;
+
+  open_waiters = NULL;
+  if (err) {
+    errno = err;
+    nbdkit_error ("cow filter: cannot size the overlay to %" PRIu64
+                  " bytes: ftruncate: %m", sizing_size);
+    free (bitmap);
+    free (zeromap);
+    bitmap = zeromap = NULL;
+    overlay_state = OV_NONE;
+  }
+  else {
+    disk_size = sizing_size;
+    nr_blocks = (disk_size + blksize - 1) / blksize;
+    overlay_state = OV_READY;
+  }
+  for (; w; w = next) {
+    next = w->next;
+    if (err)
+      fopen_fail (w->o, HP_EIO,
+                  "the cow filter could not set up its overlay");
+    else
+      open_finish (w->o);
+    free (w);
+  }
+}
+
+static void
+cow_open (struct fopen *o)
+{
+  struct open_waiter *w, **p;
+  uint64_t size = o->caps->size, n = (size + blksize - 1) / blksize;
+
+  if (overlay_state == OV_READY) {
+    open_finish (o);
+    return;
+  }
+  w = malloc (sizeof *w);
+  if (!w) {
+    nbdkit_error ("cow filter: out of memory");
+    fopen_fail (o, HP_ENOMEM, "out of memory");
+    return;
+  }
+  w->o = o;
+  w->next = NULL;
+  for (p = &open_waiters; *p; p = &(*p)->next)
+    ;
+  *p = w;
+  if (overlay_state == OV_SIZING)
+    return;
+  /* The first open: the bitmaps, then the file's size, off the loop. */
+  bitmap = calloc (1, n / 8 + 1);
+  zeromap = calloc (1, n / 8 + 1);
+  if (!bitmap || !zeromap) {
+    nbdkit_error ("cow filter: out of memory for the overlay's bitmaps");
+    free (bitmap);
+    free (zeromap);
+    bitmap = zeromap = NULL;
+    open_waiters = NULL;
+    free (w);
+    fopen_fail (o, HP_ENOMEM, "the cow filter could not set up its overlay");
+    return;
+  }
+  overlay_state = OV_SIZING;
+  sizing_size = size;
+  tmpfile_truncate_async (fd, size, on_overlay_sized, NULL);
+}
+
 static void
 cow_close (void *handle)
 {
   free (handle);
-}
-
-/* Overlay I/O of whole or partial ranges; -1 with errno. */
-static int
-overlay_read (void *buf, uint32_t n, uint64_t off)
-{
-  return tmpfile_io (fd, false, buf, n, off);
-}
-
-static int
-overlay_write (const void *buf, uint32_t n, uint64_t off)
-{
-  return tmpfile_io (fd, true, (void *) buf, n, off);
 }
 
 static uint64_t
@@ -238,22 +277,98 @@ reading_step_done (struct reading *rd)
   free (rd);
 }
 
-/* Copy what came from below into the overlay (cow-on-read), block by
- * block, where the overlay still has nothing.
+/* cow-on-read: what came from below, copied into the overlay block by
+ * block where it still has nothing.  The blocks are locked while their
+ * writes run (a write to them waits), and marked once written.
  */
+struct copy_up {
+  struct frange_lock lk;        /* first */
+  unsigned char *data;          /* from below, from offset on */
+  uint64_t offset;
+  unsigned waiting;             /* writes not yet back */
+};
+
+struct copy_run {
+  struct copy_up *cu;
+  uint64_t lo, hi;              /* blocks */
+};
+
 static void
-copy_up (const unsigned char *data, uint64_t offset, uint32_t count)
+copy_up_step_done (struct copy_up *cu)
 {
+  if (--cu->waiting > 0)
+    return;
+  frange_release (&locks, &cu->lk);
+  free (cu->data);
+  free (cu);
+}
+
+static void
+on_copied_up (void *opaque, int err)
+{
+  struct copy_run *run = opaque;
+  struct copy_up *cu = run->cu;
   uint64_t b;
 
-  for (b = offset / blksize; b * blksize < offset + count; ++b) {
-    uint64_t s = b * blksize, e = block_end (b);
-
-    if (s < offset || e > offset + count || present (b))
-      continue;
-    if (overlay_write (data + (s - offset), (uint32_t) (e - s), s) == 0)
+  if (!err)
+    for (b = run->lo; b < run->hi; ++b)
       mark (b);
+  free (run);
+  copy_up_step_done (cu);
+}
+
+static void
+copy_up_locked (struct frange_lock *l)
+{
+  struct copy_up *cu = (struct copy_up *) l;
+  uint64_t b, lo;
+
+  cu->waiting = 1;              /* this function */
+  for (b = l->lo; b < l->hi; ) {
+    struct copy_run *run;
+
+    if (present (b)) {
+      ++b;
+      continue;
+    }
+    for (lo = b; b < l->hi && !present (b); ++b)
+      ;
+    run = malloc (sizeof *run);
+    if (!run)
+      break;
+    run->cu = cu;
+    run->lo = lo;
+    run->hi = b;
+    cu->waiting++;
+    tmpfile_io_async (fd, true, cu->data + (lo * blksize - cu->offset),
+                      block_end (b - 1) - lo * blksize, lo * blksize,
+                      on_copied_up, run);
   }
+  copy_up_step_done (cu);
+}
+
+/* Takes data (count bytes from offset, malloc'd). */
+static void
+copy_up (unsigned char *data, uint64_t offset, uint32_t count)
+{
+  uint64_t lo = (offset + blksize - 1) / blksize, hi;
+  struct copy_up *cu;
+
+  /* The blocks the data covers whole. */
+  for (hi = lo; hi * blksize < offset + count &&
+         block_end (hi) <= offset + count; ++hi)
+    ;
+  if (lo >= hi || frange_busy (&locks, lo, hi) ||
+      !(cu = malloc (sizeof *cu))) {
+    free (data);
+    return;
+  }
+  cu->data = data;
+  cu->offset = offset;
+  cu->lk.lo = lo;
+  cu->lk.hi = hi;
+  cu->lk.start = copy_up_locked;
+  frange_acquire (&locks, &cu->lk);     /* not busy: starts at once */
 }
 
 static void
@@ -271,8 +386,10 @@ on_part_read (void *opaque, const struct hp_header *reply, void *payload,
   }
   else {
     memcpy (rd->buf + (p->offset - rd->r->offset), payload, p->count);
-    if (cow_on_read)
+    if (cow_on_read) {
       copy_up (payload, p->offset, p->count);
+      payload = NULL;
+    }
   }
   free (payload);
   free (p);
@@ -293,6 +410,19 @@ run_end (uint64_t offset, uint64_t end, bool *in_overlay)
 }
 
 static void
+on_overlay_read (void *opaque, int err)
+{
+  struct reading *rd = opaque;
+
+  if (err && !rd->error) {
+    errno = err;
+    nbdkit_error ("cow filter: reading the overlay: %m");
+    rd->error = HP_EIO;
+  }
+  reading_step_done (rd);
+}
+
+static void
 cow_pread (void *handle, struct freq *r)
 {
   struct reading *rd = calloc (1, sizeof *rd);
@@ -310,11 +440,9 @@ cow_pread (void *handle, struct freq *r)
     uint64_t e = run_end (off, end, &in);
 
     if (in) {
-      if (overlay_read (rd->buf + (off - r->offset), (uint32_t) (e - off),
-                        off) == -1 && !rd->error) {
-        nbdkit_error ("cow filter: reading the overlay: %m");
-        rd->error = HP_EIO;
-      }
+      rd->waiting++;
+      tmpfile_io_async (fd, false, rd->buf + (off - r->offset), e - off, off,
+                        on_overlay_read, rd);
     }
     else {
       struct part *p = malloc (sizeof *p);
@@ -337,12 +465,27 @@ cow_pread (void *handle, struct freq *r)
 
 /* ---- writes, zero, trim ---- */
 
+/* Under the lock of the blocks it touches: read the partial blocks at
+ * its edges from below, write them into the overlay, then the
+ * request's bytes (or zeros), then mark them.  Each step waits for the
+ * one before: the worker threads may run writes in any order.
+ */
+struct writing;
+
+struct fill_ctx {
+  struct writing *w;
+  unsigned slot;
+};
+
 struct writing {
+  struct frange_lock lk;        /* first */
   struct freq *r;
+  struct fnext *next;
   bool zero;                    /* zero/trim: no data */
   unsigned waiting;
   uint64_t fill_block[2];
   unsigned char *fill[2];       /* the blocks read from below */
+  struct fill_ctx fill_ctx[2];
   unsigned nr_fill;
   uint32_t error;
   char *msg;
@@ -357,82 +500,108 @@ writing_free (struct writing *w)
   free (w);
 }
 
-/* Zeros in the overlay: punch what is whole, write what is not. */
-static int
-overlay_zero (uint64_t off, uint32_t count)
+static void
+writing_end (struct writing *w)
 {
-  static const unsigned char zeros[4096];
-
-  if (fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                 (off_t) off, count) == 0)
-    return 0;
-  while (count > 0) {
-    uint32_t n = count < sizeof zeros ? count : sizeof zeros;
-
-    if (overlay_write (zeros, n, off) == -1)
-      return -1;
-    off += n;
-    count -= n;
-  }
-  return 0;
+  frange_release (&locks, &w->lk);
+  if (w->error)
+    freq_reply_error (w->r, w->error, w->msg);
+  else
+    freq_reply (w->r, NULL, 0, 0);
+  writing_free (w);
 }
 
-/* Everything needed is here: fill, then write, then mark. */
 static void
-writing_finish (struct writing *w)
+writing_io_error (struct writing *w, int err)
 {
+  if (w->error)
+    return;
+  errno = err;
+  nbdkit_error ("cow filter: writing the overlay: %m");
+  w->error = HP_EIO;
+  w->msg = strdup ("cannot write the overlay");
+}
+
+/* The request's bytes are in the overlay: mark its blocks. */
+static void
+on_data_written (void *opaque, int err)
+{
+  struct writing *w = opaque;
   struct freq *r = w->r;
   uint64_t b, first = r->offset / blksize;
   uint64_t last = (r->offset + r->count - 1) / blksize;
-  unsigned i;
-  int ret;
 
-  if (w->error) {
-    freq_reply_error (r, w->error, w->msg);
-    writing_free (w);
-    return;
-  }
-  for (i = 0; i < w->nr_fill; ++i) {
-    uint64_t fb = w->fill_block[i];
+  if (err)
+    writing_io_error (w, err);
+  else
+    for (b = first; b <= last; ++b) {
+      /* Known zeros: a zero covering the whole block, or part of one
+       * that was already zeros (a block just filled from below is not:
+       * it was not present before this request).
+       */
+      bool whole = r->offset <= b * blksize &&
+        r->offset + r->count >= block_end (b);
 
-    if (!present (fb)) {
-      uint64_t s = fb * blksize;
-
-      if (overlay_write (w->fill[i], (uint32_t) (block_end (fb) - s), s)
-          == -1)
-        goto io_error;
-      mark (fb);
+      set_zero (b, w->zero && (whole || (present (b) && is_zero (b))));
+      mark (b);
     }
-  }
-  ret = w->zero ? overlay_zero (r->offset, r->count)
-    : overlay_write (r->data, r->count, r->offset);
-  if (ret == -1)
-    goto io_error;
-  for (b = first; b <= last; ++b) {
-    /* Known zeros: a zero covering the whole block, or part of one
-     * that was already zeros (a block just filled from below is not:
-     * it was not present before this request).
-     */
-    bool whole = r->offset <= b * blksize &&
-      r->offset + r->count >= block_end (b);
-
-    set_zero (b, w->zero && (whole || (present (b) && is_zero (b))));
-    mark (b);
-  }
-  freq_reply (r, NULL, 0, 0);
-  writing_free (w);
-  return;
-
- io_error:
-  nbdkit_error ("cow filter: writing the overlay: %m");
-  freq_reply_error (r, HP_EIO, "cannot write the overlay");
-  writing_free (w);
+  writing_end (w);
 }
 
-struct fill_ctx {
-  struct writing *w;
-  unsigned slot;
-};
+/* The edge blocks are in the overlay: now the request's bytes. */
+static void
+writing_data (struct writing *w)
+{
+  struct freq *r = w->r;
+
+  if (w->error) {
+    writing_end (w);
+    return;
+  }
+  if (w->zero)
+    tmpfile_zero_async (fd, r->count, r->offset, on_data_written, w);
+  else
+    tmpfile_io_async (fd, true, r->data, r->count, r->offset,
+                      on_data_written, w);
+}
+
+static void
+on_fill_written (void *opaque, int err)
+{
+  struct fill_ctx *f = opaque;
+  struct writing *w = f->w;
+
+  if (err)
+    writing_io_error (w, err);
+  else
+    mark (w->fill_block[f->slot]);
+  if (--w->waiting == 0)
+    writing_data (w);
+}
+
+/* Everything needed from below is here: the edge blocks first. */
+static void
+writing_fill (struct writing *w)
+{
+  unsigned i;
+
+  if (w->error) {
+    writing_end (w);
+    return;
+  }
+  w->waiting = 1;               /* this function */
+  for (i = 0; i < w->nr_fill; ++i) {
+    uint64_t fb = w->fill_block[i], s = fb * blksize;
+
+    if (present (fb))
+      continue;
+    w->waiting++;
+    tmpfile_io_async (fd, true, w->fill[i], block_end (fb) - s, s,
+                      on_fill_written, &w->fill_ctx[i]);
+  }
+  if (--w->waiting == 0)
+    writing_data (w);
+}
 
 static void
 on_fill_block (void *opaque, const struct hp_header *reply, void *payload,
@@ -450,26 +619,19 @@ on_fill_block (void *opaque, const struct hp_header *reply, void *payload,
   }
   else
     w->fill[f->slot] = payload;
-  free (f);
   if (--w->waiting == 0)
-    writing_finish (w);
+    writing_fill (w);
 }
 
 static void
-start_writing (void *handle, struct freq *r, bool zero)
+writing_locked (struct frange_lock *l)
 {
-  struct writing *w = calloc (1, sizeof *w);
-  uint64_t edge[2] = { r->offset / blksize,
-                       (r->offset + r->count - 1) / blksize };
+  struct writing *w = (struct writing *) l;
+  struct freq *r = w->r;
+  uint64_t edge[2] = { l->lo, l->hi - 1 };
   unsigned i;
 
-  if (!w) {
-    freq_reply_error (r, HP_ENOMEM, "out of memory");
-    return;
-  }
-  w->r = r;
-  w->zero = zero;
-  w->waiting = 1;
+  w->waiting = 1;               /* this function */
   for (i = 0; i < 2; ++i) {
     uint64_t b = edge[i], s = b * blksize, e = block_end (b);
     struct fill_ctx *f;
@@ -479,20 +641,34 @@ start_writing (void *handle, struct freq *r, bool zero)
     /* Blocks the request covers whole, or the overlay has: no fill. */
     if (present (b) || (r->offset <= s && r->offset + r->count >= e))
       continue;
-    f = malloc (sizeof *f);
-    if (!f) {
-      w->error = HP_ENOMEM;
-      break;
-    }
+    f = &w->fill_ctx[w->nr_fill];
     f->w = w;
     f->slot = w->nr_fill;
     w->fill_block[w->nr_fill++] = b;
     w->waiting++;
-    fnext_request (((struct cow_handle *) handle)->next, HP_PREAD, 0, s,
-                   (uint32_t) (e - s), NULL, on_fill_block, f);
+    fnext_request (w->next, HP_PREAD, 0, s, (uint32_t) (e - s), NULL,
+                   on_fill_block, f);
   }
   if (--w->waiting == 0)
-    writing_finish (w);
+    writing_fill (w);
+}
+
+static void
+start_writing (void *handle, struct freq *r, bool zero)
+{
+  struct writing *w = calloc (1, sizeof *w);
+
+  if (!w) {
+    freq_reply_error (r, HP_ENOMEM, "out of memory");
+    return;
+  }
+  w->r = r;
+  w->next = ((struct cow_handle *) handle)->next;
+  w->zero = zero;
+  w->lk.lo = r->offset / blksize;
+  w->lk.hi = (r->offset + r->count - 1) / blksize + 1;
+  w->lk.start = writing_locked;
+  frange_acquire (&locks, &w->lk);
 }
 
 static void cow_pwrite (void *h, struct freq *r) { start_writing (h, r, false); }

@@ -5,8 +5,9 @@
  * command-line order: the first is nearest the client, the backend is
  * below the last.  Filters run inside the event loop, so no callback
  * may block or spend more than about a millisecond: wait with libev
- * timers (the global `loop`), do heavy work with worker_submit, and
- * finish asynchronous work by completing the request (or open) later.
+ * timers (the global `loop`), do heavy work with worker_submit and
+ * file I/O with tmpfile_*_async, and finish asynchronous work by
+ * completing the request (or open) later.
  *
  * The whole contract is in docs/nbdkit-filter.pod.  In short:
  *
@@ -156,12 +157,35 @@ extern int fparse_probability (const char *key, const char *value,
 extern int fparse_error (const char *key, const char *value, uint32_t *r);
 
 /* nbdkit/filter-tmpfile.c: a temporary file in $TMPDIR or /var/tmp,
- * already unlinked (-1 after nbdkit_error naming filter and what), and
- * whole-range I/O on it (reads past its end give zeros; -1 with errno).
+ * already unlinked (-1 after nbdkit_error naming filter and what).
+ * Synchronous: call it at get_ready, before the server serves.
  */
 extern int tmpfile_create (const char *filter, const char *what);
-extern int tmpfile_io (int fd, bool write, void *buf, uint64_t n,
-                       uint64_t off);
+
+/* I/O on such a file, never on the loop: the system calls run on a
+ * worker thread (worker_submit), then done (opaque, err) runs on the
+ * loop with 0 or an errno.  tmpfile_io_async reads or writes the whole
+ * range of n bytes at off (reads past the end give zeros); buf must
+ * stay allocated, and untouched by anyone else, until done.
+ * tmpfile_zero_async makes the range read as zeros (a hole punched, or
+ * zeros written); tmpfile_truncate_async sets the file's size.  done
+ * runs later, not inside the call, except when memory is short (then
+ * perhaps with ENOMEM): callers must allow for both.  Jobs run several
+ * at once, in any order: a caller that needs an order waits for one's
+ * done before starting the next.
+ */
+typedef void (*tmpfile_done_fn) (void *opaque, int err);
+extern void tmpfile_io_async (int fd, bool write, void *buf, uint64_t n,
+                              uint64_t off, tmpfile_done_fn done,
+                              void *opaque);
+extern void tmpfile_zero_async (int fd, uint64_t n, uint64_t off,
+                                tmpfile_done_fn done, void *opaque);
+extern void tmpfile_truncate_async (int fd, uint64_t size,
+                                    tmpfile_done_fn done, void *opaque);
+/* At unload: close fd, unless a job may still use it (the exit closes
+ * it then).
+ */
+extern void tmpfile_close (int fd);
 
 /* nbdkit/filter-rangelock.c: range locks.  Embed a struct frange_lock
  * in a request, set lo, hi (in any unit, [lo, hi)) and start, and call

@@ -134,14 +134,16 @@ payload_size (const struct hp_header *h)
  */
 extern struct job *nbdkit__job_new (void);
 extern void nbdkit__job_free (struct job *job);
-/* Start the pool (n threads in all, the main thread included; 0: the
- * default).  Called at HELLO.
+/* Start the pool: n threads that may run jobs at once (0: the default;
+ * 1 in the serialized models), and one more so that the channel is
+ * always read; the main thread is one of them.  Called at HELLO.
  */
 extern void nbdkit__workers_start (unsigned n);
 /* Serve until the channel ends: the calling (main) thread and the pool
  * take turns to call read, which reads and handles one message and
  * returns 0 (with *job set to a job to run, or NULL if it was handled)
- * or -1 at the end of the channel.  Returns when every job has run.
+ * or -1 at the end of the channel.  Returns when every job has run (or
+ * was dropped: one read but not started when the channel ended).
  */
 extern void nbdkit__workers_serve (int (*read) (struct job **job));
 extern struct handle *nbdkit__handle_lookup (uint32_t id);

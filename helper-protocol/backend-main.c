@@ -5,8 +5,11 @@
  * one recvmsg(2) brings in many frames, validates each frame, and hands
  * it on in one switch on the message type — the readable list of
  * everything the server can ask.  Start-up messages are handled by the
- * reader, in order; the rest become jobs that the thread which read
- * them runs, after passing the reading on.  A file descriptor passed with ATTACH_FD arrives as
+ * reader, in order, and so is PING, answered at once: some thread always
+ * reads (backend-workers.c), so a PING never waits behind a request.
+ * The rest become jobs that the thread which read them runs, after
+ * passing the reading on (or that wait for a worker, when none is
+ * free to read).  A file descriptor passed with ATTACH_FD arrives as
  * ancillary data with the first byte of its frame: the reader notes
  * where in the stream each one came, and ATTACH_FD takes the one that
  * came with its own frame.
@@ -681,8 +684,15 @@ read_one (struct job **jobp)
     json_decref (j);
     break;
   case HP_SHUTDOWN:
+    nbdkit_debug ("SHUTDOWN: closing the handles and exiting");
     nbdkit__send_json_reply (&h, 0, NULL);
     ret = -1;
+    break;
+  case HP_PING:
+    /* Answered here, by the reader, whatever the workers are doing:
+     * that is what a PING asks.
+     */
+    nbdkit__send_reply (&h, 0, 0, NULL, 0);
     break;
 
   case HP_LIST_EXPORTS:

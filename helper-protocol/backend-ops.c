@@ -69,8 +69,11 @@ nbdkit__op_hello (const struct hp_header *req, json_t *j)
   features = json_array ();
   if (nbdkit__be->wants_memfd)
     json_array_append_new (features, json_string (HP_FEATURE_MEMFD));
-  /* The shared-memory data path is invisible to the backend's code. */
+  /* The shared-memory data path is invisible to the backend's code,
+   * and so is PING, which the reader answers.
+   */
   json_array_append_new (features, json_string (HP_FEATURE_SHM));
+  json_array_append_new (features, json_string (HP_FEATURE_PING));
   callbacks = json_array ();
 #define HAS(f) \
   if (nbdkit__be->f) json_array_append_new (callbacks, json_string (#f))

@@ -13,6 +13,13 @@
  * threads on its way, while the next request is already being read by
  * another thread.  The main thread is one of the pool.
  *
+ * The channel is never left unread: a leader that finds no idle thread
+ * to hand the reading to keeps it, and queues the job for the next
+ * thread that finishes one.  So a PING (which the reader answers) and
+ * the requests behind a slow one are read at once, however busy the
+ * workers are.  The pool has one thread more than may run jobs at once
+ * (two in the serialized models), for the reading.
+ *
  *   serialize_connections,   one job at a time in the whole process
  *   serialize_all_requests   (the server also opens one handle at a
  *                            time for serialize_connections)
@@ -34,6 +41,11 @@ static pthread_mutex_t lead_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lead_cond = PTHREAD_COND_INITIALIZER;
 static bool leader_busy;        /* a thread is reading the channel */
 static bool done;               /* the channel ended: all threads stop */
+static unsigned nr_idle;        /* threads waiting for the lead */
+/* Jobs read while no thread was idle to take over the reading, oldest
+ * first; not empty only while nr_idle is 0.  Under lead_lock.
+ */
+static struct job *queue_head, **queue_tail = &queue_head;
 static int (*read_job) (struct job **job);
 static pthread_t *threads;
 static unsigned nr_threads;
@@ -209,9 +221,12 @@ run (struct job *job)
     nbdkit__job_free (job);
 }
 
-/* Lead (read the channel) when no other thread does; on reading a
- * job, pass the lead on and run the job.  Control messages that need
- * no job are handled by the reader, which keeps the lead.
+/* Run a queued job if there is one, else lead (read the channel) when
+ * no other thread does.  On reading a job, pass the lead on to an idle
+ * thread and run the job; with no idle thread, queue the job and read
+ * on.  Control messages that need no job are handled by the reader,
+ * which keeps the lead.  Jobs still queued when the channel ends are
+ * dropped: nobody would take their replies.
  */
 static void *
 serve (void *arg)
@@ -221,20 +236,53 @@ serve (void *arg)
     int r;
 
     pthread_mutex_lock (&lead_lock);
-    while (leader_busy && !done)
+    while (!queue_head && leader_busy && !done) {
+      nr_idle++;
       pthread_cond_wait (&lead_cond, &lead_lock);
+      nr_idle--;
+    }
     if (done) {
+      while ((job = queue_head) != NULL) {
+        queue_head = job->next;
+        nbdkit__job_free (job);
+      }
+      queue_tail = &queue_head;
       pthread_mutex_unlock (&lead_lock);
       return NULL;
+    }
+    if (queue_head) {
+      job = queue_head;
+      queue_head = job->next;
+      if (!queue_head)
+        queue_tail = &queue_head;
+      pthread_mutex_unlock (&lead_lock);
+      job->next = NULL;
+      run (job);
+      continue;
     }
     leader_busy = true;
     pthread_mutex_unlock (&lead_lock);
 
-    do
+    for (;;) {
       r = read_job (&job);
-    while (r == 0 && !job);
+      if (r == -1) {
+        pthread_mutex_lock (&lead_lock);
+        break;
+      }
+      if (!job)
+        continue;
+      pthread_mutex_lock (&lead_lock);
+      /* Before the pool starts (nr_threads 0) the reader runs it. */
+      if (nr_idle > 0 || nr_threads <= 1)
+        break;
+      job->next = NULL;
+      *queue_tail = job;
+      queue_tail = &job->next;
+      pthread_mutex_unlock (&lead_lock);
+      job = NULL;
+    }
 
-    pthread_mutex_lock (&lead_lock);
+    /* lead_lock is held. */
     leader_busy = false;
     if (r == -1) {
       done = true;
@@ -257,11 +305,14 @@ nbdkit__workers_start (unsigned n)
     return;
   if (n == 0)
     n = DEFAULT_WORKERS;
-  /* Serialized models need one thread only: the main thread. */
+  /* Serialized models need one thread only to run jobs. */
   if (nbdkit__thread_model != NBDKIT_THREAD_MODEL_PARALLEL &&
       nbdkit__thread_model != NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS)
     n = 1;
-  /* The main thread is one of them. */
+  /* One more, so that one reads while n run jobs; the main thread is
+   * one of them.
+   */
+  n++;
   threads = calloc (n, sizeof *threads);
   if (!threads) {
     fprintf (stderr, "error: out of memory\n");

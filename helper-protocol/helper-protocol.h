@@ -31,8 +31,8 @@
  * any order.  The backend never sends anything else.
  *
  * Control messages (HELLO..ATTACH_FD) carry a UTF-8 JSON object as payload
- * in both directions (an empty payload means {}).  Data messages carry
- * binary payloads.  An error reply (status != 0) carries an optional
+ * in both directions (an empty payload means {}).  PING carries none
+ * either way.  Data messages carry binary payloads.  An error reply (status != 0) carries an optional
  * UTF-8 human-readable message as payload (no JSON).
  */
 
@@ -77,6 +77,9 @@ enum hp_type {
   HP_SHUTDOWN        = 10,  /* reply, then the backend exits 0 */
   HP_ATTACH_FD       = 11,  /* {"purpose":..}; one fd via SCM_RIGHTS */
 
+  /* Liveness: no payload either way (see HP_FEATURE_PING). */
+  HP_PING            = 12,
+
   /* Data messages: binary payloads, header handle/offset/count. */
   HP_PREAD           = 16,  /* reply payload: count bytes */
   HP_PWRITE          = 17,  /* request payload: count bytes */
@@ -116,6 +119,16 @@ enum hp_type {
  *            same arena is attached to every incarnation of the backend.
  */
 #define HP_FEATURE_SHM "shm"
+
+/*   "ping"   the backend answers HP_PING.  Only a backend that lists it
+ *            is ever sent PING: at any time after HELLO, handle 0,
+ *            offset and count 0, no payload.  The backend answers at
+ *            once with status 0 and no payload, from the thread that
+ *            reads the channel, never waiting for its own code or for
+ *            other requests: a reply proves the process is alive and
+ *            reads its channel, however slow the requests in progress.
+ */
+#define HP_FEATURE_PING "ping"
 #define HP_SHM_REF_SIZE 8         /* payload of a HP_FLAG_SHM request */
 
 /* Request flags. */
@@ -189,13 +202,15 @@ extern int hp_decode_header (const unsigned char buf[HP_HEADER_SIZE],
  * hp_check_request: a decoded request is self-consistent (data counts
  * within HP_MAX_DATA, PWRITE payload_len == count, or
  * HP_SHM_REF_SIZE for a PREAD or PWRITE with HP_FLAG_SHM, other data
- * requests carry no payload, offset + count does not overflow).
+ * requests carry no payload, offset + count does not overflow; PING
+ * has no payload and a zero handle, offset and count).
  *
  * hp_check_reply: a decoded reply answers req: same type, and for a
  * successful reply a payload of the right shape (PREAD: exactly count
  * bytes, or none with HP_FLAG_ZEROS or HP_FLAG_SHM if the request
  * allowed it; EXTENTS: a non-empty multiple of HP_EXTENT_SIZE; other data
- * replies: empty).  A status must be one of enum hp_error.
+ * replies: empty; PING: status 0 and no payload, always).  A status
+ * must be one of enum hp_error.
  *
  * Both return 0 or -1 with *why set.
  */

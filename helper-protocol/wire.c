@@ -106,6 +106,17 @@ hp_check_request (const struct hp_header *req, const char **why)
   }
   if (hp_type_is_control (req->type))
     return 0;
+  if (req->type == HP_PING) {
+    if (req->payload_len != 0) {
+      *why = "payload on a PING request";
+      return -1;
+    }
+    if (req->handle != 0 || req->offset != 0 || req->count != 0) {
+      *why = "PING with a handle, offset or count";
+      return -1;
+    }
+    return 0;
+  }
 
   switch (req->type) {
   case HP_FLUSH:
@@ -166,6 +177,13 @@ hp_check_reply (const struct hp_header *req,
     *why = "unknown error code in status";
     return -1;
   }
+  if (req->type == HP_PING) {
+    if (reply->status != 0 || reply->payload_len != 0) {
+      *why = "PING reply that is not an empty success";
+      return -1;
+    }
+    return 0;
+  }
   if (reply->status != 0 || hp_type_is_control (req->type))
     return 0;                   /* message text or JSON: any length */
 
@@ -221,7 +239,7 @@ static const char *const type_names[] = {
   [HP_DUMP] = "DUMP", [HP_LIST_EXPORTS] = "LIST_EXPORTS",
   [HP_DEFAULT_EXPORT] = "DEFAULT_EXPORT", [HP_OPEN] = "OPEN",
   [HP_CLOSE] = "CLOSE", [HP_SHUTDOWN] = "SHUTDOWN",
-  [HP_ATTACH_FD] = "ATTACH_FD",
+  [HP_ATTACH_FD] = "ATTACH_FD", [HP_PING] = "PING",
   [HP_PREAD] = "PREAD", [HP_PWRITE] = "PWRITE", [HP_FLUSH] = "FLUSH",
   [HP_TRIM] = "TRIM", [HP_ZERO] = "ZERO", [HP_CACHE] = "CACHE",
   [HP_EXTENTS] = "EXTENTS",

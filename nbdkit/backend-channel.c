@@ -388,6 +388,23 @@ on_readable (struct ev_loop *l, ev_io *w, int revents)
     update_timeout ();
 }
 
+/* The backend has exited: take the replies it wrote before it went
+ * (such as SHUTDOWN's, which may be read after its exit was seen).
+ * Stops at the end of what is buffered in the socket.
+ */
+void
+channel_read_remaining (void)
+{
+  int i;
+
+  for (i = 0; chan_fd >= 0 && i < 64; ++i) {
+    if (process_input () == -1 || inbuf_fill (&in, chan_fd) <= 0)
+      break;
+  }
+  if (chan_fd >= 0)
+    process_input ();
+}
+
 /* ---- writing requests ---- */
 
 static void
@@ -673,8 +690,10 @@ compare_ids (const void *a, const void *b)
 }
 
 /* Is it safe to send this request again to a new backend?  Data
- * requests are idempotent; so are OPEN (a new handle), LIST_EXPORTS and
- * DEFAULT_EXPORT.  Start-up messages are replayed by the supervisor.
+ * requests are idempotent; so are OPEN (a new handle), LIST_EXPORTS,
+ * DEFAULT_EXPORT and PING (the watchdog's then asks the new backend).
+ * Start-up messages are replayed by the supervisor, and what is sent
+ * with CH_STARTUP (the supervisor's own PING too) is for one backend.
  */
 static bool
 may_resend (const struct pending *p)
@@ -684,7 +703,7 @@ may_resend (const struct pending *p)
   switch (p->req.type) {
   case HP_PREAD: case HP_PWRITE: case HP_FLUSH: case HP_TRIM:
   case HP_ZERO: case HP_CACHE: case HP_EXTENTS:
-  case HP_OPEN: case HP_LIST_EXPORTS: case HP_DEFAULT_EXPORT:
+  case HP_OPEN: case HP_LIST_EXPORTS: case HP_DEFAULT_EXPORT: case HP_PING:
     return p->sends < 2;
   default:
     return false;

@@ -6,11 +6,19 @@
  * (arg), and the loop is woken through an ev_async to run done (arg).
  * The threads start on first use.  work must not touch front-end state
  * and must not block forever.
+ *
+ * The loop never waits for the queues' mutex either: it only tries it
+ * (pthread_mutex_trylock).  Jobs it could not hand over wait in a list
+ * of its own, and done jobs in the workers' list, for the next turn,
+ * which the ev_async (sent to itself) makes come at once.  It wakes the
+ * workers with a semaphore (one post per job), not a condition
+ * variable, whose signal may wait for earlier waiters.
  */
 
 #include <config.h>
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 
@@ -26,9 +34,10 @@ struct job {
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static sem_t todo_count;        /* jobs in todo, not yet taken */
 static struct job *todo_head, *todo_tail;      /* for the workers */
 static struct job *done_head, *done_tail;      /* for the loop */
+static struct job *new_head, *new_tail;        /* the loop's, not handed over */
 static ev_async wakeup;
 static bool started;
 static unsigned pending;        /* jobs whose done has not run */
@@ -63,9 +72,10 @@ worker (void *unused)
   for (;;) {
     struct job *j;
 
+    while (sem_wait (&todo_count) == -1)     /* never-blocks: a worker */
+      ;
     pthread_mutex_lock (&lock);
-    while (!(j = pop (&todo_head, &todo_tail)))
-      pthread_cond_wait (&cond, &lock);   /* never-blocks: a worker */
+    j = pop (&todo_head, &todo_tail);        /* one for each post */
     pthread_mutex_unlock (&lock);
 
     j->work (j->arg);
@@ -78,22 +88,54 @@ worker (void *unused)
   return NULL;
 }
 
+/* On the loop: give the new jobs to the workers, unless one of them
+ * holds the mutex (then on the next turn).
+ */
+static void
+hand_over (void)
+{
+  struct job *j;
+  unsigned n = 0;
+
+  if (!new_head)
+    return;
+  if (pthread_mutex_trylock (&lock) != 0) {
+    ev_async_send (loop, &wakeup);
+    return;
+  }
+  for (j = new_head; j; j = j->next)
+    n++;
+  if (todo_tail)
+    todo_tail->next = new_head;
+  else
+    todo_head = new_head;
+  todo_tail = new_tail;
+  new_head = new_tail = NULL;
+  pthread_mutex_unlock (&lock);
+  while (n-- > 0)
+    sem_post (&todo_count);
+}
+
 static void
 on_wakeup (struct ev_loop *l, ev_async *w, int revents)
 {
-  struct job *j;
+  struct job *j, *next;
 
-  for (;;) {
-    pthread_mutex_lock (&lock);
-    j = pop (&done_head, &done_tail);
+  if (pthread_mutex_trylock (&lock) != 0)
+    ev_async_send (loop, &wakeup);      /* a worker has it: next turn */
+  else {
+    j = done_head;
+    done_head = done_tail = NULL;
     pthread_mutex_unlock (&lock);
-    if (!j)
-      break;
-    if (--pending == 0)
-      ev_unref (loop);          /* nothing to wait for */
-    j->done (j->arg);
-    free (j);
+    for (; j; j = next) {
+      next = j->next;
+      if (--pending == 0)
+        ev_unref (loop);        /* nothing to wait for */
+      j->done (j->arg);
+      free (j);
+    }
   }
+  hand_over ();
 }
 
 static void
@@ -103,6 +145,7 @@ start_workers (void)
   pthread_t t;
   int i;
 
+  sem_init (&todo_count, 0, 0);
   ev_async_init (&wakeup, on_wakeup);
   ev_async_start (loop, &wakeup);
   ev_unref (loop);              /* only jobs in progress keep the loop */
@@ -134,8 +177,6 @@ worker_submit (void (*work) (void *), void (*done) (void *), void *arg)
   j->arg = arg;
   if (pending++ == 0)
     ev_ref (loop);
-  pthread_mutex_lock (&lock);
-  push (&todo_head, &todo_tail, j);
-  pthread_cond_signal (&cond);
-  pthread_mutex_unlock (&lock);
+  push (&new_head, &new_tail, j);
+  hand_over ();
 }

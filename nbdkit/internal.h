@@ -88,6 +88,8 @@ struct options {
   json_t *server_debug;         /* -D flags for the front end */
   /* Supervision of the backend. */
   double backend_timeout;       /* --backend-timeout, 0 = none */
+  double ping_interval;         /* --backend-ping-interval, 0 = none */
+  double ping_timeout;          /* --backend-ping-timeout */
   unsigned max_restarts;        /* --backend-max-restarts */
   double restart_window;        /* --backend-restart-window */
   bool on_failure_error;        /* --backend-failure=error */
@@ -376,6 +378,8 @@ typedef void (*backend_open_cb) (void *opaque, struct bhandle *bh,
  */
 extern void supervisor_start (void (*hello_done) (void));
 extern void supervisor_stop (void);
+/* The backend now running listed "ping" in its HELLO features. */
+extern bool supervisor_backend_answers_ping (void);
 extern bool supervisor_may_hold (void);
 extern unsigned supervisor_restarts (void);
 extern void supervisor_protocol_error (const char *why);
@@ -431,7 +435,10 @@ typedef void (*backend_cb) (void *opaque, const struct hp_header *reply,
 typedef void (*channel_timeout_cb) (const struct hp_header *req,
                                     double waited);
 
-#define CH_STARTUP 1            /* sent while starting; never held */
+#define CH_STARTUP 1            /* sent while starting, or for this
+                                 * backend only (the supervisor's CLOSE,
+                                 * PING, SHUTDOWN); never held nor sent
+                                 * again */
 #define CH_DATA   2             /* the caller releases the payload of a
                                  * PREAD reply with data_free (so it may
                                  * be an arena slot) */
@@ -442,6 +449,8 @@ extern void channel_open (int fd);
  */
 extern void channel_close (bool keep_for_resend);
 extern bool channel_is_open (void);
+/* The backend exited: handle the replies it sent before it went. */
+extern void channel_read_remaining (void);
 /* The backend is ready: send what was held. */
 extern void channel_set_ready (void);
 extern void channel_fail_held (void);

@@ -157,8 +157,10 @@ on_ping (void *opaque, const struct hp_header *reply, void *payload,
 }
 
 /* Each tick: the loop is alive (it runs this), and the backend answered
- * the previous ping; then ping it again.  A backend being restarted
- * holds the ping until it is back.
+ * the previous ping; then ping it again: with PING if the backend
+ * answers it (its library does, without running any backend code),
+ * else with DEFAULT_EXPORT.  A backend being restarted holds the ping
+ * until it is back.
  */
 static void
 on_watchdog_timer (struct ev_loop *l, ev_timer *w, int revents)
@@ -170,10 +172,16 @@ on_watchdog_timer (struct ev_loop *l, ev_timer *w, int revents)
   if (!ping_in_flight) {
     ping_in_flight = true;
     ping_answered = false;
-    channel_send_json (HP_DEFAULT_EXPORT, NULL,
-                       json_pack ("{s:b, s:b}", "readonly", opt.readonly,
-                                  "tls", 0),
-                       0, on_ping, NULL);
+    if (supervisor_backend_answers_ping ()) {
+      struct hp_header h = { .type = HP_PING };
+
+      channel_send (&h, NULL, NULL, 0, 0, on_ping, NULL);
+    }
+    else
+      channel_send_json (HP_DEFAULT_EXPORT, NULL,
+                         json_pack ("{s:b, s:b}", "readonly", opt.readonly,
+                                    "tls", 0),
+                         0, on_ping, NULL);
   }
 }
 

@@ -15,10 +15,21 @@
  *   FAILED    more than opt.max_restarts restarts in the window: the
  *             server exits 1, or (--backend-failure=error) every request
  *             fails with EIO.
- *   STOPPING  the server is shutting down.
+ *   STOPPING  the server is shutting down: the requests in flight
+ *             finish, the handles are closed, then SHUTDOWN asks the
+ *             backend to exit; closing the channel, then SIGKILL, if
+ *             it does not within STOP_TIMEOUT.
  *
  * The first start is different: any failure there is a configuration
  * error, reported before the server listens, and the server exits 1.
+ *
+ * Liveness: a backend that listed "ping" in its HELLO features is sent
+ * PING every --backend-ping-interval seconds while READY, busy or not.
+ * Its library answers from the thread that reads the channel, so a slow
+ * request does not delay the answer; no answer within
+ * --backend-ping-timeout seconds means the process is stopped or
+ * deadlocked, and it is killed and restarted like a backend that
+ * exceeded --backend-timeout.
  */
 
 #include <config.h>
@@ -45,6 +56,11 @@ static unsigned restarts;       /* total, for the log and tests */
 static ev_tstamp *restart_times;        /* within the window */
 static unsigned nr_restart_times;
 static ev_timer restart_timer, kill_timer;
+static bool answers_ping;       /* this incarnation listed "ping" */
+static ev_timer ping_timer;     /* every opt.ping_interval */
+static ev_timer pong_timer;     /* opt.ping_timeout after a PING */
+static bool ping_in_flight;
+static ev_tstamp ping_sent_at;
 
 static struct bhandle *handles;
 
@@ -137,13 +153,91 @@ supervisor_channel_lost (void)
     terminate_backend ();
 }
 
+/* A hung backend: what can be sent again waits for the next one. */
+static void
+restart_hung_backend (void)
+{
+  channel_close (true);
+  terminate_backend ();
+}
+
 static void
 on_request_timeout (const struct hp_header *req, double waited)
 {
   nbdkit_error ("%s: the backend did not answer %s within %g seconds; "
                 "restarting it", name (), hp_type_name (req->type), waited);
-  channel_close (true);
-  terminate_backend ();
+  restart_hung_backend ();
+}
+
+/* ---- liveness: PING ---- */
+
+bool
+supervisor_backend_answers_ping (void)
+{
+  return answers_ping;
+}
+
+static void
+on_pong (void *opaque, const struct hp_header *reply, void *payload,
+         uint32_t len)
+{
+  free (payload);
+  ping_in_flight = false;
+  ev_timer_stop (loop, &pong_timer);
+  if (reply && ev_now (loop) - ping_sent_at >= 1.0)
+    nbdkit_debug ("%s: the backend answered a ping in %.1f seconds",
+                  name (), ev_now (loop) - ping_sent_at);
+}
+
+static void
+on_pong_timer (struct ev_loop *l, ev_timer *w, int revents)
+{
+  if (!ping_in_flight || state != READY)
+    return;
+  nbdkit_error ("backend %s did not answer a ping in %g s: killing it",
+                name (), opt.ping_timeout);
+  restart_hung_backend ();      /* fails the PING: on_pong runs */
+}
+
+static void
+on_ping_timer (struct ev_loop *l, ev_timer *w, int revents)
+{
+  struct hp_header h = { .type = HP_PING };
+
+  if (!answers_ping || ping_in_flight || state != READY ||
+      !channel_is_open ())
+    return;
+  ping_in_flight = true;
+  ping_sent_at = ev_now (loop);
+  ev_timer_set (&pong_timer, opt.ping_timeout, 0);
+  ev_timer_start (loop, &pong_timer);
+  /* CH_STARTUP: never held nor sent again; it asks this process. */
+  channel_send (&h, NULL, NULL, 0, CH_STARTUP, on_pong, NULL);
+}
+
+/* Pinging runs from the first READY to the stop, doing nothing while
+ * the backend is not READY; it does not keep the loop alive.
+ */
+static void
+ping_start (void)
+{
+  if (opt.ping_interval <= 0 || ev_is_active (&ping_timer))
+    return;
+  ev_timer_init (&pong_timer, on_pong_timer, opt.ping_timeout, 0);
+  ev_timer_init (&ping_timer, on_ping_timer, opt.ping_interval,
+                 opt.ping_interval);
+  ev_timer_start (loop, &ping_timer);
+  ev_unref (loop);
+}
+
+static void
+ping_stop (void)
+{
+  if (ev_is_active (&ping_timer)) {
+    ev_ref (loop);
+    ev_timer_stop (loop, &ping_timer);
+  }
+  ev_timer_stop (loop, &pong_timer);
 }
 
 /* ---- handles ---- */
@@ -591,6 +685,19 @@ attach_next (void)
   }
 }
 
+/* The HELLO reply lists name in its "features". */
+static bool
+has_feature (json_t *hello, const char *name)
+{
+  json_t *f;
+  size_t i;
+
+  json_array_foreach (json_object_get (hello, "features"), i, f)
+    if (json_is_string (f) && strcmp (json_string_value (f), name) == 0)
+      return true;
+  return false;
+}
+
 static void
 on_hello (void *opaque, const struct hp_header *reply, void *payload,
           uint32_t len)
@@ -602,6 +709,7 @@ on_hello (void *opaque, const struct hp_header *reply, void *payload,
   if (!j)
     return;
   version = json_integer_value (json_object_get (j, "protocol"));
+  answers_ping = has_feature (j, HP_FEATURE_PING);
   if (version != HP_PROTOCOL_VERSION) {
     start_failed ("the backend speaks helper protocol version %lld, "
                   "this server speaks version %d",
@@ -626,6 +734,7 @@ start_incarnation (void)
   json_t *req;
 
   state = STARTING;
+  answers_ping = false;
   if (!backend_spawn ()) {
     start_failed ("could not start the backend process");
     return;
@@ -742,7 +851,14 @@ supervisor_backend_exited (void)
   ev_timer_stop (loop, &kill_timer);
   /* Nothing writes the slots it had any more. */
   arena_release_quarantine ();
-  if (state == STOPPING || state == FAILED || server_quitting ()) {
+  if (state == STOPPING) {
+    /* Its answer to SHUTDOWN may still be in the socket. */
+    channel_read_remaining ();
+    channel_close (false);
+    channel_fail_held ();
+    return;
+  }
+  if (state == FAILED || server_quitting ()) {
     channel_close (false);
     return;
   }
@@ -779,6 +895,10 @@ supervisor_start (void (*hello_done) (void))
       ev_run (loop, EVRUN_ONCE);
     die ("%s: %s", name (), start_error ? start_error : "failed to start");
   }
+  if (answers_ping && opt.ping_interval > 0)
+    nbdkit_debug ("%s: pinging the backend every %g seconds (timeout %g "
+                  "seconds)", name (), opt.ping_interval, opt.ping_timeout);
+  ping_start ();
 }
 
 /* ---- stopping ---- */
@@ -793,6 +913,26 @@ on_stop_timeout (struct ev_loop *l, ev_timer *w, int revents)
   }
 }
 
+/* 0 while SHUTDOWN waits for its reply, 1 answered, -1 failed. */
+static int shutdown_result;
+
+static void
+on_shutdown_reply (void *opaque, const struct hp_header *reply,
+                   void *payload, uint32_t len)
+{
+  if (reply && reply->status == 0) {
+    nbdkit_debug ("%s: the backend answered SHUTDOWN", name ());
+    shutdown_result = 1;
+  }
+  else {
+    nbdkit_debug ("%s: SHUTDOWN failed: %s", name (),
+                  !reply ? "no reply" : payload ? (const char *) payload
+                  : hp_error_name (reply->status));
+    shutdown_result = -1;
+  }
+  free (payload);
+}
+
 void
 supervisor_stop (void)
 {
@@ -801,24 +941,42 @@ supervisor_stop (void)
 
   state = STOPPING;
   ev_timer_stop (loop, &restart_timer);
+  ping_stop ();
   ev_timer_init (&timer, on_stop_timeout, STOP_TIMEOUT, 0);
   ev_timer_start (loop, &timer);
 
   /* Let the requests in flight finish, close the handles (normally all
-   * closed by now with their connections), then closing the channel
-   * asks the backend to exit.  All within STOP_TIMEOUT, else SIGKILL.
+   * closed by now with their connections), then SHUTDOWN asks the
+   * backend to exit; once it answered (or could not), closing the
+   * channel tells it again.  All within STOP_TIMEOUT, else SIGKILL.
    */
   channel_fail_held ();
   while (backend_pid () > 0 && channel_is_open () && channel_in_flight () > 0)
     ev_run (loop, EVRUN_ONCE);
+  /* A handle belongs to the chain of its connection, which may still
+   * exist (a connection is freed when its last reference goes, perhaps
+   * on a later turn of the loop): close it in the backend and leave it
+   * to backend_close to free.
+   */
   while ((bh = handles) != NULL) {
     bhandle_unlink (bh);
     if (bh->valid && channel_is_open ())
       send_close (bh->id);
-    bhandle_free (bh);
+    bh->valid = false;
   }
   while (backend_pid () > 0 && channel_is_open () && channel_in_flight () > 0)
     ev_run (loop, EVRUN_ONCE);
+  if (backend_pid () > 0 && channel_is_open () && started_once) {
+    struct hp_header h = { .type = HP_SHUTDOWN };
+    char *s = strdup ("{}");
+
+    nbdkit_debug ("%s: sending SHUTDOWN", name ());
+    shutdown_result = 0;
+    channel_send (&h, NULL, s, s ? 2 : 0, CH_STARTUP, on_shutdown_reply,
+                  NULL);
+    while (backend_pid () > 0 && channel_is_open () && shutdown_result == 0)
+      ev_run (loop, EVRUN_ONCE);
+  }
   channel_close (false);
   while (backend_pid () > 0)
     ev_run (loop, EVRUN_ONCE);

@@ -62,3 +62,24 @@ s.close()
     start_server memory 1M
     [ "$(zombies)" -eq 0 ]
 }
+
+# With -s the connection is the server: however the client ends it,
+# the server exits 0 -- and frees the backend's handles only once the
+# connection that owns them is gone (it once crashed here, exit 139).
+@test "with -s, a client that ends after NBD_OPT_GO in any way leaves the server exiting 0" {
+    local go='\0\0\0\3IHAVEOPT\0\0\0\7\0\0\0\6\0\0\0\0\0\0'
+    local req='\x25\x60\x95\x13\0\0'
+    local ending
+    for ending in '' \
+        "$req\0\2\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" \
+        "$req\0\0\0\0\0\0\0\0\0\0\1\0\0\0\0\0\0\0\0\0\0\x10\0" \
+        "$req\0\0\0\0\0\0\0\0\0\0\1\0\0\0\0\0\0\0\0\0\0\x10\0$req\0\2\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" \
+        "$req\0\1\0\0\0\0\0\0\0\0\0\2\0\0\0\0\0\0\0\0\0\0\x10\0abc" \
+        "$req\0"; do
+        run bash -c "printf '$go$ending' | '$NBDKIT' -f -s memory 1M >/dev/null"
+        echo "ending '$ending': status $status: $output"
+        [ "$status" -eq 0 ]
+    done
+    run bash -c "printf '\0\0\0\3IHAVEOPT\0\0\0\2\0\0\0\0' | '$NBDKIT' -f -s memory 1M >/dev/null"
+    [ "$status" -eq 0 ]
+}

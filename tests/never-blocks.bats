@@ -15,7 +15,7 @@ blocking='(^|[^A-Za-z0-9_.>])(sleep|usleep|nanosleep|clock_nanosleep|pread|pwrit
 # Known to break the rule, being fixed: the cow overlay's and the cache
 # file's I/O still runs on the loop (issue 15 moves it to the worker
 # pool).  Remove a file from this list when it is fixed.
-known_blocking="nbdkit/filter-tmpfile.c filters/cow.c"
+known_blocking=""
 
 # Lines that call a blocking primitive without saying why it is safe.
 unexplained() {

@@ -184,6 +184,22 @@ main (void)
   ok (!request_fails (&h), "control request with a JSON payload");
   h = req (HP_OPEN | HP_REPLY);
   ok (request_fails (&h), "a reply where a request is expected");
+  h = (struct hp_header) { .type = HP_PING, .id = 7 };
+  ok (!decode_fails (&h) && !request_fails (&h), "PING request");
+  h.flags = HP_FLAG_FUA;
+  ok (decode_fails (&h), "PING with a flag");
+  h.flags = 0;
+  h.payload_len = 2;
+  ok (request_fails (&h), "PING request with a payload");
+  h.payload_len = 0;
+  h.handle = 1;
+  ok (request_fails (&h), "PING request with a handle");
+  h.handle = 0;
+  h.offset = 512;
+  ok (request_fails (&h), "PING request with an offset");
+  h.offset = 0;
+  h.count = 512;
+  ok (request_fails (&h), "PING request with a count");
 
   /* hp_check_reply. */
   h = req (HP_PREAD);
@@ -243,6 +259,17 @@ main (void)
   d.type |= HP_REPLY;
   d.payload_len = 1;
   ok (reply_fails (&h, &d), "FLUSH reply with a payload");
+  h = (struct hp_header) { .type = HP_PING, .id = 7 };
+  d = h;
+  d.type |= HP_REPLY;
+  ok (!decode_fails (&d) && !reply_fails (&h, &d), "empty PING reply");
+  d.payload_len = 2;
+  ok (reply_fails (&h, &d), "PING reply with a payload");
+  d.payload_len = 0;
+  d.status = HP_EIO;
+  ok (reply_fails (&h, &d), "PING error reply");
+  d.payload_len = 5;
+  ok (reply_fails (&h, &d), "PING error reply with a message");
 
   /* Errors. */
   {
@@ -285,6 +312,10 @@ main (void)
   ok (strcmp (hp_type_name (HP_ATTACH_FD | HP_REPLY), "ATTACH_FD") == 0 &&
       hp_type_is_control (HP_ATTACH_FD) && !hp_type_is_control (HP_PREAD),
       "type names and classes");
+  ok (strcmp (hp_type_name (HP_PING | HP_REPLY), "PING") == 0 &&
+      hp_type_is_known (HP_PING) && !hp_type_is_control (HP_PING) &&
+      !hp_type_is_known (13) && !hp_type_is_known (15),
+      "PING is known, and neither control nor data");
 
   printf ("1..%d\n", test_nr);
   return failures ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -10,6 +10,11 @@
  * scripts see as $tmpdir.  Callbacks may run on several worker threads
  * at once: after start-up, the state here is read-only, except the
  * handles, which belong to one connection each.
+ *
+ * This file has what every method needs (running one, its messages,
+ * the conventions of its arguments and output) and the methods of
+ * start-up, exports and connections; methods-caps.c has the
+ * capabilities (can_*), methods-data.c the data methods.
  */
 
 #include <config.h>
@@ -28,16 +33,10 @@
 #include <unistd.h>
 
 #include "methods.h"
+#include "methods-internal.h"
 
 /* The arguments of a method: at most this many after its name. */
 #define MAX_METHOD_ARGS 8
-
-/* A connection's handle. */
-struct sh_handle {
-  char *h;                      /* what the script's open printed */
-  int zero;                     /* the script's can_zero: 1 or 0 */
-  char *description;            /* export_description, kept for the reply */
-};
 
 static char *tmpdir;            /* $tmpdir of the scripts */
 static char **child_env;        /* the environment of the scripts */
@@ -53,8 +52,7 @@ static pthread_mutex_t default_names_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- messages ---- */
 
-/* nbdkit_error, prefixed with "LABEL: METHOD: ", and errno for it. */
-static void __attribute__ ((format (printf, 3, 4)))
+void
 method_error (int err, const char *method, const char *fmt, ...)
 {
   va_list ap;
@@ -70,8 +68,7 @@ method_error (int err, const char *method, const char *fmt, ...)
   nbdkit_set_error (err);
 }
 
-/* Exit status 3 from a method that is not a boolean. */
-static int
+int
 bad_false (const char *method)
 {
   method_error (EIO, method, "exit status 3 (false) is only meaningful "
@@ -193,10 +190,7 @@ run_method (const char *method, const char *const *args, struct call_io *io)
                    method, io);
 }
 
-/* A method whose only result is success: 0, or -1 after an error; a
- * missing one returns if_missing.
- */
-static int
+int
 simple_method (const char *method, const char *const *args,
                struct call_io *io, int if_missing)
 {
@@ -224,8 +218,7 @@ chomp (char *s, size_t *len)
     *len = n;
 }
 
-/* The output without blanks at either end. */
-static char *
+char *
 trim (char *s)
 {
   size_t n;
@@ -237,8 +230,7 @@ trim (char *s)
   return s;
 }
 
-/* Flags as the scripts see them: comma-separated words. */
-static void
+void
 flags_string (uint32_t flags, char *buf, size_t len)
 {
   static const struct { uint32_t flag; const char *word; } words[] = {
@@ -687,365 +679,4 @@ methods_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
   }
   free (io.out);
   return 0;
-}
-
-/* ---- capabilities ---- */
-
-/* A boolean method: 1 (exit 0), 0 (exit 3), if_missing (exit 2) or -1.
- * For eval, a can_* method that is not given but whose operation is
- * (implied_by, e.g. pwrite for can_write) is true, as with a plugin.
- */
-static int
-boolean_method (struct sh_handle *h, const char *method,
-                const char *implied_by, int if_missing)
-{
-  const char *args[] = { h->h, NULL };
-
-  if (implied_by && script_defined (method) == 0 &&
-      script_defined (implied_by) == 1)
-    return 1;
-  switch (run_method (method, args, NULL)) {
-  case CALL_OK:
-    return 1;
-  case CALL_FALSE:
-    return 0;
-  case CALL_MISSING:
-    return if_missing;
-  default:
-    return -1;
-  }
-}
-
-int
-methods_can_write (void *handle)
-{
-  return boolean_method (handle, "can_write", "pwrite", 0);
-}
-
-int
-methods_can_flush (void *handle)
-{
-  return boolean_method (handle, "can_flush", "flush", 0);
-}
-
-int
-methods_is_rotational (void *handle)
-{
-  return boolean_method (handle, "is_rotational", NULL, 0);
-}
-
-int
-methods_can_trim (void *handle)
-{
-  return boolean_method (handle, "can_trim", "trim", 0);
-}
-
-int
-methods_can_zero (void *handle)
-{
-  struct sh_handle *h = handle;
-  int r = boolean_method (h, "can_zero", "zero", 0);
-
-  if (r == -1)
-    return -1;
-  /* A script that cannot zero still gets zero requests, which are
-   * then written as zeroes with pwrite (see methods_zero).
-   */
-  h->zero = r;
-  return 1;
-}
-
-int
-methods_can_fast_zero (void *handle)
-{
-  struct sh_handle *h = handle;
-  int r = boolean_method (h, "can_fast_zero", NULL, 2);
-
-  /* Without an answer: fast exactly when zeroing is emulated, because
-   * an emulated fast zero fails at once.
-   */
-  return r == 2 ? !h->zero : r;
-}
-
-int
-methods_can_extents (void *handle)
-{
-  return boolean_method (handle, "can_extents", "extents", 0);
-}
-
-int
-methods_can_multi_conn (void *handle)
-{
-  return boolean_method (handle, "can_multi_conn", NULL, 0);
-}
-
-/* can_fua and can_cache: none, emulate or native. */
-static int
-level_method (struct sh_handle *h, const char *method, int none,
-              int emulate, int native, int if_missing)
-{
-  const char *args[] = { h->h, NULL };
-  struct call_io io = { .want_out = 1 };
-  const char *s;
-  int r;
-
-  switch (run_method (method, args, &io)) {
-  case CALL_OK:
-    break;
-  case CALL_MISSING:
-    return if_missing;
-  case CALL_FALSE:
-    return bad_false (method);
-  default:
-    return -1;
-  }
-  s = trim (io.out);
-  if (strcasecmp (s, "none") == 0)
-    r = none;
-  else if (strcasecmp (s, "emulate") == 0)
-    r = emulate;
-  else if (strcasecmp (s, "native") == 0)
-    r = native;
-  else {
-    method_error (EINVAL, method, "the script printed '%s' (print none, "
-                  "emulate or native)", s);
-    r = -1;
-  }
-  free (io.out);
-  return r;
-}
-
-int
-methods_can_fua (void *handle)
-{
-  int flush = methods_can_flush (handle);
-
-  if (flush == -1)
-    return -1;
-  return level_method (handle, "can_fua", NBDKIT_FUA_NONE,
-                       NBDKIT_FUA_EMULATE, NBDKIT_FUA_NATIVE,
-                       flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE);
-}
-
-int
-methods_can_cache (void *handle)
-{
-  return level_method (handle, "can_cache", NBDKIT_CACHE_NONE,
-                       NBDKIT_CACHE_EMULATE, NBDKIT_CACHE_NATIVE,
-                       NBDKIT_CACHE_NONE);
-}
-
-/* ---- data ---- */
-
-int
-methods_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
-               uint32_t flags)
-{
-  struct sh_handle *h = handle;
-  char c[16], o[32];
-  const char *args[] = { h->h, c, o, NULL };
-  struct call_io io = { .want_out = 1, .max_out = count };
-
-  snprintf (c, sizeof c, "%" PRIu32, count);
-  snprintf (o, sizeof o, "%" PRIu64, offset);
-  switch (run_method ("pread", args, &io)) {
-  case CALL_OK:
-    break;
-  case CALL_MISSING:
-    method_error (EIO, "pread", "the script must have a pread method");
-    return -1;
-  case CALL_FALSE:
-    return bad_false ("pread");
-  default:
-    return -1;
-  }
-  if (io.outlen != count) {
-    method_error (EIO, "pread", "the script printed %zu bytes, but %" PRIu32
-                  " were asked for (offset %" PRIu64 ")", io.outlen, count,
-                  offset);
-    free (io.out);
-    return -1;
-  }
-  memcpy (buf, io.out, count);
-  free (io.out);
-  return 0;
-}
-
-int
-methods_pwrite (void *handle, const void *buf, uint32_t count,
-                uint64_t offset, uint32_t flags)
-{
-  struct sh_handle *h = handle;
-  char c[16], o[32], f[64];
-  const char *args[] = { h->h, c, o, f, NULL };
-  struct call_io io = { .in = buf, .inlen = count };
-  int r;
-
-  snprintf (c, sizeof c, "%" PRIu32, count);
-  snprintf (o, sizeof o, "%" PRIu64, offset);
-  flags_string (flags, f, sizeof f);
-  r = simple_method ("pwrite", args, &io, 1);
-  if (r == 1) {
-    method_error (EIO, "pwrite", "can_write said true, but the script has "
-                  "no pwrite method");
-    return -1;
-  }
-  return r;
-}
-
-int
-methods_flush (void *handle, uint32_t flags)
-{
-  struct sh_handle *h = handle;
-  const char *args[] = { h->h, NULL };
-
-  /* Missing: nothing to flush (can_flush said true by mistake). */
-  return simple_method ("flush", args, NULL, 0);
-}
-
-int
-methods_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
-{
-  struct sh_handle *h = handle;
-  char c[16], o[32], f[64];
-  const char *args[] = { h->h, c, o, f, NULL };
-
-  snprintf (c, sizeof c, "%" PRIu32, count);
-  snprintf (o, sizeof o, "%" PRIu64, offset);
-  flags_string (flags, f, sizeof f);
-  /* Missing: a trim may do nothing. */
-  return simple_method ("trim", args, NULL, 0);
-}
-
-int
-methods_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
-{
-  struct sh_handle *h = handle;
-  char c[16], o[32], f[64];
-  const char *args[] = { h->h, c, o, f, NULL };
-  int r;
-
-  /* EOPNOTSUPP makes the library write zeroes with pwrite instead (or
-   * fail a fast zero with ENOTSUP at once).
-   */
-  if (!h->zero) {
-    nbdkit_set_error (EOPNOTSUPP);
-    return -1;
-  }
-  snprintf (c, sizeof c, "%" PRIu32, count);
-  snprintf (o, sizeof o, "%" PRIu64, offset);
-  flags_string (flags, f, sizeof f);
-  r = simple_method ("zero", args, NULL, 1);
-  if (r == 1) {
-    nbdkit_debug ("zero: the script has no zero method: writing zeroes");
-    nbdkit_set_error (EOPNOTSUPP);
-    return -1;
-  }
-  return r;
-}
-
-int
-methods_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
-{
-  struct sh_handle *h = handle;
-  char c[16], o[32];
-  const char *args[] = { h->h, c, o, NULL };
-
-  snprintf (c, sizeof c, "%" PRIu32, count);
-  snprintf (o, sizeof o, "%" PRIu64, offset);
-  /* Missing: caching is only advice. */
-  return simple_method ("cache", args, NULL, 0);
-}
-
-/* One line of extents: "offset length [type]", where type is a number,
- * or words hole and zero separated by commas, or nothing (data).
- */
-static int
-parse_extent (char *line, struct nbdkit_extents *extents)
-{
-  char *save = NULL, *word[3], *p = line;
-  char copy[256];
-  int64_t offset, length;
-  uint32_t type = 0;
-  int i;
-
-  snprintf (copy, sizeof copy, "%s", line);
-  for (i = 0; i < 3; ++i, p = NULL)
-    word[i] = strtok_r (p, " \t\r", &save);
-  if (!word[0])
-    return 0;                   /* a blank line */
-  if (!word[1] || strtok_r (NULL, " \t\r", &save)) {
-    method_error (EIO, "extents", "cannot parse the line '%s' (write "
-                  "'offset length [type]')", copy);
-    return -1;
-  }
-  offset = nbdkit_parse_size (word[0]);
-  length = nbdkit_parse_size (word[1]);
-  if (offset == -1 || length == -1) {
-    method_error (EIO, "extents", "cannot parse the line '%s': the offset "
-                  "and length must be sizes", copy);
-    return -1;
-  }
-  if (word[2]) {
-    char *end;
-    unsigned long t;
-
-    errno = 0;
-    t = strtoul (word[2], &end, 0);
-    if (word[2][0] >= '0' && word[2][0] <= '9' && !*end && !errno &&
-        t <= UINT32_MAX)
-      type = (uint32_t) t;
-    else {
-      char *w, *wsave = NULL;
-
-      for (w = strtok_r (word[2], ",", &wsave); w;
-           w = strtok_r (NULL, ",", &wsave)) {
-        if (strcmp (w, "hole") == 0)
-          type |= NBDKIT_EXTENT_HOLE;
-        else if (strcmp (w, "zero") == 0)
-          type |= NBDKIT_EXTENT_ZERO;
-        else {
-          method_error (EIO, "extents", "unknown extent type '%s' in the "
-                        "line '%s' (use a number, or hole and/or zero "
-                        "separated by a comma)", w, copy);
-          return -1;
-        }
-      }
-    }
-  }
-  return nbdkit_add_extent (extents, (uint64_t) offset, (uint64_t) length,
-                            type);
-}
-
-int
-methods_extents (void *handle, uint32_t count, uint64_t offset,
-                 uint32_t flags, struct nbdkit_extents *extents)
-{
-  struct sh_handle *h = handle;
-  char c[16], o[32], f[64];
-  const char *args[] = { h->h, c, o, f, NULL };
-  struct call_io io = { .want_out = 1 };
-  char *line, *save = NULL;
-  int r = 0;
-
-  snprintf (c, sizeof c, "%" PRIu32, count);
-  snprintf (o, sizeof o, "%" PRIu64, offset);
-  flags_string (flags, f, sizeof f);
-  switch (run_method ("extents", args, &io)) {
-  case CALL_OK:
-    break;
-  case CALL_MISSING:
-    method_error (EIO, "extents", "can_extents said true, but the script "
-                  "has no extents method");
-    return -1;
-  case CALL_FALSE:
-    return bad_false ("extents");
-  default:
-    return -1;
-  }
-  for (line = strtok_r (io.out, "\n", &save); r == 0 && line;
-       line = strtok_r (NULL, "\n", &save))
-    r = parse_extent (line, extents);
-  free (io.out);
-  return r;
 }

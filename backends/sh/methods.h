@@ -1,9 +1,10 @@
 /* backends/sh/methods.h: what the sh and eval backends share.
  *
- * methods.c implements every callback of struct nbdkit_backend by
- * running a method of the script (call.c) and parsing what it prints,
- * with the conventions of nbdkit-sh-plugin(3).  The two programs differ
- * only in where a method's code comes from, which each supplies:
+ * methods.c (with methods-caps.c and methods-data.c) implements every
+ * callback of struct nbdkit_backend by running a method of the script
+ * (call.c) and parsing what it prints, with the conventions of
+ * nbdkit-sh-plugin(3).  The two programs differ only in where a
+ * method's code comes from, which each supplies:
  *
  *   sh.c     one executable script: SCRIPT METHOD ARGS...
  *   eval.c   one shell snippet per method: /bin/sh -c CODE ...
@@ -37,7 +38,7 @@ extern size_t script_command (const char *method, const char **argv);
 /* 1: the method is defined, 0: it is not, -1: cannot tell (sh). */
 extern int script_defined (const char *method);
 
-/* ---- provided by methods.c ---- */
+/* ---- provided by methods.c, methods-caps.c, methods-data.c ---- */
 
 /* The backend's private temporary directory ($tmpdir of the scripts),
  * made on first use; the same one after a restart of the backend (its

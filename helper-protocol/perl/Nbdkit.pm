@@ -135,6 +135,7 @@ my $MAX_OFFSET = 9223372036854775807;
 
 my ($HELLO, $CONFIG, $CONFIG_COMPLETE, $GET_READY, $DUMP, $LIST_EXPORTS,
     $DEFAULT_EXPORT, $OPEN, $CLOSE, $SHUTDOWN, $ATTACH_FD) = (1 .. 11);
+my $PING = 12;
 my ($PREAD, $PWRITE, $FLUSH, $TRIM, $ZERO, $CACHE, $EXTENTS) = (16 .. 22);
 
 my ($HP_FUA, $HP_MAY_TRIM, $HP_FAST_ZERO, $HP_REQ_ONE, $HP_ZEROS) =
@@ -219,8 +220,10 @@ sub _read_frame
     _violation (sprintf "a reply (type 0x%04x) from the front end", $t)
         if $t & $REPLY;
     _violation ("unknown message type $t")
-        unless ($t >= $HELLO && $t <= $ATTACH_FD) ||
+        unless ($t >= $HELLO && $t <= $ATTACH_FD) || $t == $PING ||
                ($t >= $PREAD && $t <= $EXTENTS);
+    _violation ("PING with a payload, handle, offset or count")
+        if $t == $PING && ($h{plen} || $h{handle} || $h{offset} || $h{count});
     _violation (sprintf "flags 0x%04x not allowed on type %d", $h{flags}, $t)
         if $h{flags} & ~($ALLOWED_FLAGS{$t} // 0);
     _violation ("a request with status $h{status}") if $h{status};
@@ -857,6 +860,14 @@ sub _serve
             return 0;
         }
         my $t = $req->{type};
+        if ($t == $PING) {
+            # Answered as soon as read.  Requests run here, one at a
+            # time, so none is read during a callback: this backend does
+            # not offer "ping" (the front end never sends it), but
+            # answers one all the same.
+            _reply ($req, 0);
+            next;
+        }
         my $arg;
         if ($t <= $ATTACH_FD) {
             $arg = $req->{payload} eq '' ? {}

@@ -138,6 +138,7 @@ _PROTOCOL_VERSION = 1
 HELLO, CONFIG, CONFIG_COMPLETE, GET_READY, DUMP = 1, 2, 3, 4, 5
 LIST_EXPORTS, DEFAULT_EXPORT, OPEN, CLOSE, SHUTDOWN, ATTACH_FD = \
     6, 7, 8, 9, 10, 11
+PING = 12
 PREAD, PWRITE, FLUSH, TRIM, ZERO, CACHE, EXTENTS = \
     16, 17, 18, 19, 20, 21, 22
 
@@ -306,8 +307,10 @@ class _Channel:
             raise _Violation("bad magic 0x%08x" % magic)
         if typ & _REPLY:
             raise _Violation("a reply (type 0x%04x) from the front end" % typ)
-        if typ not in _CONTROL and typ not in _DATA:
+        if typ not in _CONTROL and typ not in _DATA and typ != PING:
             raise _Violation("unknown message type %d" % typ)
+        if typ == PING and (plen or handle or offset or count):
+            raise _Violation("PING with a payload, handle, offset or count")
         if flags & ~_ALLOWED_FLAGS.get(typ, 0):
             raise _Violation("flags 0x%04x not allowed on type %d"
                              % (flags, typ))
@@ -513,6 +516,14 @@ class _Backend:
                 return 0
             hdr, payload = frame
             typ = hdr[1]
+            if typ == PING:
+                # Answered as soon as read.  Requests run here, one at a
+                # time, so none is read during a callback: this backend
+                # does not offer "ping" (the front end never sends it),
+                # but answers one all the same.
+                self.ch.reply(hdr)
+                self.ch.flush()
+                continue
             req = None
             if typ in _CONTROL:
                 try:

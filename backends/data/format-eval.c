@@ -1,0 +1,381 @@
+/* nbdkit data backend: the evaluator of the data format's tree
+ * (format-tree.h, built by format.c) into a blob: sequences, offsets,
+ * repeats and slices, names and variables, and the values with side
+ * effects, reading files (<FILE) and running scripts (<(SCRIPT)).
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "nbdkit-backend.h"
+#include "format.h"
+#include "format-tree.h"
+
+/* ---- evaluation ---- */
+
+struct binding {
+  char *name;
+  struct blob value;
+};
+
+struct scope {
+  const struct scope *up;
+  struct binding *b;
+  size_t n;
+};
+
+struct evaluator {
+  struct data_var *vars;
+  size_t nvars;
+  int depth;
+};
+
+#define node_error(n, ...) node_error_at ((n)->text, (n)->what, (n)->pos, __VA_ARGS__)
+
+static int eval_value (struct evaluator *ev, const struct node *n,
+                       const struct scope *sc, struct blob *out);
+
+static void
+scope_free (struct scope *sc)
+{
+  size_t i;
+
+  for (i = 0; i < sc->n; i++) {
+    free (sc->b[i].name);
+    blob_reset (&sc->b[i].value);
+  }
+  free (sc->b);
+}
+
+/* Bind name to value (taken over), replacing an earlier binding. */
+static int
+scope_bind (struct scope *sc, const char *name, struct blob *value)
+{
+  struct binding *b;
+  size_t i;
+
+  for (i = 0; i < sc->n; i++) {
+    if (strcmp (sc->b[i].name, name) == 0) {
+      blob_reset (&sc->b[i].value);
+      sc->b[i].value = *value;
+      *value = (struct blob) BLOB_INIT;
+      return 0;
+    }
+  }
+  b = realloc (sc->b, (sc->n + 1) * sizeof *b);
+  if (!b) {
+    nbdkit_error ("out of memory: %m");
+    return -1;
+  }
+  sc->b = b;
+  b[sc->n].name = strdup (name);
+  if (!b[sc->n].name) {
+    nbdkit_error ("out of memory: %m");
+    return -1;
+  }
+  b[sc->n].value = *value;
+  *value = (struct blob) BLOB_INIT;
+  sc->n++;
+  return 0;
+}
+
+static const struct blob *
+scope_find (const struct scope *sc, const char *name)
+{
+  size_t i;
+
+  for (; sc; sc = sc->up)
+    for (i = 0; i < sc->n; i++)
+      if (strcmp (sc->b[i].name, name) == 0)
+        return &sc->b[i].value;
+  return NULL;
+}
+
+static int
+eval_sequence (struct evaluator *ev, const struct node *seq,
+               const struct scope *up, struct blob *out)
+{
+  struct scope sc = { .up = up };
+  uint64_t at = 0, end = 0;
+  size_t i;
+  int r = -1;
+
+  for (i = 0; i < seq->n; i++) {
+    const struct node *n = seq->items[i];
+    struct blob v = BLOB_INIT;
+
+    switch (n->type) {
+    case N_ABS:
+      at = n->u;
+      break;
+    case N_FWD:
+      if (n->u > (uint64_t) INT64_MAX - at) {
+        node_error (n, "moves the offset %" PRIu64 " past 2^63-1", at);
+        goto out;
+      }
+      at += n->u;
+      break;
+    case N_BACK:
+      if (n->u > at) {
+        node_error (n, "moves the offset %" PRIu64 " before the start%s",
+                    at, up ? " of the enclosing '( ... )'" : "");
+        goto out;
+      }
+      at -= n->u;
+      break;
+    case N_ALIGN:
+      if (at % n->u) {
+        if (n->u - at % n->u > (uint64_t) INT64_MAX - at) {
+          node_error (n, "aligns the offset %" PRIu64 " past 2^63-1", at);
+          goto out;
+        }
+        at += n->u - at % n->u;
+      }
+      break;
+    case N_ASSIGN:
+      if (eval_value (ev, n->child, &sc, &v) == -1 ||
+          scope_bind (&sc, n->str, &v) == -1) {
+        blob_reset (&v);
+        goto out;
+      }
+      break;
+    case N_BYTES:               /* straight in: no need for a copy */
+      if ((n->len == 1 ? blob_put_fill (out, at, n->bytes[0], 1)
+                       : blob_put (out, at, n->bytes, n->len)) == -1)
+        goto out;
+      at += n->len;
+      break;
+    default:
+      if (eval_value (ev, n, &sc, &v) == -1 ||
+          blob_insert (out, at, &v) == -1) {
+        blob_reset (&v);
+        goto out;
+      }
+      at += v.len;
+      blob_reset (&v);
+    }
+    if (at > end)
+      end = at;
+  }
+  if (end > out->len)
+    out->len = end;
+  r = 0;
+ out:
+  scope_free (&sc);
+  return r;
+}
+
+static int
+read_file (const struct node *n, struct blob *out)
+{
+  FILE *fp = fopen (n->str, "rb");
+  unsigned char buf[65536];
+  size_t r;
+  uint64_t off = 0;
+
+  if (!fp) {
+    node_error (n, "cannot open '%s': %s", n->str, strerror (errno));
+    return -1;
+  }
+  while ((r = fread (buf, 1, sizeof buf, fp)) > 0) {
+    if (blob_put (out, off, buf, r) == -1) {
+      fclose (fp);
+      return -1;
+    }
+    off += r;
+  }
+  if (ferror (fp)) {
+    node_error (n, "cannot read '%s': %s", n->str, strerror (errno));
+    fclose (fp);
+    return -1;
+  }
+  fclose (fp);
+  return 0;
+}
+
+/* <(SCRIPT): /bin/sh -c SCRIPT, its standard output is the value.  It
+ * runs in the backend's directory (the server's), with standard input
+ * /dev/null and standard error going to the server's log.
+ */
+static int
+run_script (const struct node *n, struct blob *out)
+{
+  unsigned char buf[65536];
+  uint64_t off = 0;
+  int fds[2], status, r = 0;
+  ssize_t got;
+  pid_t pid;
+
+  if (pipe2 (fds, O_CLOEXEC) == -1) {
+    node_error (n, "cannot run the script: pipe: %s", strerror (errno));
+    return -1;
+  }
+  pid = fork ();
+  if (pid == -1) {
+    node_error (n, "cannot run the script: fork: %s", strerror (errno));
+    close (fds[0]);
+    close (fds[1]);
+    return -1;
+  }
+  if (pid == 0) {               /* the child */
+    signal (SIGPIPE, SIG_DFL);
+    if (dup2 (fds[1], STDOUT_FILENO) == -1)
+      _exit (126);
+    closefrom (3);
+    execl ("/bin/sh", "sh", "-c", n->str, (char *) NULL);
+    _exit (127);
+  }
+  close (fds[1]);
+  for (;;) {
+    got = read (fds[0], buf, sizeof buf);
+    if (got == -1 && errno == EINTR)
+      continue;
+    if (got <= 0)
+      break;
+    if (r == 0 && blob_put (out, off, buf, got) == -1)
+      r = -1;                   /* keep reading so the script can end */
+    off += got;
+  }
+  if (got == -1 && r == 0) {
+    node_error (n, "reading the output of the script: %s", strerror (errno));
+    r = -1;
+  }
+  close (fds[0]);
+  while (waitpid (pid, &status, 0) == -1) {
+    if (errno != EINTR) {
+      node_error (n, "waiting for the script: %s", strerror (errno));
+      return -1;
+    }
+  }
+  if (r == -1)
+    return -1;
+  if (WIFSIGNALED (status)) {
+    node_error (n, "the script was killed by signal %d", WTERMSIG (status));
+    return -1;
+  }
+  if (WEXITSTATUS (status) != 0) {
+    node_error (n, "the script failed with exit status %d",
+                WEXITSTATUS (status));
+    return -1;
+  }
+  return 0;
+}
+
+static int
+eval_var (struct evaluator *ev, const struct node *n,
+          const struct scope *sc, struct blob *out)
+{
+  struct data_var *var = NULL;
+  size_t i;
+  int r;
+
+  for (i = 0; i < ev->nvars; i++)
+    if (strcmp (ev->vars[i].name, n->str) == 0)
+      var = &ev->vars[i];
+  if (!var) {
+    node_error (n, "there is no variable '%s' (give it as a parameter, "
+                "e.g. %s='1 2 3')", n->str, n->str);
+    return -1;
+  }
+  if (var->active) {
+    node_error (n, "the variable '%s' refers to itself", n->str);
+    return -1;
+  }
+  var->used = true;
+  if (!var->tree) {
+    if (!var->label &&
+        asprintf (&var->label, "variable %s", var->name) == -1) {
+      var->label = NULL;
+      nbdkit_error ("out of memory: %m");
+      return -1;
+    }
+    var->tree = data_format_parse (var->value, var->label);
+    if (!var->tree)
+      return -1;
+  }
+  var->active = true;
+  r = eval_sequence (ev, var->tree, sc, out);
+  var->active = false;
+  return r;
+}
+
+static int
+eval_value (struct evaluator *ev, const struct node *n,
+            const struct scope *sc, struct blob *out)
+{
+  struct blob v = BLOB_INIT;
+  const struct blob *named;
+  int r = -1;
+
+  if (++ev->depth > MAX_DEPTH) {
+    node_error (n, "nested more than %d deep (through variables?)",
+                MAX_DEPTH);
+    ev->depth--;
+    return -1;
+  }
+  switch (n->type) {
+  case N_SEQ:
+    r = eval_sequence (ev, n, sc, out);
+    break;
+  case N_BYTES:
+    r = n->len == 1 ? blob_put_fill (out, 0, n->bytes[0], 1)
+                    : blob_put (out, 0, n->bytes, n->len);
+    break;
+  case N_FILE:
+    r = read_file (n, out);
+    break;
+  case N_SCRIPT:
+    r = run_script (n, out);
+    break;
+  case N_NAME:
+    named = scope_find (sc, n->str);
+    if (!named)
+      node_error (n, "the name '\\%s' is not defined here (define it "
+                  "before, with '... -> \\%s', in this '( ... )' or "
+                  "around it)", n->str, n->str);
+    else
+      r = blob_insert (out, 0, named);
+    break;
+  case N_VAR:
+    r = eval_var (ev, n, sc, out);
+    break;
+  case N_REPEAT:
+    if (eval_value (ev, n->child, sc, &v) == 0)
+      r = blob_repeat (out, &v, n->u);
+    break;
+  case N_SLICE:
+    if (eval_value (ev, n->child, sc, &v) == 0) {
+      uint64_t to = n->has_to ? n->to : v.len;
+
+      if (n->u > v.len || to > v.len)
+        node_error (n, "the slice [%" PRIu64 ":%" PRIu64 "] is outside "
+                    "the %" PRIu64 " bytes it slices", n->u, to, v.len);
+      else
+        r = blob_slice (out, &v, n->u, to);
+    }
+    break;
+  default:
+    node_error (n, "internal error: node type %d is not a value", n->type);
+  }
+  blob_reset (&v);
+  ev->depth--;
+  return r;
+}
+
+int
+data_format_eval (const struct node *tree, struct data_var *vars,
+                  size_t nvars, struct blob *out)
+{
+  struct evaluator ev = { .vars = vars, .nvars = nvars };
+
+  return eval_sequence (&ev, tree, NULL, out);
+}

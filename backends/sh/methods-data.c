@@ -1,0 +1,232 @@
+/* backends/sh/methods-data.c: the data methods of the sh and eval
+ * backends (pread, pwrite, flush, trim, zero, cache, extents): their
+ * arguments as nbdkit-sh-plugin(3) gives them, the data through the
+ * script's stdin and stdout, and the parsing of extents.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "methods.h"
+#include "methods-internal.h"
+
+/* ---- data ---- */
+
+int
+methods_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+               uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32];
+  const char *args[] = { h->h, c, o, NULL };
+  struct call_io io = { .want_out = 1, .max_out = count };
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  switch (run_method ("pread", args, &io)) {
+  case CALL_OK:
+    break;
+  case CALL_MISSING:
+    method_error (EIO, "pread", "the script must have a pread method");
+    return -1;
+  case CALL_FALSE:
+    return bad_false ("pread");
+  default:
+    return -1;
+  }
+  if (io.outlen != count) {
+    method_error (EIO, "pread", "the script printed %zu bytes, but %" PRIu32
+                  " were asked for (offset %" PRIu64 ")", io.outlen, count,
+                  offset);
+    free (io.out);
+    return -1;
+  }
+  memcpy (buf, io.out, count);
+  free (io.out);
+  return 0;
+}
+
+int
+methods_pwrite (void *handle, const void *buf, uint32_t count,
+                uint64_t offset, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32], f[64];
+  const char *args[] = { h->h, c, o, f, NULL };
+  struct call_io io = { .in = buf, .inlen = count };
+  int r;
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  flags_string (flags, f, sizeof f);
+  r = simple_method ("pwrite", args, &io, 1);
+  if (r == 1) {
+    method_error (EIO, "pwrite", "can_write said true, but the script has "
+                  "no pwrite method");
+    return -1;
+  }
+  return r;
+}
+
+int
+methods_flush (void *handle, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  const char *args[] = { h->h, NULL };
+
+  /* Missing: nothing to flush (can_flush said true by mistake). */
+  return simple_method ("flush", args, NULL, 0);
+}
+
+int
+methods_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32], f[64];
+  const char *args[] = { h->h, c, o, f, NULL };
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  flags_string (flags, f, sizeof f);
+  /* Missing: a trim may do nothing. */
+  return simple_method ("trim", args, NULL, 0);
+}
+
+int
+methods_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32], f[64];
+  const char *args[] = { h->h, c, o, f, NULL };
+  int r;
+
+  /* EOPNOTSUPP makes the library write zeroes with pwrite instead (or
+   * fail a fast zero with ENOTSUP at once).
+   */
+  if (!h->zero) {
+    nbdkit_set_error (EOPNOTSUPP);
+    return -1;
+  }
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  flags_string (flags, f, sizeof f);
+  r = simple_method ("zero", args, NULL, 1);
+  if (r == 1) {
+    nbdkit_debug ("zero: the script has no zero method: writing zeroes");
+    nbdkit_set_error (EOPNOTSUPP);
+    return -1;
+  }
+  return r;
+}
+
+int
+methods_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32];
+  const char *args[] = { h->h, c, o, NULL };
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  /* Missing: caching is only advice. */
+  return simple_method ("cache", args, NULL, 0);
+}
+
+/* One line of extents: "offset length [type]", where type is a number,
+ * or words hole and zero separated by commas, or nothing (data).
+ */
+static int
+parse_extent (char *line, struct nbdkit_extents *extents)
+{
+  char *save = NULL, *word[3], *p = line;
+  char copy[256];
+  int64_t offset, length;
+  uint32_t type = 0;
+  int i;
+
+  snprintf (copy, sizeof copy, "%s", line);
+  for (i = 0; i < 3; ++i, p = NULL)
+    word[i] = strtok_r (p, " \t\r", &save);
+  if (!word[0])
+    return 0;                   /* a blank line */
+  if (!word[1] || strtok_r (NULL, " \t\r", &save)) {
+    method_error (EIO, "extents", "cannot parse the line '%s' (write "
+                  "'offset length [type]')", copy);
+    return -1;
+  }
+  offset = nbdkit_parse_size (word[0]);
+  length = nbdkit_parse_size (word[1]);
+  if (offset == -1 || length == -1) {
+    method_error (EIO, "extents", "cannot parse the line '%s': the offset "
+                  "and length must be sizes", copy);
+    return -1;
+  }
+  if (word[2]) {
+    char *end;
+    unsigned long t;
+
+    errno = 0;
+    t = strtoul (word[2], &end, 0);
+    if (word[2][0] >= '0' && word[2][0] <= '9' && !*end && !errno &&
+        t <= UINT32_MAX)
+      type = (uint32_t) t;
+    else {
+      char *w, *wsave = NULL;
+
+      for (w = strtok_r (word[2], ",", &wsave); w;
+           w = strtok_r (NULL, ",", &wsave)) {
+        if (strcmp (w, "hole") == 0)
+          type |= NBDKIT_EXTENT_HOLE;
+        else if (strcmp (w, "zero") == 0)
+          type |= NBDKIT_EXTENT_ZERO;
+        else {
+          method_error (EIO, "extents", "unknown extent type '%s' in the "
+                        "line '%s' (use a number, or hole and/or zero "
+                        "separated by a comma)", w, copy);
+          return -1;
+        }
+      }
+    }
+  }
+  return nbdkit_add_extent (extents, (uint64_t) offset, (uint64_t) length,
+                            type);
+}
+
+int
+methods_extents (void *handle, uint32_t count, uint64_t offset,
+                 uint32_t flags, struct nbdkit_extents *extents)
+{
+  struct sh_handle *h = handle;
+  char c[16], o[32], f[64];
+  const char *args[] = { h->h, c, o, f, NULL };
+  struct call_io io = { .want_out = 1 };
+  char *line, *save = NULL;
+  int r = 0;
+
+  snprintf (c, sizeof c, "%" PRIu32, count);
+  snprintf (o, sizeof o, "%" PRIu64, offset);
+  flags_string (flags, f, sizeof f);
+  switch (run_method ("extents", args, &io)) {
+  case CALL_OK:
+    break;
+  case CALL_MISSING:
+    method_error (EIO, "extents", "can_extents said true, but the script "
+                  "has no extents method");
+    return -1;
+  case CALL_FALSE:
+    return bad_false ("extents");
+  default:
+    return -1;
+  }
+  for (line = strtok_r (io.out, "\n", &save); r == 0 && line;
+       line = strtok_r (NULL, "\n", &save))
+    r = parse_extent (line, extents);
+  free (io.out);
+  return r;
+}

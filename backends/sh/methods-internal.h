@@ -1,0 +1,42 @@
+/* backends/sh/methods-internal.h: what the files of methods.c's
+ * callbacks share, private to them: methods.c (running a method,
+ * start-up, exports, connections), methods-caps.c (capabilities) and
+ * methods-data.c (data).  What the sh and eval programs see is in
+ * methods.h.
+ */
+
+#ifndef NBDKIT_SH_METHODS_INTERNAL_H
+#define NBDKIT_SH_METHODS_INTERNAL_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "call.h"
+
+/* A connection's handle. */
+struct sh_handle {
+  char *h;                      /* what the script's open printed */
+  int zero;                     /* the script's can_zero: 1 or 0 */
+  char *description;            /* export_description, kept for the reply */
+};
+
+/* nbdkit_error, prefixed with "LABEL: METHOD: ", and errno for it. */
+extern void method_error (int err, const char *method, const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+
+/* Exit status 3 from a method that is not a boolean. */
+extern int bad_false (const char *method);
+
+/* A method whose only result is success: 0, or -1 after an error; a
+ * missing one returns if_missing.
+ */
+extern int simple_method (const char *method, const char *const *args,
+                          struct call_io *io, int if_missing);
+
+/* The output without blanks at either end. */
+extern char *trim (char *s);
+
+/* Flags as the scripts see them: comma-separated words. */
+extern void flags_string (uint32_t flags, char *buf, size_t len);
+
+#endif /* NBDKIT_SH_METHODS_INTERNAL_H */

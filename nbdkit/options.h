@@ -1,0 +1,25 @@
+/* nbdkit front end: between options.c (the command line) and main.c
+ * (the start-up sequence).
+ */
+
+#ifndef NBDKIT_OPTIONS_H
+#define NBDKIT_OPTIONS_H
+
+#include <stdbool.h>
+
+/* --help, --dump-plugin, --version: answered from the backend. */
+extern bool want_help, want_dump, want_version;
+
+/* Every option into opt (exits 1 naming a bad value), and the
+ * backend's name; --help or --version without a backend exit here.
+ * Returns the index in argv of the first argument after the backend's
+ * name.
+ */
+extern int parse_command_line (int argc, char *argv[]);
+
+/* Hand -D flags named after the backend to the backend (in HELLO):
+ * once opt.backend_name is known.
+ */
+extern void route_debug_flags (void);
+
+#endif /* NBDKIT_OPTIONS_H */
