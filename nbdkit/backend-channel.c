@@ -68,9 +68,17 @@ static struct pending **table;
 static size_t table_size, nr_pending;
 static struct pending *oldest, *newest;
 
-/* Requests waiting for the backend to be ready. */
+/* Requests waiting for the backend to be ready.  Once it is, they are
+ * sent a slice per turn of the loop (copying write payloads into the
+ * arena costs page faults and copies: tens of MiB in one turn would
+ * hold the loop); requests made meanwhile queue behind them.
+ */
 static struct pending *held_head, **held_tail = &held_head;
 static size_t nr_held;
+static ev_timer held_timer;    /* the next slice, on the next turn */
+static void on_held_timer (struct ev_loop *l, ev_timer *w, int revents);
+#define HELD_BYTES_PER_TURN (1024 * 1024)
+#define HELD_REQUESTS_PER_TURN 64
 
 /* Requests sent again to this incarnation and not answered yet. */
 #define CH_RESENDING 0x100
@@ -600,10 +608,11 @@ channel_send_fd (const struct hp_header *h, struct bhandle *bh,
   p->cb = cb;
   p->opaque = opaque;
 
-  if (chan_fd >= 0 && (ready || (flags & CH_STARTUP)))
+  if (chan_fd >= 0 && ((ready && !held_head) || (flags & CH_STARTUP)))
     transmit (p);
-  else if (supervisor_may_hold () && !(flags & CH_STARTUP))
-    hold (p);
+  else if ((supervisor_may_hold () || (ready && chan_fd >= 0)) &&
+           !(flags & CH_STARTUP))
+    hold (p);                   /* behind the held ones, if ready */
   else
     complete (p, NULL, NULL, 0);
 }
@@ -642,13 +651,17 @@ channel_parse_json (const void *payload, uint32_t len, const char **why)
 
 /* ---- the life of the channel ---- */
 
+bool
+channel_reserve (void)
+{
+  return in.buf || inbuf_init (&in, INBUF_SIZE) == 0;
+}
+
 void
 channel_open (int fd)
 {
   chan_fd = fd;
   ready = false;
-  if (inbuf_init (&in, INBUF_SIZE) == -1)
-    die ("out of memory");
   outq_init (&out);
   bytes_queued = bytes_written = 0;
   rhdr_got = 0;
@@ -656,7 +669,42 @@ channel_open (int fd)
   ev_io_init (&rio, on_readable, fd, EV_READ);
   ev_io_init (&wio, on_writable, fd, EV_WRITE);
   flush.fn = on_flush;
+  ev_timer_init (&held_timer, on_held_timer, 0, 0);
   ev_io_start (loop, &rio);
+}
+
+/* Send a slice of the held requests; the rest on the next turn. */
+static void
+send_held (void)
+{
+  struct pending *p;
+  uint64_t bytes = 0;
+  unsigned n = 0;
+
+  while ((p = held_head) != NULL && chan_fd >= 0 && ready) {
+    if (n == HELD_REQUESTS_PER_TURN || bytes >= HELD_BYTES_PER_TURN) {
+      if (!ev_is_active (&held_timer)) {
+        ev_timer_set (&held_timer, 0, 0);
+        ev_timer_start (loop, &held_timer);
+      }
+      return;
+    }
+    held_head = p->next;
+    if (!held_head)
+      held_tail = &held_head;
+    nr_held--;
+    p->next = NULL;
+    n++;
+    if (p->req.type == HP_PWRITE || p->req.type == HP_PREAD)
+      bytes += p->req.count;
+    transmit (p);
+  }
+}
+
+static void
+on_held_timer (struct ev_loop *l, ev_timer *w, int revents)
+{
+  send_held ();
 }
 
 void
@@ -670,14 +718,7 @@ channel_set_ready (void)
       p->flags |= CH_RESENDING;
       resending++;
     }
-  while ((p = held_head) != NULL && chan_fd >= 0 && ready) {
-    held_head = p->next;
-    if (!held_head)
-      held_tail = &held_head;
-    nr_held--;
-    p->next = NULL;
-    transmit (p);
-  }
+  send_held ();
 }
 
 static int
@@ -720,6 +761,7 @@ channel_close (bool keep_for_resend)
     return;
   ev_io_stop (loop, &rio);
   ev_io_stop (loop, &wio);
+  ev_timer_stop (loop, &held_timer);
   loop_flush_cancel (&flush);
   if (timeout_secs > 0)
     ev_timer_stop (loop, &timeout_timer);

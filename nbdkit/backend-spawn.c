@@ -454,6 +454,10 @@ backend_spawn (void)
   int sv[2], errp[2];
   pid_t self = getpid ();
 
+  if (!channel_reserve ()) {
+    nbdkit_error ("cannot start the backend: out of memory");
+    return false;
+  }
   if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
     nbdkit_error ("socketpair: %m");
     return false;

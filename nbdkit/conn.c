@@ -30,6 +30,12 @@
 
 #define INBUF_SIZE (64 * 1024)
 #define MAX_READS_PER_WAKEUP 16
+/* And at most this many bytes: a large write's payload is read in
+ * pieces over several turns of the loop, so that copying it (and the
+ * page faults of first touching its buffer) never holds the loop for
+ * long.
+ */
+#define MAX_BYTES_PER_WAKEUP (1024 * 1024)
 
 struct conn {
   struct conn *next, *prev;     /* all connections */
@@ -419,13 +425,15 @@ conn_read (struct conn *conn, void *buf, size_t len, conn_read_cb cb)
 /* Satisfy the requested read from the buffer, then from the socket,
  * calling the callbacks as reads complete (they usually ask for the
  * next one).  Returns to the loop when the socket has nothing more, no
- * read is wanted, or after MAX_READS_PER_WAKEUP system calls (so a
- * fast client does not starve the others).
+ * read is wanted, or after MAX_READS_PER_WAKEUP system calls or
+ * MAX_BYTES_PER_WAKEUP bytes (so a fast client does not starve the
+ * others).
  */
 static void
 process_input (struct conn *conn)
 {
   int reads = 0;
+  size_t bytes = 0;
 
   if (conn->in_process)
     return;                     /* the outer call carries on */
@@ -447,7 +455,7 @@ process_input (struct conn *conn)
     }
     left = conn->want_len - conn->want_got;
 
-    if (reads++ == MAX_READS_PER_WAKEUP) {
+    if (reads++ == MAX_READS_PER_WAKEUP || bytes >= MAX_BYTES_PER_WAKEUP) {
       ev_io_start (loop, &conn->rio);
       /* Data gnutls already decrypted makes the socket no readier. */
       if (conn->tls && tls_pending (conn->tls))
@@ -464,6 +472,8 @@ process_input (struct conn *conn)
       r = inbuf_fill_with (&conn->in, recv_tls, conn->tls);
     else
       r = inbuf_fill (&conn->in, conn->rfd);
+    if (r > 0)
+      bytes += r;
 
     if (r == 0 && conn->session.transmitting) {
       /* The client closed its side (a FIN, or TLS close_notify),

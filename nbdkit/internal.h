@@ -443,6 +443,10 @@ typedef void (*channel_timeout_cb) (const struct hp_header *req,
                                  * PREAD reply with data_free (so it may
                                  * be an arena slot) */
 
+/* Before starting a process: what the channel needs, so that opening
+ * it cannot fail (false: out of memory).
+ */
+extern bool channel_reserve (void);
 extern void channel_open (int fd);
 /* Stop using the channel.  keep_for_resend: requests in flight that are
  * safe to repeat wait for the next backend; the rest fail.

@@ -537,8 +537,10 @@ apply_magic_key (json_t *j)
     if (!opt.params[i].bare)
       continue;
     key = strdup (json_string_value (m));
-    if (!key)
-      die ("out of memory");
+    if (!key) {
+      start_failed ("config: out of memory");
+      return false;
+    }
     free (opt.params[i].key);
     opt.params[i].key = key;
   }
