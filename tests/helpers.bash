@@ -53,6 +53,44 @@ start_server() {
     fi
 }
 
+# start_traced_server [STRACE OPTIONS] -- [NBDKIT OPTIONS] BACKEND
+# [PARAMS]: like start_server, with the server run under strace (which
+# makes its system calls slow, or injects faults).  Sets $sock, $uri,
+# $log, $server_pid (the server's, read from its pid file) and $tracer
+# (strace's); skips when strace cannot trace here.  LeakSanitizer
+# cannot run under ptrace, so a sanitizer build runs without it.
+# Stop it with stop_traced_server.
+start_traced_server() {
+    local pidfile=$BATS_TEST_TMPDIR/server.pid strace_args=()
+    requires strace
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do strace_args+=("$1"); shift; done
+    shift
+    sock=$BATS_TEST_TMPDIR/sock
+    log=$BATS_TEST_TMPDIR/server.log
+    uri="nbd+unix:///?socket=$sock"
+    rm -f "$sock" "$pidfile"
+    ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
+    strace -qq -o /dev/null "${strace_args[@]}" \
+        "$NBDKIT" -f -U "$sock" -P "$pidfile" "$@" \
+        </dev/null >/dev/null 2>"$log" 3>&- &
+    tracer=$!
+    if ! wait_until test -s "$pidfile"; then
+        cat "$log" >&2
+        kill "$tracer" 2>/dev/null || true
+        wait "$tracer" || true
+        grep -q "ptrace\|PTRACE\|Operation not permitted\|inject" "$log" &&
+            skip "strace cannot trace or inject here"
+        return 1
+    fi
+    server_pid=$(cat "$pidfile")
+}
+
+stop_traced_server() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$tracer" || true
+    server_pid=
+}
+
 # Stop the server with SIGTERM and check that it and its backend went.
 stop_server() {
     [ -n "${server_pid:-}" ] || return 0

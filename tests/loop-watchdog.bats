@@ -21,31 +21,13 @@ load helpers
 }
 
 @test "a system call that blocks 50 ms on the loop is reported, in the log and the file" {
-    requires strace
     export NBDKIT_LOOP_WATCHDOG_FILE=$BATS_TEST_TMPDIR/watchdog
-    local pidfile=$BATS_TEST_TMPDIR/server.pid
-    sock=$BATS_TEST_TMPDIR/sock
-    log=$BATS_TEST_TMPDIR/server.log
-    uri="nbd+unix:///?socket=$sock"
     # Only the front end's main thread is traced (no -f): every writev
     # it makes after the first ones sleeps 50 ms before it runs.
-    ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
-    strace -qq -o /dev/null -e trace=writev \
-        -e inject=writev:delay_enter=50000:when=5+ \
-        "$NBDKIT" -f -U "$sock" -P "$pidfile" memory 1M \
-        </dev/null >/dev/null 2>"$log" 3>&- &
-    local tracer=$!
-    if ! wait_until test -s "$pidfile"; then
-        cat "$log"
-        kill "$tracer" 2>/dev/null || true
-        wait "$tracer" || true
-        grep -q "ptrace\|PTRACE\|Operation not permitted\|inject" "$log" &&
-            skip "strace cannot trace or inject here"
-        return 1
-    fi
+    start_traced_server -e trace=writev \
+        -e inject=writev:delay_enter=50000:when=5+ -- memory 1M
     nbdsh -u "$uri" -c 'for i in range(5): h.pread(4096, 0)'
-    kill "$(cat "$pidfile")"
-    wait "$tracer" || true
+    stop_traced_server
     cat "$log"
     grep -q "warning: loop watchdog: one turn of the event loop took .* asleep): the loop blocked" "$log"
     grep -q "loop watchdog" "$NBDKIT_LOOP_WATCHDOG_FILE"

@@ -115,29 +115,11 @@ gnutls_clients() {
 # in one callback -- the case that once left replies unsent.
 @test "a slowed server (under strace) answers 150 TLS clients one at a time" {
     stress_requires
-    requires strace
-    local pidfile=$BATS_TEST_TMPDIR/server.pid
-    sock=$BATS_TEST_TMPDIR/sock
-    log=$BATS_TEST_TMPDIR/server.log
-    # LeakSanitizer cannot work under ptrace (a sanitizer build), and
-    # every system call stops a traced server: the loop watchdog would
-    # count those stops as blocking.
-    ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
-    NBDKIT_LOOP_WATCHDOG_FILE= \
-    strace -f -qq -o /dev/null "$NBDKIT" -f -U "$sock" -P "$pidfile" \
-        --tls=require --tls-certificates="$BATS_FILE_TMPDIR/pki" memory 64M \
-        </dev/null >/dev/null 2>"$log" 3>&- &
-    local tracer=$!
-    if ! wait_until test -s "$pidfile"; then
-        cat "$log"
-        kill "$tracer" 2>/dev/null || true
-        wait "$tracer" || true
-        grep -q "ptrace\|PTRACE\|Operation not permitted" "$log" &&
-            skip "strace cannot trace here"
-        return 1
-    fi
+    # Every system call stops a traced server: the loop watchdog
+    # would count those stops as blocking.
+    NBDKIT_LOOP_WATCHDOG_FILE= start_traced_server -f -- \
+        --tls=require --tls-certificates="$BATS_FILE_TMPDIR/pki" memory 64M
     openssl_clients --count 150 --parallel 1 --tls 1.3 || {
-        kill "$(cat "$pidfile")"; wait "$tracer"; return 1; }
-    kill "$(cat "$pidfile")"
-    wait "$tracer"
+        stop_traced_server; return 1; }
+    stop_traced_server
 }
