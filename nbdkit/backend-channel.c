@@ -30,11 +30,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
-#include "buffer.h"
+#include "stream.h"
 #include "byte-order.h"
 
 struct pending {
@@ -54,14 +53,11 @@ struct pending {
   void *opaque;
 };
 
-static int chan_fd = -1;
+static struct stream chan;      /* the socket, its buffers (stream.c) */
 static bool ready;              /* may send ordinary requests */
-static ev_io rio, wio;
-static struct loop_flush flush;
-static struct inbuf in;
-static struct outq out;
 static uint64_t next_id = 1;
-static uint64_t bytes_queued, bytes_written;
+static uint64_t bytes_queued;   /* ever, on this channel (and written:
+                                 * chan.bytes_written) */
 
 /* Requests in flight, hashed by id (ids are sequential). */
 static struct pending **table;
@@ -108,7 +104,7 @@ channel_in_flight (void)
 bool
 channel_is_open (void)
 {
-  return chan_fd >= 0;
+  return chan.open;
 }
 
 /* ---- the table of requests in flight ---- */
@@ -264,7 +260,7 @@ update_timeout (void)
   if (timeout_secs <= 0)
     return;
   ev_timer_stop (loop, &timeout_timer);
-  if (oldest && chan_fd >= 0) {
+  if (oldest && chan.open) {
     ev_tstamp left = oldest->sent_at + timeout_secs - ev_now (loop);
 
     ev_timer_set (&timeout_timer, left > 0.001 ? left : 0.001, 0);
@@ -293,7 +289,8 @@ process_input (void)
 
   for (;;) {
     if (!cur_req) {
-      rhdr_got += inbuf_take (&in, rhdr + rhdr_got, HP_HEADER_SIZE - rhdr_got);
+      rhdr_got += stream_take (&chan, rhdr + rhdr_got,
+                               HP_HEADER_SIZE - rhdr_got);
       if (rhdr_got < HP_HEADER_SIZE)
         return 0;
       rhdr_got = 0;
@@ -311,7 +308,7 @@ process_input (void)
         supervisor_protocol_error (why);
         return -1;
       }
-      if (bytes_written < cur_req->end_offset) {
+      if (chan.bytes_written < cur_req->end_offset) {
         supervisor_protocol_error ("a reply to a request it has not "
                                    "received in full");
         return -1;
@@ -328,11 +325,11 @@ process_input (void)
     }
 
     if (rpayload_got < cur.payload_len) {
-      rpayload_got += inbuf_take (&in, rpayload + rpayload_got,
-                                  cur.payload_len - rpayload_got);
-      if (rpayload_got < cur.payload_len && inbuf_avail (&in) == 0 &&
+      rpayload_got += stream_take (&chan, rpayload + rpayload_got,
+                                   cur.payload_len - rpayload_got);
+      if (rpayload_got < cur.payload_len && stream_buffered (&chan) == 0 &&
           cur.payload_len - rpayload_got >= INBUF_SIZE / 2) {
-        ssize_t r = read (chan_fd, rpayload + rpayload_got,
+        ssize_t r = stream_recv (&chan, rpayload + rpayload_got,
                           cur.payload_len - rpayload_got);
         if (r > 0)
           rpayload_got += r;
@@ -359,14 +356,14 @@ process_input (void)
         complete_from_slot (p, &reply);
       else
         complete (p, &reply, payload, reply.payload_len);
-      if (chan_fd == -1)
+      if (!chan.open)
         return -1;
     }
   }
 }
 
 static void
-on_readable (struct ev_loop *l, ev_io *w, int revents)
+on_readable (void *opaque)
 {
   int i;
 
@@ -378,7 +375,7 @@ on_readable (struct ev_loop *l, ev_io *w, int revents)
 
     if (process_input () == -1)
       return;
-    r = inbuf_fill (&in, chan_fd);
+    r = stream_fill (&chan);
     if (r == 0) {
       nbdkit_debug ("the backend closed the channel");
       supervisor_channel_lost ();
@@ -405,11 +402,11 @@ channel_read_remaining (void)
 {
   int i;
 
-  for (i = 0; chan_fd >= 0 && i < 64; ++i) {
-    if (process_input () == -1 || inbuf_fill (&in, chan_fd) <= 0)
+  for (i = 0; chan.open && i < 64; ++i) {
+    if (process_input () == -1 || stream_fill (&chan) <= 0)
       break;
   }
-  if (chan_fd >= 0)
+  if (chan.open)
     process_input ();
 }
 
@@ -418,22 +415,14 @@ channel_read_remaining (void)
 static void
 flush_output (void)
 {
-  size_t before = out.bytes;
-  int r = outq_flush (&out, chan_fd);
-
-  bytes_written += before - out.bytes;
-  if (r == -1) {
+  if (stream_flush (&chan) == -1) {
     nbdkit_debug ("backend channel: write: %m");
     supervisor_channel_lost ();
   }
-  else if (r == 1)
-    ev_io_start (loop, &wio);
-  else
-    ev_io_stop (loop, &wio);
 }
 
 static void
-on_writable (struct ev_loop *l, ev_io *w, int revents)
+on_writable (void *opaque)
 {
   flush_output ();
 }
@@ -442,43 +431,16 @@ on_writable (struct ev_loop *l, ev_io *w, int revents)
  * just before the loop waits.
  */
 static void
-on_flush (struct loop_flush *f)
+on_flush (void *opaque)
 {
-  if (chan_fd >= 0 && !ev_is_active (&wio))
-    flush_output ();
+  flush_output ();
 }
 
-/* Send the first byte of a frame with a file descriptor attached
- * (SCM_RIGHTS); the rest of the frame follows through the queue.  Only
- * when nothing else is queued, so that the byte goes out in order.
- */
-static int
-send_fd_byte (const unsigned char *byte, int fd)
-{
-  struct iovec iov = { .iov_base = (void *) byte, .iov_len = 1 };
-  union {
-    char buf[CMSG_SPACE (sizeof (int))];
-    struct cmsghdr align;
-  } u;
-  struct msghdr msg = {
-    .msg_iov = &iov, .msg_iovlen = 1,
-    .msg_control = u.buf, .msg_controllen = sizeof u.buf,
-  };
-  struct cmsghdr *cmsg = CMSG_FIRSTHDR (&msg);
-  ssize_t r;
-
-  if (out.head)
-    return -1;
-  memset (u.buf, 0, sizeof u.buf);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN (sizeof (int));
-  memcpy (CMSG_DATA (cmsg), &fd, sizeof fd);
-  do
-    r = sendmsg (chan_fd, &msg, MSG_NOSIGNAL);
-  while (r == -1 && errno == EINTR);
-  return r == 1 ? 0 : -1;
-}
+static const struct stream_ops chan_ops = {
+  .readable = on_readable,
+  .writable = on_writable,
+  .flush = on_flush,
+};
 
 /* Decide whether a data request goes through the arena: a PWRITE
  * payload moves into a slot, a PREAD gets one.  Returns true if the
@@ -522,9 +484,9 @@ static void
 transmit (struct pending *p)
 {
   unsigned char hdr[HP_HEADER_SIZE + HP_SHM_REF_SIZE];
-  bool was_empty = out.head == NULL;
   bool shm;
-  size_t skip = 0;
+  size_t hdr_len;
+  int r;
 
   if (p->bh) {
     if (!p->bh->valid) {
@@ -541,19 +503,19 @@ transmit (struct pending *p)
   shm = use_arena (p, hdr + HP_HEADER_SIZE);
   p->req.payload_len = shm ? HP_SHM_REF_SIZE : p->len;
   hp_encode_header (&p->req, hdr);
+  hdr_len = HP_HEADER_SIZE + (shm ? HP_SHM_REF_SIZE : 0);
+  /* The stream writes it before the loop waits; a descriptor goes
+   * with the frame's first byte, in order with what is queued.
+   */
   if (p->fd >= 0) {
-    if (out.head)
-      flush_output ();
-    if (send_fd_byte (hdr, p->fd) == -1) {
-      complete (p, NULL, NULL, 0);
-      return;
-    }
-    skip = 1;
-    bytes_written++;
+    r = stream_queue_fd (&chan, hdr, hdr_len, p->fd);
+    if (r == 0 && !shm)
+      r = stream_queue (&chan, NULL, 0, p->payload, p->len, NULL);
   }
-  if (outq_push (&out, hdr + skip,
-                 HP_HEADER_SIZE + (shm ? HP_SHM_REF_SIZE : 0) - skip,
-                 shm ? NULL : p->payload, shm ? 0 : p->len, NULL) == -1) {
+  else
+    r = stream_queue (&chan, hdr, hdr_len, shm ? NULL : p->payload,
+                      shm ? 0 : p->len, NULL);
+  if (r == -1) {
     complete (p, NULL, NULL, 0);
     return;
   }
@@ -564,8 +526,6 @@ transmit (struct pending *p)
   table_insert (p);
   if (oldest == p)
     update_timeout ();
-  if (was_empty)
-    loop_flush_queue (&flush);
 }
 
 static void
@@ -608,9 +568,9 @@ channel_send_fd (const struct hp_header *h, struct bhandle *bh,
   p->cb = cb;
   p->opaque = opaque;
 
-  if (chan_fd >= 0 && ((ready && !held_head) || (flags & CH_STARTUP)))
+  if (chan.open && ((ready && !held_head) || (flags & CH_STARTUP)))
     transmit (p);
-  else if ((supervisor_may_hold () || (ready && chan_fd >= 0)) &&
+  else if ((supervisor_may_hold () || (ready && chan.open)) &&
            !(flags & CH_STARTUP))
     hold (p);                   /* behind the held ones, if ready */
   else
@@ -654,23 +614,21 @@ channel_parse_json (const void *payload, uint32_t len, const char **why)
 bool
 channel_reserve (void)
 {
-  return in.buf || inbuf_init (&in, INBUF_SIZE) == 0;
+  return chan.in.buf || inbuf_init (&chan.in, INBUF_SIZE) == 0;
 }
 
 void
 channel_open (int fd)
 {
-  chan_fd = fd;
+  /* Cannot fail: channel_reserve made the buffer. */
+  if (stream_init (&chan, fd, fd, INBUF_SIZE, &chan_ops, NULL) == -1)
+    abort ();
   ready = false;
-  outq_init (&out);
-  bytes_queued = bytes_written = 0;
+  bytes_queued = 0;
   rhdr_got = 0;
   cur_req = NULL;
-  ev_io_init (&rio, on_readable, fd, EV_READ);
-  ev_io_init (&wio, on_writable, fd, EV_WRITE);
-  flush.fn = on_flush;
   ev_timer_init (&held_timer, on_held_timer, 0, 0);
-  ev_io_start (loop, &rio);
+  stream_read_start (&chan);
 }
 
 /* Send a slice of the held requests; the rest on the next turn. */
@@ -681,7 +639,7 @@ send_held (void)
   uint64_t bytes = 0;
   unsigned n = 0;
 
-  while ((p = held_head) != NULL && chan_fd >= 0 && ready) {
+  while ((p = held_head) != NULL && chan.open && ready) {
     if (n == HELD_REQUESTS_PER_TURN || bytes >= HELD_BYTES_PER_TURN) {
       if (!ev_is_active (&held_timer)) {
         ev_timer_set (&held_timer, 0, 0);
@@ -757,20 +715,14 @@ channel_close (bool keep_for_resend)
   struct pending **all, *p;
   size_t i, n = 0;
 
-  if (chan_fd == -1)
+  if (!chan.open)
     return;
-  ev_io_stop (loop, &rio);
-  ev_io_stop (loop, &wio);
   ev_timer_stop (loop, &held_timer);
-  loop_flush_cancel (&flush);
   if (timeout_secs > 0)
     ev_timer_stop (loop, &timeout_timer);
-  close (chan_fd);
-  chan_fd = -1;
+  stream_close (&chan, false);
   ready = false;
   arena_set_active (false);
-  outq_clear (&out);
-  inbuf_free (&in);
   free (rpayload);
   rpayload = NULL;
   if (cur_req) {

@@ -77,12 +77,48 @@ backend_dir (void)
   return BACKENDDIR;
 }
 
+/* nbdkit's names for its plugins -- a path ending in
+ * nbdkit-NAME-plugin.so, nbdkit-NAME-plugin.so, nbdkit-NAME-plugin --
+ * name the backend NAME.  Returns NAME (allocated), or NULL.
+ */
+static char *
+plugin_alias (const char *name)
+{
+  const char *base = strrchr (name, '/');
+  size_t len;
+  char *alias;
+
+  base = base ? base + 1 : name;
+  if (strncmp (base, "nbdkit-", 7) != 0)
+    return NULL;
+  base += 7;
+  len = strlen (base);
+  if (len > 3 && strcmp (base + len - 3, ".so") == 0)
+    len -= 3;
+  if (len <= 7 || strncmp (base + len - 7, "-plugin", 7) != 0)
+    return NULL;
+  alias = strndup (base, len - 7);
+  if (!alias)
+    die ("out of memory");
+  return alias;
+}
+
 char *
 backend_locate (const char *name)
 {
   const char *dir;
-  char *path;
+  char *path, *alias;
   const char *p;
+
+  /* An nbdkit plugin's name, unless it is the path of an executable:
+   * the backend of that name, which also names it for -D flags.
+   */
+  if (!(strchr (name, '/') && is_executable_file (name)) &&
+      (alias = plugin_alias (name)) != NULL) {
+    nbdkit_debug ("%s: nbdkit's %s plugin: using the %s backend",
+                  name, alias, alias);
+    opt.backend_name = name = alias;
+  }
 
   if (strchr (name, '/')) {
     if (!is_executable_file (name))

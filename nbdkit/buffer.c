@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -84,6 +85,7 @@ inbuf_fill_with (struct inbuf *in,
 
 struct outchunk {
   struct outchunk *next;
+  int fd;                       /* sent with the first byte, or -1 */
   void *data;
   size_t data_len;
   void (*free_data) (void *);
@@ -118,6 +120,7 @@ outq_push (struct outq *q, const void *small, size_t len,
     return -1;
   }
   c->next = NULL;
+  c->fd = -1;
   c->data = data;
   c->data_len = data ? data_len : 0;
   c->free_data = free_data;
@@ -131,6 +134,22 @@ outq_push (struct outq *q, const void *small, size_t len,
   return 0;
 }
 
+int
+outq_push_fd (struct outq *q, const void *small, size_t len, int fd)
+{
+  struct outchunk **last = q->tail;
+
+  if (len == 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (outq_push (q, small, len, NULL, 0, NULL) == -1)
+    return -1;
+  /* The new chunk is the one *last pointed to. */
+  (*last)->fd = fd;
+  return 0;
+}
+
 static void
 chunk_free (struct outchunk *c)
 {
@@ -141,19 +160,63 @@ chunk_free (struct outchunk *c)
 
 #define MAX_IOV 64
 
+/* Write iov[0..n) with writev, or with sendmsg passing pass_fd along
+ * (SCM_RIGHTS) when it is not -1.
+ */
+static ssize_t
+write_pieces (int fd, struct iovec *iov, int n, int pass_fd)
+{
+  union {
+    char buf[CMSG_SPACE (sizeof (int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr msg = { .msg_iov = iov, .msg_iovlen = n };
+  struct cmsghdr *cmsg;
+  ssize_t r;
+
+  if (pass_fd == -1) {
+    do
+      r = writev (fd, iov, n);
+    while (r == -1 && errno == EINTR);
+    return r;
+  }
+  memset (u.buf, 0, sizeof u.buf);
+  msg.msg_control = u.buf;
+  msg.msg_controllen = sizeof u.buf;
+  cmsg = CMSG_FIRSTHDR (&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN (sizeof (int));
+  memcpy (CMSG_DATA (cmsg), &pass_fd, sizeof pass_fd);
+  do
+    r = sendmsg (fd, &msg, MSG_NOSIGNAL);
+  while (r == -1 && errno == EINTR);
+  return r;
+}
+
+#define MAX_IOV 64
+
 int
 outq_flush (struct outq *q, int fd)
 {
   while (q->head) {
     struct iovec iov[MAX_IOV];
-    int n = 0;
+    int n = 0, pass_fd = -1;
     struct outchunk *c;
     ssize_t r;
 
-    /* Gather the unwritten parts of up to MAX_IOV/2 chunks. */
+    /* Gather the unwritten parts of up to MAX_IOV/2 chunks.  A chunk
+     * with a descriptor to pass starts a write of its own, so that the
+     * descriptor travels with its first byte.
+     */
     for (c = q->head; c && n < MAX_IOV - 1; c = c->next) {
       size_t done = c->done;
 
+      if (c->fd >= 0) {
+        if (c != q->head)
+          break;
+        pass_fd = c->fd;
+      }
       if (done < c->len) {
         iov[n].iov_base = c->small + done;
         iov[n].iov_len = c->len - done;
@@ -169,11 +232,11 @@ outq_flush (struct outq *q, int fd)
       }
     }
 
-    do
-      r = writev (fd, iov, n);
-    while (r == -1 && errno == EINTR);
+    r = write_pieces (fd, iov, n, pass_fd);
     if (r == -1)
       return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+    if (r > 0 && pass_fd >= 0)
+      q->head->fd = -1;         /* it went with the first byte */
 
     /* Retire what was written. */
     q->bytes -= r;

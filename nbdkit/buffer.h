@@ -48,7 +48,14 @@ extern void outq_init (struct outq *q);
 /* Queue small (copied) then data (owned, released by free_data). */
 extern int outq_push (struct outq *q, const void *small, size_t len,
                       void *data, size_t data_len, void (*free_data) (void *));
-/* Write as much as possible: 0 all written, 1 would block, -1 error. */
+/* Queue small (copied, at least one byte) whose first byte carries fd
+ * (SCM_RIGHTS); the caller keeps fd open until it is written.
+ */
+extern int outq_push_fd (struct outq *q, const void *small, size_t len,
+                         int fd);
+/* Write as much as possible: 0 all written, 1 would block, -1 error.
+ * Descriptors are passed in order with the bytes (sendmsg).
+ */
 extern int outq_flush (struct outq *q, int fd);
 /* The same through a send function (TLS), one piece at a time: send
  * returns bytes sent, or -1 with errno (EAGAIN: would block).  A piece

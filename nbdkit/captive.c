@@ -2,7 +2,8 @@
  *
  * Owns the URI of the running server (for --print-uri and --run), the
  * --run command (started through the shell once the server is ready,
- * with $uri, $nbd, $port, $unixsocket, $exportname, $tls,
+ * with $uri and $nbd (the same URI, in nbdkit's form), $port,
+ * $unixsocket, $exportname, $tls (unset when TLS is off),
  * $tls_certificates and $tls_psk in its environment; the server exits
  * when it does, with its exit status, 128+N for a signal), and
  * --exit-with-parent.
@@ -24,25 +25,38 @@
 static ev_child run_watcher;
 static pid_t parent_pid;
 
-/* Append s to the URI, percent-encoding all but unreserved bytes
- * (and '/' where allowed).
+/* Append s to the URI as nbdkit does: letters, digits and "/.-_~"
+ * as they are, every other byte percent-encoded.
  */
 static void
-append_encoded (FILE *fp, const char *s, bool keep_slash)
+append_encoded (FILE *fp, const char *s)
 {
   for (; *s; ++s) {
     unsigned char c = *s;
 
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-        (c >= '0' && c <= '9') || strchr ("-._~", c) ||
-        (keep_slash && c == '/'))
+        (c >= '0' && c <= '9') || strchr ("/.-_~", c))
       fputc (c, fp);
     else
       fprintf (fp, "%%%02X", c);
   }
 }
 
-/* The NBD URI clients use (see the NBD URI specification). */
+/* The host in a TCP URI: "localhost", as nbdkit writes it, unless -i
+ * names an address that localhost does not reach.
+ */
+static bool
+is_loopback (const char *host)
+{
+  return strcmp (host, "localhost") == 0 || strcmp (host, "::1") == 0 ||
+         strncmp (host, "127.", 4) == 0;
+}
+
+/* The NBD URI clients use, in nbdkit's form (see the NBD URI
+ * specification): nbd://localhost:PORT, nbd+unix://?socket=PATH,
+ * nbd+vsock://1:PORT, with "/EXPORTNAME" before any "?" only when the
+ * export name is not empty, and "nbds" when TLS is required.
+ */
 char *
 captive_uri (void)
 {
@@ -54,46 +68,30 @@ captive_uri (void)
   if (!fp)
     die ("out of memory");
   if (opt.vsock)
-    fprintf (fp, "nbd%s+vsock://1:%s/", s, opt.port ? opt.port : "10809");
+    fprintf (fp, "nbd%s+vsock://1:%s", s, opt.port ? opt.port : "10809");
   else if (opt.unixsocket)
-    fprintf (fp, "nbd%s+unix:///", s);
+    fprintf (fp, "nbd%s+unix://", s);
   else {
-    const char *host = opt.ipaddr ? opt.ipaddr : "localhost";
+    const char *host = opt.ipaddr && !is_loopback (opt.ipaddr)
+                       ? opt.ipaddr : "localhost";
 
     if (strchr (host, ':'))
       fprintf (fp, "nbd%s://[%s]", s, host);
     else
       fprintf (fp, "nbd%s://%s", s, host);
-    fprintf (fp, ":%s/", opt.port ? opt.port : "10809");
+    fprintf (fp, ":%s", opt.port ? opt.port : "10809");
   }
-  append_encoded (fp, opt.exportname, false);
+  if (*opt.exportname) {
+    fputc ('/', fp);
+    append_encoded (fp, opt.exportname);
+  }
   if (opt.unixsocket && !opt.vsock) {
     fputs ("?socket=", fp);
-    append_encoded (fp, opt.unixsocket, true);
+    append_encoded (fp, opt.unixsocket);
   }
   if (fclose (fp) != 0)
     die ("out of memory");
   return uri;
-}
-
-/* The old qemu-style address, $nbd. */
-static char *
-old_style_address (void)
-{
-  char *s = NULL;
-  int r;
-
-  if (opt.unixsocket)
-    r = asprintf (&s, "nbd:unix:%s%s%s", opt.unixsocket,
-                  *opt.exportname ? ":exportname=" : "", opt.exportname);
-  else
-    r = asprintf (&s, "nbd:%s:%s%s%s",
-                  opt.ipaddr ? opt.ipaddr : "localhost",
-                  opt.port ? opt.port : "10809",
-                  *opt.exportname ? ":exportname=" : "", opt.exportname);
-  if (r == -1)
-    die ("out of memory");
-  return s;
 }
 
 void
@@ -147,16 +145,21 @@ captive_run (void)
   if (pid == -1)
     die ("--run: fork: %m");
   if (pid == 0) {
-    const char *tls[] = { "0", "1", "2" };
+    const char *tls[] = { NULL, "1", "2" };
 
     signal (SIGPIPE, SIG_DFL);
+    /* $nbd: the URI too, as in nbdkit (it was once qemu's nbd:HOST:PORT). */
     set_env ("uri", captive_uri ());
-    set_env ("nbd", old_style_address ());
+    set_env ("nbd", captive_uri ());
     set_env ("port", opt.unixsocket || opt.vsock ? ""
              : opt.port ? opt.port : "10809");
     set_env ("unixsocket", opt.unixsocket);
     set_env ("exportname", opt.exportname);
-    set_env ("tls", tls[opt.tls]);
+    /* $tls as nbdkit sets it: 1 (on), 2 (require), unset when off. */
+    if (tls[opt.tls])
+      set_env ("tls", tls[opt.tls]);
+    else
+      unsetenv ("tls");
     if (opt.tls != TLS_OFF && tls_certificates_dir ())
       set_env ("tls_certificates", tls_certificates_dir ());
     else

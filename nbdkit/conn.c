@@ -1,20 +1,21 @@
 /* nbdkit front end: one client connection.
  *
- * Owns struct conn: the client's file descriptors, its read-ahead
- * buffer, its queue of output, and its lifetime (a reference count:
- * every backend request in flight for the client holds a reference, so
- * a connection that closed while requests were out stays in memory
- * until the last reply arrives).  The protocol above it (handshake.c,
- * transmit.c) asks for "exactly N bytes, then call me" and queues
- * output; it never touches the socket.  Never blocks.
+ * Owns struct conn: the client's stream (stream.c: the socket, its
+ * buffers, the batching of output, TLS), the read the protocol asked
+ * for, and the connection's lifetime (a reference count: every backend
+ * request in flight for the client holds a reference, so a connection
+ * that closed while requests were out stays in memory until the last
+ * reply arrives).  The protocol above it (handshake.c, transmit.c)
+ * asks for "exactly N bytes, then call me" and queues output; it never
+ * touches the socket.  Never blocks.
  *
  * Output is written once per loop iteration: replies queued while the
- * loop handles events leave together in one writev from an ev_prepare
- * watcher, just before the loop waits again, and only a socket that
- * would block costs a write watcher.
+ * loop handles events leave together in one writev just before the
+ * loop waits, and only a socket that would block costs a write
+ * watcher (both the stream's doing).
  *
- * After STARTTLS the same reads and writes go through the connection's
- * TLS session (tls.c); the TLS handshake itself is driven from here,
+ * After STARTTLS the same reads and writes go through the stream's TLS
+ * session (tls.c); the TLS handshake itself is driven from here,
  * waiting in the loop for whichever direction gnutls asks for.
  */
 
@@ -26,7 +27,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "buffer.h"
+#include "stream.h"
 
 #define INBUF_SIZE (64 * 1024)
 #define MAX_READS_PER_WAKEUP 16
@@ -39,23 +40,18 @@
 
 struct conn {
   struct conn *next, *prev;     /* all connections */
-  int rfd, wfd;
-  ev_io rio, wio;
+  struct stream stream;
   char *peer;
   int refs;
   bool closed;
   bool close_after_output;
   bool in_process;
-  struct loop_flush flush;      /* output queued in this iteration */
-  struct inbuf in;
-  struct outq out;
   /* The read asked for. */
   bool want_active;
   unsigned char *want_buf;
   size_t want_len, want_got;
   conn_read_cb want_cb;
   /* TLS */
-  struct tls *tls;
   bool tls_starting;            /* waiting for plaintext output to go */
   bool handshaking;
   conn_read_cb tls_done;
@@ -83,7 +79,7 @@ conn_peer (const struct conn *conn)
 bool
 conn_is_tls (const struct conn *conn)
 {
-  return conn->tls != NULL;
+  return conn->stream.tls != NULL;
 }
 
 bool
@@ -95,7 +91,7 @@ conn_is_closed (const struct conn *conn)
 size_t
 conn_output_bytes (const struct conn *conn)
 {
-  return conn->out.bytes;
+  return stream_queued (&conn->stream);
 }
 
 void
@@ -110,8 +106,7 @@ conn_unref (struct conn *conn)
   if (--conn->refs > 0)
     return;
   session_free (conn);
-  inbuf_free (&conn->in);
-  outq_clear (&conn->out);
+  stream_close (&conn->stream, false);
   if (conn->prev)
     conn->prev->next = conn->next;
   else
@@ -123,9 +118,9 @@ conn_unref (struct conn *conn)
 }
 
 static void
-on_readable (struct ev_loop *l, ev_io *w, int revents)
+on_readable (void *opaque)
 {
-  struct conn *conn = w->data;
+  struct conn *conn = opaque;
 
   if (conn->handshaking)
     handshake_step (conn);
@@ -140,18 +135,14 @@ flush_output (struct conn *conn)
 
   if (conn->closed)
     return;
-  r = conn->tls ? outq_flush_with (&conn->out, tls_send, conn->tls)
-                : outq_flush (&conn->out, conn->wfd);
+  r = stream_flush (&conn->stream);
   if (r == -1) {
     nbdkit_debug ("%s: write: %m", conn->peer);
     conn_close (conn);
     return;
   }
-  if (r == 1) {
-    ev_io_start (loop, &conn->wio);
-    return;
-  }
-  ev_io_stop (loop, &conn->wio);
+  if (r == 1)
+    return;                     /* the stream waits for the socket */
   if (conn->close_after_output)
     conn_close (conn);
   else if (conn->tls_starting)
@@ -160,25 +151,24 @@ flush_output (struct conn *conn)
     transmit_maybe_resume (conn);
 }
 
-/* Just before the loop waits (loop.c): write what this iteration
- * queued.  The queued flush holds a reference.
- */
+/* Just before the loop waits: write what this iteration queued. */
 static void
-on_flush (struct loop_flush *f)
+on_flush (void *opaque)
 {
-  struct conn *conn = (struct conn *) ((char *) f - offsetof (struct conn, flush));
+  struct conn *conn = opaque;
 
+  conn_ref (conn);
   if (conn->handshaking)
-    ev_io_start (loop, &conn->wio);
+    stream_write_watch (&conn->stream, true);
   else
     flush_output (conn);
   conn_unref (conn);
 }
 
 static void
-on_writable (struct ev_loop *l, ev_io *w, int revents)
+on_writable (void *opaque)
 {
-  struct conn *conn = w->data;
+  struct conn *conn = opaque;
 
   conn_ref (conn);
   if (conn->handshaking)
@@ -198,8 +188,8 @@ conn_start_tls (struct conn *conn, conn_read_cb done)
   conn->tls_done = done;
   conn->tls_starting = true;
   conn->want_active = false;
-  ev_io_stop (loop, &conn->rio);
-  if (!conn->out.head)
+  stream_read_stop (&conn->stream);
+  if (stream_queued (&conn->stream) == 0)
     begin_tls (conn);
   /* else flush_output begins once the reply to STARTTLS is out. */
 }
@@ -207,17 +197,19 @@ conn_start_tls (struct conn *conn, conn_read_cb done)
 static void
 begin_tls (struct conn *conn)
 {
-  size_t early = inbuf_avail (&conn->in);
+  struct stream *st = &conn->stream;
+  size_t early = stream_buffered (st);
+  struct tls *t;
 
   conn->tls_starting = false;
-  conn->tls = tls_new (conn->rfd, conn->wfd, conn->in.buf + conn->in.start,
-                       early);
-  if (!conn->tls) {
+  t = tls_new (st->rfd, st->wfd, st->in.buf + st->in.start, early);
+  if (!t) {
     nbdkit_error ("%s: could not start TLS", conn->peer);
     conn_close (conn);
     return;
   }
-  inbuf_take (&conn->in, NULL, early);
+  stream_take (st, NULL, early);
+  stream_set_tls (st, t);
   conn->handshaking = true;
   handshake_step (conn);
 }
@@ -226,20 +218,20 @@ static void
 handshake_step (struct conn *conn)
 {
   conn_ref (conn);
-  switch (tls_handshake (conn->tls, conn->peer)) {
+  switch (tls_handshake (conn->stream.tls, conn->peer)) {
   case TLS_DONE:
     conn->handshaking = false;
-    ev_io_stop (loop, &conn->rio);
-    ev_io_stop (loop, &conn->wio);
+    stream_read_stop (&conn->stream);
+    stream_write_watch (&conn->stream, false);
     conn->tls_done (conn);
     break;
   case TLS_WANT_READ:
-    ev_io_stop (loop, &conn->wio);
-    ev_io_start (loop, &conn->rio);
+    stream_write_watch (&conn->stream, false);
+    stream_read_start (&conn->stream);
     break;
   case TLS_WANT_WRITE:
-    ev_io_stop (loop, &conn->rio);
-    ev_io_start (loop, &conn->wio);
+    stream_read_stop (&conn->stream);
+    stream_write_watch (&conn->stream, true);
     break;
   default:
     conn_close (conn);
@@ -247,25 +239,11 @@ handshake_step (struct conn *conn)
   conn_unref (conn);
 }
 
-static ssize_t
-recv_tls (void *opaque, void *buf, size_t len)
-{
-  return tls_recv (opaque, buf, len);
-}
-
-/* Read from the client: the socket, or the TLS session on it. */
-static ssize_t
-conn_recv (struct conn *conn, void *buf, size_t len)
-{
-  ssize_t r;
-
-  if (conn->tls)
-    return tls_recv (conn->tls, buf, len);
-  do
-    r = read (conn->rfd, buf, len);
-  while (r == -1 && errno == EINTR);
-  return r;
-}
+static const struct stream_ops conn_stream_ops = {
+  .readable = on_readable,
+  .writable = on_writable,
+  .flush = on_flush,
+};
 
 struct conn *
 conn_new (int rfd, int wfd, const char *peer)
@@ -282,26 +260,20 @@ conn_new (int rfd, int wfd, const char *peer)
     return NULL;
   }
   conn = calloc (1, sizeof *conn);
-  if (!conn || inbuf_init (&conn->in, INBUF_SIZE) == -1 ||
-      !(conn->peer = strdup (peer))) {
+  if (!conn || !(conn->peer = strdup (peer)) ||
+      stream_init (&conn->stream, rfd, wfd, INBUF_SIZE, &conn_stream_ops,
+                   conn) == -1) {
     nbdkit_error ("out of memory for a new connection");
     chain_closed ();
     if (conn)
-      inbuf_free (&conn->in);
+      free (conn->peer);
     free (conn);
     close (rfd);
     if (wfd != rfd)
       close (wfd);
     return NULL;
   }
-  conn->rfd = rfd;
-  conn->wfd = wfd;
   conn->refs = 1;               /* dropped by conn_close */
-  outq_init (&conn->out);
-  ev_io_init (&conn->rio, on_readable, rfd, EV_READ);
-  ev_io_init (&conn->wio, on_writable, wfd, EV_WRITE);
-  conn->rio.data = conn->wio.data = conn;
-  conn->flush.fn = on_flush;
   conn->next = conns;
   if (conns)
     conns->prev = conn;
@@ -321,18 +293,7 @@ conn_close (struct conn *conn)
   nbdkit_debug ("%s: closing connection", conn->peer);
   conn->closed = true;
   conn->want_active = false;
-  ev_io_stop (loop, &conn->rio);
-  ev_io_stop (loop, &conn->wio);
-  if (conn->tls) {
-    if (!conn->handshaking)
-      tls_bye (conn->tls);
-    tls_free (conn->tls);
-    conn->tls = NULL;
-  }
-  close (conn->rfd);
-  if (conn->wfd != conn->rfd)
-    close (conn->wfd);
-  outq_clear (&conn->out);
+  stream_close (&conn->stream, !conn->handshaking);
   nr_connections--;
   chain_closed ();
   listen_conn_ended ();
@@ -351,7 +312,7 @@ conn_drain_all (void)
     conn_ref (conn);
     if (!conn->closed) {
       conn->want_active = false;
-      ev_io_stop (loop, &conn->rio);
+      stream_read_stop (&conn->stream);
       if (conn->session.transmitting)
         transmit_drain (conn);
       else
@@ -380,9 +341,9 @@ void
 conn_close_after_output (struct conn *conn)
 {
   conn->want_active = false;
-  ev_io_stop (loop, &conn->rio);
+  stream_read_stop (&conn->stream);
   conn->close_after_output = true;
-  if (!conn->out.head)
+  if (stream_queued (&conn->stream) == 0)
     conn_close (conn);
 }
 
@@ -395,17 +356,13 @@ conn_write (struct conn *conn, const void *small, size_t len,
       free_data (data);
     return;
   }
-  if (outq_push (&conn->out, small, len, data, data_len, free_data) == -1) {
-    nbdkit_error ("%s: out of memory for a reply", conn->peer);
-    conn_close (conn);
-    return;
-  }
   /* Written just before the loop waits, so that the replies produced
    * in one loop iteration leave in one writev.
    */
-  if (!conn->flush.queued && !ev_is_active (&conn->wio)) {
-    conn_ref (conn);
-    loop_flush_queue (&conn->flush);
+  if (stream_queue (&conn->stream, small, len, data, data_len,
+                    free_data) == -1) {
+    nbdkit_error ("%s: out of memory for a reply", conn->peer);
+    conn_close (conn);
   }
 }
 
@@ -444,10 +401,10 @@ process_input (struct conn *conn)
     size_t left = conn->want_len - conn->want_got;
     ssize_t r;
 
-    conn->want_got += inbuf_take (&conn->in,
-                                  conn->want_buf
-                                  ? conn->want_buf + conn->want_got : NULL,
-                                  left);
+    conn->want_got += stream_take (&conn->stream,
+                                   conn->want_buf
+                                   ? conn->want_buf + conn->want_got : NULL,
+                                   left);
     if (conn->want_got == conn->want_len) {
       conn->want_active = false;
       conn->want_cb (conn);
@@ -456,22 +413,18 @@ process_input (struct conn *conn)
     left = conn->want_len - conn->want_got;
 
     if (reads++ == MAX_READS_PER_WAKEUP || bytes >= MAX_BYTES_PER_WAKEUP) {
-      ev_io_start (loop, &conn->rio);
-      /* Data gnutls already decrypted makes the socket no readier. */
-      if (conn->tls && tls_pending (conn->tls))
-        ev_feed_event (loop, &conn->rio, EV_READ);
+      stream_read_start (&conn->stream);  /* also sees TLS's bytes */
       break;
     }
     if (conn->want_buf && left >= INBUF_SIZE / 2) {
       /* Large payloads go straight to their buffer. */
-      r = conn_recv (conn, conn->want_buf + conn->want_got, left);
+      r = stream_recv (&conn->stream, conn->want_buf + conn->want_got,
+                       left);
       if (r > 0)
         conn->want_got += r;
     }
-    else if (conn->tls)
-      r = inbuf_fill_with (&conn->in, recv_tls, conn->tls);
     else
-      r = inbuf_fill (&conn->in, conn->rfd);
+      r = stream_fill (&conn->stream);
     if (r > 0)
       bytes += r;
 
@@ -483,7 +436,7 @@ process_input (struct conn *conn)
       nbdkit_debug ("%s: the client closed its side of the connection",
                     conn->peer);
       conn->want_active = false;
-      ev_io_stop (loop, &conn->rio);
+      stream_read_stop (&conn->stream);
       transmit_drain (conn);
     }
     else if (r == 0) {
@@ -492,10 +445,7 @@ process_input (struct conn *conn)
     }
     else if (r == -1) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        ev_io_start (loop, &conn->rio);
-        /* Data gnutls holds makes the socket no readier. */
-        if (conn->tls && tls_pending (conn->tls))
-          ev_feed_event (loop, &conn->rio, EV_READ);
+        stream_read_start (&conn->stream);  /* also sees TLS's bytes */
         break;
       }
       nbdkit_debug ("%s: read: %m", conn->peer);
@@ -503,7 +453,7 @@ process_input (struct conn *conn)
     }
   }
   if (!conn->closed && !conn->want_active)
-    ev_io_stop (loop, &conn->rio);
+    stream_read_stop (&conn->stream);
 
   conn->in_process = false;
   conn_unref (conn);

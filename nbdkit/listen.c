@@ -1,7 +1,7 @@
 /* nbdkit front end: where clients come from.
  *
  * Owns the listening sockets (TCP on every address -i/-p resolve to,
- * IPv4 and IPv6; or a unix socket, -U PATH, or -U - for a private
+ * IPv4 and IPv6, or only one with -4 / -6; or a unix socket, -U PATH, or -U - for a private
  * socket in a private directory removed at exit; or AF_VSOCK with
  * --vsock; or the sockets systemd passed), accepting, and -s (one
  * connection on stdin/stdout).  Never blocks: sockets are non-blocking
@@ -30,6 +30,7 @@
 #include <linux/vm_sockets.h>
 
 #include "internal.h"
+#include "options.h"
 
 #define MAX_LISTENERS 16
 #define DEFAULT_PORT "10809"
@@ -226,7 +227,7 @@ static void
 listen_tcp (void)
 {
   struct addrinfo hints = {
-    .ai_family = AF_UNSPEC,
+    .ai_family = listen_family,         /* -4, -6, or both */
     .ai_socktype = SOCK_STREAM,
     .ai_flags = AI_PASSIVE | AI_ADDRCONFIG,
   };
@@ -238,10 +239,13 @@ listen_tcp (void)
   /* never-blocks: before the loop runs */
   err = getaddrinfo (opt.ipaddr, port, &hints, &ai);
   if (err)
-    die ("cannot listen on %s port %s: %s (use -p with a port number "
-         "or service name, -i with an address)",
+    die ("cannot listen on %s port %s%s: %s (use -p with a port number "
+         "or service name, -i with an address%s)",
          opt.ipaddr ? opt.ipaddr : "all addresses", port,
-         err == EAI_SYSTEM ? strerror (errno) : gai_strerror (err));
+         listen_family == AF_INET ? " over IPv4 (-4)"
+         : listen_family == AF_INET6 ? " over IPv6 (-6)" : "",
+         err == EAI_SYSTEM ? strerror (errno) : gai_strerror (err),
+         listen_family != AF_UNSPEC ? " of that family" : "");
 
   for (a = ai; a; a = a->ai_next) {
     int fd = socket (a->ai_family, a->ai_socktype | SOCK_NONBLOCK |
@@ -274,8 +278,10 @@ listen_tcp (void)
   }
   freeaddrinfo (ai);
   if (nr_listeners == 0)
-    die ("no address to listen on for %s port %s",
-         opt.ipaddr ? opt.ipaddr : "all addresses", port);
+    die ("no address to listen on for %s port %s%s",
+         opt.ipaddr ? opt.ipaddr : "all addresses", port,
+         listen_family == AF_INET ? " over IPv4 (-4)"
+         : listen_family == AF_INET6 ? " over IPv6 (-6)" : "");
 }
 
 static void

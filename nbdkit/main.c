@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 #include "options.h"
@@ -190,6 +191,38 @@ print_backend_help (void)
 
 static void dump_backend (void);
 
+/* The version reported for the backend.  A backend found by name in
+ * the backend directory and built with this package is reported with
+ * the version of the nbdkit release this server matches, as nbdkit's
+ * bundled plugins carry nbdkit's version; any other backend's own
+ * version is reported as it is.
+ */
+static const char *
+backend_version (void)
+{
+  if (!binfo.version || !*binfo.version)
+    return NULL;
+  if (!strchr (opt.backend_name, '/') &&
+      strcmp (binfo.version, PACKAGE_VERSION) == 0)
+    return NBDKIT_COMPAT_VERSION;
+  return binfo.version;
+}
+
+/* --version with a backend: after the "nbdkit VERSION" line (options.c),
+ * one "NAME VERSION" line per filter, nearest the client first, one for
+ * the backend, as nbdkit prints them.
+ */
+static void
+print_versions (void)
+{
+  size_t i;
+
+  for (i = 0; i < opt.nr_filters; ++i)
+    printf ("%s %s\n", opt.filters[i]->name, NBDKIT_COMPAT_VERSION);
+  printf ("%s %s\n", binfo.name,
+          backend_version () ? backend_version () : "(no version)");
+}
+
 /* For --help and --dump-plugin: a backend that is only asked about
  * itself, synchronously, before anything else runs.
  */
@@ -253,8 +286,7 @@ describe_backend (void)
   if (want_help)
     print_backend_help ();
   else if (want_version)
-    printf ("%s %s\n", binfo.name,
-            binfo.version && *binfo.version ? binfo.version : "(no version)");
+    print_versions ();
   else
     dump_backend ();
   fflush (stdout);      /* never-blocks: probing, no client is served */
@@ -272,12 +304,15 @@ dump_backend (void)
 
   printf ("path=%s\n", opt.backend_path);
   printf ("name=%s\n", binfo.name);
-  if (binfo.version && *binfo.version)
-    printf ("version=%s\n", binfo.version);
+  if (backend_version ())
+    printf ("version=%s\n", backend_version ());
+  printf ("package_version=%s\n", PACKAGE_VERSION);
   if (binfo.longname && *binfo.longname)
     printf ("longname=%s\n", binfo.longname);
   printf ("api_version=2\n");
   printf ("helper_protocol=%d\n", HP_PROTOCOL_VERSION);
+  /* No filter here lowers the backend's thread model: the two agree. */
+  printf ("max_thread_model=%s\n", thread_model_name (binfo.thread_model));
   printf ("thread_model=%s\n", thread_model_name (binfo.thread_model));
   if (binfo.magic_config_key)
     printf ("magic_config_key=%s\n", binfo.magic_config_key);
@@ -330,6 +365,12 @@ main (int argc, char *argv[])
   tls_init ();
   if (!opt.foreground)
     daemon_start ();
+  /* --swap: after the fork into the background, as locks are not
+   * inherited; the backend, a separate process, is not locked.
+   */
+  if (want_swap && mlockall (MCL_CURRENT | MCL_FUTURE) == -1)
+    die ("--swap: mlockall: %m (raise the locked-memory limit, "
+         "ulimit -l, or run as root; or leave out --swap)");
 
   backend_args = &argv[first_arg];
   nr_backend_args = argc - first_arg;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -35,6 +36,8 @@ struct options opt = {
 };
 
 bool want_help, want_dump, want_version;
+bool want_swap;
+int listen_family = AF_UNSPEC;
 static bool want_newstyle;
 
 enum {
@@ -64,10 +67,58 @@ enum {
   BACKEND_RLIMIT_OPTION,
   BACKEND_PING_INTERVAL_OPTION,
   BACKEND_PING_TIMEOUT_OPTION,
+  SHORT_OPTIONS_OPTION,
+  LONG_OPTIONS_OPTION,
+  SWAP_OPTION,
 };
 
-static const char short_options[] = "+D:e:fg:i:noP:p:rst:U:u:vV";
+/* In nbdkit's order, which --short-options and --long-options keep. */
+static const char short_options[] = "+46D:e:fg:i:nop:P:rst:u:U:vV";
 static const struct option long_options[] = {
+  { "ipv4-only",    no_argument,       NULL, '4' },
+  { "ipv6-only",    no_argument,       NULL, '6' },
+  { "debug",        required_argument, NULL, 'D' },
+  { "dump-config",  no_argument,       NULL, DUMP_CONFIG_OPTION },
+  { "dump-plugin",  no_argument,       NULL, DUMP_PLUGIN_OPTION },
+  { "exit-with-parent", no_argument,   NULL, EXIT_WITH_PARENT_OPTION },
+  { "export",       required_argument, NULL, 'e' },
+  { "export-name",  required_argument, NULL, 'e' },
+  { "exportname",   required_argument, NULL, 'e' },
+  { "filter",       required_argument, NULL, FILTER_OPTION },
+  { "foreground",   no_argument,       NULL, 'f' },
+  { "no-fork",      no_argument,       NULL, 'f' },
+  { "group",        required_argument, NULL, 'g' },
+  { "help",         no_argument,       NULL, HELP_OPTION },
+  { "ip-addr",      required_argument, NULL, 'i' },
+  { "ipaddr",       required_argument, NULL, 'i' },
+  { "log",          required_argument, NULL, LOG_OPTION },
+  { "mask-handshake", required_argument, NULL, MASK_HANDSHAKE_OPTION },
+  { "new-style",    no_argument,       NULL, 'n' },
+  { "newstyle",     no_argument,       NULL, 'n' },
+  { "no-sr",        no_argument,       NULL, NO_SR_OPTION },
+  { "old-style",    no_argument,       NULL, 'o' },
+  { "oldstyle",     no_argument,       NULL, 'o' },
+  { "pid-file",     required_argument, NULL, 'P' },
+  { "pidfile",      required_argument, NULL, 'P' },
+  { "port",         required_argument, NULL, 'p' },
+  { "read-only",    no_argument,       NULL, 'r' },
+  { "readonly",     no_argument,       NULL, 'r' },
+  { "run",          required_argument, NULL, RUN_OPTION },
+  { "selinux-label", required_argument, NULL, SELINUX_LABEL_OPTION },
+  { "single",       no_argument,       NULL, 's' },
+  { "stdin",        no_argument,       NULL, 's' },
+  { "swap",         no_argument,       NULL, SWAP_OPTION },
+  { "threads",      required_argument, NULL, 't' },
+  { "tls",          required_argument, NULL, TLS_OPTION },
+  { "tls-certificates", required_argument, NULL, TLS_CERTIFICATES_OPTION },
+  { "tls-psk",      required_argument, NULL, TLS_PSK_OPTION },
+  { "tls-verify-peer", no_argument,    NULL, TLS_VERIFY_PEER_OPTION },
+  { "unix",         required_argument, NULL, 'U' },
+  { "user",         required_argument, NULL, 'u' },
+  { "verbose",      no_argument,       NULL, 'v' },
+  { "version",      no_argument,       NULL, 'V' },
+  { "vsock",        no_argument,       NULL, VSOCK_OPTION },
+  /* This nbdkit's own, after those nbdkit has. */
   { "backend-failure",  required_argument, NULL, BACKEND_FAILURE_OPTION },
   { "backend-group",    required_argument, NULL, BACKEND_GROUP_OPTION },
   { "backend-max-restarts", required_argument, NULL,
@@ -81,47 +132,11 @@ static const struct option long_options[] = {
   { "backend-rlimit",   required_argument, NULL, BACKEND_RLIMIT_OPTION },
   { "backend-timeout",  required_argument, NULL, BACKEND_TIMEOUT_OPTION },
   { "backend-user",     required_argument, NULL, BACKEND_USER_OPTION },
-  { "debug",        required_argument, NULL, 'D' },
-  { "dump-config",  no_argument,       NULL, DUMP_CONFIG_OPTION },
-  { "dump-plugin",  no_argument,       NULL, DUMP_PLUGIN_OPTION },
-  { "exit-with-parent", no_argument,   NULL, EXIT_WITH_PARENT_OPTION },
-  { "export",       required_argument, NULL, 'e' },
-  { "export-name",  required_argument, NULL, 'e' },
-  { "exportname",   required_argument, NULL, 'e' },
-  { "filter",       required_argument, NULL, FILTER_OPTION },
-  { "foreground",   no_argument,       NULL, 'f' },
-  { "group",        required_argument, NULL, 'g' },
-  { "log",          required_argument, NULL, LOG_OPTION },
-  { "no-fork",      no_argument,       NULL, 'f' },
-  { "help",         no_argument,       NULL, HELP_OPTION },
-  { "ip-addr",      required_argument, NULL, 'i' },
-  { "ipaddr",       required_argument, NULL, 'i' },
-  { "mask-handshake", required_argument, NULL, MASK_HANDSHAKE_OPTION },
-  { "newstyle",     no_argument,       NULL, 'n' },
-  { "no-sr",        no_argument,       NULL, NO_SR_OPTION },
+  { "long-options", no_argument,       NULL, LONG_OPTIONS_OPTION },
   { "no-structured-replies", no_argument, NULL, NO_SR_OPTION },
-  { "oldstyle",     no_argument,       NULL, 'o' },
-  { "pid-file",     required_argument, NULL, 'P' },
   { "print-uri",    no_argument,       NULL, PRINT_URI_OPTION },
-  { "pidfile",      required_argument, NULL, 'P' },
-  { "port",         required_argument, NULL, 'p' },
-  { "read-only",    no_argument,       NULL, 'r' },
-  { "readonly",     no_argument,       NULL, 'r' },
-  { "run",          required_argument, NULL, RUN_OPTION },
-  { "selinux-label", required_argument, NULL, SELINUX_LABEL_OPTION },
-  { "single",       no_argument,       NULL, 's' },
-  { "stdin",        no_argument,       NULL, 's' },
-  { "threads",      required_argument, NULL, 't' },
-  { "tls",          required_argument, NULL, TLS_OPTION },
-  { "tls-certificates", required_argument, NULL, TLS_CERTIFICATES_OPTION },
+  { "short-options", no_argument,      NULL, SHORT_OPTIONS_OPTION },
   { "tls-priority", required_argument, NULL, TLS_PRIORITY_OPTION },
-  { "tls-psk",      required_argument, NULL, TLS_PSK_OPTION },
-  { "tls-verify-peer", no_argument,    NULL, TLS_VERIFY_PEER_OPTION },
-  { "unix",         required_argument, NULL, 'U' },
-  { "user",         required_argument, NULL, 'u' },
-  { "verbose",      no_argument,       NULL, 'v' },
-  { "version",      no_argument,       NULL, 'V' },
-  { "vsock",        no_argument,       NULL, VSOCK_OPTION },
   { NULL },
 };
 
@@ -129,13 +144,13 @@ static void
 usage (void)
 {
   printf (
-"nbdkit [-D BACKEND.FLAG=N] [-e EXPORTNAME] [-f] [-i IPADDR]\n"
+"nbdkit [-4|-6] [-D BACKEND.FLAG=N] [-e EXPORTNAME] [-f] [-i IPADDR]\n"
 "       [--mask-handshake MASK] [-n] [--no-sr] [-o] [-P PIDFILE]\n"
 "       [-p PORT] [-r] [-s] [-t THREADS] [--tls=off|on|require]\n"
 "       [--tls-certificates DIR] [--tls-psk FILE] [--tls-verify-peer]\n"
 "       [--tls-priority PRIORITY] [-U SOCKET] [-u USER] [-g GROUP]\n"
 "       [--run CMD] [--print-uri] [--exit-with-parent] [--log DEST]\n"
-"       [--vsock] [-v] [--filter=FILTER ...]\n"
+"       [--vsock] [--swap] [-v] [--filter=FILTER ...]\n"
 "       BACKEND [key=value ...]\n"
 "\n"
 "Serve BACKEND over the Network Block Device protocol.  BACKEND is a\n"
@@ -143,6 +158,9 @@ usage (void)
 "executable that speaks nbdkit-helper-protocol(5).\n"
 "\n"
 "Options:\n"
+"  -4, --ipv4-only             TCP: listen on IPv4 only (-i NAME: resolve\n"
+"                              it to IPv4 addresses only)\n"
+"  -6, --ipv6-only             TCP: listen on IPv6 only (likewise)\n"
 "  -D, --debug BACKEND.FLAG=N  set a backend debug flag\n"
 "      --dump-plugin           print information about BACKEND and exit\n"
 "  -e, --exportname NAME       the export name used in the URI\n"
@@ -160,6 +178,8 @@ usage (void)
 "  -p, --port PORT             TCP port (default 10809)\n"
 "  -r, --readonly              the export is read-only\n"
 "  -s, --single                serve one connection on stdin/stdout\n"
+"      --swap                  the export is swap space on this machine:\n"
+"                              lock the server into memory (mlockall)\n"
 "  -t, --threads THREADS       worker threads in the backend (default 16)\n"
 "      --tls off|on|require    TLS: not offered (default), offered, or\n"
 "                              required before any export is served\n"
@@ -182,7 +202,11 @@ usage (void)
 "      --vsock                 listen on AF_VSOCK (port: -p)\n"
 "      --selinux-label LABEL   label the sockets (needs SELinux support)\n"
 "      --dump-config           print how this nbdkit was built\n"
-"  -V, --version               print the version and exit\n"
+"  -V, --version               print the version (of the nbdkit release\n"
+"                              this matches; --dump-config shows this\n"
+"                              package's own) and exit\n"
+"      --short-options, --long-options\n"
+"                              list the options, one a line, and exit\n"
 "\n"
 "Supervision of the backend process (see nbdkit-supervision(1)):\n"
 "  --backend-timeout SECS      restart a backend that takes longer than\n"
@@ -260,7 +284,7 @@ parse_debug_flag (const char *arg)
 {
   const char *dot = strchr (arg, '.');
   const char *eq = strchr (arg, '=');
-  char *end;
+  char *end, *key;
   long v;
 
   if (!dot || !eq || dot == arg || eq < dot + 2 || eq[1] == '\0')
@@ -275,8 +299,11 @@ parse_debug_flag (const char *arg)
    */
   if (!opt.server_debug)
     opt.server_debug = json_object ();
-  json_object_set_new (opt.server_debug,
-                       strndup (arg, (size_t) (eq - arg)), json_integer (v));
+  key = strndup (arg, (size_t) (eq - arg));
+  if (!opt.server_debug || !key)
+    die ("out of memory");
+  json_object_set_new (opt.server_debug, key, json_integer (v));  /* copies */
+  free (key);
 }
 
 /* The name -D flags use for the backend: its name, or for a path the
@@ -465,6 +492,32 @@ parse_command_line (int argc, char *argv[])
   while ((c = getopt_long (argc, argv, short_options + 1, long_options,
                            NULL)) != -1) {
     switch (c) {
+    case '4':
+      listen_family = AF_INET;
+      break;
+    case '6':
+      listen_family = AF_INET6;
+      break;
+    case SWAP_OPTION:
+      want_swap = true;
+      break;
+    case SHORT_OPTIONS_OPTION: {
+      const char *p;
+
+      for (p = short_options + 1; *p; ++p)
+        if (*p != ':')
+          printf ("-%c\n", *p);
+      exit (EXIT_SUCCESS);
+    }
+    case LONG_OPTIONS_OPTION: {
+      const struct option *o;
+
+      for (o = long_options; o->name; ++o)
+        if (strcmp (o->name, "short-options") != 0 &&
+            strcmp (o->name, "long-options") != 0)
+          printf ("--%s\n", o->name);
+      exit (EXIT_SUCCESS);
+    }
     case 'D':
       parse_debug_flag (optarg);
       break;
@@ -650,7 +703,7 @@ parse_command_line (int argc, char *argv[])
   }
 
   if (want_version) {
-    printf ("%s %s\n", PROGRAM_NAME, PACKAGE_VERSION);
+    printf ("%s %s\n", PROGRAM_NAME, NBDKIT_COMPAT_VERSION);
     if (optind >= argc)
       exit (EXIT_SUCCESS);
   }
@@ -663,6 +716,10 @@ parse_command_line (int argc, char *argv[])
   }
   opt.backend_name = argv[optind++];
 
+  /* nbdkit's message, word for word: scripts may look for it. */
+  if (want_dump && opt.single)
+    die ("--dump-plugin, -p, --run, -s, -U or --vsock options cannot be "
+         "used in this combination");
   if (opt.single && (opt.unixsocket || opt.port || opt.ipaddr))
     die ("-s cannot be combined with -U, -p or -i: it serves one "
          "connection on stdin/stdout");
@@ -677,6 +734,21 @@ parse_command_line (int argc, char *argv[])
     die ("--vsock cannot be combined with -U, -s or -i");
   if (opt.run || opt.exit_with_parent)
     opt.foreground = true;
+  /* As nbdkit does: a relative socket path is made absolute, so that
+   * $unixsocket and the URI work from any directory.
+   */
+  if (opt.unixsocket && strcmp (opt.unixsocket, "-") != 0 &&
+      opt.unixsocket[0] != '/') {
+    char *cwd = getcwd (NULL, 0), *abs;
+
+    if (!cwd)
+      die ("-U %s: cannot find the current directory to make the path "
+           "absolute: %m (give an absolute path)", opt.unixsocket);
+    if (asprintf (&abs, "%s/%s", cwd, opt.unixsocket) == -1)
+      die ("out of memory");
+    free (cwd);
+    opt.unixsocket = abs;
+  }
   if (opt.selinux_label)
     listen_check_selinux_label ();
   if (service_listen_fds () > 0) {

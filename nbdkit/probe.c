@@ -2,7 +2,10 @@
  *
  * Prints how this server was built and where it looks for things, as
  * key=value lines in nbdkit's format, for scripts that need to know
- * before they run it.
+ * before they run it.  The version keys are those of the nbdkit release
+ * whose behaviour this server matches (NBDKIT_COMPAT_VERSION), so that
+ * tools testing nbdkit's version see the right thing; package_version
+ * is this package's own.
  */
 
 #include <config.h>
@@ -13,16 +16,15 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "options.h"
 
 void
 probe_dump_config (void)
 {
   char exe[PATH_MAX];
   ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
-  unsigned major = 0, minor = 0, micro = 0;
 
   exe[n > 0 ? n : 0] = '\0';
-  sscanf (PACKAGE_VERSION, "%u.%u.%u", &major, &minor, &micro);
   printf ("bindir=%s\n", BINDIR);
   printf ("binary=%s\n", exe);
   printf ("backenddir=%s\n", BACKENDDIR);
@@ -33,6 +35,7 @@ probe_dump_config (void)
   printf ("libdir=%s\n", LIBDIR);
   printf ("mandir=%s\n", MANDIR);
   printf ("name=%s\n", PACKAGE_NAME);
+  printf ("package_version=%s\n", PACKAGE_VERSION);
   printf ("plugindir=%s\n", BACKENDDIR);
   printf ("root_tls_certificates_dir=%s/pki/%s\n", SYSCONFDIR, PROGRAM_NAME);
   printf ("sbindir=%s\n", SBINDIR);
@@ -44,8 +47,8 @@ probe_dump_config (void)
   printf ("socket_activation=yes\n");
   printf ("sysconfdir=%s\n", SYSCONFDIR);
   printf ("tls=yes\n");
-  printf ("version=%s\n", PACKAGE_VERSION);
-  printf ("version_major=%u\n", major);
-  printf ("version_minor=%u\n", minor);
+  printf ("version=%s\n", NBDKIT_COMPAT_VERSION);
+  printf ("version_major=%d\n", NBDKIT_COMPAT_MAJOR);
+  printf ("version_minor=%d\n", NBDKIT_COMPAT_MINOR);
   printf ("vsock=yes\n");
 }
