@@ -186,6 +186,15 @@ extern ssize_t tls_send (void *t, const void *buf, size_t len);
 extern size_t tls_pending (struct tls *t);
 extern void tls_bye (struct tls *t);
 
+/* ---- inline-script.c ---- */
+
+/* The value of a script= parameter as the backend can use it: value
+ * itself, or the path of a copy of a script read from standard input
+ * ("-") or a pipe (<(...)).  Start-up only (exits 1 on errors).
+ */
+extern const char *inline_script (const char *value);
+extern void inline_script_cleanup (void);
+
 /* ---- captive.c: --run, --print-uri, --exit-with-parent ---- */
 
 extern char *captive_uri (void);

@@ -48,6 +48,9 @@ add_param (const char *key, size_t keylen, const char *value, bool bare)
     die ("out of memory");
   opt.params = p;
   p[opt.nr_params].key = strndup (key, keylen);
+  /* A script on stdin or through a pipe: the backend gets a copy. */
+  if (keylen == 6 && memcmp (key, "script", 6) == 0)
+    value = inline_script (value);
   p[opt.nr_params].value = strdup (value);
   p[opt.nr_params].bare = bare;
   if (!p[opt.nr_params].key || !p[opt.nr_params].value)

@@ -413,3 +413,45 @@ EOF
     wait_until eval '[ -n "$(backend_pid)" ] && [ "$(backend_pid)" != "$old" ]'
     nbd_py 'assert h.pread(4096, 8192) == b"kept" * 1024'
 }
+
+# nbdkit(1)'s own example: the script on standard input.
+@test "nbdkit sh - reads the script from standard input, as nbdkit does" {
+    requires nbdinfo nbdsh
+    printf '%s\n' 'case "$1" in' '  get_size) echo 1M ;;' \
+        '  pread) head -c "$3" /dev/zero ;;' '  *) exit 2 ;;' 'esac' \
+        > "$BATS_TEST_TMPDIR/inline"
+    run "$NBDKIT" -U - sh - \
+        --run 'nbdinfo --size "$uri" && nbdsh -u "$uri" -c "h.pread(4, 0)"' \
+        < "$BATS_TEST_TMPDIR/inline"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "${lines[0]}" = 1048576 ]
+}
+
+@test "script=- and <(...) process substitution give the backend a copy, removed at exit" {
+    requires nbdinfo
+    printf '%s\n' 'case "$1" in' '  get_size) echo 2M ;;' \
+        '  pread) head -c "$3" /dev/zero ;;' '  *) exit 2 ;;' 'esac' \
+        > "$BATS_TEST_TMPDIR/inline"
+    run bash -c '"$1" -v -U - sh <(cat "$2") --run "nbdinfo --size \"\$uri\""' \
+        _ "$NBDKIT" "$BATS_TEST_TMPDIR/inline"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *2097152* ]]
+    copy=$(echo "$output" | sed -n 's/.*: saved as \(.*inline-script.sh\)$/\1/p' | head -n 1)
+    [ -n "$copy" ]
+    [ ! -e "$copy" ]
+    [ ! -e "$(dirname "$copy")" ]
+    run "$NBDKIT" -U - sh script=- --run 'nbdinfo --size "$uri"' \
+        < "$BATS_TEST_TMPDIR/inline"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$output" = 2097152 ]
+}
+
+@test "with -s, script=- is refused: standard input is the client" {
+    run "$NBDKIT" -s sh - </dev/null
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"script=-: with -s standard input is the client's connection"* ]]
+}
