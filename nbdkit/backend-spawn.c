@@ -2,7 +2,8 @@
  *
  * Owns finding the backend executable, starting it (socketpair, fork,
  * exec with the channel on fd 3, stdin and stdout on /dev/null, stderr
- * on a pipe relayed to the log, no other fd, a minimal environment,
+ * on a pipe relayed to the log, no other fd, the server's environment
+ * (or a minimal one with --backend-clean-environment),
  * its own process group, no new privileges, SIGTERM when the server
  * dies, optionally another user and group and resource limits), struct
  * backend_info (from HELLO), and
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "options.h"
 
 struct backend_info binfo;
 
@@ -161,12 +163,20 @@ static const char *const pass_env[] = {
   NULL
 };
 
+/* The backend's environment, made before fork: the server's, as
+ * nbdkit's in-process plugins see it, or with
+ * --backend-clean-environment only the variables of pass_env and LC_*;
+ * in both, NBDKIT_HELPER_FD names the channel (any inherited value of
+ * it is replaced).  Only the array is allocated: free it, not the
+ * strings.
+ */
 static char **
-minimal_environment (void)
+backend_environment (void)
 {
   extern char **environ;
   size_t n = 0, i, j;
   char **env;
+  const size_t fdlen = strlen (HP_ENV_FD);
 
   for (i = 0; environ[i]; ++i)
     ;
@@ -176,7 +186,9 @@ minimal_environment (void)
   for (i = 0; environ[i]; ++i) {
     const char *e = environ[i];
 
-    if (strncmp (e, "LC_", 3) == 0) {
+    if (strncmp (e, HP_ENV_FD, fdlen) == 0 && e[fdlen] == '=')
+      continue;
+    if (!backend_clean_environment || strncmp (e, "LC_", 3) == 0) {
       env[n++] = environ[i];
       continue;
     }
@@ -254,12 +266,11 @@ drop_privileges (void)
 }
 
 static void __attribute__ ((noreturn))
-exec_backend (int chan, int err_w, pid_t server)
+exec_backend (int chan, int err_w, pid_t server, char **env)
 {
   sigset_t all;
   int devnull;
   char *argv[2] = { opt.backend_path, NULL };
-  char **env;
 
   /* Move the channel to fd 3 and stderr onto the pipe.  Both source fds
    * are above 3 (see backend_spawn), so nothing is overwritten early.
@@ -296,9 +307,6 @@ exec_backend (int chan, int err_w, pid_t server)
   if (getppid () != server)
     _exit (127);
 
-  env = minimal_environment ();
-  if (!env)
-    _exit (127);
   execve (opt.backend_path, argv, env);
   dprintf (STDERR_FILENO, "cannot run %s: %s\n", opt.backend_path,
            strerror (errno));
@@ -489,6 +497,7 @@ backend_spawn (void)
 {
   int sv[2], errp[2];
   pid_t self = getpid ();
+  char **env;
 
   if (!channel_reserve ()) {
     nbdkit_error ("cannot start the backend: out of memory");
@@ -506,8 +515,11 @@ backend_spawn (void)
   }
   sv[1] = fd_above (sv[1]);
   errp[1] = fd_above (errp[1]);
-  if (sv[1] == -1 || errp[1] == -1 || (pid = fork ()) == -1) {
-    nbdkit_error ("cannot start the backend: %m");
+  env = backend_environment ();
+  if (sv[1] == -1 || errp[1] == -1 || !env || (pid = fork ()) == -1) {
+    nbdkit_error ("cannot start the backend: %s",
+                  env ? strerror (errno) : "out of memory");
+    free (env);
     close (sv[0]);
     close (errp[0]);
     if (sv[1] >= 0)
@@ -518,7 +530,8 @@ backend_spawn (void)
     return false;
   }
   if (pid == 0)
-    exec_backend (sv[1], errp[1], self);
+    exec_backend (sv[1], errp[1], self, env);
+  free (env);
 
   close (sv[1]);
   close (errp[1]);

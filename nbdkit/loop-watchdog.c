@@ -11,7 +11,7 @@
  * scheduler statistics (/proc/thread-self/schedstat): time on the CPU,
  * time waiting for a CPU (preempted by other processes), and the rest,
  * time asleep inside a system call.  A turn that slept more than
- * LIMIT_MS "blocked"; one that ran more than LIMIT_MS on the CPU
+ * ASLEEP_MS "blocked"; one that ran more than LIMIT_MS on the CPU
  * "worked too long".  Preemption alone is never reported, so a loaded
  * machine does not make the check fail.  (Without schedstat, a turn
  * over LIMIT_MS with a voluntary context switch counts as blocked.)
@@ -34,7 +34,15 @@
 
 #include "internal.h"
 
+/* A turn over LIMIT_MS is looked at: it "worked too long" with more
+ * than LIMIT_MS on the CPU, it "blocked" when asleep more than
+ * ASLEEP_MS.  A little sleep is not blocking: a mutex shared with a
+ * worker thread that the kernel preempted, a page fault on a loaded
+ * machine; a blocking call (a sleep, disk I/O, a wait) is what passes
+ * 25 ms.
+ */
 #define LIMIT_MS 10.0
+#define ASLEEP_MS 25.0
 
 static ev_check wake;
 static ev_prepare sleep_;
@@ -115,7 +123,7 @@ on_sleep (struct ev_loop *l, ev_prepare *w, int revents)
   if (runwait0 >= 0 && schedstat (&cpu, &runwait)) {
     cpu_ms = (cpu - cpu0) * 1000;
     asleep_ms = wall_ms - cpu_ms - (runwait - runwait0) * 1000;
-    blocked = asleep_ms > LIMIT_MS;
+    blocked = asleep_ms > ASLEEP_MS;
   }
   else {
     cpu_ms = (cpu_now () - cpu0) * 1000;

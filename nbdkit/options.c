@@ -37,6 +37,7 @@ struct options opt = {
 
 bool want_help, want_dump, want_version;
 bool want_swap;
+bool backend_clean_environment;
 int listen_family = AF_UNSPEC;
 static bool want_newstyle;
 
@@ -67,6 +68,7 @@ enum {
   BACKEND_RLIMIT_OPTION,
   BACKEND_PING_INTERVAL_OPTION,
   BACKEND_PING_TIMEOUT_OPTION,
+  BACKEND_CLEAN_ENV_OPTION,
   SHORT_OPTIONS_OPTION,
   LONG_OPTIONS_OPTION,
   SWAP_OPTION,
@@ -119,6 +121,8 @@ static const struct option long_options[] = {
   { "version",      no_argument,       NULL, 'V' },
   { "vsock",        no_argument,       NULL, VSOCK_OPTION },
   /* This nbdkit's own, after those nbdkit has. */
+  { "backend-clean-environment", no_argument, NULL,
+    BACKEND_CLEAN_ENV_OPTION },
   { "backend-failure",  required_argument, NULL, BACKEND_FAILURE_OPTION },
   { "backend-group",    required_argument, NULL, BACKEND_GROUP_OPTION },
   { "backend-max-restarts", required_argument, NULL,
@@ -224,6 +228,8 @@ usage (void)
 "  --backend-rlimit RES=N[,RES=N...]  resource limits of the backend:\n"
 "                              as, core, cpu, data, fsize, nofile,\n"
 "                              nproc, stack (sizes take k, M, G, ...)\n"
+"  --backend-clean-environment  give the backend a minimal environment\n"
+"                              instead of the server's\n"
 "      --help                  this help; 'nbdkit BACKEND --help' shows\n"
 "                              the backend's parameters\n"
 "\n"
@@ -554,6 +560,9 @@ parse_command_line (int argc, char *argv[])
         opt.on_failure_error = true;
       else
         die ("--backend-failure %s: expected 'exit' or 'error'", optarg);
+      break;
+    case BACKEND_CLEAN_ENV_OPTION:
+      backend_clean_environment = true;
       break;
     case BACKEND_USER_OPTION:
       parse_user (optarg);

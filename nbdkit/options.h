@@ -22,6 +22,11 @@ extern bool want_help, want_dump, want_version;
 /* -4 / -6: AF_INET or AF_INET6 for TCP listening, else AF_UNSPEC. */
 extern int listen_family;
 
+/* --backend-clean-environment: the backend gets a minimal environment
+ * instead of the server's (backend-spawn.c).
+ */
+extern bool backend_clean_environment;
+
 /* --swap: lock the server into memory (mlockall) once it is running. */
 extern bool want_swap;
 

@@ -21,6 +21,20 @@ if got != expect:
     stop_server
 }
 
+# same_as_nbdkit PARAMS...: 'nbdkit data PARAMS' serves the same bytes
+# (a checksum of the whole disk, size included) as Debian's nbdkit
+# with its data plugin.
+same_as_nbdkit() {
+    requires nbdcopy sha256sum
+    [ -x /usr/bin/nbdkit ] && /usr/bin/nbdkit data --dump-plugin >/dev/null 2>&1 ||
+        skip "Debian's nbdkit with its data plugin is not installed"
+    local ref ours
+    ref=$(/usr/bin/nbdkit -U - data "$@" --run 'nbdcopy "$uri" - | sha256sum')
+    ours=$("$NBDKIT" -U - data "$@" --run 'nbdcopy "$uri" - | sha256sum')
+    echo "nbdkit: $ref, ours: $ours"
+    [ -n "$ref" ] && [ "$ref" = "$ours" ]
+}
+
 # bad_data MESSAGE PARAMS...: the server refuses to start, and says
 # MESSAGE (a substring).
 bad_data() {
@@ -57,7 +71,7 @@ bad_data() {
 @test "words are written in the byte order and width asked for" {
     requires nbdsh
     check_data '(0x1234).to_bytes(2, "little") + (0x1234).to_bytes(2, "big") + (0xdeadbeef).to_bytes(4, "little") + (0xdeadbeef).to_bytes(4, "big") + (1).to_bytes(8, "little") + (2**64 - 2).to_bytes(8, "big") + b"\xff\xff"' \
-               'le16:0x1234 be16:0x1234 le32:0xdeadbeef be32:0xdeadbeef le64:1 be64:-2 le16:-1'
+               'le16:0x1234 be16:0x1234 le32:0xdeadbeef be32:0xdeadbeef le64:1 be64:0xfffffffffffffffe le16:0xffff'
 }
 
 @test "a repeated byte, string or group is written N times" {
@@ -256,7 +270,7 @@ assert h.pread(7, 100000) == b"written"
     bad_data "'12ab' is not a valid byte" '12ab'
     bad_data "'*' must follow a value" '@0x10*2'
     bad_data "unexpected '-'" data='-1'
-    bad_data "70000 does not fit in 16 bits" 'le16:70000'
+    bad_data "70000 does not fit in 16 bits (the range is 0 to 65535)" 'le16:70000'
     bad_data "'le32' must be followed by ':'" 'le32 5'
     bad_data "the slice [2:5] is outside the 3 bytes it slices" '"abc"[2:5]'
     bad_data "the slice [3:1] ends before it starts" '"abc"[3:1]'
@@ -292,4 +306,96 @@ assert h.pread(7, 100000) == b"written"
     run "$NBDKIT" data --dump-plugin
     [ "$status" -eq 0 ]
     [[ "$output" == *"data_base64=yes"* ]]
+}
+
+@test "names after a backslash are letters, digits, '-' and '_' in any order" {
+    requires nbdsh
+    check_data 'b"ab\x01ab\x01"' \
+               '"ab" -> \1  1 -> \a-number_2  \1 \a-number_2 \1 \a-number_2'
+    check_data 'bytes(0x1fe) + b"\x55\xaa"' \
+               '( 0x55 0xAA ) -> \boot-signature ( @0x1fe \boot-signature ) -> \-s- \-s-'
+    same_as_nbdkit '"ab" -> \1  1 -> \a-number_2  \1 \a-number_2 \1 \a-number_2'
+}
+
+@test "spaces are allowed on both sides of *" {
+    requires nbdsh
+    check_data 'b"\x55" * 16 + b"\x01\x02" * 3 + b"ab" * 2' \
+               '0x55 * 16 ( 1 2 ) * 3 "ab"*	2'
+    same_as_nbdkit '0x55 * 16 ( 1 2 ) * 3 "ab" *2 ( 3 )* 2'
+}
+
+@test "a negative number in a word is refused, and the message names it" {
+    bad_data "le16:-1: negative numbers are not allowed" 'le16:-1'
+    bad_data "at character 3 near 'be32:-0x10 2': be32:-0x10: negative numbers are not allowed" \
+             '1 be32:-0x10 2'
+    bad_data "-1 is le64:0xffffffffffffffff" 'le64:-1'
+    if [ -x /usr/bin/nbdkit ]; then
+        # Debian's nbdkit refuses it too.
+        run /usr/bin/nbdkit -U - data 'le32:-1' --run true
+        [ "$status" -ne 0 ]
+    fi
+}
+
+@test "a slice [N:N] is empty whatever N, and its value is not even read" {
+    requires nbdsh
+    check_data 'b"x"' '"abc"[9:9] "x" "ab"[2:2] <nonexistent[5:5] <(exit 1)[0:0]'
+    same_as_nbdkit '"abc"[9:9] "x" "ab"[2:2] <nonexistent[5:5]'
+}
+
+@test "a slice of a file or a script reads only the bytes it needs" {
+    requires nbdsh
+    cd "$BATS_TEST_TMPDIR"
+    # An endless script, sliced, twice; then killed, not left running.
+    check_data 'b"x" * 15 + b"y\n" * 2048' \
+               '<(while :; do echo -n x; done)[:10]
+                <(while :; do echo -n x; done)[5:10]
+                <(echo $$ > yes.pid; exec yes)[:4096]'
+    pid=$(cat yes.pid)
+    [ -n "$pid" ]
+    ! kill -0 "$pid" 2>/dev/null
+    # An endless device.
+    start_server data '</dev/urandom[:10] </dev/urandom[1M:1M] @^512'
+    nbd_py 'assert h.get_size() == 512
+assert h.pread(502, 10) == bytes(502)'
+    stop_server
+    # A file: only its bytes from 1000 to 4999, byte for byte.
+    random_file big 1M
+    start_server data '<big[1000:5000]'
+    nbdcopy "$uri" got
+    [ "$(sha got)" = "$(dd if=big bs=1000 skip=1 count=4 status=none | sha256sum | cut -d' ' -f1)" ]
+    stop_server
+    bad_data "the slice [1:9] is outside the 3 bytes it slices" '<(echo hi)[1:9]'
+    # The example of nbdkit-data-plugin(1): 32K of an endless counter.
+    same_as_nbdkit '<( i=0; while :; do printf "%04d" $i; i=$((i+1)); done )[:32768]'
+}
+
+@test "variables also come from the environment; a parameter wins" {
+    requires nbdsh
+    export pattern='0x55 0xAA' v='9' w='1 $v'
+    check_data 'b"\x55\xaa" * 16' '$pattern*16'
+    check_data 'b"\x03\x01\x03"' '$v $w' v=3
+    export v=300
+    bad_data "variable v (from the environment), at character 1 near '300'" '$v'
+    unset v
+    bad_data "there is no variable 'v'" '$v'
+    export v='1 2'
+    same_as_nbdkit '$pattern*16 $v'
+    same_as_nbdkit '$v' v=3
+}
+
+@test "-D data.AST=1 prints the expression as nbdkit's data plugin does" {
+    run "$NBDKIT" -U - -v -D data.AST=1 data '0 1 2 3 @0x1fe 0x55 0xaa' --run true
+    [ "$status" -eq 0 ]
+    ast=$(echo "$output" | sed -n '/BEGIN AST/,/END AST/p' | sed 's/^.*debug: //')
+    echo "$ast"
+    [ "$ast" = 'BEGIN AST (-D data.AST=1)
+(
+    "\x00\x01\x02\x03"
+    @510
+    "U\xaa"
+)
+END AST' ]
+    # Without the flag, nothing.
+    run "$NBDKIT" -U - -v data '1 2 3' --run true
+    [[ "$output" != *"BEGIN AST"* ]]
 }

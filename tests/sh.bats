@@ -455,3 +455,220 @@ EOF
     [ "$status" -eq 1 ]
     [[ "$output" == *"script=-: with -s standard input is the client's connection"* ]]
 }
+
+# calls_of METHOD: how many times the script logged METHOD.
+calls_of() {
+    grep -cx "$1" "$BATS_TEST_TMPDIR/calls" || true
+}
+
+@test "a script sees the environment the server was started with" {
+    requires nbdinfo
+    script env.sh <<'EOF2'
+#!/bin/sh
+case "$1" in
+    get_size) echo "${DISK_SIZE:-1M}" ;;
+    pread) head -c "$3" /dev/zero ;;
+    *) exit 2 ;;
+esac
+EOF2
+    DISK_SIZE=3M start_server sh "$script"
+    [ "$(nbdinfo --size "$uri")" = 3145728 ]
+    stop_server
+    DISK_SIZE=3M start_server --backend-clean-environment sh "$script"
+    [ "$(nbdinfo --size "$uri")" = 1048576 ]
+}
+
+@test "an errno name on stderr is recognized in any case, and only at the start" {
+    requires nbdsh
+    script errs.sh <<'EOF2'
+#!/bin/sh
+case "$1" in
+    get_size) echo 1M ;;
+    pread)
+        case "$4" in
+            0) echo 'enospc no room here' >&2 ;;
+            512) echo 'Eperm' >&2 ;;
+            1024) echo 'EINVALID is not a name' >&2 ;;
+            *) echo ' EROFS after a blank' >&2 ;;
+        esac
+        exit 1 ;;
+    *) exit 2 ;;
+esac
+EOF2
+    start_server sh "$script"
+    nbd_py '
+for off, want in ((0, errno.ENOSPC), (512, errno.EPERM), (1024, errno.EIO),
+                  (2048, errno.EIO)):
+    try:
+        h.pread(1, off)
+        sys.exit("a failing read succeeded")
+    except nbd.Error as e:
+        assert e.errnum == want, (off, e)
+'
+    grep -q 'pread: no room here' "$log"
+}
+
+@test "open loses exactly one trailing newline of the handle it prints" {
+    requires nbdinfo
+    script handle.sh <<'EOF2'
+#!/bin/sh
+case "$1" in
+    open) printf ' h \n\n' ;;
+    get_size) echo "${#2}M" ;;
+    pread) head -c "$3" /dev/zero ;;
+    *) exit 2 ;;
+esac
+EOF2
+    start_server sh "$script"
+    # The handle is " h \n": 4 characters.
+    [ "$(nbdinfo --size "$uri")" = 4194304 ]
+}
+
+@test "each can_* method runs at most once per connection" {
+    requires nbdsh
+    script caps.sh <<EOF2
+#!/bin/sh
+echo "\$1" >> "$BATS_TEST_TMPDIR/calls"
+case "\$1" in
+    get_size) echo 1M ;;
+    pread) head -c "\$3" /dev/zero ;;
+    pwrite|zero|trim|flush|cache) cat > /dev/null ;;
+    can_fua|can_cache) echo native ;;
+    can_*|is_rotational) exit 0 ;;
+    *) exit 2 ;;
+esac
+EOF2
+    start_server sh "$script"
+    nbd_py '
+h.pwrite(b"x" * 512, 0, nbd.CMD_FLAG_FUA)
+h.zero(512, 0)
+h.trim(512, 0)
+h.flush()
+h.cache(512, 0)
+'
+    [ "$(calls_of open)" = 1 ]
+    for m in can_write can_flush can_trim can_zero can_fast_zero \
+             can_extents can_multi_conn can_fua can_cache is_rotational; do
+        echo "$m: $(calls_of "$m")"
+        [ "$(calls_of "$m")" = 1 ]
+    done
+}
+
+@test "serialize_connections never advertises multi-conn, as in nbdkit" {
+    requires nbdinfo
+    script serial.sh <<'EOF2'
+#!/bin/sh
+case "$1" in
+    thread_model) echo serialize_connections ;;
+    get_size) echo 1M ;;
+    pread) head -c "$3" /dev/zero ;;
+    can_multi_conn) exit 0 ;;
+    *) exit 2 ;;
+esac
+EOF2
+    start_server sh "$script"
+    nbdinfo "$uri" | grep -q 'can_multi_conn: false'
+    for ref in /usr/bin/nbdkit; do
+        [ -x "$ref" ] || continue
+        "$ref" -U - sh "$script" --run 'nbdinfo $uri' |
+            grep -q 'can_multi_conn: false'
+    done
+}
+
+@test "NAMES+DESCRIPTIONS with an odd number of lines leaves the last name without a description" {
+    requires nbdinfo
+    script odd.sh <<'EOF2'
+#!/bin/sh
+case "$1" in
+    list_exports) printf 'NAMES+DESCRIPTIONS\na\nb\nthe a one\n' ;;
+    open) echo "$3" ;;
+    get_size) echo 1M ;;
+    pread) head -c "$3" /dev/zero ;;
+    *) exit 2 ;;
+esac
+EOF2
+    start_server sh "$script"
+    nbdinfo --list "$uri" > "$BATS_TEST_TMPDIR/list"
+    cat "$BATS_TEST_TMPDIR/list"
+    grep -q 'export="a":' "$BATS_TEST_TMPDIR/list"
+    grep -q 'export="b":' "$BATS_TEST_TMPDIR/list"
+    [ "$(grep -c 'description:' "$BATS_TEST_TMPDIR/list")" = 1 ]
+    grep -q 'description: the a one' "$BATS_TEST_TMPDIR/list"
+}
+
+@test "a failing default_export without list_exports lists no export" {
+    requires nbdinfo
+    script nodefault.sh <<'EOF2'
+#!/bin/sh
+case "$1" in
+    default_export) echo 'EINVAL no default here' >&2; exit 1 ;;
+    open) echo "$3" ;;
+    get_size) echo 1M ;;
+    pread) head -c "$3" /dev/zero ;;
+    *) exit 2 ;;
+esac
+EOF2
+    start_server sh "$script"
+    run nbdinfo --list "$uri"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    ! echo "$output" | grep -q 'export='
+    grep -q 'default_export: no default here' "$log"
+    # A named export still opens.
+    [ "$(nbdinfo --size "nbd+unix:///x?socket=$sock")" = 1048576 ]
+}
+
+@test "exit status 7 answers the request, then the client's requests fail with ESHUTDOWN" {
+    requires nbdsh
+    script soft.sh <<'EOF2'
+#!/bin/sh
+case "$1" in
+    get_size) echo 1M ;;
+    pread) head -c "$3" /dev/zero; [ "$4" = 512 ] && exit 7; exit 0 ;;
+    *) exit 2 ;;
+esac
+EOF2
+    start_server sh "$script"
+    nbd_py '
+assert h.pread(512, 512) == bytes(512)
+try:
+    h.pread(512, 0)
+    sys.exit("a read after the disconnect succeeded")
+except nbd.Error as e:
+    assert e.errnum == errno.ESHUTDOWN, e
+'
+    # Another client is not affected.
+    nbd_py 'assert h.pread(512, 0) == bytes(512)'
+}
+
+@test "exit statuses 6 and 8 fail the request and every later request of the client" {
+    requires nbdsh
+    script hard.sh <<'EOF2'
+#!/bin/sh
+case "$1" in
+    get_size) echo 1M ;;
+    pread)
+        case "$4" in
+            512) exit 6 ;;
+            1024) echo 'ENOSPC full' >&2; exit 8 ;;
+        esac
+        head -c "$3" /dev/zero ;;
+    *) exit 2 ;;
+esac
+EOF2
+    start_server sh "$script"
+    for off in 512 1024; do
+        nbd_py "
+try:
+    h.pread(512, $off)
+    sys.exit('the read succeeded')
+except nbd.Error as e:
+    assert e.errnum == (errno.ESHUTDOWN if $off == 512 else errno.ENOSPC), e
+try:
+    h.pread(512, 0)
+    sys.exit('a read after the disconnect succeeded')
+except nbd.Error as e:
+    assert e.errnum == errno.ESHUTDOWN, e
+"
+    done
+}

@@ -149,7 +149,7 @@ assert h.pread(5, 0) == b"after"
 @test "the backend sees only its channel, stderr and /dev/null" {
     requires nbdsh
     random_file "$BATS_TEST_TMPDIR/disk" 1M
-    SECRET_TOKEN=do-not-leak start_server "$FAULTY" "$BATS_TEST_TMPDIR/disk"
+    start_server "$FAULTY" "$BATS_TEST_TMPDIR/disk"
     # Hold a client connection open while we look.
     /usr/bin/python3 -c "
 import nbd, time
@@ -168,11 +168,31 @@ time.sleep(30)
     [[ "$(readlink /proc/$b/fd/2)" == pipe:* ]]
     [[ "$(readlink /proc/$b/fd/3)" == socket:* ]]
     [ "$(readlink /proc/$b/fd/4)" = "$BATS_TEST_TMPDIR/disk" ]
-    ! tr '\0' '\n' < /proc/$b/environ | grep -q SECRET_TOKEN
     grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$b/status
     # Its own process group.
     [ "$(ps -o pgid= -p "$b" | tr -d ' ')" = "$b" ]
     kill "$client"
+}
+
+@test "the backend inherits the server's environment, or a minimal one with --backend-clean-environment" {
+    NBDKIT_HELPER_FD=99 SECRET_TOKEN=visible start_server memory 1M
+    b=$(backend_pid)
+    tr '\0' '\n' < /proc/$b/environ > "$BATS_TEST_TMPDIR/env"
+    grep -qx 'SECRET_TOKEN=visible' "$BATS_TEST_TMPDIR/env"
+    grep -qx 'PATH=.*' "$BATS_TEST_TMPDIR/env"
+    # The channel's variable names fd 3, whatever the server inherited.
+    [ "$(grep -c '^NBDKIT_HELPER_FD=' "$BATS_TEST_TMPDIR/env")" = 1 ]
+    grep -qx 'NBDKIT_HELPER_FD=3' "$BATS_TEST_TMPDIR/env"
+    stop_server
+
+    SECRET_TOKEN=do-not-leak LC_ALL=C.UTF-8 start_server \
+        --backend-clean-environment memory 1M
+    b=$(backend_pid)
+    tr '\0' '\n' < /proc/$b/environ > "$BATS_TEST_TMPDIR/env"
+    ! grep -q SECRET_TOKEN "$BATS_TEST_TMPDIR/env"
+    grep -qx 'PATH=.*' "$BATS_TEST_TMPDIR/env"
+    grep -qx 'LC_ALL=C.UTF-8' "$BATS_TEST_TMPDIR/env"
+    grep -qx 'NBDKIT_HELPER_FD=3' "$BATS_TEST_TMPDIR/env"
 }
 
 @test "the memory backend holds the server's memfd and nothing else" {

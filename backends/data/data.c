@@ -213,8 +213,10 @@ build (struct blob *b)
 {
   switch (source) {
   case SRC_DATA:
-    if (data_format_eval (tree, vars, nvars, b) == -1)
+    if (data_format_eval (tree, &vars, &nvars, b) == -1)
       return -1;
+    if (nbdkit_debug_flag ("AST", 0))
+      data_format_print_ast (tree, vars, nvars);
     for (size_t i = 0; i < nvars; i++)
       if (!vars[i].used)
         fprintf (stderr, "warning: parameter %s= is not used: no $%s in "

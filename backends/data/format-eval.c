@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,8 +36,8 @@ struct scope {
 };
 
 struct evaluator {
-  struct data_var *vars;
-  size_t nvars;
+  struct data_var **vars;
+  size_t *nvars;
   int depth;
 };
 
@@ -174,47 +176,100 @@ eval_sequence (struct evaluator *ev, const struct node *seq,
   return r;
 }
 
+/* Read the bytes from..to-1 of a stream into out at offset 0 (to ==
+ * UINT64_MAX: to the end), discarding the first from bytes when seek
+ * is false.  *total is the number of bytes the stream was found to
+ * have (as far as it was read); *eof says whether its end was reached.
+ * Reading stops as soon as to is reached, so an endless stream (a
+ * device, a script) can be sliced.
+ */
 static int
-read_file (const struct node *n, struct blob *out)
+read_stream (const struct node *n, const char *what, int fd, bool seek,
+             uint64_t from, uint64_t to, struct blob *out,
+             uint64_t *total, bool *eof)
 {
-  FILE *fp = fopen (n->str, "rb");
   unsigned char buf[65536];
-  size_t r;
-  uint64_t off = 0;
+  uint64_t off = 0;             /* of the next byte read, in the stream */
 
-  if (!fp) {
-    node_error (n, "cannot open '%s': %s", n->str, strerror (errno));
-    return -1;
-  }
-  while ((r = fread (buf, 1, sizeof buf, fp)) > 0) {
-    if (blob_put (out, off, buf, r) == -1) {
-      fclose (fp);
+  *eof = false;
+  if (seek && from > 0) {
+    if (lseek (fd, (off_t) from, SEEK_SET) == -1) {
+      node_error (n, "cannot seek in %s: %s", what, strerror (errno));
       return -1;
     }
-    off += r;
+    off = from;
   }
-  if (ferror (fp)) {
-    node_error (n, "cannot read '%s': %s", n->str, strerror (errno));
-    fclose (fp);
-    return -1;
+  while (off < to) {
+    size_t want = sizeof buf;
+    ssize_t got;
+
+    if (to - off < want)
+      want = to - off;
+    got = read (fd, buf, want);
+    if (got == -1 && errno == EINTR)
+      continue;
+    if (got == -1) {
+      node_error (n, "cannot read %s: %s", what, strerror (errno));
+      return -1;
+    }
+    if (got == 0) {
+      *eof = true;
+      break;
+    }
+    if (off + got > from) {
+      uint64_t skip = off < from ? from - off : 0;
+
+      if (blob_put (out, off + skip - from, buf + skip, got - skip) == -1)
+        return -1;
+    }
+    off += got;
   }
-  fclose (fp);
+  *total = off;
   return 0;
 }
 
-/* <(SCRIPT): /bin/sh -c SCRIPT, its standard output is the value.  It
- * runs in the backend's directory (the server's), with standard input
- * /dev/null and standard error going to the server's log.
+/* <FILE, or its bytes from..to-1. */
+static int
+read_file (const struct node *n, uint64_t from, uint64_t to,
+           struct blob *out, uint64_t *total, bool *eof)
+{
+  struct stat st;
+  char what[64];
+  int fd = open (n->str, O_RDONLY | O_CLOEXEC);
+  int r;
+
+  if (fd == -1) {
+    node_error (n, "cannot open '%s': %s", n->str, strerror (errno));
+    return -1;
+  }
+  snprintf (what, sizeof what, "'%.50s'", n->str);
+  r = read_stream (n, what, fd,
+                   fstat (fd, &st) == 0 && S_ISREG (st.st_mode),
+                   from, to, out, total, eof);
+  if (r == 0 && from > 0 && S_ISREG (st.st_mode) && *eof &&
+      *total == from && (uint64_t) st.st_size < from)
+    *total = st.st_size;        /* sought past the end */
+  close (fd);
+  return r;
+}
+
+/* <(SCRIPT), or its bytes from..to-1: /bin/sh -c SCRIPT, in its own
+ * process group, its standard output is the value.  It runs in the
+ * backend's directory (the server's), with standard error going to
+ * the server's log.  Once to bytes are read the script is not needed
+ * any more: its process group is killed, and its exit status ignored.
  */
 static int
-run_script (const struct node *n, struct blob *out)
+run_script (const struct node *n, uint64_t from, uint64_t to,
+            struct blob *out, uint64_t *total, bool *eof)
 {
-  unsigned char buf[65536];
-  uint64_t off = 0;
-  int fds[2], status, r = 0;
-  ssize_t got;
+  int fds[2], status, r;
   pid_t pid;
 
+  *total = 0;
+  *eof = true;
+  if (to == 0)                  /* nothing is needed: do not even run it */
+    return 0;
   if (pipe2 (fds, O_CLOEXEC) == -1) {
     node_error (n, "cannot run the script: pipe: %s", strerror (errno));
     return -1;
@@ -226,6 +281,9 @@ run_script (const struct node *n, struct blob *out)
     close (fds[1]);
     return -1;
   }
+  /* The script stays in the backend's process group, so that it dies
+   * with the backend (nbdkit-supervision(1)).
+   */
   if (pid == 0) {               /* the child */
     signal (SIGPIPE, SIG_DFL);
     if (dup2 (fds[1], STDOUT_FILENO) == -1)
@@ -235,29 +293,22 @@ run_script (const struct node *n, struct blob *out)
     _exit (127);
   }
   close (fds[1]);
-  for (;;) {
-    got = read (fds[0], buf, sizeof buf);
-    if (got == -1 && errno == EINTR)
-      continue;
-    if (got <= 0)
-      break;
-    if (r == 0 && blob_put (out, off, buf, got) == -1)
-      r = -1;                   /* keep reading so the script can end */
-    off += got;
-  }
-  if (got == -1 && r == 0) {
-    node_error (n, "reading the output of the script: %s", strerror (errno));
-    r = -1;
-  }
+  r = read_stream (n, "the output of the script", fds[0], false,
+                   from, to, out, total, eof);
+  /* Not needed any more: the shell is killed, and what it started
+   * gets SIGPIPE at its next write to the closed pipe.
+   */
   close (fds[0]);
+  if (r == -1 || !*eof)
+    kill (pid, SIGKILL);
   while (waitpid (pid, &status, 0) == -1) {
     if (errno != EINTR) {
       node_error (n, "waiting for the script: %s", strerror (errno));
       return -1;
     }
   }
-  if (r == -1)
-    return -1;
+  if (r == -1 || !*eof)
+    return r;
   if (WIFSIGNALED (status)) {
     node_error (n, "the script was killed by signal %d", WTERMSIG (status));
     return -1;
@@ -270,6 +321,31 @@ run_script (const struct node *n, struct blob *out)
   return 0;
 }
 
+/* VALUE[from:to] where VALUE is a file or a script: only the bytes
+ * needed are read.
+ */
+static int
+eval_stream_slice (const struct node *n, struct blob *out)
+{
+  const struct node *c = n->child;
+  uint64_t to = n->has_to ? n->to : UINT64_MAX, total;
+  bool eof;
+  int r = c->type == N_FILE
+    ? read_file (c, n->u, to, out, &total, &eof)
+    : run_script (c, n->u, to, out, &total, &eof);
+
+  if (r == -1)
+    return -1;
+  if (n->u > total || (n->has_to && n->to > total)) {
+    node_error (n, "the slice [%" PRIu64 ":%" PRIu64 "] is outside "
+                "the %" PRIu64 " bytes it slices", n->u,
+                n->has_to ? n->to : total, total);
+    return -1;
+  }
+  out->len = (n->has_to ? n->to : total) - n->u;
+  return 0;
+}
+
 static int
 eval_var (struct evaluator *ev, const struct node *n,
           const struct scope *sc, struct blob *out)
@@ -278,13 +354,40 @@ eval_var (struct evaluator *ev, const struct node *n,
   size_t i;
   int r;
 
-  for (i = 0; i < ev->nvars; i++)
-    if (strcmp (ev->vars[i].name, n->str) == 0)
-      var = &ev->vars[i];
+  for (i = 0; i < *ev->nvars; i++)
+    if (strcmp ((*ev->vars)[i].name, n->str) == 0)
+      var = &(*ev->vars)[i];
   if (!var) {
-    node_error (n, "there is no variable '%s' (give it as a parameter, "
-                "e.g. %s='1 2 3')", n->str, n->str);
-    return -1;
+    /* Not a parameter: an environment variable then (a parameter
+     * wins over the environment, as in nbdkit's data plugin).
+     */
+    const char *env = getenv (n->str);
+    struct data_var *v;
+
+    if (!env) {
+      node_error (n, "there is no variable '%s' (give it as a parameter, "
+                  "e.g. %s='1 2 3', or in the environment)", n->str, n->str);
+      return -1;
+    }
+    v = realloc (*ev->vars, (*ev->nvars + 1) * sizeof *v);
+    if (!v) {
+      nbdkit_error ("out of memory: %m");
+      return -1;
+    }
+    *ev->vars = v;
+    var = &v[*ev->nvars];
+    *var = (struct data_var) { .name = strdup (n->str),
+                               .value = strdup (env) };
+    if (!var->name || !var->value ||
+        asprintf (&var->label, "variable %s (from the environment)",
+                  n->str) == -1) {
+      var->label = NULL;
+      free (var->name);
+      free (var->value);
+      nbdkit_error ("out of memory: %m");
+      return -1;
+    }
+    (*ev->nvars)++;
   }
   if (var->active) {
     node_error (n, "the variable '%s' refers to itself", n->str);
@@ -302,9 +405,13 @@ eval_var (struct evaluator *ev, const struct node *n,
     if (!var->tree)
       return -1;
   }
+  /* The evaluation may add variables from the environment, moving
+   * the array: find this one again by its index afterwards.
+   */
+  i = (size_t) (var - *ev->vars);
   var->active = true;
   r = eval_sequence (ev, var->tree, sc, out);
-  var->active = false;
+  (*ev->vars)[i].active = false;
   return r;
 }
 
@@ -331,10 +438,17 @@ eval_value (struct evaluator *ev, const struct node *n,
                     : blob_put (out, 0, n->bytes, n->len);
     break;
   case N_FILE:
-    r = read_file (n, out);
-    break;
   case N_SCRIPT:
-    r = run_script (n, out);
+    {
+      uint64_t total;
+      bool eof;
+
+      r = n->type == N_FILE
+        ? read_file (n, 0, UINT64_MAX, out, &total, &eof)
+        : run_script (n, 0, UINT64_MAX, out, &total, &eof);
+      if (r == 0)
+        out->len = total;
+    }
     break;
   case N_NAME:
     named = scope_find (sc, n->str);
@@ -353,7 +467,11 @@ eval_value (struct evaluator *ev, const struct node *n,
       r = blob_repeat (out, &v, n->u);
     break;
   case N_SLICE:
-    if (eval_value (ev, n->child, sc, &v) == 0) {
+    if (n->has_to && n->u == n->to)
+      r = 0;                    /* [N:N] is empty whatever N, unevaluated */
+    else if (n->child->type == N_FILE || n->child->type == N_SCRIPT)
+      r = eval_stream_slice (n, out);
+    else if (eval_value (ev, n->child, sc, &v) == 0) {
       uint64_t to = n->has_to ? n->to : v.len;
 
       if (n->u > v.len || to > v.len)
@@ -372,8 +490,8 @@ eval_value (struct evaluator *ev, const struct node *n,
 }
 
 int
-data_format_eval (const struct node *tree, struct data_var *vars,
-                  size_t nvars, struct blob *out)
+data_format_eval (const struct node *tree, struct data_var **vars,
+                  size_t *nvars, struct blob *out)
 {
   struct evaluator ev = { .vars = vars, .nvars = nvars };
 

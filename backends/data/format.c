@@ -7,7 +7,7 @@
  *   sequence := item*
  *   item     := offset | value postfix* [ '->' '\' NAME ]
  *   offset   := '@' NUM | '@+' NUM | '@-' NUM | '@^' NUM
- *   value    := BYTE | '"' STRING '"' | WORDTYPE ':' ['-'] NUM
+ *   value    := BYTE | '"' STRING '"' | WORDTYPE ':' NUM
  *             | '<' FILE | '<(' SCRIPT ')' | '(' sequence ')'
  *             | '\' NAME | '$' NAME
  *   postfix  := '*' NUM | '[' [NUM] ':' [NUM] ']'
@@ -247,17 +247,30 @@ parse_offset (struct parser *p, const char *what, uint64_t *r)
   return 0;
 }
 
+/* $VAR: letters, digits and '_', not starting with a digit (a
+ * parameter key or an environment variable).  \NAME (label): letters,
+ * digits, '-' and '_' in any order, as nbdkit's data plugin.
+ */
+static bool
+is_label_char (int c)
+{
+  return isalnum (c) || c == '_' || c == '-';
+}
+
 static int
 parse_name (struct parser *p, const char *sigil, char **r)
 {
   size_t start = p->pos;
+  bool label = sigil[strlen (sigil) - 1] == '\\';
 
-  if (!is_name_start (peek (p))) {
-    error_at (p, start, "expected a name after '%s' (letters, digits and "
+  if (label ? !is_label_char (peek (p)) : !is_name_start (peek (p))) {
+    error_at (p, start, label
+              ? "expected a name after '%s' (letters, digits, '-' and '_')"
+              : "expected a name after '%s' (letters, digits and "
               "'_', not starting with a digit)", sigil);
     return -1;
   }
-  while (is_name_char (peek (p)))
+  while (label ? is_label_char (peek (p)) : is_name_char (peek (p)))
     p->pos++;
   *r = strndup (p->text + start, p->pos - start);
   if (!*r) {
@@ -359,33 +372,35 @@ parse_string (struct parser *p)
   return NULL;
 }
 
-/* le16:N, be32:N, ...: a word of that width and byte order.  A
- * negative N is stored in two's complement.
+/* le16:N, be32:N, ...: a word of that width and byte order.  As in
+ * nbdkit's data plugin, N is not negative.
  */
 static struct node *
 parse_word (struct parser *p, size_t start, int bits, bool little)
 {
   struct node *n;
-  bool neg = false;
   uint64_t v, max = bits == 64 ? UINT64_MAX : (UINT64_C (1) << bits) - 1;
-  size_t numpos;
+  size_t numpos = p->pos;
   int i;
 
   if (peek (p) == '-') {
-    neg = true;
-    p->pos++;
+    size_t end = p->pos + 1;
+
+    while (is_name_char ((unsigned char) p->text[end]))
+      end++;
+    error_at (p, start, "%.*s: negative numbers are not allowed in a word "
+              "(write it in two's complement: -1 is %.*s0x%" PRIx64 ")",
+              (int) (end - start), p->text + start,
+              (int) (numpos - start), p->text + start, max);
+    return NULL;
   }
-  numpos = p->pos;
   if (parse_number (p, false, "a word value", &v) == -1)
     return NULL;
-  if (neg ? v > (UINT64_C (1) << (bits - 1)) : v > max) {
-    error_at (p, neg ? numpos - 1 : numpos, "%s%" PRIu64 " does not fit in "
-              "%d bits (the range is -%" PRIu64 " to %" PRIu64 ")",
-              neg ? "-" : "", v, bits, UINT64_C (1) << (bits - 1), max);
+  if (v > max) {
+    error_at (p, numpos, "%" PRIu64 " does not fit in %d bits (the range "
+              "is 0 to %" PRIu64 ")", v, bits, max);
     return NULL;
   }
-  if (neg)
-    v = -v;
   n = new_node (p, N_BYTES, start);
   if (!n)
     return NULL;
@@ -543,8 +558,7 @@ parse_value (struct parser *p)
               "word, a file, a name or '( ... )'), not an offset or a "
               "name assignment", c);
   else if (c == '-')
-    error_at (p, start, "unexpected '-' (use @-N to move back, or le32:-N "
-              "and the like for a negative number)");
+    error_at (p, start, "unexpected '-' (use @-N to move back)");
   else if (c == ')')
     error_at (p, start, "')' without a matching '('");
   else if (isprint (c))
@@ -581,6 +595,7 @@ parse_postfix (struct parser *p)
     at = p->pos;
     if (peek (p) == '*') {
       p->pos++;
+      skip_space (p);
       n = wrap (p, N_REPEAT, at, n);
       if (n && parse_offset (p, "repeat count", &n->u) == -1)
         goto err;
@@ -733,4 +748,168 @@ data_format_parse (const char *text, const char *what)
   struct parser p = { .text = text, .what = what };
 
   return parse_sequence (&p, SIZE_MAX);
+}
+
+/* ---- -D data.AST=1: the tree, printed as nbdkit's data plugin does ---- */
+
+struct printer {
+  const struct data_var *vars;
+  size_t nvars;
+  char line[4096];
+};
+
+static void ast_node (struct printer *pr, const struct node *n, int indent,
+                      const char *suffix);
+
+static void
+ast_line (struct printer *pr, int indent, const char *fmt, ...)
+{
+  va_list ap;
+  int k = indent < 200 ? indent : 200;
+
+  memset (pr->line, ' ', k);
+  va_start (ap, fmt);
+  vsnprintf (pr->line + k, sizeof pr->line - k, fmt, ap);
+  va_end (ap);
+  nbdkit_debug ("%s", pr->line);
+}
+
+/* "..." with the printable ASCII characters as they are, others \xNN. */
+static void
+ast_string (struct printer *pr, int indent, const unsigned char *b,
+            size_t len, const char *suffix)
+{
+  char s[1024];
+  size_t i, k = 0;
+
+  for (i = 0; i < len && k < sizeof s - 16; i++) {
+    if (b[i] >= 32 && b[i] < 127 && b[i] != '"' && b[i] != '\\')
+      s[k++] = b[i];
+    else
+      k += snprintf (s + k, sizeof s - k, "\\x%02x", b[i]);
+  }
+  s[k] = '\0';
+  ast_line (pr, indent, "\"%s%s\"%s", s, i < len ? "..." : "", suffix);
+}
+
+/* Consecutive bytes and strings of a sequence, as one string. */
+static size_t
+ast_bytes_run (struct printer *pr, const struct node *seq, size_t i,
+               int indent)
+{
+  size_t j, len = 0, k = 0;
+  unsigned char *b;
+
+  for (j = i; j < seq->n && seq->items[j]->type == N_BYTES; j++)
+    len += seq->items[j]->len;
+  if (j == i + 1 && seq->items[i]->len == 1) {
+    ast_line (pr, indent, "%u", seq->items[i]->bytes[0]);
+    return j;
+  }
+  b = malloc (len ? len : 1);
+  if (!b)
+    return j;
+  for (; i < j; i++) {
+    memcpy (b + k, seq->items[i]->bytes, seq->items[i]->len);
+    k += seq->items[i]->len;
+  }
+  ast_string (pr, indent, b, len, "");
+  free (b);
+  return j;
+}
+
+static void
+ast_node (struct printer *pr, const struct node *n, int indent,
+          const char *suffix)
+{
+  char sfx[128];
+  size_t i;
+
+  switch (n->type) {
+  case N_SEQ:
+    for (i = 0; i < n->n && n->items[i]->type == N_BYTES; i++)
+      ;
+    if (indent == 0 && !*suffix && n->n > 0 && i == n->n) {
+      ast_bytes_run (pr, n, 0, 0);      /* only bytes: one string */
+      break;
+    }
+    if (n->n == 1 && n->items[0]->type != N_SEQ) {
+      ast_node (pr, n->items[0], indent, suffix);
+      break;
+    }
+    ast_line (pr, indent, "(");
+    for (i = 0; i < n->n; ) {
+      if (n->items[i]->type == N_BYTES)
+        i = ast_bytes_run (pr, n, i, indent + 4);
+      else
+        ast_node (pr, n->items[i++], indent + 4, "");
+    }
+    ast_line (pr, indent, ")%s", suffix);
+    break;
+  case N_BYTES:
+    if (n->len == 1)
+      ast_line (pr, indent, "%u%s", n->bytes[0], suffix);
+    else
+      ast_string (pr, indent, n->bytes, n->len, suffix);
+    break;
+  case N_ABS: ast_line (pr, indent, "@%" PRIu64, n->u); break;
+  case N_FWD: ast_line (pr, indent, "@+%" PRIu64, n->u); break;
+  case N_BACK: ast_line (pr, indent, "@-%" PRIu64, n->u); break;
+  case N_ALIGN: ast_line (pr, indent, "@^%" PRIu64, n->u); break;
+  case N_FILE: ast_line (pr, indent, "<%s%s", n->str, suffix); break;
+  case N_SCRIPT: ast_line (pr, indent, "<(%s)%s", n->str, suffix); break;
+  case N_NAME: ast_line (pr, indent, "\\%s%s", n->str, suffix); break;
+  case N_VAR:
+    for (i = 0; i < pr->nvars; i++)
+      if (strcmp (pr->vars[i].name, n->str) == 0 && pr->vars[i].tree) {
+        ast_node (pr, pr->vars[i].tree, indent, suffix);
+        return;
+      }
+    ast_line (pr, indent, "$%s%s", n->str, suffix);
+    break;
+  case N_ASSIGN:
+    snprintf (sfx, sizeof sfx, " -> \\%s%s", n->str, suffix);
+    ast_node (pr, n->child, indent, sfx);
+    break;
+  case N_REPEAT:
+    if (n->child->type == N_BYTES && n->child->len == 1) {
+      ast_line (pr, indent, "fill(%u*%" PRIu64 ")%s", n->child->bytes[0],
+                n->u, suffix);
+      break;
+    }
+    snprintf (sfx, sizeof sfx, " *%" PRIu64 "%s", n->u, suffix);
+    goto group;
+  case N_SLICE:
+    if (n->has_to)
+      snprintf (sfx, sizeof sfx, "[%" PRIu64 ":%" PRIu64 "]%s", n->u, n->to,
+                suffix);
+    else
+      snprintf (sfx, sizeof sfx, "[%" PRIu64 ":-1]%s", n->u, suffix);
+  group:
+    if (n->child->type == N_SEQ && !(n->child->n == 1 &&
+                                     n->child->items[0]->type != N_SEQ))
+      ast_node (pr, n->child, indent, sfx);
+    else {
+      ast_line (pr, indent, "(");
+      ast_node (pr, n->child, indent + 4, "");
+      ast_line (pr, indent, ")%s", sfx);
+    }
+    break;
+  }
+}
+
+void
+data_format_print_ast (const struct node *tree,
+                       const struct data_var *vars, size_t nvars)
+{
+  struct printer *pr = malloc (sizeof *pr);
+
+  if (!pr)
+    return;
+  pr->vars = vars;
+  pr->nvars = nvars;
+  nbdkit_debug ("BEGIN AST (-D data.AST=1)");
+  ast_node (pr, tree, 0, "");
+  nbdkit_debug ("END AST");
+  free (pr);
 }

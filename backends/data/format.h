@@ -31,10 +31,20 @@ struct data_var {
 extern struct node *data_format_parse (const char *text, const char *what);
 extern void data_format_free (struct node *n);
 
-/* Evaluate a parsed tree into out (which starts empty). */
+/* Evaluate a parsed tree into out (which starts empty).  A $NAME that
+ * is not in vars is looked up in the environment, and added to vars
+ * (reallocated) if it is there.
+ */
 extern int data_format_eval (const struct node *tree,
-                             struct data_var *vars, size_t nvars,
+                             struct data_var **vars, size_t *nvars,
                              struct blob *out);
+
+/* -D data.AST=1: print the tree through nbdkit_debug, with the
+ * variables used (vars, after data_format_eval) put in place.
+ */
+extern void data_format_print_ast (const struct node *tree,
+                                   const struct data_var *vars,
+                                   size_t nvars);
 
 /* A valid variable or name: [A-Za-z_][A-Za-z0-9_]* */
 extern bool data_format_is_name (const char *s);

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -79,6 +80,8 @@ buf_append (struct buf *b, const char *data, size_t n)
   return 0;
 }
 
+__thread int call_disconnect;
+
 /* ---- errno names on stderr ---- */
 
 static const struct { const char *name; int value; } errno_names[] = {
@@ -105,20 +108,22 @@ static const struct { const char *name; int value; } errno_names[] = {
 
 /* If s starts with a known errno name followed by a blank or the end,
  * return its value and set *len to the length of the name, else 0.
+ * As nbdkit, the name's case does not matter: EIO, eio, Eio.
  */
 static int
 errno_at (const char *s, size_t *len)
 {
   size_t n = 0, i;
 
-  while (s[n] && ((s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9')))
+  while (s[n] && ((s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= 'a' && s[n] <= 'z') ||
+                  (s[n] >= '0' && s[n] <= '9')))
     n++;
   if (n == 0 || (s[n] && s[n] != ' ' && s[n] != '\t' && s[n] != '\n' &&
                  s[n] != '\r'))
     return 0;
   for (i = 0; i < sizeof errno_names / sizeof errno_names[0]; ++i)
     if (strlen (errno_names[i].name) == n &&
-        strncmp (s, errno_names[i].name, n) == 0) {
+        strncasecmp (s, errno_names[i].name, n) == 0) {
       *len = n;
       return errno_names[i].value;
     }
@@ -141,7 +146,7 @@ report_error (const char *label, const char *method, char *err,
   size_t n;
   int e = 0;
 
-  start += strspn (start, " \t\r\n");
+  /* The name comes first, as in nbdkit: " EIO" names none. */
   if ((e = errno_at (start, &n)) != 0)
     memmove (start, start + n, strlen (start + n) + 1);
   else {
@@ -353,6 +358,8 @@ call_run (const char *const argv[], char *const envp[],
   size_t n, i;
   pid_t pid;
   int status, exec_errno = 0;
+
+  call_disconnect = 0;
   ssize_t r;
 
   if (io) {
@@ -452,10 +459,12 @@ call_run (const char *const argv[], char *const envp[],
   case 7:                       /* soft disconnect, and success */
     if (WEXITSTATUS (status) == 4)
       request_shutdown (label, method);
-    if (WEXITSTATUS (status) == 7)
-      nbdkit_debug ("%s%s%s: exit status 7: this server cannot disconnect "
-                    "one client on a backend's request; the request "
-                    "succeeds", label, *label ? ": " : "", method);
+    if (WEXITSTATUS (status) == 7) {
+      call_disconnect = 7;
+      nbdkit_debug ("%s%s%s: exit status 7: the request succeeds, later "
+                    "ones of this client fail with ESHUTDOWN", label,
+                    *label ? ": " : "", method);
+    }
     if (ebuf.len)
       nbdkit_debug ("%s%s%s: stderr: %s", label, *label ? ": " : "",
                     method, ebuf.p);
@@ -491,12 +500,16 @@ call_run (const char *const argv[], char *const envp[],
     report_error (label, method, ebuf.p, ESHUTDOWN, NULL);
     break;
   case 6:                       /* disconnect the client at once */
+    /* stdout and stderr are ignored, as in nbdkit; the backend cannot
+     * drop the connection, so the request fails with ESHUTDOWN.
+     */
+    call_disconnect = 6;
     report_error (label, method, NULL, ESHUTDOWN,
-                  "the script asked to disconnect the client at once "
-                  "(exit status 6), which this server cannot do: the "
-                  "request fails with ESHUTDOWN");
+                  "the script asked to disconnect the client (exit "
+                  "status 6)");
     break;
   case 8:                       /* soft disconnect, and the call failed */
+    call_disconnect = 8;
     report_error (label, method, ebuf.p, ESHUTDOWN, NULL);
     break;
   default: {

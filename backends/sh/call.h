@@ -38,6 +38,11 @@ struct call_io {
  */
 #define CALL_MAX_OUTPUT (64 * 1024 * 1024)
 
+/* After call_run: 6, 7 or 8 when the script's exit status asked for
+ * its client to be disconnected (nbdkit_disconnect in nbdkit), else 0.
+ */
+extern __thread int call_disconnect;
+
 /* Run argv[0] with argv (NULL-terminated) and the environment envp.
  * label and method name the call in messages ("LABEL: METHOD: ...";
  * no "LABEL: " when label is empty).  io may be NULL: no input, output

@@ -18,6 +18,23 @@
 
 /* ---- capabilities ---- */
 
+/* The answer of ask for cap, run once per handle. */
+static int
+cached (void *handle, enum sh_cap cap, int (*ask) (void *handle))
+{
+  struct sh_handle *h = handle;
+  int r;
+
+  if (h->cap_known[cap])
+    return h->cap[cap];
+  r = ask (handle);
+  if (r != -1) {
+    h->cap[cap] = r;
+    h->cap_known[cap] = 1;
+  }
+  return r;
+}
+
 /* A boolean method: 1 (exit 0), 0 (exit 3), if_missing (exit 2) or -1.
  * For eval, a can_* method that is not given but whose operation is
  * (implied_by, e.g. pwrite for can_write) is true, as with a plugin.
@@ -43,32 +60,32 @@ boolean_method (struct sh_handle *h, const char *method,
   }
 }
 
-int
-methods_can_write (void *handle)
+static int
+ask_can_write (void *handle)
 {
   return boolean_method (handle, "can_write", "pwrite", 0);
 }
 
-int
-methods_can_flush (void *handle)
+static int
+ask_can_flush (void *handle)
 {
   return boolean_method (handle, "can_flush", "flush", 0);
 }
 
-int
-methods_is_rotational (void *handle)
+static int
+ask_is_rotational (void *handle)
 {
   return boolean_method (handle, "is_rotational", NULL, 0);
 }
 
-int
-methods_can_trim (void *handle)
+static int
+ask_can_trim (void *handle)
 {
   return boolean_method (handle, "can_trim", "trim", 0);
 }
 
-int
-methods_can_zero (void *handle)
+static int
+ask_can_zero (void *handle)
 {
   struct sh_handle *h = handle;
   int r = boolean_method (h, "can_zero", "zero", 0);
@@ -82,8 +99,8 @@ methods_can_zero (void *handle)
   return 1;
 }
 
-int
-methods_can_fast_zero (void *handle)
+static int
+ask_can_fast_zero (void *handle)
 {
   struct sh_handle *h = handle;
   int r = boolean_method (h, "can_fast_zero", NULL, 2);
@@ -94,16 +111,24 @@ methods_can_fast_zero (void *handle)
   return r == 2 ? !h->zero : r;
 }
 
-int
-methods_can_extents (void *handle)
+static int
+ask_can_extents (void *handle)
 {
   return boolean_method (handle, "can_extents", "extents", 0);
 }
 
-int
-methods_can_multi_conn (void *handle)
+static int
+ask_can_multi_conn (void *handle)
 {
-  return boolean_method (handle, "can_multi_conn", NULL, 0);
+  int r = boolean_method (handle, "can_multi_conn", NULL, 0);
+
+  /* As nbdkit: a server that serializes connections never advertises
+   * multi-conn, whatever the script says.
+   */
+  if (r == 1 &&
+      script_thread_model == NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS)
+    return 0;
+  return r;
 }
 
 /* can_fua and can_cache: none, emulate or native. */
@@ -142,8 +167,8 @@ level_method (struct sh_handle *h, const char *method, int none,
   return r;
 }
 
-int
-methods_can_fua (void *handle)
+static int
+ask_can_fua (void *handle)
 {
   int flush = methods_can_flush (handle);
 
@@ -154,10 +179,72 @@ methods_can_fua (void *handle)
                        flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE);
 }
 
-int
-methods_can_cache (void *handle)
+static int
+ask_can_cache (void *handle)
 {
   return level_method (handle, "can_cache", NBDKIT_CACHE_NONE,
                        NBDKIT_CACHE_EMULATE, NBDKIT_CACHE_NATIVE,
                        NBDKIT_CACHE_NONE);
+}
+
+/* ---- the callbacks: each method once per handle ---- */
+
+int
+methods_can_write (void *handle)
+{
+  return cached (handle, CAP_WRITE, ask_can_write);
+}
+
+int
+methods_can_flush (void *handle)
+{
+  return cached (handle, CAP_FLUSH, ask_can_flush);
+}
+
+int
+methods_can_trim (void *handle)
+{
+  return cached (handle, CAP_TRIM, ask_can_trim);
+}
+
+int
+methods_can_zero (void *handle)
+{
+  return cached (handle, CAP_ZERO, ask_can_zero);
+}
+
+int
+methods_can_fast_zero (void *handle)
+{
+  return cached (handle, CAP_FAST_ZERO, ask_can_fast_zero);
+}
+
+int
+methods_can_extents (void *handle)
+{
+  return cached (handle, CAP_EXTENTS, ask_can_extents);
+}
+
+int
+methods_can_multi_conn (void *handle)
+{
+  return cached (handle, CAP_MULTI_CONN, ask_can_multi_conn);
+}
+
+int
+methods_can_fua (void *handle)
+{
+  return cached (handle, CAP_FUA, ask_can_fua);
+}
+
+int
+methods_can_cache (void *handle)
+{
+  return cached (handle, CAP_CACHE, ask_can_cache);
+}
+
+int
+methods_is_rotational (void *handle)
+{
+  return cached (handle, CAP_ROTATIONAL, ask_is_rotational);
 }

@@ -29,7 +29,7 @@ methods_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
 
   snprintf (c, sizeof c, "%" PRIu32, count);
   snprintf (o, sizeof o, "%" PRIu64, offset);
-  switch (run_method ("pread", args, &io)) {
+  switch (run_handle_method (h, "pread", args, &io)) {
   case CALL_OK:
     break;
   case CALL_MISSING:
@@ -65,7 +65,7 @@ methods_pwrite (void *handle, const void *buf, uint32_t count,
   snprintf (c, sizeof c, "%" PRIu32, count);
   snprintf (o, sizeof o, "%" PRIu64, offset);
   flags_string (flags, f, sizeof f);
-  r = simple_method ("pwrite", args, &io, 1);
+  r = simple_handle_method (h, "pwrite", args, &io, 1);
   if (r == 1) {
     method_error (EIO, "pwrite", "can_write said true, but the script has "
                   "no pwrite method");
@@ -81,7 +81,7 @@ methods_flush (void *handle, uint32_t flags)
   const char *args[] = { h->h, NULL };
 
   /* Missing: nothing to flush (can_flush said true by mistake). */
-  return simple_method ("flush", args, NULL, 0);
+  return simple_handle_method (h, "flush", args, NULL, 0);
 }
 
 int
@@ -95,7 +95,7 @@ methods_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   snprintf (o, sizeof o, "%" PRIu64, offset);
   flags_string (flags, f, sizeof f);
   /* Missing: a trim may do nothing. */
-  return simple_method ("trim", args, NULL, 0);
+  return simple_handle_method (h, "trim", args, NULL, 0);
 }
 
 int
@@ -116,7 +116,7 @@ methods_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   snprintf (c, sizeof c, "%" PRIu32, count);
   snprintf (o, sizeof o, "%" PRIu64, offset);
   flags_string (flags, f, sizeof f);
-  r = simple_method ("zero", args, NULL, 1);
+  r = simple_handle_method (h, "zero", args, NULL, 1);
   if (r == 1) {
     nbdkit_debug ("zero: the script has no zero method: writing zeroes");
     nbdkit_set_error (EOPNOTSUPP);
@@ -135,7 +135,7 @@ methods_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   snprintf (c, sizeof c, "%" PRIu32, count);
   snprintf (o, sizeof o, "%" PRIu64, offset);
   /* Missing: caching is only advice. */
-  return simple_method ("cache", args, NULL, 0);
+  return simple_handle_method (h, "cache", args, NULL, 0);
 }
 
 /* One line of extents: "offset length [type]", where type is a number,
@@ -212,7 +212,7 @@ methods_extents (void *handle, uint32_t count, uint64_t offset,
   snprintf (c, sizeof c, "%" PRIu32, count);
   snprintf (o, sizeof o, "%" PRIu64, offset);
   flags_string (flags, f, sizeof f);
-  switch (run_method ("extents", args, &io)) {
+  switch (run_handle_method (h, "extents", args, &io)) {
   case CALL_OK:
     break;
   case CALL_MISSING:

@@ -8,17 +8,50 @@
 #ifndef NBDKIT_SH_METHODS_INTERNAL_H
 #define NBDKIT_SH_METHODS_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
 
 #include "call.h"
+
+/* The capability methods whose answers a handle keeps: each runs at
+ * most once per connection, as in nbdkit.
+ */
+enum sh_cap {
+  CAP_WRITE, CAP_FLUSH, CAP_ROTATIONAL, CAP_TRIM, CAP_ZERO, CAP_FAST_ZERO,
+  CAP_EXTENTS, CAP_MULTI_CONN, CAP_FUA, CAP_CACHE, NR_CAPS
+};
 
 /* A connection's handle. */
 struct sh_handle {
   char *h;                      /* what the script's open printed */
   int zero;                     /* the script's can_zero: 1 or 0 */
   char *description;            /* export_description, kept for the reply */
+  /* Answers of the capability methods, valid where cap_known is set
+   * (errors are not kept: the next call asks again).
+   */
+  int cap[NR_CAPS];
+  unsigned char cap_known[NR_CAPS];
+  /* Exit status 6, 7 or 8 of a method of this handle: the client is
+   * disconnected, its later requests fail with ESHUTDOWN.
+   */
+  atomic_int disconnected;
 };
+
+/* run_method and simple_method for a request of handle h: refused
+ * with ESHUTDOWN after the script asked for h's client to be
+ * disconnected.
+ */
+extern enum call_status run_handle_method (struct sh_handle *h,
+                                           const char *method,
+                                           const char *const *args,
+                                           struct call_io *io);
+extern int simple_handle_method (struct sh_handle *h, const char *method,
+                                 const char *const *args,
+                                 struct call_io *io, int if_missing);
+
+/* The thread model the script's thread_model method printed. */
+extern int script_thread_model;
 
 /* nbdkit_error, prefixed with "LABEL: METHOD: ", and errno for it. */
 extern void method_error (int err, const char *method, const char *fmt, ...)

@@ -39,6 +39,8 @@
 #define MAX_METHOD_ARGS 8
 
 static char *tmpdir;            /* $tmpdir of the scripts */
+/* What the script's thread_model printed (methods-caps.c). */
+int script_thread_model = NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS;
 static char **child_env;        /* the environment of the scripts */
 
 /* The names default_export returned, which must outlive the call: each
@@ -108,8 +110,13 @@ make_child_env (void)
   child_env = calloc (n + 2, sizeof *child_env);
   if (!child_env)
     return -1;
+  /* The backend's environment (the server's, unless
+   * --backend-clean-environment), without the channel's variable: the
+   * channel is not open in the scripts.
+   */
   for (i = 0; environ[i]; ++i)
-    if (strncmp (environ[i], "tmpdir=", 7) != 0)
+    if (strncmp (environ[i], "tmpdir=", 7) != 0 &&
+        strncmp (environ[i], "NBDKIT_HELPER_FD=", 17) != 0)
       child_env[j++] = environ[i];
   if (asprintf (&child_env[j], "tmpdir=%s", tmpdir) == -1) {
     free (child_env);
@@ -190,11 +197,27 @@ run_method (const char *method, const char *const *args, struct call_io *io)
                    method, io);
 }
 
-int
-simple_method (const char *method, const char *const *args,
-               struct call_io *io, int if_missing)
+enum call_status
+run_handle_method (struct sh_handle *h, const char *method,
+                   const char *const *args, struct call_io *io)
 {
-  switch (run_method (method, args, io)) {
+  enum call_status r;
+
+  if (atomic_load (&h->disconnected)) {
+    method_error (ESHUTDOWN, method, "the script asked for this client "
+                  "to be disconnected");
+    return CALL_ERROR;
+  }
+  r = run_method (method, args, io);
+  if (call_disconnect)
+    atomic_store (&h->disconnected, call_disconnect);
+  return r;
+}
+
+static int
+simple_result (enum call_status r, const char *method, int if_missing)
+{
+  switch (r) {
   case CALL_OK:
     return 0;
   case CALL_MISSING:
@@ -204,6 +227,22 @@ simple_method (const char *method, const char *const *args,
   default:
     return -1;
   }
+}
+
+int
+simple_handle_method (struct sh_handle *h, const char *method,
+                      const char *const *args, struct call_io *io,
+                      int if_missing)
+{
+  return simple_result (run_handle_method (h, method, args, io), method,
+                        if_missing);
+}
+
+int
+simple_method (const char *method, const char *const *args,
+               struct call_io *io, int if_missing)
+{
+  return simple_result (run_method (method, args, io), method, if_missing);
 }
 
 /* The output of a method without trailing newline characters. */
@@ -308,7 +347,7 @@ methods_thread_model (void)
       if (strcmp (s, models[i].name) == 0)
         break;
     if (i < sizeof models / sizeof models[0])
-      model = models[i].model;
+      script_thread_model = model = models[i].model;
     else
       nbdkit_debug ("thread_model: unknown thread model '%s' ignored "
                     "(use serialize_connections, serialize_all_requests, "
@@ -494,9 +533,12 @@ methods_list_exports (int readonly, int is_tls,
   case CALL_OK:
     break;
   case CALL_MISSING: {
+    /* As nbdkit: the one export of default_export, and when that
+     * fails (its error is logged), an empty list.
+     */
     const char *name = methods_default_export (readonly, is_tls);
 
-    return name ? nbdkit_add_export (exports, name, NULL) : -1;
+    return name ? nbdkit_add_export (exports, name, NULL) : 0;
   }
   case CALL_FALSE:
     return bad_false ("list_exports");
@@ -520,16 +562,18 @@ methods_list_exports (int readonly, int is_tls,
       r = nbdkit_add_export (exports, lines[i],
                              i + 1 < n ? lines[i + 1] : NULL);
     break;
-  case LIST_NAMES_DESCRIPTIONS:
-    if (n % 2) {
-      method_error (EINVAL, "list_exports", "NAMES+DESCRIPTIONS needs as "
-                    "many descriptions as names, but %zu lines follow", n);
-      r = -1;
-      break;
-    }
-    for (i = 0; r == 0 && i < n / 2; ++i)
-      r = nbdkit_add_export (exports, lines[i], lines[n / 2 + i]);
+  case LIST_NAMES_DESCRIPTIONS: {
+    /* As nbdkit: the first half of the lines (rounded up) are the
+     * names, the rest their descriptions; with an odd number of lines
+     * the last name has none.
+     */
+    size_t names = (n + 1) / 2;
+
+    for (i = 0; r == 0 && i < names; ++i)
+      r = nbdkit_add_export (exports, lines[i],
+                             names + i < n ? lines[names + i] : NULL);
     break;
+  }
   }
   free (lines);
   free (io.out);
@@ -562,7 +606,9 @@ methods_open (int readonly)
   }
   switch (run_method ("open", args, &io)) {
   case CALL_OK:
-    chomp (io.out, &io.outlen);
+    /* As nbdkit: exactly one trailing newline goes, nothing else. */
+    if (io.outlen > 0 && io.out[io.outlen - 1] == '\n')
+      io.out[--io.outlen] = '\0';
     h->h = io.out;
     break;
   case CALL_MISSING:
