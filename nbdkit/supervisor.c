@@ -98,13 +98,29 @@ supervisor_may_hold (void)
 
 /* ---- killing ---- */
 
+/* SIGKILL for the backend and everything it started (a script that
+ * runs, data's commands): the backend leads a process group of its
+ * own (backend-spawn.c).  Its pid is not reaped yet, so the group's
+ * id cannot have been reused.
+ */
+static void
+kill_backend_group (void)
+{
+  pid_t pid = backend_pid ();
+
+  if (pid <= 0)
+    return;
+  if (kill (-pid, SIGKILL) == -1)
+    kill (pid, SIGKILL);
+}
+
 static void
 on_kill_timer (struct ev_loop *l, ev_timer *w, int revents)
 {
   if (backend_pid () > 0) {
     nbdkit_debug ("%s: backend process %d still running, sending SIGKILL",
                   name (), (int) backend_pid ());
-    kill (backend_pid (), SIGKILL);
+    kill_backend_group ();
   }
 }
 
@@ -139,8 +155,7 @@ supervisor_protocol_error (const char *why)
 {
   nbdkit_error ("%s: backend protocol error: %s; restarting the backend",
                 name (), why);
-  if (backend_pid () > 0)
-    kill (backend_pid (), SIGKILL);
+  kill_backend_group ();
   channel_close (true);
 }
 
@@ -911,7 +926,7 @@ on_stop_timeout (struct ev_loop *l, ev_timer *w, int revents)
   if (backend_pid () > 0) {
     nbdkit_error ("%s: the backend did not stop within %g seconds, "
                   "killing it", name (), STOP_TIMEOUT);
-    kill (backend_pid (), SIGKILL);
+    kill_backend_group ();
   }
 }
 

@@ -54,7 +54,7 @@ find_backend_group() {
 }
 
 teardown() {
-    [ -n "${client_pid:-}" ] && { kill "$client_pid" 2>/dev/null; wait "$client_pid" 2>/dev/null; }
+    [ -n "${client_pid:-}" ] && { kill "$client_pid" 2>/dev/null; wait "$client_pid" 2>/dev/null || true; }
     # Whatever a failed test left behind (never the test's own group).
     if [ -n "${pgid:-}" ] && [ "$pgid" != "$(ps -o pgid= -p $$ | tr -d ' ')" ]; then
         kill -KILL -- "-$pgid" 2>/dev/null
@@ -101,4 +101,35 @@ EOF
     start_server memory 1M
     find_backend_group 1
     kill_front_end_and_check
+}
+
+# The supervisor's own SIGKILL (a backend found hung by ping, a
+# protocol error, a stop that timed out) takes the backend's whole
+# process group: a script the backend was running does not go on
+# after it.
+@test "a hung backend killed by the supervisor takes its running script with it" {
+    requires pgrep ps nbdsh
+    script=$BATS_TEST_TMPDIR/loop.sh
+    cat > "$script" <<EOF
+#!/bin/sh
+case "\$1" in
+    get_size) echo 1M ;;
+    pread) echo \$\$ > "$BATS_TEST_TMPDIR/pread"; while :; do sleep 0.1; done ;;
+    *) exit 2 ;;
+esac
+EOF
+    chmod +x "$script"
+    start_server --backend-ping-interval=1 --backend-ping-timeout=2 \
+        sh "$script"
+    find_backend_group 1
+    nbd_py 'h.pread(512, 0)' >/dev/null 2>&1 &
+    client_pid=$!
+    wait_until test -s "$BATS_TEST_TMPDIR/pread"
+    scriptpid=$(cat "$BATS_TEST_TMPDIR/pread")
+    kill -0 "$scriptpid"
+    # Stopped, the backend answers no ping: the supervisor kills it.
+    kill -STOP "$pgid"
+    wait_until grep -q "did not answer a ping" "$log"
+    wait_until eval '! kill -0 $scriptpid 2>/dev/null ||
+                     ps -o stat= -p $scriptpid | grep -q "^Z"'
 }
