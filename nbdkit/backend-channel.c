@@ -412,8 +412,11 @@ channel_read_remaining (void)
 
 /* ---- writing requests ---- */
 
+/* When the socket can take more, and just before the loop waits (the
+ * frames queued in one loop iteration leave together, in one writev).
+ */
 static void
-flush_output (void)
+flush_output (void *opaque)
 {
   if (stream_flush (&chan) == -1) {
     nbdkit_debug ("backend channel: write: %m");
@@ -421,25 +424,10 @@ flush_output (void)
   }
 }
 
-static void
-on_writable (void *opaque)
-{
-  flush_output ();
-}
-
-/* Frames queued in one loop iteration leave together, in one writev,
- * just before the loop waits.
- */
-static void
-on_flush (void *opaque)
-{
-  flush_output ();
-}
-
 static const struct stream_ops chan_ops = {
   .readable = on_readable,
-  .writable = on_writable,
-  .flush = on_flush,
+  .writable = flush_output,
+  .flush = flush_output,
 };
 
 /* Decide whether a data request goes through the arena: a PWRITE

@@ -45,11 +45,4 @@ nbd_error_from_status (uint32_t status)
   return hp_error_is_valid (status) ? status : NBD_EIO;
 }
 
-/* A host errno as the NBD error to send. */
-static inline uint32_t
-nbd_error_from_errno (int err)
-{
-  return hp_error_from_errno (err);
-}
-
 #endif /* NBDKIT_ERRORS_H */

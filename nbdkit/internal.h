@@ -387,9 +387,12 @@ typedef void (*backend_open_cb) (void *opaque, struct bhandle *bh,
  */
 extern void supervisor_start (void (*hello_done) (void));
 extern void supervisor_stop (void);
-/* The backend now running listed "ping" in its HELLO features. */
-extern bool supervisor_backend_answers_ping (void);
 extern bool supervisor_may_hold (void);
+extern bool supervisor_is_ready (void);
+/* Found hung (no answer in time): killed and restarted, requests that
+ * may be sent again are held for the next incarnation.
+ */
+extern void supervisor_backend_hung (void);
 extern unsigned supervisor_restarts (void);
 extern void supervisor_protocol_error (const char *why);
 extern void supervisor_channel_lost (void);
@@ -398,6 +401,14 @@ extern void backend_open (const char *export, bool readonly, bool tls,
                           const char *client, backend_open_cb cb,
                           void *opaque);
 extern void backend_close (struct bhandle *bh);
+
+/* ---- liveness.c: PING ---- */
+
+/* Whether the backend now running listed "ping" in its HELLO. */
+extern void liveness_offered (bool yes);
+extern bool supervisor_backend_answers_ping (void);
+extern void liveness_start (void);
+extern void liveness_stop (void);
 
 /* ---- arena.c: the shared-memory arena of the data path ---- */
 

@@ -178,10 +178,10 @@ loop_init (void)
 int
 loop_run (void)
 {
+  loop_watchdog_start ();
   /* The server may have been told to quit before the loop ran (with -s,
    * a client that was gone at once): then ev_break had nothing to end.
    */
-  loop_watchdog_start ();
   if (!quitting)
     ev_run (loop, 0);
   quitting = true;

@@ -391,16 +391,18 @@ add_filter (const char *name)
 
 /* A duration in seconds: a positive decimal number. */
 static double
-parse_seconds (const char *option, const char *arg)
+parse_seconds (const char *option, const char *arg, bool zero_means_off)
 {
   char *end;
   double d;
 
   errno = 0;
   d = strtod (arg, &end);
-  if (errno || end == arg || *end || !(d > 0) || d > 1e6)
+  if (errno || end == arg || *end || !(d > 0 || (zero_means_off && d == 0)) ||
+      d > 1e6)
     die ("%s %s: expected a number of seconds greater than 0, "
-         "such as 30 or 0.5", option, arg);
+         "such as 30 or 0.5%s", option, arg,
+         zero_means_off ? ", or 0 for none" : "");
   return d;
 }
 
@@ -528,7 +530,7 @@ parse_command_line (int argc, char *argv[])
       parse_debug_flag (optarg);
       break;
     case BACKEND_TIMEOUT_OPTION:
-      opt.backend_timeout = parse_seconds ("--backend-timeout", optarg);
+      opt.backend_timeout = parse_seconds ("--backend-timeout", optarg, false);
       break;
     case BACKEND_MAX_RESTARTS_OPTION:
       if (!parse_unsigned (optarg, 1000000, &n))
@@ -537,21 +539,14 @@ parse_command_line (int argc, char *argv[])
       opt.max_restarts = (unsigned) n;
       break;
     case BACKEND_RESTART_WINDOW_OPTION:
-      opt.restart_window = parse_seconds ("--backend-restart-window", optarg);
+      opt.restart_window = parse_seconds ("--backend-restart-window", optarg, false);
       break;
-    case BACKEND_PING_INTERVAL_OPTION: {      /* 0: no pings */
-      char *end;
-
-      errno = 0;
-      opt.ping_interval = strtod (optarg, &end);
-      if (errno || end == optarg || *end || !(opt.ping_interval >= 0) ||
-          opt.ping_interval > 1e6)
-        die ("--backend-ping-interval %s: expected a number of seconds, "
-             "such as 10 or 0.5, or 0 for no pings", optarg);
+    case BACKEND_PING_INTERVAL_OPTION:
+      opt.ping_interval = parse_seconds ("--backend-ping-interval", optarg,
+                                         true);
       break;
-    }
     case BACKEND_PING_TIMEOUT_OPTION:
-      opt.ping_timeout = parse_seconds ("--backend-ping-timeout", optarg);
+      opt.ping_timeout = parse_seconds ("--backend-ping-timeout", optarg, false);
       break;
     case BACKEND_FAILURE_OPTION:
       if (strcmp (optarg, "exit") == 0)

@@ -38,6 +38,13 @@ on_flush (struct loop_flush *f)
     s->ops->flush (s->opaque);
 }
 
+/* TLS holds decrypted bytes that make the socket no readier. */
+static bool
+stream_tls_pending (const struct stream *s)
+{
+  return s->tls && tls_pending (s->tls) > 0;
+}
+
 int
 stream_init (struct stream *s, int rfd, int wfd, size_t inbuf_size,
              const struct stream_ops *ops, void *opaque)
@@ -138,11 +145,6 @@ stream_recv (struct stream *s, void *buf, size_t len)
   return r;
 }
 
-bool
-stream_tls_pending (const struct stream *s)
-{
-  return s->tls && tls_pending (s->tls) > 0;
-}
 
 static void
 schedule_flush (struct stream *s)

@@ -80,8 +80,6 @@ static inline size_t stream_take (struct stream *s, void *dst, size_t n)
 { return inbuf_take (&s->in, dst, n); }
 static inline size_t stream_buffered (const struct stream *s)
 { return inbuf_avail (&s->in); }
-/* TLS holds decrypted bytes that make the socket no readier. */
-extern bool stream_tls_pending (const struct stream *s);
 
 /* Queue output, written just before the loop waits (or when the
  * socket can take it).  small is copied; data is owned until written
@@ -102,8 +100,6 @@ extern int stream_queue_fd (struct stream *s, const void *small, size_t len,
 extern int stream_flush (struct stream *s);
 static inline size_t stream_queued (const struct stream *s)
 { return s->out.bytes; }
-static inline bool stream_blocked (const struct stream *s)
-{ return ev_is_active (&s->wio); }
 
 /* TLS: from now on reads and writes go through t (tls.c), which the
  * stream owns.

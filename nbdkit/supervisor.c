@@ -23,13 +23,8 @@
  * The first start is different: any failure there is a configuration
  * error, reported before the server listens, and the server exits 1.
  *
- * Liveness: a backend that listed "ping" in its HELLO features is sent
- * PING every --backend-ping-interval seconds while READY, busy or not.
- * Its library answers from the thread that reads the channel, so a slow
- * request does not delay the answer; no answer within
- * --backend-ping-timeout seconds means the process is stopped or
- * deadlocked, and it is killed and restarted like a backend that
- * exceeded --backend-timeout.
+ * Liveness (PING) is liveness.c's: it calls supervisor_backend_hung
+ * when a backend stops answering.
  */
 
 #include <config.h>
@@ -56,11 +51,6 @@ static unsigned restarts;       /* total, for the log and tests */
 static ev_tstamp *restart_times;        /* within the window */
 static unsigned nr_restart_times;
 static ev_timer restart_timer, kill_timer;
-static bool answers_ping;       /* this incarnation listed "ping" */
-static ev_timer ping_timer;     /* every opt.ping_interval */
-static ev_timer pong_timer;     /* opt.ping_timeout after a PING */
-static bool ping_in_flight;
-static ev_tstamp ping_sent_at;
 
 static struct bhandle *handles;
 
@@ -87,6 +77,12 @@ unsigned
 supervisor_restarts (void)
 {
   return restarts;
+}
+
+bool
+supervisor_is_ready (void)
+{
+  return state == READY;
 }
 
 /* Requests wait for the backend in every state but these two. */
@@ -169,8 +165,8 @@ supervisor_channel_lost (void)
 }
 
 /* A hung backend: what can be sent again waits for the next one. */
-static void
-restart_hung_backend (void)
+void
+supervisor_backend_hung (void)
 {
   channel_close (true);
   terminate_backend ();
@@ -181,78 +177,7 @@ on_request_timeout (const struct hp_header *req, double waited)
 {
   nbdkit_error ("%s: the backend did not answer %s within %g seconds; "
                 "restarting it", name (), hp_type_name (req->type), waited);
-  restart_hung_backend ();
-}
-
-/* ---- liveness: PING ---- */
-
-bool
-supervisor_backend_answers_ping (void)
-{
-  return answers_ping;
-}
-
-static void
-on_pong (void *opaque, const struct hp_header *reply, void *payload,
-         uint32_t len)
-{
-  free (payload);
-  ping_in_flight = false;
-  ev_timer_stop (loop, &pong_timer);
-  if (reply && ev_now (loop) - ping_sent_at >= 1.0)
-    nbdkit_debug ("%s: the backend answered a ping in %.1f seconds",
-                  name (), ev_now (loop) - ping_sent_at);
-}
-
-static void
-on_pong_timer (struct ev_loop *l, ev_timer *w, int revents)
-{
-  if (!ping_in_flight || state != READY)
-    return;
-  nbdkit_error ("backend %s did not answer a ping in %g s: killing it",
-                name (), opt.ping_timeout);
-  restart_hung_backend ();      /* fails the PING: on_pong runs */
-}
-
-static void
-on_ping_timer (struct ev_loop *l, ev_timer *w, int revents)
-{
-  struct hp_header h = { .type = HP_PING };
-
-  if (!answers_ping || ping_in_flight || state != READY ||
-      !channel_is_open ())
-    return;
-  ping_in_flight = true;
-  ping_sent_at = ev_now (loop);
-  ev_timer_set (&pong_timer, opt.ping_timeout, 0);
-  ev_timer_start (loop, &pong_timer);
-  /* CH_STARTUP: never held nor sent again; it asks this process. */
-  channel_send (&h, NULL, NULL, 0, CH_STARTUP, on_pong, NULL);
-}
-
-/* Pinging runs from the first READY to the stop, doing nothing while
- * the backend is not READY; it does not keep the loop alive.
- */
-static void
-ping_start (void)
-{
-  if (opt.ping_interval <= 0 || ev_is_active (&ping_timer))
-    return;
-  ev_timer_init (&pong_timer, on_pong_timer, opt.ping_timeout, 0);
-  ev_timer_init (&ping_timer, on_ping_timer, opt.ping_interval,
-                 opt.ping_interval);
-  ev_timer_start (loop, &ping_timer);
-  ev_unref (loop);
-}
-
-static void
-ping_stop (void)
-{
-  if (ev_is_active (&ping_timer)) {
-    ev_ref (loop);
-    ev_timer_stop (loop, &ping_timer);
-  }
-  ev_timer_stop (loop, &pong_timer);
+  supervisor_backend_hung ();
 }
 
 /* ---- handles ---- */
@@ -726,7 +651,7 @@ on_hello (void *opaque, const struct hp_header *reply, void *payload,
   if (!j)
     return;
   version = json_integer_value (json_object_get (j, "protocol"));
-  answers_ping = has_feature (j, HP_FEATURE_PING);
+  liveness_offered (has_feature (j, HP_FEATURE_PING));
   if (version != HP_PROTOCOL_VERSION) {
     start_failed ("the backend speaks helper protocol version %lld, "
                   "this server speaks version %d",
@@ -751,7 +676,7 @@ start_incarnation (void)
   json_t *req;
 
   state = STARTING;
-  answers_ping = false;
+  liveness_offered (false);
   if (!backend_spawn ()) {
     start_failed ("could not start the backend process");
     return;
@@ -912,10 +837,7 @@ supervisor_start (void (*hello_done) (void))
       ev_run (loop, EVRUN_ONCE);
     die ("%s: %s", name (), start_error ? start_error : "failed to start");
   }
-  if (answers_ping && opt.ping_interval > 0)
-    nbdkit_debug ("%s: pinging the backend every %g seconds (timeout %g "
-                  "seconds)", name (), opt.ping_interval, opt.ping_timeout);
-  ping_start ();
+  liveness_start ();
 }
 
 /* ---- stopping ---- */
@@ -958,7 +880,7 @@ supervisor_stop (void)
 
   state = STOPPING;
   ev_timer_stop (loop, &restart_timer);
-  ping_stop ();
+  liveness_stop ();
   ev_timer_init (&timer, on_stop_timeout, STOP_TIMEOUT, 0);
   ev_timer_start (loop, &timer);
 

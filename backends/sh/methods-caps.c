@@ -138,19 +138,12 @@ level_method (struct sh_handle *h, const char *method, int none,
 {
   const char *args[] = { h->h, NULL };
   struct call_io io = { .want_out = 1 };
+  enum call_status st = run_method (method, args, &io);
   const char *s;
   int r;
 
-  switch (run_method (method, args, &io)) {
-  case CALL_OK:
-    break;
-  case CALL_MISSING:
-    return if_missing;
-  case CALL_FALSE:
-    return bad_false (method);
-  default:
-    return -1;
-  }
+  if (st != CALL_OK)
+    return method_result (st, method, if_missing);
   s = trim (io.out);
   if (strcasecmp (s, "none") == 0)
     r = none;

@@ -59,6 +59,11 @@ extern void method_error (int err, const char *method, const char *fmt, ...)
 
 /* Exit status 3 from a method that is not a boolean. */
 extern int bad_false (const char *method);
+/* What a method that prints nothing useful returns: 0 when it ran,
+ * if_missing when the script lacks it, -1 (after an error) otherwise.
+ */
+extern int method_result (enum call_status r, const char *method,
+                          int if_missing);
 
 /* A method whose only result is success: 0, or -1 after an error; a
  * missing one returns if_missing.

@@ -214,8 +214,8 @@ run_handle_method (struct sh_handle *h, const char *method,
   return r;
 }
 
-static int
-simple_result (enum call_status r, const char *method, int if_missing)
+int
+method_result (enum call_status r, const char *method, int if_missing)
 {
   switch (r) {
   case CALL_OK:
@@ -234,7 +234,7 @@ simple_handle_method (struct sh_handle *h, const char *method,
                       const char *const *args, struct call_io *io,
                       int if_missing)
 {
-  return simple_result (run_handle_method (h, method, args, io), method,
+  return method_result (run_handle_method (h, method, args, io), method,
                         if_missing);
 }
 
@@ -242,7 +242,7 @@ int
 simple_method (const char *method, const char *const *args,
                struct call_io *io, int if_missing)
 {
-  return simple_result (run_method (method, args, io), method, if_missing);
+  return method_result (run_method (method, args, io), method, if_missing);
 }
 
 /* The output of a method without trailing newline characters. */

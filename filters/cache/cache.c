@@ -1,4 +1,4 @@
-/* filters/cache.c: a cache of the disk in a temporary file
+/* filters/cache/cache.c: a cache of the disk in a temporary file
  * (nbdkit-cache-filter(1)).
  *
  * The cache is a temporary file of blocks of cache-min-block-size
@@ -23,7 +23,7 @@
  *
  * This file is the filter: its parameters, connections and request
  * paths.  The cache file and its block table (slots, LRU order,
- * eviction, writebacks) are in cache-blocks.c.  The cache file's I/O
+ * eviction, writebacks) are in blocks.c.  The cache file's I/O
  * runs on worker threads, never on the loop: a request goes on in the
  * callbacks of its cache-file I/O as of its requests below, and
  * completes (and unlocks) once all of them are back.

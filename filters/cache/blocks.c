@@ -1,4 +1,4 @@
-/* filters/cache-blocks.c: the cache filter's cache file and its block
+/* filters/cache/blocks.c: the cache filter's cache file and its block
  * table (nbdkit-cache-filter(1); the filter's callbacks are in
  * cache.c, what both share in cache.h).
  *

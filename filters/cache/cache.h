@@ -1,6 +1,6 @@
-/* filters/cache.h: what the cache filter's two files share, private to
+/* filters/cache/cache.h: what the cache filter's two files share, private to
  * the filter (nbdkit-cache-filter(1)).  cache.c is the filter itself:
- * its parameters, connections and request paths.  cache-blocks.c owns
+ * its parameters, connections and request paths.  blocks.c owns
  * the cache file and its block table: slots, least-recently-used
  * order, eviction, and writing dirty blocks below.
  *
@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "filter.h"
+#include "../filter.h"
 
 /* The longest run of blocks read or written below in one request. */
 #define MAX_RUN (4u * 1024 * 1024)
@@ -60,7 +60,7 @@ struct cblock {
   struct cblock *newer, *older;     /* LRU list */
 };
 
-/* ---- cache-blocks.c ---- */
+/* ---- blocks.c ---- */
 
 /* The range lock of every request that changes the cache or the disk,
  * and of every read that fills the cache, in block numbers.
