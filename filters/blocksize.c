@@ -253,7 +253,7 @@ on_piece (void *opaque, const struct hp_header *reply, void *payload,
 
   if (!reply || reply->status)
     op_error (o, reply, payload, len);
-  free (payload);
+  payload_free (payload);
   o->in_flight--;
   send_pieces (o);
 }
@@ -276,7 +276,7 @@ on_read_piece (void *opaque, const struct hp_header *reply, void *payload,
     op_error (o, reply, payload, len);
   else
     memcpy (rc->dst, payload, rc->count);
-  free (payload);
+  payload_free (payload);
   free (rc);
   o->in_flight--;
   send_pieces (o);
@@ -407,7 +407,7 @@ on_edge (void *opaque, const struct hp_header *reply, void *payload,
     op_error (o, reply, payload, len);
   else
     memcpy (rc->dst, payload, rc->count);
-  free (payload);
+  payload_free (payload);
   free (rc);
   if (--o->in_flight > 0)
     return;
@@ -596,7 +596,7 @@ on_extents (void *opaque, const struct hp_header *reply, void *payload,
     }
     skip -= length;
   }
-  free (payload);
+  payload_free (payload);
   freq_reply_error (r, HP_EIO, "the layer below answered extents that "
                     "do not reach the offset asked");
 }

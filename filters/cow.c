@@ -299,7 +299,7 @@ copy_up_step_done (struct copy_up *cu)
   if (--cu->waiting > 0)
     return;
   frange_release (&locks, &cu->lk);
-  free (cu->data);
+  payload_free (cu->data);
   free (cu);
 }
 
@@ -360,7 +360,7 @@ copy_up (unsigned char *data, uint64_t offset, uint32_t count)
     ;
   if (lo >= hi || frange_busy (&locks, lo, hi) ||
       !(cu = malloc (sizeof *cu))) {
-    free (data);
+    payload_free (data);
     return;
   }
   cu->data = data;
@@ -391,7 +391,7 @@ on_part_read (void *opaque, const struct hp_header *reply, void *payload,
       payload = NULL;
     }
   }
-  free (payload);
+  payload_free (payload);
   free (p);
   reading_step_done (rd);
 }
@@ -494,8 +494,8 @@ struct writing {
 static void
 writing_free (struct writing *w)
 {
-  free (w->fill[0]);
-  free (w->fill[1]);
+  payload_free (w->fill[0]);
+  payload_free (w->fill[1]);
   free (w->msg);
   free (w);
 }
@@ -615,7 +615,7 @@ on_fill_block (void *opaque, const struct hp_header *reply, void *payload,
       w->error = reply ? reply->status : HP_EIO;
       w->msg = payload ? strndup (payload, len) : NULL;
     }
-    free (payload);
+    payload_free (payload);
   }
   else
     w->fill[f->slot] = payload;

@@ -100,7 +100,7 @@ exitwhen_config (const char *key, const char *value)
                     c.n);
       return -1;
     }
-    if (opt.single && c.n <= STDOUT_FILENO) {
+    if (server_is_single () && c.n <= STDOUT_FILENO) {
       nbdkit_error ("%s=%s: with -s the server's standard input and "
                     "output are the client's connection; pass the pipe "
                     "on another descriptor", key, value);

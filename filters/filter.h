@@ -1,9 +1,12 @@
 /* Filters: what a filter is, and what it may call.
  *
- * A filter is a struct filter of callbacks, compiled into the front
- * end and listed in nbdkit/filter-table.c.  `--filter=NAME` stacks filters in
- * command-line order: the first is nearest the client, the backend is
- * below the last.  Filters run inside the event loop, so no callback
+ * This header is the whole API a filter sees: it stands alone (a
+ * filter includes nothing of nbdkit/), and the front end implements
+ * it.  A filter is a struct filter of callbacks, compiled into the
+ * front end and listed in nbdkit/filter-table.c.  `--filter=NAME` stacks filters in
+ * command-line order: the first is nearest the client, the backend
+ * process is the last layer, below them all, behind the same
+ * interface.  Filters run inside the event loop, so no callback
  * may block or spend more than about a millisecond: wait with libev
  * timers (the global `loop`), do heavy work with worker_submit and
  * file I/O with tmpfile_*_async, and finish asynchronous work by
@@ -23,19 +26,75 @@
  *  - open runs once the layers below are open, with their capabilities
  *    in o->caps; the filter adjusts them to what it offers, may read
  *    from below (o->next), and ends with fopen_done.
+ *  - Payloads (a write's r->data, a reply's bytes) are released with
+ *    payload_free, never free: the bottom layer may have put them in
+ *    shared memory.  Memory a filter allocates with malloc may be
+ *    given as a payload (payload_free releases it too).
+ *  - NBD_OPT_LIST reaches list_exports on its way down (see flist).
  */
 
 #ifndef NBDKIT_FILTER_H
 #define NBDKIT_FILTER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "../nbdkit/internal.h"
+#include <ev.h>
+
+#include "helper-protocol.h"    /* HP_PREAD..., HP_FLAG_*, HP_E* */
+
+/* ---- what the server offers a filter ---- */
+
+/* Messages to the log: nbdkit_error for errors (a config callback
+ * returns -1 after it), nbdkit_debug shown with -v.
+ */
+extern void nbdkit_error (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+extern void nbdkit_debug (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+
+/* The event loop: for timers and watchers (never block in it). */
+extern struct ev_loop *loop;
+/* The clients connected now. */
+extern unsigned nr_connections;
+/* Begin an orderly shutdown with the given exit status. */
+extern void server_quit (int status);
+/* -s: the client is on the server's stdin and stdout. */
+extern bool server_is_single (void);
+/* The backend's thread model, in nbdkit's numbering (0 serialize
+ * connections ... 3 parallel).
+ */
+extern int server_thread_model (void);
+
+/* Release a payload (any: a slot of shared memory or malloc'd). */
+extern void payload_free (void *p);
+
+/* What an export can do: the layer below's, as o->caps at open. */
+struct export_caps {
+  uint64_t size;
+  bool can_write, can_flush, can_trim, can_zero, can_fast_zero;
+  bool can_extents, can_multi_conn, is_rotational;
+  bool can_fua, can_cache;
+  uint32_t block_min, block_pref, block_max;   /* 0 = not given */
+  char *name;                   /* canonical name, NULL = as asked */
+  char *description;
+};
+
+/* A reply from the layer below.  reply is its header, or NULL if it
+ * could not answer (then the request failed: EIO).  payload (len
+ * bytes, NUL-terminated, may be NULL) now belongs to the callee, who
+ * releases it with payload_free.
+ */
+typedef void (*backend_cb) (void *opaque, const struct hp_header *reply,
+                            void *payload, uint32_t len);
+
+/* ---- the filter ---- */
 
 struct freq;
 struct fopen;
 struct fnext;
+struct flist;
 
 typedef void (*freq_fn) (void *handle, struct freq *r);
 
@@ -76,6 +135,9 @@ struct filter {
 
   /* Requests, one entry per type (NULL = passed down). */
   freq_fn pread, pwrite, flush, trim, zero, cache, extents;
+
+  /* NBD_OPT_LIST (NULL = the list of the layers below, unchanged). */
+  void (*list_exports) (struct flist *l);
 };
 
 /* A request at one layer.  Filters read and may change these fields
@@ -111,10 +173,9 @@ extern void freq_reply_from (struct freq *r, const struct hp_header *reply,
 extern struct fnext *freq_below (struct freq *r);
 
 /* A request to the layer below: type, flags, offset, count, data (a
- * write's payload, malloc'd, taken).  cb gets the reply as with
- * channel_send: reply NULL or reply->status != 0 is an error (payload
- * then a message or NULL); a PREAD without HP_FLAG_ZEROS in flags always
- * answers with count bytes.
+ * write's payload, taken).  cb gets the reply: reply NULL or
+ * reply->status != 0 is an error (payload then a message or NULL); a
+ * PREAD without HP_FLAG_ZEROS in flags always answers with count bytes.
  */
 extern void fnext_request (struct fnext *next, uint16_t type, uint16_t flags,
                            uint64_t offset, uint32_t count, void *data,
@@ -128,6 +189,8 @@ struct fopen {
   bool readonly;                /* this layer is asked to be read-only */
   const char *export;
   const char *peer;
+  bool tls;                     /* the client is on TLS */
+  uint64_t connection;          /* 1, 2, ... in the order accepted */
   struct fnext *next;           /* for reads at open, and to keep */
   struct fopen_private *priv;
 };
@@ -137,6 +200,34 @@ struct fopen {
  */
 extern void fopen_done (struct fopen *o, void *handle);
 extern void fopen_fail (struct fopen *o, uint32_t status, const char *msg);
+
+/* Listing the exports (NBD_OPT_LIST), nbdkit's list_exports: a
+ * filter's list_exports either asks below with flist_next -- done runs
+ * later with exports holding the list of the layers below, or status
+ * an error (HP_E*) and msg -- or makes the list itself; it may change
+ * the list with flist_add and flist_clear, and ends with flist_done
+ * (the list as it is) or flist_fail.
+ */
+struct fexport {
+  char *name;
+  char *description;            /* NULL = none */
+};
+struct flist {
+  bool readonly;                /* the server is read-only (-r) */
+  bool tls;                     /* the client is on TLS */
+  const char *peer;
+  uint64_t connection;          /* 1, 2, ... in the order accepted */
+  uint64_t id;                  /* 1, 2, ... each listing, for logs */
+  struct fexport *exports;
+  size_t nr_exports;
+  struct flist_private *priv;
+};
+typedef void (*flist_fn) (struct flist *l, uint32_t status, const char *msg);
+extern void flist_next (struct flist *l, flist_fn done);
+extern int flist_add (struct flist *l, const char *name, const char *desc);
+extern void flist_clear (struct flist *l);
+extern void flist_done (struct flist *l);
+extern void flist_fail (struct flist *l, uint32_t status, const char *msg);
 
 /* CPU-heavy work off the loop: work (arg) runs on a worker thread,
  * then done (arg) on the loop.  work must not touch front-end state.
@@ -205,9 +296,5 @@ extern void frange_acquire (struct frange_locks *s, struct frange_lock *l);
 extern void frange_release (struct frange_locks *s, struct frange_lock *l);
 extern bool frange_busy (const struct frange_locks *s, uint64_t lo,
                          uint64_t hi);
-
-/* nbdkit/filter-table.c */
-extern const struct filter *filter_lookup (const char *name);
-extern void filter_list_names (char *buf, size_t len);
 
 #endif /* NBDKIT_FILTER_H */

@@ -108,7 +108,7 @@ on_written (void *opaque, const struct hp_header *reply, void *payload,
     freq_reply_from (r, reply, payload, len);
     return;
   }
-  free (payload);
+  payload_free (payload);
   fnext_request (freq_below (r), HP_FLUSH, 0, 0, 0, NULL, on_flushed, r);
 }
 

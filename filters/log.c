@@ -4,7 +4,7 @@
  * Owns the log file (opened at get_ready, closed at unload) and the
  * connection counter.  One line per event, in nbdkit's format:
  *
- *   2024-01-01 10:00:00.123456 connection=1 Connect export="" size=0x...
+ *   2024-01-01 10:00:00.123456 connection=1 Connect export="" tls=0 size=0x...
  *   2024-01-01 10:00:00.123500 connection=1 Read id=1 offset=0x0 count=0x200 ...
  *   2024-01-01 10:00:00.123600 connection=1 ...Read id=1 return=0
  *   2024-01-01 10:00:00.200000 connection=1 Disconnect transactions=1
@@ -40,7 +40,6 @@ static FILE *logfp;             /* the line being made (a memstream) */
 static char *line_buf;
 static size_t line_len;
 static int log_fd = -1;
-static uint64_t connections;     /* opens so far: the connection number */
 
 /* Finished lines not yet written, and whether a writer job runs. */
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -236,7 +235,7 @@ log_get_ready (void)
     return -1;
   }
   /* nbdkit's numbers: 0 serialize_connections .. 3 parallel. */
-  log_line (0, "Ready thread_model=%d", (int) binfo.thread_model);
+  log_line (0, "Ready thread_model=%d", server_thread_model ());
   return 0;
 }
 
@@ -264,6 +263,9 @@ log_unload (void)
 
 /* ---- connections ---- */
 
+/* As nbdkit numbers them: each open is a connection. */
+static uint64_t connections;
+
 struct log_handle {
   uint64_t connection;
   uint64_t id;                  /* requests so far */
@@ -286,11 +288,11 @@ log_open (struct fopen *o)
     fputs (" Connect export=", logfp);
     put_quoted (o->export ? o->export : "");
     /* zero, fua and cache in nbdkit's levels: 0 none, 2 native. */
-    fprintf (logfp, " size=0x%" PRIx64 " minsize=0x%" PRIx32
+    fprintf (logfp, " tls=%d size=0x%" PRIx64 " minsize=0x%" PRIx32
              " prefsize=0x%" PRIx32 " maxsize=0x%" PRIx32
              " write=%d flush=%d rotational=%d trim=%d zero=%d fua=%d"
              " extents=%d cache=%d fast_zero=%d",
-             c->size, c->block_min, c->block_pref, c->block_max,
+             o->tls, c->size, c->block_min, c->block_pref, c->block_max,
              c->can_write, c->can_flush, c->is_rotational, c->can_trim,
              c->can_zero ? 2 : 0, c->can_fua ? 2 : 0, c->can_extents,
              c->can_cache ? 2 : 0, c->can_fast_zero);
@@ -378,6 +380,43 @@ on_reply (void *opaque, const struct hp_header *reply, void *payload,
   free (l);
 }
 
+/* ---- listing the exports ---- */
+
+static void
+on_listed (struct flist *l, uint32_t status, const char *msg)
+{
+  size_t i;
+
+  if (logfp) {
+    line_start (0);
+    fprintf (logfp, " ...ListExports id=%" PRIu64, l->id);
+    if (status)
+      fprintf (logfp, " return=-1 error=%s", hp_error_name (status));
+    else {
+      fputs (" exports=(", logfp);
+      for (i = 0; i < l->nr_exports; ++i) {
+        if (i)
+          fputc (' ', logfp);
+        put_quoted (l->exports[i].name);
+      }
+      fputs (") return=0", logfp);
+    }
+    line_end ();
+  }
+  if (status)
+    flist_fail (l, status, msg);
+  else
+    flist_done (l);
+}
+
+static void
+log_list_exports (struct flist *l)
+{
+  log_line (0, "ListExports id=%" PRIu64 " readonly=%d tls=%d ...",
+            l->id, l->readonly, l->tls);
+  flist_next (l, on_listed);
+}
+
 static void
 log_request (void *handle, struct freq *r)
 {
@@ -439,6 +478,7 @@ const struct filter log_filter = {
   .get_ready = log_get_ready,
   .unload = log_unload,
   .open = log_open,
+  .list_exports = log_list_exports,
   .close = log_close,
   .pread = log_request,
   .pwrite = log_request,

@@ -82,7 +82,7 @@ on_chunk (void *opaque, const struct hp_header *reply, void *payload,
     free (z);
     return;
   }
-  free (payload);
+  payload_free (payload);
   zero_next_chunk (z);
 }
 

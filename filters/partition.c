@@ -160,7 +160,7 @@ read_ok (struct walk *w, const struct hp_header *reply, void *payload,
   if (!reply || reply->status) {
     walk_fail (w, "could not read the %s: %s", what,
                reply && payload ? (const char *) payload : "error");
-    free (payload);
+    payload_free (payload);
     return false;
   }
   return true;
@@ -183,7 +183,7 @@ on_ebr (void *opaque, const struct hp_header *reply, void *payload,
   if (!read_ok (w, reply, payload, "extended boot record"))
     return;
   if (b[510] != 0x55 || b[511] != 0xaa) {
-    free (payload);
+    payload_free (payload);
     walk_fail (w, "the extended boot record at sector %" PRIu64
                " has no boot signature", w->ebr);
     return;
@@ -195,7 +195,7 @@ on_ebr (void *opaque, const struct hp_header *reply, void *payload,
     uint64_t start = w->ebr + get_le32 (e1 + 8), n = get_le32 (e1 + 12);
     unsigned char type = e1[4];
 
-    free (payload);
+    payload_free (payload);
     if (type == 0)
       walk_fail (w, "partition %u is empty", partnum);
     else
@@ -204,7 +204,7 @@ on_ebr (void *opaque, const struct hp_header *reply, void *payload,
   }
   if (!is_extended (e2[4]) || get_le32 (e2 + 8) == 0 ||
       w->logical >= MAX_LOGICAL) {
-    free (payload);
+    payload_free (payload);
     if (w->logical == 1)
       walk_fail (w, "there is no partition %u (the disk has 1 logical "
                  "partition, number 5)", partnum);
@@ -215,7 +215,7 @@ on_ebr (void *opaque, const struct hp_header *reply, void *payload,
     return;
   }
   w->ebr = w->ext_start + get_le32 (e2 + 8);
-  free (payload);
+  payload_free (payload);
   walk_read (w, w->ebr * sector_size, 512, on_ebr);
 }
 
@@ -231,13 +231,13 @@ on_gpt_entry (void *opaque, const struct hp_header *reply, void *payload,
   if (!read_ok (w, reply, payload, "GPT partition entry"))
     return;
   if (memcmp (e, unused, 16) == 0) {
-    free (payload);
+    payload_free (payload);
     walk_fail (w, "GPT partition %u is not in use", partnum);
     return;
   }
   first = get_le64 (e + 32);
   last = get_le64 (e + 40);
-  free (payload);
+  payload_free (payload);
   if (last < first) {
     walk_fail (w, "GPT partition %u ends (LBA %" PRIu64 ") before it "
                "begins (LBA %" PRIu64 ")", partnum, last, first);
@@ -259,14 +259,14 @@ on_gpt_header (void *opaque, const struct hp_header *reply, void *payload,
   if (!read_ok (w, reply, payload, "GPT header"))
     return;
   if (memcmp (h, "EFI PART", 8) != 0) {
-    free (payload);
+    payload_free (payload);
     walk_fail (w, "the disk has a protective MBR but no GPT header");
     return;
   }
   entries_lba = get_le64 (h + 72);
   nr_entries = get_le32 (h + 80);
   entry_size = get_le32 (h + 84);
-  free (payload);
+  payload_free (payload);
   if (entry_size < 128 || entry_size > 4096 || (entry_size & 7)) {
     walk_fail (w, "the GPT entry size %" PRIu32 " is not valid",
                entry_size);
@@ -303,7 +303,7 @@ on_mbr (void *opaque, const struct hp_header *reply, void *payload,
   if (!read_ok (w, reply, payload, "partition table"))
     return;
   if (b[510] != 0x55 || b[511] != 0xaa) {
-    free (payload);
+    payload_free (payload);
     walk_fail (w, "the disk has no partition table (no MBR boot "
                "signature)");
     return;
@@ -315,7 +315,7 @@ on_mbr (void *opaque, const struct hp_header *reply, void *payload,
     if (b[446 + 16 * i + 4] == 0xee)
       break;
   if (i < 4) {
-    free (payload);
+    payload_free (payload);
     if (w->disk_size < 2 * (uint64_t) sector_size) {
       walk_fail (w, "the disk is too small for a GPT");
       return;
@@ -328,7 +328,7 @@ on_mbr (void *opaque, const struct hp_header *reply, void *payload,
     uint64_t start = get_le32 (e + 8), n = get_le32 (e + 12);
     unsigned char type = e[4];
 
-    free (payload);
+    payload_free (payload);
     if (type == 0)
       walk_fail (w, "MBR partition %u is not in use", partnum);
     else if (is_extended (type))
@@ -343,12 +343,12 @@ on_mbr (void *opaque, const struct hp_header *reply, void *payload,
 
     if (is_extended (e[4])) {
       w->ext_start = w->ebr = get_le32 (e + 8);
-      free (payload);
+      payload_free (payload);
       walk_read (w, w->ebr * sector_size, 512, on_ebr);
       return;
     }
   }
-  free (payload);
+  payload_free (payload);
   walk_fail (w, "there is no partition %u (the MBR has no extended "
              "partition)", partnum);
 }

@@ -107,14 +107,14 @@ ra_close (void *handle)
     handles = h->next_handle;
   if (h->next_handle)
     h->next_handle->prev = h->prev;
-  free (h->buf);
+  payload_free (h->buf);
   free (h);
 }
 
 static void
 drop_buffer (struct ra_handle *h)
 {
-  free (h->buf);
+  payload_free (h->buf);
   h->buf = NULL;
   h->buf_len = 0;
 }
@@ -125,7 +125,7 @@ static void
 on_cached (void *opaque, const struct hp_header *reply, void *payload,
            uint32_t len)
 {
-  free (payload);               /* a prefetch only: errors do not matter */
+  payload_free (payload);               /* a prefetch only: errors do not matter */
 }
 
 static void
@@ -161,7 +161,7 @@ on_fill (void *opaque, const struct hp_header *reply, void *payload,
   if (!reply || reply->status || len != f->len ||
       !(part = malloc (r->count))) {
     /* Leave it to the read itself (an error past its end is not its). */
-    free (payload);
+    payload_free (payload);
     free (f);
     freq_next (r);
     return;
@@ -169,9 +169,9 @@ on_fill (void *opaque, const struct hp_header *reply, void *payload,
   memcpy (part, payload, r->count);
   freq_reply (r, part, r->count, 0);
   if (f->poisoned)
-    free (payload);
+    payload_free (payload);
   else {
-    free (h->buf);
+    payload_free (h->buf);
     h->buf = payload;
     h->buf_off = f->off;
     h->buf_len = f->len;

@@ -133,7 +133,7 @@ on_reply (void *opaque, const struct hp_header *reply, void *payload,
     free (a);
     return;
   }
-  free (payload);
+  payload_free (payload);
   a->h->failed = true;
   nbdkit_debug ("retry filter: request %" PRIu64 " failed (%s): retry %u "
                 "of %u in %g seconds", r->id, hp_error_name (status),

@@ -86,12 +86,12 @@ on_real_part (void *opaque, const struct hp_header *reply, void *payload,
   }
   buf = calloc (1, r->count);
   if (!buf) {
-    free (payload);
+    payload_free (payload);
     freq_reply_error (r, HP_ENOMEM, "out of memory");
     return;
   }
   memcpy (buf, payload, len < r->count ? len : r->count);
-  free (payload);
+  payload_free (payload);
   freq_reply (r, buf, r->count, 0);
 }
 

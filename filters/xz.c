@@ -198,7 +198,7 @@ static void
 block_free (struct block *b)
 {
   free (b->data);
-  free (b->cbuf);
+  payload_free (b->cbuf);
   free (b->wout);
   free (b);
 }
@@ -346,7 +346,7 @@ decompress_done (void *arg)
   struct block *b = arg;
   struct waiter *w, *next;
 
-  free (b->cbuf);
+  payload_free (b->cbuf);
   b->cbuf = NULL;
   if (b->wret != LZMA_OK) {
     char msg[256];
@@ -385,12 +385,12 @@ on_chunk (void *opaque, const struct hp_header *reply, void *payload,
 
     snprintf (msg, sizeof msg, "reading the compressed data: %s",
               reply && payload && len ? (const char *) payload : "error");
-    free (payload);
+    payload_free (payload);
     block_fail (b, reply && reply->status ? reply->status : HP_EIO, msg);
     return;
   }
   if (len != want) {
-    free (payload);
+    payload_free (payload);
     block_fail (b, HP_EIO, "a short read from the layer below");
     return;
   }
@@ -398,12 +398,12 @@ on_chunk (void *opaque, const struct hp_header *reply, void *payload,
     b->cbuf = payload;          /* all of it at once: keep the buffer */
   else {
     if (!b->cbuf && !(b->cbuf = malloc (b->csize))) {
-      free (payload);
+      payload_free (payload);
       block_fail (b, HP_ENOMEM, "out of memory");
       return;
     }
     memcpy (b->cbuf + b->cdone, payload, len);
-    free (payload);
+    payload_free (payload);
   }
   b->cdone += len;
   if (b->cdone < b->csize)
@@ -621,19 +621,19 @@ on_walk_read (void *opaque, const struct hp_header *reply, void *payload,
 
     snprintf (why, sizeof why, "%s",
               reply && payload && len ? (const char *) payload : "error");
-    free (payload);
+    payload_free (payload);
     walk_fail (w, HP_EIO, "could not read the xz file at offset %" PRIu64
                ": %s", w->off + w->done, why);
     return;
   }
   if (len != (w->len - w->done < CHUNK ? w->len - w->done : CHUNK)) {
-    free (payload);
+    payload_free (payload);
     walk_fail (w, HP_EIO, "a short read of the xz file at offset %" PRIu64,
                w->off + w->done);
     return;
   }
   memcpy (w->buf + w->done, payload, len);
-  free (payload);
+  payload_free (payload);
   w->done += len;
   if (w->done < w->len)
     walk_read_more (w);

@@ -1,8 +1,9 @@
 /* nbdkit front end: the shared-memory arena of the data path.
  *
- * Owns one memfd, sealed against resizing and mapped here for the life
- * of the server, that every incarnation of a backend which offers the
- * "shm" feature maps too (docs/nbdkit-helper-protocol.pod).  Request
+ * Owns struct arena: one memfd, sealed against resizing and mapped here
+ * for the life of the server, that every incarnation of one backend
+ * process (struct backend_proc) which offers the "shm" feature maps
+ * too (docs/nbdkit-helper-protocol.pod).  Request
  * payloads live in slots of it: a client's write is read straight into
  * a slot and the backend reads it from there; a backend fills a read's
  * slot and the client's reply is written from it.  No byte is copied
@@ -16,8 +17,10 @@
  * Slots that a dead or dying backend may still write are quarantined:
  * they return to the free pool only once that process has exited.
  *
- * data_alloc / data_free are what the rest of the front end uses for
- * payloads: a slot when the arena can give one, else malloc.
+ * Every arena is listed here, so that payload_free releases any payload
+ * -- a slot of whichever arena, or malloc'd memory -- without its
+ * caller knowing which: the arena is a property of how the bottom
+ * layer of the chain allocates buffers, invisible above it.
  */
 
 #include <config.h>
@@ -35,122 +38,126 @@
 #define PAGE (1u << PAGE_SHIFT)
 #define WORD_BITS 64
 
-static int fd = -1;
-static unsigned char *base;
-static size_t size, nr_pages;
-static uint64_t *used;          /* bitmap, 1 = in use */
-static uint16_t *run_pages;     /* at a run's first page: its length */
-static size_t hint;             /* no free page below this one */
-static size_t pages_in_use;
-static bool active;
+struct arena {
+  struct arena *next;           /* every arena, for payload_free */
+  int fd;
+  unsigned char *base;
+  size_t size, nr_pages;
+  uint64_t *used;               /* bitmap, 1 = in use */
+  uint16_t *run_pages;          /* at a run's first page: its length */
+  size_t hint;                  /* no free page below this one */
+  size_t pages_in_use;
+  bool active;
+  void **quarantine;
+  size_t nr_quarantine, quarantine_cap;
+};
 
-static void **quarantine;
-static size_t nr_quarantine, quarantine_cap;
+static struct arena *arenas;
 
-int
+struct arena *
 arena_create (size_t bytes)
 {
-  if (fd >= 0)
-    return 0;
-  size = bytes & ~(size_t) (PAGE - 1);
-  nr_pages = size >> PAGE_SHIFT;
-  if (nr_pages == 0 || nr_pages % WORD_BITS != 0 ||
+  struct arena *a;
+  int e;
+
+  bytes &= ~(size_t) (PAGE - 1);
+  if (bytes == 0 || (bytes >> PAGE_SHIFT) % WORD_BITS != 0 ||
       HP_MAX_DATA / PAGE > UINT16_MAX) {
     errno = EINVAL;
-    return -1;
+    return NULL;
   }
-  fd = memfd_create ("nbdkit-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (fd == -1)
-    return -1;
-  if (ftruncate (fd, size) == -1 ||
-      fcntl (fd, F_ADD_SEALS,
+  a = calloc (1, sizeof *a);
+  if (!a)
+    return NULL;
+  a->size = bytes;
+  a->nr_pages = bytes >> PAGE_SHIFT;
+  a->base = MAP_FAILED;
+  a->fd = memfd_create ("nbdkit-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (a->fd == -1)
+    goto err;
+  if (ftruncate (a->fd, a->size) == -1 ||
+      fcntl (a->fd, F_ADD_SEALS,
              F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == -1)
     goto err;
-  base = mmap (NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED)
+  a->base = mmap (NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd,
+                  0);
+  if (a->base == MAP_FAILED)
     goto err;
-  used = calloc (nr_pages / WORD_BITS, sizeof *used);
-  run_pages = calloc (nr_pages, sizeof *run_pages);
-  if (!used || !run_pages) {
-    munmap (base, size);
+  a->used = calloc (a->nr_pages / WORD_BITS, sizeof *a->used);
+  a->run_pages = calloc (a->nr_pages, sizeof *a->run_pages);
+  if (!a->used || !a->run_pages) {
     errno = ENOMEM;
     goto err;
   }
-  return 0;
+  a->next = arenas;
+  arenas = a;
+  return a;
 
  err:
-  {
-    int e = errno;
-
-    free (used);
-    free (run_pages);
-    used = NULL;
-    run_pages = NULL;
-    base = NULL;
-    close (fd);
-    fd = -1;
-    errno = e;
-    return -1;
-  }
+  e = errno;
+  if (a->base != MAP_FAILED)
+    munmap (a->base, a->size);
+  if (a->fd >= 0)
+    close (a->fd);
+  free (a->used);
+  free (a->run_pages);
+  free (a);
+  errno = e;
+  return NULL;
 }
 
 int
-arena_fd (void)
+arena_fd (const struct arena *a)
 {
-  return fd;
+  return a ? a->fd : -1;
 }
 
 size_t
-arena_size (void)
+arena_size (const struct arena *a)
 {
-  return size;
+  return a ? a->size : 0;
 }
 
 void
-arena_set_active (bool on)
+arena_set_active (struct arena *a, bool on)
 {
-  active = on && fd >= 0;
+  if (a)
+    a->active = on;
 }
 
 bool
-arena_is_active (void)
+arena_is_active (const struct arena *a)
 {
-  return active;
+  return a && a->active;
 }
 
 bool
-arena_contains (const void *p)
+arena_contains (const struct arena *a, const void *p)
 {
-  return base && (const unsigned char *) p >= base &&
-         (const unsigned char *) p < base + size;
+  return a && (const unsigned char *) p >= a->base &&
+         (const unsigned char *) p < a->base + a->size;
 }
 
 uint64_t
-arena_offset (const void *p)
+arena_offset (const struct arena *a, const void *p)
 {
-  return (const unsigned char *) p - base;
+  return (const unsigned char *) p - a->base;
 }
 
 size_t
-arena_pages_in_use (void)
+arena_pages_in_use (const struct arena *a)
 {
-  return pages_in_use;
-}
-
-static inline bool
-page_used (size_t i)
-{
-  return used[i / WORD_BITS] >> (i % WORD_BITS) & 1;
+  return a ? a->pages_in_use : 0;
 }
 
 /* The first page at or after i whose state is want (true: used), or
  * limit if there is none before it.
  */
 static size_t
-next_page (size_t i, bool want, size_t limit)
+next_page (const struct arena *a, size_t i, bool want, size_t limit)
 {
   while (i < limit) {
-    uint64_t w = used[i / WORD_BITS];
+    uint64_t w = a->used[i / WORD_BITS];
 
     if (!want)
       w = ~w;
@@ -165,102 +172,110 @@ next_page (size_t i, bool want, size_t limit)
 }
 
 static void
-mark (size_t first, size_t n, bool on)
+mark (struct arena *a, size_t first, size_t n, bool on)
 {
   size_t i;
 
   for (i = first; i < first + n; ++i) {
     if (on)
-      used[i / WORD_BITS] |= UINT64_C(1) << (i % WORD_BITS);
+      a->used[i / WORD_BITS] |= UINT64_C(1) << (i % WORD_BITS);
     else
-      used[i / WORD_BITS] &= ~(UINT64_C(1) << (i % WORD_BITS));
+      a->used[i / WORD_BITS] &= ~(UINT64_C(1) << (i % WORD_BITS));
   }
 }
 
 void *
-arena_alloc (size_t len)
+arena_alloc (struct arena *a, size_t len)
 {
   size_t n, i;
 
-  if (!active || len == 0 || len > HP_MAX_DATA)
+  if (!a || !a->active || len == 0 || len > HP_MAX_DATA)
     return NULL;
   n = (len + PAGE - 1) >> PAGE_SHIFT;
-  i = next_page (hint, false, nr_pages);
-  hint = i;
-  while (i + n <= nr_pages) {
-    size_t end = next_page (i, true, i + n);
+  i = next_page (a, a->hint, false, a->nr_pages);
+  a->hint = i;
+  while (i + n <= a->nr_pages) {
+    size_t end = next_page (a, i, true, i + n);
 
     if (end >= i + n) {
-      mark (i, n, true);
-      run_pages[i] = (uint16_t) n;
-      pages_in_use += n;
-      if (i == hint)
-        hint = i + n;
-      return base + ((size_t) i << PAGE_SHIFT);
+      mark (a, i, n, true);
+      a->run_pages[i] = (uint16_t) n;
+      a->pages_in_use += n;
+      if (i == a->hint)
+        a->hint = i + n;
+      return a->base + ((size_t) i << PAGE_SHIFT);
     }
-    i = next_page (end, false, nr_pages);
+    i = next_page (a, end, false, a->nr_pages);
   }
   return NULL;
 }
 
 void
-arena_free (void *p)
+arena_free (struct arena *a, void *p)
 {
   size_t i, n;
 
   if (!p)
     return;
-  i = arena_offset (p) >> PAGE_SHIFT;
-  n = run_pages[i];
-  if (n == 0 || (arena_offset (p) & (PAGE - 1)))
+  i = arena_offset (a, p) >> PAGE_SHIFT;
+  n = a->run_pages[i];
+  if (n == 0 || (arena_offset (a, p) & (PAGE - 1)))
     abort ();                   /* not a slot: a bug here */
-  run_pages[i] = 0;
-  mark (i, n, false);
-  pages_in_use -= n;
-  if (i < hint)
-    hint = i;
+  a->run_pages[i] = 0;
+  mark (a, i, n, false);
+  a->pages_in_use -= n;
+  if (i < a->hint)
+    a->hint = i;
 }
 
 void
-arena_quarantine (void *p)
+arena_quarantine (struct arena *a, void *p)
 {
-  if (!p)
+  if (!p || !a)
     return;
-  if (nr_quarantine == quarantine_cap) {
-    size_t cap = quarantine_cap ? quarantine_cap * 2 : 64;
-    void **q = realloc (quarantine, cap * sizeof *q);
+  if (a->nr_quarantine == a->quarantine_cap) {
+    size_t cap = a->quarantine_cap ? a->quarantine_cap * 2 : 64;
+    void **q = realloc (a->quarantine, cap * sizeof *q);
 
     if (!q)
       return;                   /* leaked until exit rather than reused */
-    quarantine = q;
-    quarantine_cap = cap;
+    a->quarantine = q;
+    a->quarantine_cap = cap;
   }
-  quarantine[nr_quarantine++] = p;
+  a->quarantine[a->nr_quarantine++] = p;
 }
 
 void
-arena_release_quarantine (void)
+arena_release_quarantine (struct arena *a)
 {
   size_t i;
 
-  for (i = 0; i < nr_quarantine; ++i)
-    arena_free (quarantine[i]);
-  nr_quarantine = 0;
+  if (!a)
+    return;
+  for (i = 0; i < a->nr_quarantine; ++i)
+    arena_free (a, a->quarantine[i]);
+  a->nr_quarantine = 0;
 }
 
 void *
-data_alloc (size_t len)
+arena_payload_alloc (struct arena *a, size_t len)
 {
-  void *p = arena_alloc (len);
+  void *p = arena_alloc (a, len);
 
   return p ? p : malloc (len ? len : 1);
 }
 
 void
-data_free (void *p)
+payload_free (void *p)
 {
-  if (arena_contains (p))
-    arena_free (p);
-  else
-    free (p);
+  struct arena *a;
+
+  if (!p)
+    return;
+  for (a = arenas; a; a = a->next)
+    if (arena_contains (a, p)) {
+      arena_free (a, p);
+      return;
+    }
+  free (p);
 }

@@ -1,6 +1,7 @@
-/* nbdkit front end: the channel to the backend process.
+/* nbdkit front end: the channel to a backend process.
  *
- * Owns the socketpair end, the queue of frames to send, the reader of
+ * Owns struct channel, the part of a backend_proc (backend-proc.h)
+ * that is the socketpair end, the queue of frames to send, the reader of
  * frames coming back, the requests in flight (by id) and the requests
  * held back while the backend (re)starts.
  *
@@ -32,8 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "stream.h"
+#include "backend-proc.h"
 #include "byte-order.h"
 
 struct pending {
@@ -53,132 +53,100 @@ struct pending {
   void *opaque;
 };
 
-static struct stream chan;      /* the socket, its buffers (stream.c) */
-static bool ready;              /* may send ordinary requests */
-static uint64_t next_id = 1;
-static uint64_t bytes_queued;   /* ever, on this channel (and written:
-                                 * chan.bytes_written) */
-
-/* Requests in flight, hashed by id (ids are sequential). */
-static struct pending **table;
-static size_t table_size, nr_pending;
-static struct pending *oldest, *newest;
-
-/* Requests waiting for the backend to be ready.  Once it is, they are
- * sent a slice per turn of the loop (copying write payloads into the
- * arena costs page faults and copies: tens of MiB in one turn would
- * hold the loop); requests made meanwhile queue behind them.
- */
-static struct pending *held_head, **held_tail = &held_head;
-static size_t nr_held;
-static ev_timer held_timer;    /* the next slice, on the next turn */
-static void on_held_timer (struct ev_loop *l, ev_timer *w, int revents);
 #define HELD_BYTES_PER_TURN (1024 * 1024)
 #define HELD_REQUESTS_PER_TURN 64
 
 /* Requests sent again to this incarnation and not answered yet. */
 #define CH_RESENDING 0x100
-static size_t resending;
-
-/* The reply being read. */
-static unsigned char rhdr[HP_HEADER_SIZE];
-static size_t rhdr_got;
-static struct hp_header cur;
-static struct pending *cur_req;
-static unsigned char *rpayload;
-static uint32_t rpayload_got;
-
-/* Request timeout. */
-static double timeout_secs;
-static ev_timer timeout_timer;
-static channel_timeout_cb on_timeout;
 
 #define INBUF_SIZE (256 * 1024)
 
+static void on_held_timer (struct ev_loop *l, ev_timer *w, int revents);
+
 size_t
-channel_in_flight (void)
+channel_in_flight (const struct backend_proc *bp)
 {
-  return nr_pending + nr_held;
+  return bp->chan.nr_pending + bp->chan.nr_held;
 }
 
 bool
-channel_is_open (void)
+channel_is_open (const struct backend_proc *bp)
 {
-  return chan.open;
+  return bp->chan.stream.open;
 }
 
 /* ---- the table of requests in flight ---- */
 
 static int
-table_grow (void)
+table_grow (struct channel *c)
 {
-  size_t i, n = table_size ? table_size * 2 : 256;
+  size_t i, n = c->table_size ? c->table_size * 2 : 256;
   struct pending **t = calloc (n, sizeof *t);
 
   if (!t)
     return -1;
-  for (i = 0; i < table_size; ++i) {
+  for (i = 0; i < c->table_size; ++i) {
     struct pending *p, *next;
 
-    for (p = table[i]; p; p = next) {
+    for (p = c->table[i]; p; p = next) {
       next = p->next;
       p->next = t[p->req.id & (n - 1)];
       t[p->req.id & (n - 1)] = p;
     }
   }
-  free (table);
-  table = t;
-  table_size = n;
+  free (c->table);
+  c->table = t;
+  c->table_size = n;
   return 0;
 }
 
 static void
-table_insert (struct pending *p)
+table_insert (struct channel *c, struct pending *p)
 {
-  size_t i = p->req.id & (table_size - 1);
+  size_t i = p->req.id & (c->table_size - 1);
 
-  p->next = table[i];
-  table[i] = p;
-  nr_pending++;
+  p->next = c->table[i];
+  c->table[i] = p;
+  c->nr_pending++;
   /* Newest at the end of the age list. */
   p->newer = NULL;
-  p->older = newest;
-  if (newest)
-    newest->newer = p;
+  p->older = c->newest;
+  if (c->newest)
+    c->newest->newer = p;
   else
-    oldest = p;
-  newest = p;
+    c->oldest = p;
+  c->newest = p;
 }
 
 static void
-age_unlink (struct pending *p)
+age_unlink (struct channel *c, struct pending *p)
 {
   if (p->older)
     p->older->newer = p->newer;
   else
-    oldest = p->newer;
+    c->oldest = p->newer;
   if (p->newer)
     p->newer->older = p->older;
   else
-    newest = p->older;
+    c->newest = p->older;
   p->older = p->newer = NULL;
 }
 
 static struct pending *
-table_remove (uint64_t id)
+table_remove (struct channel *c, uint64_t id)
 {
   struct pending **pp;
 
-  if (!table_size)
+  if (!c->table_size)
     return NULL;
-  for (pp = &table[id & (table_size - 1)]; *pp; pp = &(*pp)->next) {
+  for (pp = &c->table[id & (c->table_size - 1)]; *pp; pp = &(*pp)->next) {
     if ((*pp)->req.id == id) {
       struct pending *p = *pp;
 
       *pp = p->next;
       p->next = NULL;
-      nr_pending--;
-      age_unlink (p);
+      c->nr_pending--;
+      age_unlink (c, p);
       return p;
     }
   }
@@ -188,15 +156,17 @@ table_remove (uint64_t id)
 /* ---- completion ---- */
 
 static void
-complete (struct pending *p, const struct hp_header *reply,
-          void *payload, uint32_t len)
+complete (struct backend_proc *bp, struct pending *p,
+          const struct hp_header *reply, void *payload, uint32_t len)
 {
-  if ((p->flags & CH_RESENDING) && --resending == 0)
-    nbdkit_debug ("the requests sent again after the restart are all "
-                  "answered");
-  data_free (p->payload);
+  struct channel *c = &bp->chan;
+
+  if ((p->flags & CH_RESENDING) && --c->resending == 0)
+    nbdkit_debug ("%s: the requests sent again after the restart are all "
+                  "answered", bproc_name (bp));
+  payload_free (p->payload);
   if (p->slot && p->slot != payload)
-    arena_free (p->slot);
+    arena_free (bp->arena, p->slot);
   p->cb (p->opaque, reply, payload, len);
   free (p);
 }
@@ -205,75 +175,77 @@ complete (struct pending *p, const struct hp_header *reply,
  * still be written by that process, so they wait for its end.
  */
 static void
-complete_lost (struct pending *p)
+complete_lost (struct backend_proc *bp, struct pending *p)
 {
-  if (arena_contains (p->payload)) {
-    arena_quarantine (p->payload);
+  if (arena_contains (bp->arena, p->payload)) {
+    arena_quarantine (bp->arena, p->payload);
     p->payload = NULL;
   }
-  arena_quarantine (p->slot);
+  arena_quarantine (bp->arena, p->slot);
   p->slot = NULL;
-  complete (p, NULL, NULL, 0);
+  complete (bp, p, NULL, NULL, 0);
 }
 
-/* A successful PREAD reply whose data the backend put in the slot. */
+/* A successful PREAD reply whose data the backend put in the slot:
+ * the slot is the reply's payload (released with payload_free).
+ */
 static void
-complete_from_slot (struct pending *p, const struct hp_header *reply)
+complete_from_slot (struct backend_proc *bp, struct pending *p,
+                    const struct hp_header *reply)
 {
   struct hp_header r = *reply;
-  void *data = p->slot;
 
   r.flags &= ~HP_FLAG_SHM;
   r.payload_len = p->req.count;
-  if (!(p->flags & CH_DATA)) {
-    /* The caller expects malloc'd memory. */
-    data = malloc (p->req.count ? p->req.count : 1);
-    if (data)
-      memcpy (data, p->slot, p->req.count);
-    else
-      r.status = HP_ENOMEM;
-  }
-  complete (p, &r, data, data ? p->req.count : 0);
+  complete (bp, p, &r, p->slot, p->req.count);
 }
 
-static void update_timeout (void);
+static void update_timeout (struct backend_proc *bp);
 
 /* ---- timeouts ---- */
 
 static void
 on_timeout_timer (struct ev_loop *l, ev_timer *w, int revents)
 {
-  if (oldest && ev_now (loop) - oldest->sent_at >= timeout_secs) {
-    struct hp_header req = oldest->req;
+  struct backend_proc *bp = BPROC_OF (w, chan.timeout_timer);
+  struct channel *c = &bp->chan;
+
+  if (c->oldest && ev_now (loop) - c->oldest->sent_at >= c->timeout_secs) {
+    struct hp_header req = c->oldest->req;
 
     /* Stop watching until the supervisor has dealt with it. */
-    ev_timer_stop (loop, &timeout_timer);
-    on_timeout (&req, ev_now (loop) - oldest->sent_at);
+    ev_timer_stop (loop, &c->timeout_timer);
+    c->on_timeout (bp, &req, ev_now (loop) - c->oldest->sent_at);
     return;
   }
-  update_timeout ();
+  update_timeout (bp);
 }
 
 static void
-update_timeout (void)
+update_timeout (struct backend_proc *bp)
 {
-  if (timeout_secs <= 0)
-    return;
-  ev_timer_stop (loop, &timeout_timer);
-  if (oldest && chan.open) {
-    ev_tstamp left = oldest->sent_at + timeout_secs - ev_now (loop);
+  struct channel *c = &bp->chan;
 
-    ev_timer_set (&timeout_timer, left > 0.001 ? left : 0.001, 0);
-    ev_timer_start (loop, &timeout_timer);
+  if (c->timeout_secs <= 0)
+    return;
+  ev_timer_stop (loop, &c->timeout_timer);
+  if (c->oldest && c->stream.open) {
+    ev_tstamp left = c->oldest->sent_at + c->timeout_secs - ev_now (loop);
+
+    ev_timer_set (&c->timeout_timer, left > 0.001 ? left : 0.001, 0);
+    ev_timer_start (loop, &c->timeout_timer);
   }
 }
 
 void
-channel_set_timeout (double secs, channel_timeout_cb cb)
+channel_set_timeout (struct backend_proc *bp, double secs,
+                     channel_timeout_cb cb)
 {
-  timeout_secs = secs;
-  on_timeout = cb;
-  ev_timer_init (&timeout_timer, on_timeout_timer, 1, 0);
+  struct channel *c = &bp->chan;
+
+  c->timeout_secs = secs;
+  c->on_timeout = cb;
+  ev_timer_init (&c->timeout_timer, on_timeout_timer, 1, 0);
 }
 
 /* ---- reading replies ---- */
@@ -283,80 +255,81 @@ channel_set_timeout (double secs, channel_timeout_cb cb)
  * broke.
  */
 static int
-process_input (void)
+process_input (struct backend_proc *bp)
 {
+  struct channel *c = &bp->chan;
   const char *why;
 
   for (;;) {
-    if (!cur_req) {
-      rhdr_got += stream_take (&chan, rhdr + rhdr_got,
-                               HP_HEADER_SIZE - rhdr_got);
-      if (rhdr_got < HP_HEADER_SIZE)
+    if (!c->cur_req) {
+      c->rhdr_got += stream_take (&c->stream, c->rhdr + c->rhdr_got,
+                               HP_HEADER_SIZE - c->rhdr_got);
+      if (c->rhdr_got < HP_HEADER_SIZE)
         return 0;
-      rhdr_got = 0;
-      if (hp_decode_header (rhdr, &cur, &why) == -1) {
-        supervisor_protocol_error (why);
+      c->rhdr_got = 0;
+      if (hp_decode_header (c->rhdr, &c->cur, &why) == -1) {
+        supervisor_protocol_error (bp, why);
         return -1;
       }
-      cur_req = table_remove (cur.id);
-      if (!cur_req) {
-        supervisor_protocol_error ("a reply to a request id that is not "
+      c->cur_req = table_remove (c, c->cur.id);
+      if (!c->cur_req) {
+        supervisor_protocol_error (bp, "a reply to a request id that is not "
                                    "in flight");
         return -1;
       }
-      if (hp_check_reply (&cur_req->req, &cur, &why) == -1) {
-        supervisor_protocol_error (why);
+      if (hp_check_reply (&c->cur_req->req, &c->cur, &why) == -1) {
+        supervisor_protocol_error (bp, why);
         return -1;
       }
-      if (chan.bytes_written < cur_req->end_offset) {
-        supervisor_protocol_error ("a reply to a request it has not "
+      if (c->stream.bytes_written < c->cur_req->end_offset) {
+        supervisor_protocol_error (bp, "a reply to a request it has not "
                                    "received in full");
         return -1;
       }
-      rpayload_got = 0;
-      if (cur.payload_len) {
+      c->rpayload_got = 0;
+      if (c->cur.payload_len) {
         /* One spare byte lets JSON and messages be NUL-terminated. */
-        rpayload = malloc ((size_t) cur.payload_len + 1);
-        if (!rpayload) {
-          supervisor_protocol_error ("out of memory for a reply payload");
+        c->rpayload = malloc ((size_t) c->cur.payload_len + 1);
+        if (!c->rpayload) {
+          supervisor_protocol_error (bp, "out of memory for a reply payload");
           return -1;
         }
       }
     }
 
-    if (rpayload_got < cur.payload_len) {
-      rpayload_got += stream_take (&chan, rpayload + rpayload_got,
-                                   cur.payload_len - rpayload_got);
-      if (rpayload_got < cur.payload_len && stream_buffered (&chan) == 0 &&
-          cur.payload_len - rpayload_got >= INBUF_SIZE / 2) {
-        ssize_t r = stream_recv (&chan, rpayload + rpayload_got,
-                          cur.payload_len - rpayload_got);
+    if (c->rpayload_got < c->cur.payload_len) {
+      c->rpayload_got += stream_take (&c->stream, c->rpayload + c->rpayload_got,
+                                   c->cur.payload_len - c->rpayload_got);
+      if (c->rpayload_got < c->cur.payload_len && stream_buffered (&c->stream) == 0 &&
+          c->cur.payload_len - c->rpayload_got >= INBUF_SIZE / 2) {
+        ssize_t r = stream_recv (&c->stream, c->rpayload + c->rpayload_got,
+                          c->cur.payload_len - c->rpayload_got);
         if (r > 0)
-          rpayload_got += r;
+          c->rpayload_got += r;
         else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-          supervisor_channel_lost ();
+          supervisor_channel_lost (bp);
           return -1;
         }
       }
-      if (rpayload_got < cur.payload_len)
+      if (c->rpayload_got < c->cur.payload_len)
         return 0;
     }
 
     /* A complete reply. */
     {
-      struct pending *p = cur_req;
-      unsigned char *payload = rpayload;
-      struct hp_header reply = cur;
+      struct pending *p = c->cur_req;
+      unsigned char *payload = c->rpayload;
+      struct hp_header reply = c->cur;
 
-      cur_req = NULL;
-      rpayload = NULL;
+      c->cur_req = NULL;
+      c->rpayload = NULL;
       if (payload)
         payload[reply.payload_len] = '\0';
       if (reply.flags & HP_FLAG_SHM)
-        complete_from_slot (p, &reply);
+        complete_from_slot (bp, p, &reply);
       else
-        complete (p, &reply, payload, reply.payload_len);
-      if (!chan.open)
+        complete (bp, p, &reply, payload, reply.payload_len);
+      if (!c->stream.open)
         return -1;
     }
   }
@@ -365,6 +338,8 @@ process_input (void)
 static void
 on_readable (void *opaque)
 {
+  struct backend_proc *bp = opaque;
+  struct channel *c = &bp->chan;
   int i;
 
   /* Bounded work per wake-up so that one busy backend cannot starve
@@ -373,24 +348,24 @@ on_readable (void *opaque)
   for (i = 0; i < 16; ++i) {
     ssize_t r;
 
-    if (process_input () == -1)
+    if (process_input (bp) == -1)
       return;
-    r = stream_fill (&chan);
+    r = stream_fill (&c->stream);
     if (r == 0) {
-      nbdkit_debug ("the backend closed the channel");
-      supervisor_channel_lost ();
+      nbdkit_debug ("%s: the backend closed the channel", bproc_name (bp));
+      supervisor_channel_lost (bp);
       return;
     }
     if (r == -1) {
       if (errno == EAGAIN || errno == EWOULDBLOCK)
         break;
       nbdkit_debug ("backend channel: read: %m");
-      supervisor_channel_lost ();
+      supervisor_channel_lost (bp);
       return;
     }
   }
-  if (process_input () == 0)
-    update_timeout ();
+  if (process_input (bp) == 0)
+    update_timeout (bp);
 }
 
 /* The backend has exited: take the replies it wrote before it went
@@ -398,16 +373,17 @@ on_readable (void *opaque)
  * Stops at the end of what is buffered in the socket.
  */
 void
-channel_read_remaining (void)
+channel_read_remaining (struct backend_proc *bp)
 {
+  struct channel *c = &bp->chan;
   int i;
 
-  for (i = 0; chan.open && i < 64; ++i) {
-    if (process_input () == -1 || stream_fill (&chan) <= 0)
+  for (i = 0; c->stream.open && i < 64; ++i) {
+    if (process_input (bp) == -1 || stream_fill (&c->stream) <= 0)
       break;
   }
-  if (chan.open)
-    process_input ();
+  if (c->stream.open)
+    process_input (bp);
 }
 
 /* ---- writing requests ---- */
@@ -418,9 +394,11 @@ channel_read_remaining (void)
 static void
 flush_output (void *opaque)
 {
-  if (stream_flush (&chan) == -1) {
+  struct backend_proc *bp = opaque;
+
+  if (stream_flush (&bp->chan.stream) == -1) {
     nbdkit_debug ("backend channel: write: %m");
-    supervisor_channel_lost ();
+    supervisor_channel_lost (bp);
   }
 }
 
@@ -435,27 +413,29 @@ static const struct stream_ops chan_ops = {
  * request names a slot (then ref holds its offset).
  */
 static bool
-use_arena (struct pending *p, unsigned char ref[HP_SHM_REF_SIZE])
+use_arena (struct backend_proc *bp, struct pending *p,
+           unsigned char ref[HP_SHM_REF_SIZE])
 {
+  struct arena *a = bp->arena;
   void *slot;
 
   p->req.flags &= ~HP_FLAG_SHM;
-  if (!arena_is_active () || p->req.count == 0)
+  if (!arena_is_active (a) || p->req.count == 0)
     return false;
   if (p->req.type == HP_PWRITE) {
-    if (!arena_contains (p->payload)) {
-      slot = arena_alloc (p->req.count);
+    if (!arena_contains (a, p->payload)) {
+      slot = arena_alloc (a, p->req.count);
       if (!slot)
         return false;
       memcpy (slot, p->payload, p->req.count);
-      free (p->payload);
+      payload_free (p->payload);
       p->payload = slot;
     }
     slot = p->payload;
   }
   else if (p->req.type == HP_PREAD) {
     if (!p->slot)
-      p->slot = arena_alloc (p->req.count);
+      p->slot = arena_alloc (a, p->req.count);
     slot = p->slot;
     if (!slot)
       return false;
@@ -463,14 +443,15 @@ use_arena (struct pending *p, unsigned char ref[HP_SHM_REF_SIZE])
   else
     return false;
   p->req.flags |= HP_FLAG_SHM;
-  put_be64 (ref, arena_offset (slot));
+  put_be64 (ref, arena_offset (a, slot));
   return true;
 }
 
 /* Put a request on the wire. */
 static void
-transmit (struct pending *p)
+transmit (struct backend_proc *bp, struct pending *p)
 {
+  struct channel *c = &bp->chan;
   unsigned char hdr[HP_HEADER_SIZE + HP_SHM_REF_SIZE];
   bool shm;
   size_t hdr_len;
@@ -478,17 +459,17 @@ transmit (struct pending *p)
 
   if (p->bh) {
     if (!p->bh->valid) {
-      complete (p, NULL, NULL, 0);
+      complete (bp, p, NULL, NULL, 0);
       return;
     }
     p->req.handle = p->bh->id;
   }
-  if (nr_pending + 1 > table_size && table_grow () == -1) {
-    complete (p, NULL, NULL, 0);
+  if (c->nr_pending + 1 > c->table_size && table_grow (c) == -1) {
+    complete (bp, p, NULL, NULL, 0);
     return;
   }
-  p->req.id = next_id++;
-  shm = use_arena (p, hdr + HP_HEADER_SIZE);
+  p->req.id = c->next_id++;
+  shm = use_arena (bp, p, hdr + HP_HEADER_SIZE);
   p->req.payload_len = shm ? HP_SHM_REF_SIZE : p->len;
   hp_encode_header (&p->req, hdr);
   hdr_len = HP_HEADER_SIZE + (shm ? HP_SHM_REF_SIZE : 0);
@@ -496,52 +477,45 @@ transmit (struct pending *p)
    * with the frame's first byte, in order with what is queued.
    */
   if (p->fd >= 0) {
-    r = stream_queue_fd (&chan, hdr, hdr_len, p->fd);
+    r = stream_queue_fd (&c->stream, hdr, hdr_len, p->fd);
     if (r == 0 && !shm)
-      r = stream_queue (&chan, NULL, 0, p->payload, p->len, NULL);
+      r = stream_queue (&c->stream, NULL, 0, p->payload, p->len, NULL);
   }
   else
-    r = stream_queue (&chan, hdr, hdr_len, shm ? NULL : p->payload,
+    r = stream_queue (&c->stream, hdr, hdr_len, shm ? NULL : p->payload,
                       shm ? 0 : p->len, NULL);
   if (r == -1) {
-    complete (p, NULL, NULL, 0);
+    complete (bp, p, NULL, NULL, 0);
     return;
   }
-  bytes_queued += HP_HEADER_SIZE + p->req.payload_len;
-  p->end_offset = bytes_queued;
+  c->bytes_queued += HP_HEADER_SIZE + p->req.payload_len;
+  p->end_offset = c->bytes_queued;
   p->sends++;
   p->sent_at = ev_now (loop);
-  table_insert (p);
-  if (oldest == p)
-    update_timeout ();
+  table_insert (c, p);
+  if (c->oldest == p)
+    update_timeout (bp);
 }
 
 static void
-hold (struct pending *p)
+hold (struct channel *c, struct pending *p)
 {
   p->next = NULL;
-  *held_tail = p;
-  held_tail = &p->next;
-  nr_held++;
+  *c->held_tail = p;
+  c->held_tail = &p->next;
+  c->nr_held++;
 }
 
 void
-channel_send (const struct hp_header *h, struct bhandle *bh,
-              void *payload, uint32_t len, unsigned flags,
-              backend_cb cb, void *opaque)
+channel_send (struct backend_proc *bp, const struct hp_header *h,
+              struct bhandle *bh, void *payload, uint32_t len, int fd,
+              unsigned flags, backend_cb cb, void *opaque)
 {
-  channel_send_fd (h, bh, payload, len, -1, flags, cb, opaque);
-}
-
-void
-channel_send_fd (const struct hp_header *h, struct bhandle *bh,
-                 void *payload, uint32_t len, int fd, unsigned flags,
-                 backend_cb cb, void *opaque)
-{
+  struct channel *c = &bp->chan;
   struct pending *p = calloc (1, sizeof *p);
 
   if (!p) {
-    free (payload);
+    payload_free (payload);
     cb (opaque, NULL, NULL, 0);
     return;
   }
@@ -556,115 +530,98 @@ channel_send_fd (const struct hp_header *h, struct bhandle *bh,
   p->cb = cb;
   p->opaque = opaque;
 
-  if (chan.open && ((ready && !held_head) || (flags & CH_STARTUP)))
-    transmit (p);
-  else if ((supervisor_may_hold () || (ready && chan.open)) &&
+  if (c->stream.open && ((c->ready && !c->held_head) || (flags & CH_STARTUP)))
+    transmit (bp, p);
+  else if ((supervisor_may_hold (bp) || (c->ready && c->stream.open)) &&
            !(flags & CH_STARTUP))
-    hold (p);                   /* behind the held ones, if ready */
+    hold (c, p);                /* behind the held ones, if ready */
   else
-    complete (p, NULL, NULL, 0);
-}
-
-void
-channel_send_json (uint16_t type, struct bhandle *bh, json_t *req,
-                   unsigned flags, backend_cb cb, void *opaque)
-{
-  struct hp_header h = { .type = type };
-  char *s = req ? json_dumps (req, JSON_COMPACT) : strdup ("{}");
-
-  json_decref (req);
-  if (!s) {
-    cb (opaque, NULL, NULL, 0);
-    return;
-  }
-  channel_send (&h, bh, s, strlen (s), flags, cb, opaque);
-}
-
-json_t *
-channel_parse_json (const void *payload, uint32_t len, const char **why)
-{
-  json_error_t err;
-  json_t *j;
-
-  if (len == 0)
-    return json_object ();
-  j = json_loadb (payload, len, 0, &err);
-  if (!j || !json_is_object (j)) {
-    json_decref (j);
-    *why = "the reply is not a JSON object";
-    return NULL;
-  }
-  return j;
+    complete (bp, p, NULL, NULL, 0);
 }
 
 /* ---- the life of the channel ---- */
 
 bool
-channel_reserve (void)
+channel_reserve (struct backend_proc *bp)
 {
-  return chan.in.buf || inbuf_init (&chan.in, INBUF_SIZE) == 0;
+  struct channel *c = &bp->chan;
+
+  return c->stream.in.buf || inbuf_init (&c->stream.in, INBUF_SIZE) == 0;
 }
 
 void
-channel_open (int fd)
+channel_init (struct backend_proc *bp)
 {
+  struct channel *c = &bp->chan;
+
+  c->next_id = 1;
+  c->held_tail = &c->held_head;
+  ev_timer_init (&c->held_timer, on_held_timer, 0, 0);
+}
+
+void
+channel_open (struct backend_proc *bp, int fd)
+{
+  struct channel *c = &bp->chan;
+
   /* Cannot fail: channel_reserve made the buffer. */
-  if (stream_init (&chan, fd, fd, INBUF_SIZE, &chan_ops, NULL) == -1)
+  if (stream_init (&c->stream, fd, fd, INBUF_SIZE, &chan_ops, bp) == -1)
     abort ();
-  ready = false;
-  bytes_queued = 0;
-  rhdr_got = 0;
-  cur_req = NULL;
-  ev_timer_init (&held_timer, on_held_timer, 0, 0);
-  stream_read_start (&chan);
+  c->ready = false;
+  c->bytes_queued = 0;
+  c->rhdr_got = 0;
+  c->cur_req = NULL;
+  stream_read_start (&c->stream);
 }
 
 /* Send a slice of the held requests; the rest on the next turn. */
 static void
-send_held (void)
+send_held (struct backend_proc *bp)
 {
+  struct channel *c = &bp->chan;
   struct pending *p;
   uint64_t bytes = 0;
   unsigned n = 0;
 
-  while ((p = held_head) != NULL && chan.open && ready) {
+  while ((p = c->held_head) != NULL && c->stream.open && c->ready) {
     if (n == HELD_REQUESTS_PER_TURN || bytes >= HELD_BYTES_PER_TURN) {
-      if (!ev_is_active (&held_timer)) {
-        ev_timer_set (&held_timer, 0, 0);
-        ev_timer_start (loop, &held_timer);
+      if (!ev_is_active (&c->held_timer)) {
+        ev_timer_set (&c->held_timer, 0, 0);
+        ev_timer_start (loop, &c->held_timer);
       }
       return;
     }
-    held_head = p->next;
-    if (!held_head)
-      held_tail = &held_head;
-    nr_held--;
+    c->held_head = p->next;
+    if (!c->held_head)
+      c->held_tail = &c->held_head;
+    c->nr_held--;
     p->next = NULL;
     n++;
     if (p->req.type == HP_PWRITE || p->req.type == HP_PREAD)
       bytes += p->req.count;
-    transmit (p);
+    transmit (bp, p);
   }
 }
 
 static void
 on_held_timer (struct ev_loop *l, ev_timer *w, int revents)
 {
-  send_held ();
+  send_held (BPROC_OF (w, chan.held_timer));
 }
 
 void
-channel_set_ready (void)
+channel_set_ready (struct backend_proc *bp)
 {
+  struct channel *c = &bp->chan;
   struct pending *p;
 
-  ready = true;
-  for (p = held_head; p; p = p->next)
+  c->ready = true;
+  for (p = c->held_head; p; p = p->next)
     if (p->sends > 0 && !(p->flags & CH_RESENDING)) {
       p->flags |= CH_RESENDING;
-      resending++;
+      c->resending++;
     }
-  send_held ();
+  send_held (bp);
 }
 
 static int
@@ -698,45 +655,46 @@ may_resend (const struct pending *p)
 }
 
 void
-channel_close (bool keep_for_resend)
+channel_close (struct backend_proc *bp, bool keep_for_resend)
 {
+  struct channel *c = &bp->chan;
   struct pending **all, *p;
   size_t i, n = 0;
 
-  if (!chan.open)
+  if (!c->stream.open)
     return;
-  ev_timer_stop (loop, &held_timer);
-  if (timeout_secs > 0)
-    ev_timer_stop (loop, &timeout_timer);
-  stream_close (&chan, false);
-  ready = false;
-  arena_set_active (false);
-  free (rpayload);
-  rpayload = NULL;
-  if (cur_req) {
+  ev_timer_stop (loop, &c->held_timer);
+  if (c->timeout_secs > 0)
+    ev_timer_stop (loop, &c->timeout_timer);
+  stream_close (&c->stream, false);
+  c->ready = false;
+  arena_set_active (bp->arena, false);
+  free (c->rpayload);
+  c->rpayload = NULL;
+  if (c->cur_req) {
     /* Its reply was being read: it is in no table now. */
-    p = cur_req;
-    cur_req = NULL;
+    p = c->cur_req;
+    c->cur_req = NULL;
     p->next = NULL;
-    table_insert (p);
+    table_insert (c, p);
   }
 
   /* Everything in flight: hold what may be sent again (oldest first,
    * ahead of what was already held), fail the rest.
    */
-  all = malloc ((nr_pending ? nr_pending : 1) * sizeof *all);
-  for (i = 0; i < table_size; ++i) {
-    while ((p = table[i]) != NULL) {
-      table[i] = p->next;
+  all = malloc ((c->nr_pending ? c->nr_pending : 1) * sizeof *all);
+  for (i = 0; i < c->table_size; ++i) {
+    while ((p = c->table[i]) != NULL) {
+      c->table[i] = p->next;
       p->next = NULL;
       if (all)
         all[n++] = p;
       else
-        complete_lost (p);
+        complete_lost (bp, p);
     }
   }
-  nr_pending = 0;
-  oldest = newest = NULL;
+  c->nr_pending = 0;
+  c->oldest = c->newest = NULL;
   if (all) {
     struct pending *resend = NULL, **tail = &resend;
 
@@ -747,31 +705,32 @@ channel_close (bool keep_for_resend)
       if (keep_for_resend && may_resend (p)) {
         *tail = p;
         tail = &p->next;
-        nr_held++;
+        c->nr_held++;
       }
       else
-        complete_lost (p);
+        complete_lost (bp, p);
     }
     if (resend) {
-      *tail = held_head;
-      if (!held_head)
-        held_tail = tail;
-      held_head = resend;
+      *tail = c->held_head;
+      if (!c->held_head)
+        c->held_tail = tail;
+      c->held_head = resend;
     }
     free (all);
   }
 }
 
 void
-channel_fail_held (void)
+channel_fail_held (struct backend_proc *bp)
 {
+  struct channel *c = &bp->chan;
   struct pending *p;
 
-  while ((p = held_head) != NULL) {
-    held_head = p->next;
-    if (!held_head)
-      held_tail = &held_head;
-    nr_held--;
-    complete_lost (p);
+  while ((p = c->held_head) != NULL) {
+    c->held_head = p->next;
+    if (!c->held_head)
+      c->held_tail = &c->held_head;
+    c->nr_held--;
+    complete_lost (bp, p);
   }
 }

@@ -1,6 +1,8 @@
-/* nbdkit front end: the backend process.
+/* nbdkit front end: a backend's process.
  *
- * Owns finding the backend executable, starting it (socketpair, fork,
+ * Owns struct spawn_state and struct backend_info, the parts of a
+ * backend_proc (backend-proc.h) that are its process and what it said
+ * of itself; and finding the backend executable, starting it (socketpair, fork,
  * exec with the channel on fd 3, stdin and stdout on /dev/null, stderr
  * on a pipe relayed to the log, no other fd, the server's environment
  * (or a minimal one with --backend-clean-environment),
@@ -29,24 +31,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "backend-proc.h"
 #include "options.h"
-
-struct backend_info binfo;
 
 #define CHANNEL_FD 3
 
-static pid_t pid = -1;
-static ev_child child_watcher;
-static ev_io stderr_watcher;
-static int stderr_fd = -1;
-static char stderr_line[4096];
-static size_t stderr_len;
-
 pid_t
-backend_pid (void)
+backend_pid (const struct backend_proc *bp)
 {
-  return pid;
+  return bp->spawn.pid;
+}
+
+void
+spawn_init (struct backend_proc *bp)
+{
+  bp->spawn.pid = -1;
+  bp->spawn.stderr_fd = -1;
 }
 
 static bool
@@ -316,43 +316,46 @@ exec_backend (int chan, int err_w, pid_t server, char **env)
 /* ---- the parent side ---- */
 
 static void
-stderr_flush_line (void)
+stderr_flush_line (struct backend_proc *bp)
 {
-  if (stderr_len) {
-    stderr_line[stderr_len] = '\0';
-    log_backend_line (stderr_line);
-    stderr_len = 0;
+  struct spawn_state *sp = &bp->spawn;
+
+  if (sp->stderr_len) {
+    sp->stderr_line[sp->stderr_len] = '\0';
+    log_backend_line (bproc_name (bp), sp->stderr_line);
+    sp->stderr_len = 0;
   }
 }
 
 /* Relay the backend's stderr, a line at a time. */
 static void
-stderr_drain (void)
+stderr_drain (struct backend_proc *bp)
 {
+  struct spawn_state *sp = &bp->spawn;
   char buf[4096];
   ssize_t r, i;
 
-  while (stderr_fd >= 0) {
-    r = read (stderr_fd, buf, sizeof buf);
+  while (sp->stderr_fd >= 0) {
+    r = read (sp->stderr_fd, buf, sizeof buf);
     if (r == -1 && errno == EINTR)
       continue;
     if (r <= 0) {
       if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-        stderr_flush_line ();
+        stderr_flush_line (bp);
         ev_ref (loop);          /* balances the ev_unref at start */
-        ev_io_stop (loop, &stderr_watcher);
-        close (stderr_fd);
-        stderr_fd = -1;
+        ev_io_stop (loop, &sp->stderr_watcher);
+        close (sp->stderr_fd);
+        sp->stderr_fd = -1;
       }
       return;
     }
     for (i = 0; i < r; ++i) {
       if (buf[i] == '\n')
-        stderr_flush_line ();
+        stderr_flush_line (bp);
       else {
-        stderr_line[stderr_len++] = buf[i];
-        if (stderr_len == sizeof stderr_line - 1)
-          stderr_flush_line ();
+        sp->stderr_line[sp->stderr_len++] = buf[i];
+        if (sp->stderr_len == sizeof sp->stderr_line - 1)
+          stderr_flush_line (bp);
       }
     }
   }
@@ -361,27 +364,30 @@ stderr_drain (void)
 static void
 on_stderr (struct ev_loop *l, ev_io *w, int revents)
 {
-  stderr_drain ();
+  stderr_drain (BPROC_OF (w, spawn.stderr_watcher));
 }
 
 static void
 on_child_exit (struct ev_loop *l, ev_child *w, int revents)
 {
+  struct backend_proc *bp = BPROC_OF (w, spawn.child_watcher);
+  struct spawn_state *sp = &bp->spawn;
   int status = w->rstatus;
-  const char *name = binfo.name ? binfo.name : opt.backend_name;
+  const char *name = bproc_name (bp);
 
   ev_child_stop (loop, w);
-  stderr_drain ();
+  stderr_drain (bp);
   if (WIFEXITED (status) && WEXITSTATUS (status) == 0)
-    nbdkit_debug ("%s: backend process %d exited", name, (int) pid);
+    nbdkit_debug ("%s: backend process %d exited", name, (int) sp->pid);
   else if (WIFEXITED (status))
     nbdkit_error ("%s: backend process %d exited with status %d",
-                  name, (int) pid, WEXITSTATUS (status));
+                  name, (int) sp->pid, WEXITSTATUS (status));
   else if (WIFSIGNALED (status))
     nbdkit_error ("%s: backend process %d was killed by signal SIG%s",
-                  name, (int) pid, sigabbrev_np (WTERMSIG (status)) ?: "?");
-  pid = -1;
-  supervisor_backend_exited ();
+                  name, (int) sp->pid,
+                  sigabbrev_np (WTERMSIG (status)) ?: "?");
+  sp->pid = -1;
+  supervisor_backend_exited (bp);
 }
 
 static enum thread_model
@@ -403,7 +409,7 @@ parse_thread_model (const char *s)
  * script backend learns its script's only after loading it).
  */
 void
-backend_lower_thread_model (const char *s)
+backend_lower_thread_model (struct backend_proc *bp, const char *s)
 {
   enum thread_model m;
 
@@ -416,10 +422,10 @@ backend_lower_thread_model (const char *s)
     return;
   }
   m = parse_thread_model (s);
-  if (m < binfo.thread_model) {
-    nbdkit_debug ("%s: thread model lowered to %s", binfo.name,
+  if (m < bp->info.thread_model) {
+    nbdkit_debug ("%s: thread model lowered to %s", bp->info.name,
                   thread_model_name (m));
-    binfo.thread_model = m;
+    bp->info.thread_model = m;
   }
 }
 
@@ -444,20 +450,20 @@ thread_model_name (enum thread_model m)
 }
 
 void
-backend_info_from_hello (json_t *reply)
+backend_info_from_hello (struct backend_proc *bp, json_t *reply)
 {
-  binfo.name = dup_member (reply, "name");
-  if (!binfo.name || !*binfo.name) {
-    free (binfo.name);
-    binfo.name = strdup (opt.backend_name);
+  bp->info.name = dup_member (reply, "name");
+  if (!bp->info.name || !*bp->info.name) {
+    free (bp->info.name);
+    bp->info.name = strdup (opt.backend_name);
   }
-  binfo.version = dup_member (reply, "version");
-  binfo.longname = dup_member (reply, "longname");
-  binfo.description = dup_member (reply, "description");
-  binfo.magic_config_key = dup_member (reply, "magic_config_key");
-  binfo.config_help = dup_member (reply, "config_help");
-  binfo.callbacks = json_incref (json_object_get (reply, "callbacks"));
-  binfo.thread_model =
+  bp->info.version = dup_member (reply, "version");
+  bp->info.longname = dup_member (reply, "longname");
+  bp->info.description = dup_member (reply, "description");
+  bp->info.magic_config_key = dup_member (reply, "magic_config_key");
+  bp->info.config_help = dup_member (reply, "config_help");
+  bp->info.callbacks = json_incref (json_object_get (reply, "callbacks"));
+  bp->info.thread_model =
     parse_thread_model (json_string_value (json_object_get (reply,
                                                             "thread_model")));
   {
@@ -467,14 +473,14 @@ backend_info_from_hello (json_t *reply)
     json_array_foreach (features, i, f)
       if (json_is_string (f) &&
           strcmp (json_string_value (f), HP_FEATURE_MEMFD) == 0)
-        binfo.wants_memfd = true;
+        bp->info.wants_memfd = true;
       else if (json_is_string (f) &&
                strcmp (json_string_value (f), HP_FEATURE_SHM) == 0)
-        binfo.wants_shm = true;
+        bp->info.wants_shm = true;
   }
   nbdkit_debug ("backend %s %s, pid %d, thread model %s",
-                binfo.name, binfo.version ? binfo.version : "",
-                (int) pid, thread_model_name (binfo.thread_model));
+                bp->info.name, bp->info.version ? bp->info.version : "",
+                (int) bp->spawn.pid, thread_model_name (bp->info.thread_model));
 }
 
 /* Move fd above the channel's fd number so that the dup2 calls in the
@@ -493,13 +499,14 @@ fd_above (int fd)
 }
 
 bool
-backend_spawn (void)
+backend_spawn (struct backend_proc *bp)
 {
+  struct spawn_state *sp = &bp->spawn;
   int sv[2], errp[2];
   pid_t self = getpid ();
   char **env;
 
-  if (!channel_reserve ()) {
+  if (!channel_reserve (bp)) {
     nbdkit_error ("cannot start the backend: out of memory");
     return false;
   }
@@ -516,7 +523,7 @@ backend_spawn (void)
   sv[1] = fd_above (sv[1]);
   errp[1] = fd_above (errp[1]);
   env = backend_environment ();
-  if (sv[1] == -1 || errp[1] == -1 || !env || (pid = fork ()) == -1) {
+  if (sv[1] == -1 || errp[1] == -1 || !env || (sp->pid = fork ()) == -1) {
     nbdkit_error ("cannot start the backend: %s",
                   env ? strerror (errno) : "out of memory");
     free (env);
@@ -526,10 +533,10 @@ backend_spawn (void)
       close (sv[1]);
     if (errp[1] >= 0)
       close (errp[1]);
-    pid = -1;
+    sp->pid = -1;
     return false;
   }
-  if (pid == 0)
+  if (sp->pid == 0)
     exec_backend (sv[1], errp[1], self, env);
   free (env);
 
@@ -539,24 +546,23 @@ backend_spawn (void)
   fcntl (errp[0], F_SETFL, O_NONBLOCK);
 
   /* The previous incarnation's stderr may still be open: finish it. */
-  if (stderr_fd >= 0) {
-    stderr_drain ();
-    if (stderr_fd >= 0) {
+  if (sp->stderr_fd >= 0) {
+    stderr_drain (bp);
+    if (sp->stderr_fd >= 0) {
       ev_ref (loop);
-      ev_io_stop (loop, &stderr_watcher);
-      close (stderr_fd);
+      ev_io_stop (loop, &sp->stderr_watcher);
+      close (sp->stderr_fd);
     }
   }
-  stderr_fd = errp[0];
-  stderr_len = 0;
-  ev_io_init (&stderr_watcher, on_stderr, stderr_fd, EV_READ);
-  ev_io_start (loop, &stderr_watcher);
+  sp->stderr_fd = errp[0];
+  sp->stderr_len = 0;
+  ev_io_init (&sp->stderr_watcher, on_stderr, sp->stderr_fd, EV_READ);
+  ev_io_start (loop, &sp->stderr_watcher);
   ev_unref (loop);              /* the relay alone keeps nothing alive */
-  ev_child_init (&child_watcher, on_child_exit, pid, 0);
-  ev_child_start (loop, &child_watcher);
-  channel_open (sv[0]);
+  ev_child_init (&sp->child_watcher, on_child_exit, sp->pid, 0);
+  ev_child_start (loop, &sp->child_watcher);
+  channel_open (bp, sv[0]);
   nbdkit_debug ("%s: started backend process %d (%s)",
-                binfo.name ? binfo.name : opt.backend_name, (int) pid,
-                opt.backend_path);
+                bproc_name (bp), (int) sp->pid, opt.backend_path);
   return true;
 }

@@ -42,6 +42,7 @@ struct conn {
   struct conn *next, *prev;     /* all connections */
   struct stream stream;
   char *peer;
+  uint64_t id;                  /* 1, 2, ... in order of accepting */
   int refs;
   bool closed;
   bool close_after_output;
@@ -74,6 +75,12 @@ const char *
 conn_peer (const struct conn *conn)
 {
   return conn->peer;
+}
+
+uint64_t
+conn_id (const struct conn *conn)
+{
+  return conn->id;
 }
 
 bool
@@ -248,8 +255,10 @@ static const struct stream_ops conn_stream_ops = {
 struct conn *
 conn_new (int rfd, int wfd, const char *peer)
 {
+  static uint64_t accepted;
   struct conn *conn;
 
+  accepted++;
   if (!chain_accept (rfd, peer)) {
     nbdkit_debug ("%s: refused by a filter", peer);
     close (rfd);
@@ -273,6 +282,7 @@ conn_new (int rfd, int wfd, const char *peer)
       close (wfd);
     return NULL;
   }
+  conn->id = accepted;
   conn->refs = 1;               /* dropped by conn_close */
   conn->next = conns;
   if (conns)

@@ -1,11 +1,13 @@
-/* nbdkit front end: the filter chain of one open export.
+/* nbdkit front end: the chain of layers of one open export.
  *
- * Owns struct chain (one per open export of a connection: the filters'
- * handles above the backend's handle) and struct freq (a request at
- * one layer).  Layers are numbered from the client down: filter 0 is
- * the first --filter, layer nr_filters is the backend.  A request
- * travels down with freq_next and completes back up exactly once;
- * filters may issue sub-requests to the layer below.
+ * Owns struct chain (one per open export of a connection: each layer's
+ * handle), struct freq (a request at one layer) and struct flist (an
+ * export listing on its way through the layers).  Layers are numbered
+ * from the client down: layer 0 is the first --filter, the last layer
+ * (nr_filters) is the backend process (backend-layer.c), and all are
+ * a struct filter: there is no special case for "no filters".  A
+ * request travels down with freq_next and completes back up exactly
+ * once; filters may issue sub-requests to the layer below.
  *
  * Completions that happen inside a filter's callback (a filter that
  * answers at once, or a channel that fails a request as it is sent)
@@ -14,9 +16,12 @@
  * many requests a client pipelines.
  *
  * A chain lives while it is referenced: by its owner until chain_close,
- * and by every request in flight in any of its layers.  The filters'
- * close callbacks and the backend's CLOSE run when the last goes.
- * Without filters chain_send is channel_send: nothing added.
+ * and by every request in flight in any of its layers.  The layers'
+ * close callbacks (the backend's: CLOSE) run when the last goes.
+ *
+ * Payload buffers come from the bottom layer's allocator
+ * (chain_data_alloc) and are released with payload_free wherever they
+ * end: whether they are shared memory is the bottom layer's business.
  */
 
 #include <config.h>
@@ -34,14 +39,15 @@ struct fnext {
 };
 
 struct chain {
-  size_t n;                     /* filters */
-  struct bhandle *bh;           /* the backend's handle */
-  void **handles;               /* each filter's handle */
-  bool *opened;                 /* which filters' open succeeded */
-  bool *readonly;               /* n + 1: asked of each layer */
-  struct fnext *links;          /* links[i]: below filter i */
+  size_t n;                     /* layers: the filters, then the backend */
+  struct backend_proc *bp;
+  void **handles;               /* each layer's handle */
+  bool *opened;                 /* which layers' open succeeded */
+  bool *readonly;               /* asked of each layer */
+  struct fnext *links;          /* links[i]: below layer i */
   unsigned refs;
   char *peer;
+  char *export;
   /* Opening. */
   struct fopen o;
   size_t opening;               /* filters below this index are open */
@@ -51,6 +57,11 @@ struct chain {
   void *open_opaque;
   struct export_caps caps;
 };
+
+/* Free requests, kept for the next ones. */
+#define MAX_SPARE_FREQS 256
+static struct freq_full *spare_freqs;
+static size_t nr_spare_freqs;
 
 struct freq_private {
   struct chain *ch;
@@ -79,17 +90,19 @@ static struct freq_private *done_head, *done_tail;
 static ev_timer done_timer;
 static bool done_timer_init;
 static uint64_t next_id = 1;
+static uint64_t listings;       /* so far */
 
-static size_t
-nr_filters (void)
+/* Layer i of every chain: a filter, or the backend at the bottom. */
+static const struct filter *
+layer_at (size_t i)
 {
-  return opt.nr_filters;
+  return i < opt.nr_filters ? opt.filters[i] : &backend_layer;
 }
 
-static const struct filter *
-filter_at (size_t i)
+static size_t
+nr_layers (void)
 {
-  return opt.filters[i];
+  return opt.nr_filters + 1;
 }
 
 /* ---- chain lifetime ---- */
@@ -101,15 +114,15 @@ chain_free (struct chain *ch)
 
   /* Close from the client down, as the layers were stacked. */
   for (i = 0; i < ch->n; ++i)
-    if (ch->opened[i] && filter_at (i)->close)
-      filter_at (i)->close (ch->handles[i]);
-  backend_close (ch->bh);
+    if (ch->opened[i] && layer_at (i)->close)
+      layer_at (i)->close (ch->handles[i]);
   caps_free (&ch->caps);
   free (ch->handles);
   free (ch->opened);
   free (ch->readonly);
   free (ch->links);
   free (ch->peer);
+  free (ch->export);
   free (ch->o.priv);
   free (ch);
 }
@@ -146,6 +159,18 @@ entry_of (const struct filter *f, uint16_t type)
 }
 
 static void
+freq_release (struct freq_full *rf)
+{
+  if (nr_spare_freqs < MAX_SPARE_FREQS) {
+    *(struct freq_full **) rf = spare_freqs;
+    spare_freqs = rf;
+    nr_spare_freqs++;
+  }
+  else
+    free (rf);
+}
+
+static void
 deliver (struct freq_full *rf, const struct hp_header *reply, void *payload,
          uint32_t len)
 {
@@ -159,8 +184,8 @@ deliver (struct freq_full *rf, const struct hp_header *reply, void *payload,
     copy = *reply;
     reply = &copy;
   }
-  free (rf->pub.data);
-  free (rf);
+  payload_free (rf->pub.data);
+  freq_release (rf);
   cb (opaque, reply, payload, len);
   chain_unref (ch);
 }
@@ -210,13 +235,6 @@ complete (struct freq_full *rf, const struct hp_header *reply, void *payload,
     ev_timer_start (loop, &done_timer);
 }
 
-static void
-on_backend_reply (void *opaque, const struct hp_header *reply, void *payload,
-                  uint32_t len)
-{
-  complete (opaque, reply, payload, len);
-}
-
 /* Hand r to the layer it is at (or the first below it that handles
  * its type).
  */
@@ -225,8 +243,9 @@ dispatch (struct freq_full *rf)
 {
   struct chain *ch = rf->priv.ch;
 
-  while (rf->priv.layer < ch->n) {
-    freq_fn fn = entry_of (filter_at (rf->priv.layer), rf->pub.type);
+  /* The bottom layer handles every type: the loop ends there. */
+  for (;;) {
+    freq_fn fn = entry_of (layer_at (rf->priv.layer), rf->pub.type);
 
     if (fn) {
       depth++;
@@ -236,22 +255,6 @@ dispatch (struct freq_full *rf)
     }
     rf->priv.layer++;
   }
-
-  {
-    struct hp_header h = {
-      .type = rf->pub.type,
-      .flags = rf->pub.flags,
-      .offset = rf->pub.offset,
-      .count = rf->pub.count,
-    };
-    void *data = rf->pub.data;
-    uint32_t len = rf->pub.type == HP_PWRITE ? rf->pub.count : 0;
-
-    rf->pub.data = NULL;
-    depth++;
-    channel_send (&h, ch->bh, data, data ? len : 0, 0, on_backend_reply, rf);
-    depth--;
-  }
 }
 
 static struct freq_full *
@@ -259,9 +262,14 @@ freq_new (struct chain *ch, size_t layer, uint16_t type, uint16_t flags,
           uint64_t offset, uint32_t count, void *data, backend_cb cb,
           void *opaque)
 {
-  struct freq_full *rf = calloc (1, sizeof *rf);
+  struct freq_full *rf = spare_freqs;
 
-  if (!rf)
+  if (rf) {
+    spare_freqs = *(struct freq_full **) rf;
+    nr_spare_freqs--;
+    memset (rf, 0, sizeof *rf);
+  }
+  else if ((rf = calloc (1, sizeof *rf)) == NULL)
     return NULL;
   rf->pub.type = type;
   rf->pub.flags = flags;
@@ -286,7 +294,7 @@ fail_unmade (struct chain *ch, void *data, backend_cb cb, void *opaque)
   static const struct hp_header enomem = { .status = HP_ENOMEM };
   struct freq_full *rf = calloc (1, sizeof *rf);
 
-  free (data);
+  payload_free (data);
   if (!rf) {
     nbdkit_error ("out of memory: a request is lost");
     return;
@@ -307,10 +315,6 @@ chain_send (struct chain *ch, const struct hp_header *h, void *data,
 {
   struct freq_full *rf;
 
-  if (ch->n == 0) {
-    channel_send (h, ch->bh, data, len, CH_DATA, cb, opaque);
-    return;
-  }
   rf = freq_new (ch, 0, h->type, h->flags, h->offset, h->count, data, cb,
                  opaque);
   if (!rf) {
@@ -323,10 +327,7 @@ chain_send (struct chain *ch, const struct hp_header *h, void *data,
 void *
 chain_data_alloc (struct chain *ch, size_t len)
 {
-  /* Without filters the payload goes to the backend as it is, so it may
-   * be an arena slot; filters get malloc'd buffers.
-   */
-  return ch->n == 0 ? data_alloc (len) : malloc (len ? len : 1);
+  return bproc_payload_alloc (ch->bp, len);
 }
 
 void
@@ -372,7 +373,7 @@ freq_reply_from (struct freq *r, const struct hp_header *reply,
   struct hp_header copy;
 
   if (!reply) {
-    free (payload);
+    payload_free (payload);
     freq_reply_error (r, HP_EIO, "the backend could not answer");
     return;
   }
@@ -451,7 +452,7 @@ open_next (struct chain *ch)
 {
   while (ch->opening != (size_t) -1 && ch->opening > 0) {
     size_t i = ch->opening - 1;
-    const struct filter *f = filter_at (i);
+    const struct filter *f = layer_at (i);
     bool early, failed;
 
     if (!f->open) {
@@ -464,7 +465,7 @@ open_next (struct chain *ch)
       continue;
     }
     ch->o.readonly = ch->readonly[i];
-    ch->o.next = &ch->links[i];
+    ch->o.next = i + 1 < ch->n ? &ch->links[i] : NULL;
     ch->in_open_call = true;
     ch->open_done_early = false;
     ch->refs++;                 /* an fopen_fail in the call drops the owner's */
@@ -485,38 +486,26 @@ open_next (struct chain *ch)
   }
 }
 
-static void
-on_backend_open (void *opaque, struct bhandle *bh, json_t *j,
-                 uint32_t status, const char *msg)
+struct backend_proc *
+fopen_backend_proc (const struct fopen *o)
 {
-  struct chain *ch = opaque;
-  const char *why = NULL;
-
-  if (!bh) {
-    open_finished (ch, status ? status : HP_EIO, msg);
-    return;
-  }
-  ch->bh = bh;
-  if (caps_from_json (j, &ch->caps, &why) == -1) {
-    open_finished (ch, HP_EIO, why);
-    return;
-  }
-  ch->opening = ch->n;
-  open_next (ch);
+  return o->priv->ch->bp;
 }
 
 void
-chain_open (const char *export, bool readonly, bool tls, const char *client,
-            chain_open_cb cb, void *opaque)
+chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
+            bool readonly, bool tls, const char *client, chain_open_cb cb,
+            void *opaque)
 {
   struct chain *ch = calloc (1, sizeof *ch);
-  size_t i, n = nr_filters ();
+  size_t i, n = nr_layers ();
 
-  if (!ch || !(ch->handles = calloc (n + 1, sizeof *ch->handles)) ||
-      !(ch->opened = calloc (n + 1, sizeof *ch->opened)) ||
-      !(ch->readonly = calloc (n + 1, sizeof *ch->readonly)) ||
-      !(ch->links = calloc (n + 1, sizeof *ch->links)) ||
+  if (!ch || !(ch->handles = calloc (n, sizeof *ch->handles)) ||
+      !(ch->opened = calloc (n, sizeof *ch->opened)) ||
+      !(ch->readonly = calloc (n, sizeof *ch->readonly)) ||
+      !(ch->links = calloc (n, sizeof *ch->links)) ||
       !(ch->peer = strdup (client)) ||
+      !(ch->export = strdup (export)) ||
       !(ch->o.priv = malloc (sizeof *ch->o.priv))) {
     if (ch) {
       free (ch->handles);
@@ -524,26 +513,211 @@ chain_open (const char *export, bool readonly, bool tls, const char *client,
       free (ch->readonly);
       free (ch->links);
       free (ch->peer);
+      free (ch->export);
       free (ch);
     }
     cb (opaque, NULL, NULL, HP_ENOMEM, "out of memory");
     return;
   }
   ch->n = n;
+  ch->bp = bp;
   ch->refs = 1;
   ch->open_cb = cb;
   ch->open_opaque = opaque;
   ch->o.priv->ch = ch;
   ch->o.caps = &ch->caps;
-  ch->o.export = export;
+  ch->o.export = ch->export;
   ch->o.peer = ch->peer;
+  ch->o.tls = tls;
+  ch->o.connection = connection;
   ch->readonly[0] = readonly;
-  for (i = 0; i < n; ++i) {
+  for (i = 0; i + 1 < n; ++i) {
     ch->links[i].ch = ch;
     ch->links[i].layer = i + 1;
-    ch->readonly[i + 1] = filter_at (i)->readonly_below || ch->readonly[i];
+    ch->readonly[i + 1] = layer_at (i)->readonly_below || ch->readonly[i];
   }
-  backend_open (export, ch->readonly[n], tls, client, on_backend_open, ch);
+  /* From the bottom (the backend) up. */
+  ch->opening = n;
+  open_next (ch);
+}
+
+/* ---- listing the exports ---- */
+
+struct flist_private {
+  struct backend_proc *bp;
+  size_t layer;                 /* where the listing is */
+  flist_fn *dones;              /* dones[i]: layer i asked below */
+  chain_list_cb cb;
+  void *opaque;
+};
+
+struct flist_full {
+  struct flist pub;
+  struct flist_private priv;
+};
+
+int
+flist_add (struct flist *l, const char *name, const char *desc)
+{
+  struct fexport *e;
+
+  if (l->nr_exports % 16 == 0) {
+    e = realloc (l->exports, (l->nr_exports + 16) * sizeof *e);
+    if (!e)
+      return -1;
+    l->exports = e;
+  }
+  e = &l->exports[l->nr_exports];
+  e->name = strdup (name);
+  e->description = desc ? strdup (desc) : NULL;
+  if (!e->name || (desc && !e->description)) {
+    free (e->name);
+    free (e->description);
+    return -1;
+  }
+  l->nr_exports++;
+  return 0;
+}
+
+void
+flist_clear (struct flist *l)
+{
+  size_t i;
+
+  for (i = 0; i < l->nr_exports; ++i) {
+    free (l->exports[i].name);
+    free (l->exports[i].description);
+  }
+  free (l->exports);
+  l->exports = NULL;
+  l->nr_exports = 0;
+}
+
+/* Back up to the nearest layer above that asked below, or to the
+ * caller at the top.
+ */
+static void
+list_up (struct flist_full *lf, uint32_t status, const char *msg)
+{
+  struct flist_private *p = &lf->priv;
+
+  while (p->layer > 0) {
+    flist_fn done = p->dones[--p->layer];
+
+    if (done) {
+      p->dones[p->layer] = NULL;
+      done (&lf->pub, status, msg);
+      return;
+    }
+  }
+  p->cb (p->opaque, status, msg, lf->pub.exports, lf->pub.nr_exports);
+  flist_clear (&lf->pub);
+  free (p->dones);
+  free (lf);
+}
+
+static void
+on_backend_list (void *opaque, const struct hp_header *reply,
+                 void *payload, uint32_t len)
+{
+  struct flist_full *lf = opaque;
+  const char *why = "the backend is not running";
+  uint32_t status = HP_ESHUTDOWN;
+  json_t *j = NULL, *exports, *e;
+  size_t i;
+
+  if (reply && reply->status) {
+    status = reply->status;
+    why = payload ? (const char *) payload : hp_error_name (reply->status);
+  }
+  else if (reply && (j = bproc_parse_json (payload, len, &why)) != NULL &&
+           json_is_array (exports = json_object_get (j, "exports"))) {
+    status = 0;
+    json_array_foreach (exports, i, e) {
+      const char *name = json_string_value (json_object_get (e, "name"));
+      const char *desc =
+        json_string_value (json_object_get (e, "description"));
+
+      if (name && flist_add (&lf->pub, name, desc) == -1) {
+        status = HP_ENOMEM;
+        why = "out of memory";
+        break;
+      }
+    }
+  }
+  else if (reply) {
+    status = HP_EIO;
+    if (j)
+      why = "the backend's export list is not valid";
+  }
+  list_up (lf, status, status ? why : NULL);
+  json_decref (j);
+  payload_free (payload);
+}
+
+/* Down to the next layer that lists, or the backend. */
+static void
+list_down (struct flist_full *lf)
+{
+  struct flist_private *p = &lf->priv;
+
+  while (p->layer < opt.nr_filters) {
+    const struct filter *f = layer_at (p->layer);
+
+    if (f->list_exports) {
+      f->list_exports (&lf->pub);
+      return;
+    }
+    p->layer++;
+  }
+  bproc_list_exports (p->bp, lf->pub.readonly, lf->pub.tls,
+                      on_backend_list, lf);
+}
+
+void
+flist_next (struct flist *l, flist_fn done)
+{
+  struct flist_full *lf = (struct flist_full *) l;
+
+  lf->priv.dones[lf->priv.layer++] = done;
+  list_down (lf);
+}
+
+void
+flist_done (struct flist *l)
+{
+  list_up ((struct flist_full *) l, 0, NULL);
+}
+
+void
+flist_fail (struct flist *l, uint32_t status, const char *msg)
+{
+  list_up ((struct flist_full *) l, status ? status : HP_EIO,
+           msg ? msg : "listing the exports failed");
+}
+
+void
+chain_list_exports (struct backend_proc *bp, uint64_t connection,
+                    bool readonly, bool tls, const char *peer,
+                    chain_list_cb cb, void *opaque)
+{
+  struct flist_full *lf = calloc (1, sizeof *lf);
+
+  if (!lf || !(lf->priv.dones = calloc (nr_layers (), sizeof (flist_fn)))) {
+    free (lf);
+    cb (opaque, HP_ENOMEM, "out of memory", NULL, 0);
+    return;
+  }
+  lf->pub.readonly = readonly;
+  lf->pub.tls = tls;
+  lf->pub.peer = peer;
+  lf->pub.connection = connection;
+  lf->pub.id = ++listings;
+  lf->pub.priv = &lf->priv;
+  lf->priv.bp = bp;
+  lf->priv.cb = cb;
+  lf->priv.opaque = opaque;
+  list_down (lf);
 }
 
 /* ---- connections ---- */
@@ -553,16 +727,16 @@ chain_accept (int fd, const char *peer)
 {
   size_t i, j;
 
-  for (i = 0; i < nr_filters (); ++i) {
-    const struct filter *f = filter_at (i);
+  for (i = 0; i < opt.nr_filters; ++i) {
+    const struct filter *f = layer_at (i);
 
     if (f->accept && !f->accept (fd, peer)) {
       /* Undo the accepts that counted this client; a filter that only
        * watches closes (exitlast) never saw it.
        */
       for (j = 0; j < i; ++j)
-        if (filter_at (j)->accept && filter_at (j)->closed)
-          filter_at (j)->closed ();
+        if (layer_at (j)->accept && layer_at (j)->closed)
+          layer_at (j)->closed ();
       return false;
     }
   }
@@ -574,7 +748,7 @@ chain_closed (void)
 {
   size_t i;
 
-  for (i = 0; i < nr_filters (); ++i)
-    if (filter_at (i)->closed)
-      filter_at (i)->closed ();
+  for (i = 0; i < opt.nr_filters; ++i)
+    if (layer_at (i)->closed)
+      layer_at (i)->closed ();
 }

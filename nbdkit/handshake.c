@@ -356,65 +356,57 @@ open_export (struct conn *conn, uint32_t option, const char *name,
 
   nbdkit_debug ("%s: opening export '%s'", conn_peer (conn), ctx->name);
   conn_ref (conn);
-  chain_open (ctx->name, opt.readonly, conn_is_tls (conn),
-              conn_peer (conn), on_open, ctx);
+  chain_open (conn_session (conn)->bp, conn_id (conn), ctx->name,
+              opt.readonly, conn_is_tls (conn), conn_peer (conn), on_open,
+              ctx);
 }
 
 /* ---- NBD_OPT_LIST ---- */
 
 static void
-on_list (void *opaque, const struct hp_header *reply, void *payload,
-         uint32_t len)
+on_list (void *opaque, uint32_t status, const char *msg,
+         const struct fexport *exports, size_t n)
 {
   struct conn *conn = opaque;
   struct session *s = conn_session (conn);
-  const char *why = "the backend is not running";
-  json_t *j = NULL, *exports, *e;
   size_t i;
 
   if (conn_is_closed (conn))
     goto out;
-  if (reply && reply->status)
-    why = payload ? (const char *) payload : hp_error_name (reply->status);
-  else if (reply && (j = channel_parse_json (payload, len, &why)) != NULL &&
-           json_is_array (exports = json_object_get (j, "exports"))) {
-    s->option = NBD_OPT_LIST;
-    if (json_array_size (exports) <
-        (MAX_NR_OPTIONS_LISTING - s->max_options) / OPTIONS_PER_LISTED_EXPORT)
-      s->max_options += OPTIONS_PER_LISTED_EXPORT * json_array_size (exports);
-    else
-      s->max_options = MAX_NR_OPTIONS_LISTING;
-    json_array_foreach (exports, i, e) {
-      const char *name = json_string_value (json_object_get (e, "name"));
-      const char *desc = json_string_value (json_object_get (e, "description"));
-      unsigned char buf[4 + 2 * NBD_MAX_STRING];
-      size_t nlen, dlen;
-
-      if (!name || (nlen = strlen (name)) > NBD_MAX_STRING)
-        continue;
-      dlen = desc ? strlen (desc) : 0;
-      if (dlen > NBD_MAX_STRING)
-        dlen = 0;
-      put_be32 (buf, (uint32_t) nlen);
-      memcpy (buf + 4, name, nlen);
-      if (dlen)
-        memcpy (buf + 4 + nlen, desc, dlen);
-      send_reply (conn, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + nlen + dlen);
-    }
-    send_reply (conn, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+  if (status) {
+    send_error (conn, status == HP_ESHUTDOWN ? NBD_REP_ERR_SHUTDOWN
+                                             : NBD_REP_ERR_PLATFORM,
+                "cannot list exports: %s", msg ? msg : "failed");
     read_option (conn);
     goto out;
   }
-  else if (j)
-    why = "the backend's export list is not valid";
+  s->option = NBD_OPT_LIST;
+  if (n < (MAX_NR_OPTIONS_LISTING - s->max_options) /
+      OPTIONS_PER_LISTED_EXPORT)
+    s->max_options += OPTIONS_PER_LISTED_EXPORT * n;
+  else
+    s->max_options = MAX_NR_OPTIONS_LISTING;
+  for (i = 0; i < n; ++i) {
+    const char *name = exports[i].name;
+    const char *desc = exports[i].description;
+    unsigned char buf[4 + 2 * NBD_MAX_STRING];
+    size_t nlen, dlen;
 
-  send_error (conn, reply ? NBD_REP_ERR_PLATFORM : NBD_REP_ERR_SHUTDOWN,
-              "cannot list exports: %s", why);
+    if (!name || (nlen = strlen (name)) > NBD_MAX_STRING)
+      continue;
+    dlen = desc ? strlen (desc) : 0;
+    if (dlen > NBD_MAX_STRING)
+      dlen = 0;
+    put_be32 (buf, (uint32_t) nlen);
+    memcpy (buf + 4, name, nlen);
+    if (dlen)
+      memcpy (buf + 4 + nlen, desc, dlen);
+    send_reply (conn, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + nlen + dlen);
+  }
+  send_reply (conn, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
   read_option (conn);
 
  out:
-  json_decref (j);
-  free (payload);
   conn_unref (conn);
 }
 
@@ -674,10 +666,8 @@ on_option_data (struct conn *conn)
       break;
     }
     conn_ref (conn);
-    channel_send_json (HP_LIST_EXPORTS, NULL,
-                       json_pack ("{s:b, s:b}", "readonly", opt.readonly,
-                                  "tls", conn_is_tls (conn)),
-                       0, on_list, conn);
+    chain_list_exports (s->bp, conn_id (conn), opt.readonly,
+                        conn_is_tls (conn), conn_peer (conn), on_list, conn);
     break;
 
   case NBD_OPT_INFO:
@@ -846,12 +836,13 @@ handshake_start (struct conn *conn)
   unsigned char greeting[18];
 
   memset (s, 0, sizeof *s);
+  s->bp = bproc_for_connection ();
   s->max_options = MAX_NR_OPTIONS;
   if (opt.oldstyle) {
     nbdkit_debug ("%s: oldstyle handshake", conn_peer (conn));
     conn_ref (conn);
-    chain_open ("", opt.readonly, false, conn_peer (conn),
-                on_oldstyle_open, conn);
+    chain_open (s->bp, conn_id (conn), "", opt.readonly, false,
+                conn_peer (conn), on_oldstyle_open, conn);
     return;
   }
   put_be64 (greeting, NBD_MAGIC);

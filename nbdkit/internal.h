@@ -9,10 +9,17 @@
  *   struct conn      conn.c       one client: buffered non-blocking I/O
  *   handshake        handshake.c  the newstyle option haggling
  *   transmission     transmit.c   NBD requests -> backend requests
- *   the backend      backend-spawn.c (process), backend-channel.c (frames)
+ *   struct backend_proc  backend-proc.c  one backend process, and every
+ *                    message sent to it; its parts: backend-spawn.c
+ *                    (process), backend-channel.c (frames),
+ *                    supervisor.c (life cycle), liveness.c (PING),
+ *                    arena.c (shared memory) -- see backend-proc.h
  *   daemonizing      daemon.c     fork into the background, readiness
  *   TLS              tls.c        gnutls credentials and sessions
- *   struct chain     filter-chain.c  the filters of an open export
+ *   struct chain     filter-chain.c  the layers of an open export: the
+ *                    filters, then the backend (backend-layer.c)
+ *
+ * docs/nbdkit-internals.pod walks through them.
  *
  * Nothing in the front end blocks once the loop runs, except the
  * synchronous start-up conversation with the backend before listening.
@@ -33,6 +40,10 @@
 #include "helper-protocol.h"
 #include "protocol.h"
 #include "errors.h"
+/* The filter API: struct export_caps, backend_cb, payload_free and
+ * what the server offers filters are declared there.
+ */
+#include "../filters/filter.h"
 
 #define PROGRAM_NAME "nbdkit"
 
@@ -118,8 +129,8 @@ extern void nbdkit_error (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
 extern void nbdkit_debug (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
-/* A line the backend wrote on its stderr. */
-extern void log_backend_line (const char *line);
+/* A line the backend called name wrote on its stderr. */
+extern void log_backend_line (const char *name, const char *line);
 /* Fatal error before the loop runs: message, exit 1. */
 extern void die (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2), noreturn));
@@ -247,6 +258,8 @@ extern void conn_ref (struct conn *conn);
 extern void conn_unref (struct conn *conn);
 extern bool conn_is_closed (const struct conn *conn);
 extern const char *conn_peer (const struct conn *conn);
+/* The connection's number: 1, 2, ... in the order they came. */
+extern uint64_t conn_id (const struct conn *conn);
 /* Reading: ask for exactly len bytes into buf, then cb runs.  With buf
  * NULL the bytes are discarded.  Nothing is read while no read is
  * requested (the connection is paused).
@@ -273,19 +286,9 @@ extern struct session *conn_session (struct conn *conn);
 
 /* ---- handshake.c ---- */
 
-/* What an export can do, from the backend's OPEN reply. */
-struct export_caps {
-  uint64_t size;
-  bool can_write, can_flush, can_trim, can_zero, can_fast_zero;
-  bool can_extents, can_multi_conn, is_rotational;
-  bool can_fua, can_cache;
-  uint32_t block_min, block_pref, block_max;   /* 0 = not given */
-  char *name;                   /* canonical name, NULL = as asked */
-  char *description;
-};
-
 /* State of one client past the socket layer. */
 struct session {
+  struct backend_proc *bp;     /* the backend serving it */
   bool no_zeroes;
   bool structured;             /* NBD_OPT_STRUCTURED_REPLY negotiated */
   bool base_allocation;        /* "base:allocation" selected */
@@ -325,7 +328,7 @@ extern void transmit_drain (struct conn *conn);
 /* Release a write that was cut off by the connection closing. */
 extern void transmit_free_current (struct conn *conn);
 
-/* ---- backend-spawn.c: the process ---- */
+/* ---- backend-proc.c: struct backend_proc, one backend process ---- */
 
 enum thread_model {
   THREAD_MODEL_SERIALIZE_CONNECTIONS,
@@ -348,15 +351,91 @@ struct backend_info {
   json_t *callbacks;            /* names of the callbacks it has, or NULL */
 };
 
-extern struct backend_info binfo;
+/* One backend process and all the front end keeps about it: the
+ * process, its channel, its supervisor state and handles, its arena.
+ * The server runs one (-D nbdkit.backend_procs=N runs N alike, each
+ * connection served by one of them in turn).
+ */
+struct backend_proc;
+struct bhandle;
+
+/* Completion of one backend request: backend_cb (filter.h). */
+
+/* Start-up (exits 1 on failure): make the server's backend processes
+ * (not started yet).
+ */
+extern void bproc_create_all (unsigned n);
+/* At exit: stop each, in an orderly way (supervisor_stop). */
+extern void bproc_stop_all (void);
+extern struct backend_proc *bproc_first (void);
+extern struct backend_proc *bproc_next (const struct backend_proc *bp);
+/* The backend_proc that serves the next connection. */
+extern struct backend_proc *bproc_for_connection (void);
+extern const struct backend_info *bproc_info (const struct backend_proc *bp);
+/* The backend's name, for messages. */
+extern const char *bproc_name (const struct backend_proc *bp);
+
+/* The messages, one function each (docs/nbdkit-helper-protocol.pod).
+ * Control messages carry JSON (req: NULL = {}, reference stolen); the
+ * reply's payload is JSON, parsed with bproc_parse_json.  CH_STARTUP
+ * marks a message for this incarnation only (never held nor sent
+ * again).
+ */
+#define CH_STARTUP 1
+extern void bproc_hello (struct backend_proc *bp, backend_cb cb,
+                         void *opaque);
+extern void bproc_config (struct backend_proc *bp, const char *key,
+                          const char *value, backend_cb cb, void *opaque);
+extern void bproc_config_complete (struct backend_proc *bp, backend_cb cb,
+                                   void *opaque);
+extern void bproc_get_ready (struct backend_proc *bp, backend_cb cb,
+                             void *opaque);
+extern void bproc_attach_fd (struct backend_proc *bp, const char *purpose,
+                             size_t size, int fd, backend_cb cb,
+                             void *opaque);
+extern void bproc_dump (struct backend_proc *bp, backend_cb cb,
+                        void *opaque);
+extern void bproc_list_exports (struct backend_proc *bp, bool readonly,
+                                bool tls, backend_cb cb, void *opaque);
+extern void bproc_default_export (struct backend_proc *bp, bool readonly,
+                                  bool tls, backend_cb cb, void *opaque);
+/* OPEN: flags 0 for a client's, CH_STARTUP for a re-open.  -1 (and cb
+ * is not called) if the request cannot be made (the export name is not
+ * valid UTF-8, or out of memory).
+ */
+extern int bproc_open_msg (struct backend_proc *bp, const char *export,
+                            bool readonly, bool tls, const char *client,
+                            unsigned flags, backend_cb cb, void *opaque);
+extern void bproc_close_msg (struct backend_proc *bp, uint32_t handle);
+extern void bproc_ping (struct backend_proc *bp, unsigned flags,
+                        backend_cb cb, void *opaque);
+extern void bproc_shutdown (struct backend_proc *bp, backend_cb cb,
+                            void *opaque);
+/* A data request (PREAD ... EXTENTS) on an open handle; payload (a
+ * write's, may be an arena slot) is taken.
+ */
+extern void bproc_data (struct backend_proc *bp, struct bhandle *bh,
+                        uint16_t type, uint16_t flags, uint64_t offset,
+                        uint32_t count, void *payload, backend_cb cb,
+                        void *opaque);
+/* A buffer for a payload that will go to this backend (an arena slot
+ * when it can be, else malloc'd); release it with payload_free.
+ */
+extern void *bproc_payload_alloc (struct backend_proc *bp, size_t len);
+/* Parse a reply payload as a JSON object (NULL on error, *why set). */
+extern json_t *bproc_parse_json (const void *payload, uint32_t len,
+                                 const char **why);
+
+/* ---- backend-spawn.c: the process ---- */
 
 extern char *backend_locate (const char *name);
-extern void backend_info_from_hello (json_t *hello);
+extern void backend_info_from_hello (struct backend_proc *bp, json_t *hello);
 extern const char *thread_model_name (enum thread_model m);
-extern void backend_lower_thread_model (const char *name);
+extern void backend_lower_thread_model (struct backend_proc *bp,
+                                        const char *name);
 /* Start a process and open the channel to it; false on failure. */
-extern bool backend_spawn (void);
-extern pid_t backend_pid (void);
+extern bool backend_spawn (struct backend_proc *bp);
+extern pid_t backend_pid (const struct backend_proc *bp);
 
 /* ---- supervisor.c: the backend's life cycle, and its handles ---- */
 
@@ -365,6 +444,7 @@ extern pid_t backend_pid (void);
  */
 struct bhandle {
   struct bhandle *next, *prev;
+  struct backend_proc *bp;
   uint32_t id;                  /* the backend's handle */
   bool valid;                   /* false: lost in a restart */
   bool reopening, closing;
@@ -383,32 +463,34 @@ typedef void (*backend_open_cb) (void *opaque, struct bhandle *bh,
                                  const char *msg);
 
 /* First start, before listening: exits 1 with the reason on failure.
- * hello_done runs once the backend has introduced itself.
+ * hello_done runs once the first backend has introduced itself.
  */
-extern void supervisor_start (void (*hello_done) (void));
-extern void supervisor_stop (void);
-extern bool supervisor_may_hold (void);
-extern bool supervisor_is_ready (void);
+extern void supervisor_start (struct backend_proc *bp,
+                              void (*hello_done) (struct backend_proc *bp));
+extern void supervisor_stop (struct backend_proc *bp);
+extern bool supervisor_may_hold (const struct backend_proc *bp);
+extern bool supervisor_is_ready (const struct backend_proc *bp);
 /* Found hung (no answer in time): killed and restarted, requests that
  * may be sent again are held for the next incarnation.
  */
-extern void supervisor_backend_hung (void);
-extern unsigned supervisor_restarts (void);
-extern void supervisor_protocol_error (const char *why);
-extern void supervisor_channel_lost (void);
-extern void supervisor_backend_exited (void);
-extern void backend_open (const char *export, bool readonly, bool tls,
-                          const char *client, backend_open_cb cb,
-                          void *opaque);
+extern void supervisor_backend_hung (struct backend_proc *bp);
+extern unsigned supervisor_restarts (const struct backend_proc *bp);
+extern void supervisor_protocol_error (struct backend_proc *bp,
+                                       const char *why);
+extern void supervisor_channel_lost (struct backend_proc *bp);
+extern void supervisor_backend_exited (struct backend_proc *bp);
+extern void backend_open (struct backend_proc *bp, const char *export,
+                          bool readonly, bool tls, const char *client,
+                          backend_open_cb cb, void *opaque);
 extern void backend_close (struct bhandle *bh);
 
 /* ---- liveness.c: PING ---- */
 
 /* Whether the backend now running listed "ping" in its HELLO. */
-extern void liveness_offered (bool yes);
-extern bool supervisor_backend_answers_ping (void);
-extern void liveness_start (void);
-extern void liveness_stop (void);
+extern void liveness_offered (struct backend_proc *bp, bool yes);
+extern bool supervisor_backend_answers_ping (const struct backend_proc *bp);
+extern void liveness_start (struct backend_proc *bp);
+extern void liveness_stop (struct backend_proc *bp);
 
 /* ---- arena.c: the shared-memory arena of the data path ---- */
 
@@ -417,92 +499,78 @@ extern void liveness_stop (void);
  */
 #define ARENA_DEFAULT_MIB 256
 
-/* Make the arena (once; later calls do nothing).  -1 with errno. */
-extern int arena_create (size_t bytes);
-extern int arena_fd (void);
-extern size_t arena_size (void);
+struct arena;
+/* A new arena of bytes (a multiple of 256 KiB), or NULL with errno. */
+extern struct arena *arena_create (size_t bytes);
+extern int arena_fd (const struct arena *a);
+extern size_t arena_size (const struct arena *a);
 /* Whether the backend now running accepted the arena: only then does
  * arena_alloc hand out slots.
  */
-extern void arena_set_active (bool on);
-extern bool arena_is_active (void);
-extern bool arena_contains (const void *p);
-extern uint64_t arena_offset (const void *p);
-extern size_t arena_pages_in_use (void);
+extern void arena_set_active (struct arena *a, bool on);
+extern bool arena_is_active (const struct arena *a);
+extern bool arena_contains (const struct arena *a, const void *p);
+extern uint64_t arena_offset (const struct arena *a, const void *p);
+extern size_t arena_pages_in_use (const struct arena *a);
 /* A slot of at least len bytes, page aligned, or NULL. */
-extern void *arena_alloc (size_t len);
-extern void arena_free (void *p);
+extern void *arena_alloc (struct arena *a, size_t len);
+extern void arena_free (struct arena *a, void *p);
 /* A slot that a backend which is going away may still write: freed by
  * arena_release_quarantine once that process has exited.
  */
-extern void arena_quarantine (void *p);
-extern void arena_release_quarantine (void);
-/* Payload buffers: a slot if the arena is active and has room, else
- * malloc; data_free releases either.
+extern void arena_quarantine (struct arena *a, void *p);
+extern void arena_release_quarantine (struct arena *a);
+/* A slot if the arena is active and has room, else malloc'd memory. */
+extern void *arena_payload_alloc (struct arena *a, size_t len);
+/* payload_free (filter.h) releases any payload: a slot of any
+ * arena, or malloc'd memory.
  */
-extern void *data_alloc (size_t len);
-extern void data_free (void *p);
 
 /* ---- backend-channel.c: frames over the socketpair ---- */
 
-/* Completion of one backend request.  reply is the validated reply
- * header, or NULL if the backend could not answer (the request failed:
- * EIO).  payload (len bytes, malloc'd, NUL-terminated) now belongs to
- * the callee.
- */
-typedef void (*backend_cb) (void *opaque, const struct hp_header *reply,
-                            void *payload, uint32_t len);
-typedef void (*channel_timeout_cb) (const struct hp_header *req,
+typedef void (*channel_timeout_cb) (struct backend_proc *bp,
+                                    const struct hp_header *req,
                                     double waited);
-
-#define CH_STARTUP 1            /* sent while starting, or for this
-                                 * backend only (the supervisor's CLOSE,
-                                 * PING, SHUTDOWN); never held nor sent
-                                 * again */
-#define CH_DATA   2             /* the caller releases the payload of a
-                                 * PREAD reply with data_free (so it may
-                                 * be an arena slot) */
 
 /* Before starting a process: what the channel needs, so that opening
  * it cannot fail (false: out of memory).
  */
-extern bool channel_reserve (void);
-extern void channel_open (int fd);
+extern bool channel_reserve (struct backend_proc *bp);
+extern void channel_open (struct backend_proc *bp, int fd);
 /* Stop using the channel.  keep_for_resend: requests in flight that are
  * safe to repeat wait for the next backend; the rest fail.
  */
-extern void channel_close (bool keep_for_resend);
-extern bool channel_is_open (void);
+extern void channel_close (struct backend_proc *bp, bool keep_for_resend);
+extern bool channel_is_open (const struct backend_proc *bp);
 /* The backend exited: handle the replies it sent before it went. */
-extern void channel_read_remaining (void);
+extern void channel_read_remaining (struct backend_proc *bp);
 /* The backend is ready: send what was held. */
-extern void channel_set_ready (void);
-extern void channel_fail_held (void);
-extern void channel_set_timeout (double secs, channel_timeout_cb cb);
+extern void channel_set_ready (struct backend_proc *bp);
+extern void channel_fail_held (struct backend_proc *bp);
+extern void channel_set_timeout (struct backend_proc *bp, double secs,
+                                 channel_timeout_cb cb);
 /* Send a request: h->type, flags, handle, offset, count are used (the
  * handle is bh's current id when bh is given); the id is assigned
- * here.  payload (malloc'd, may be NULL) belongs to the channel.
+ * here.  payload (may be NULL or an arena slot) belongs to the channel.
+ * fd (or -1) is passed with the frame (SCM_RIGHTS; not closed here).
  */
-extern void channel_send (const struct hp_header *h, struct bhandle *bh,
-                          void *payload, uint32_t len, unsigned flags,
-                          backend_cb cb, void *opaque);
-/* The same, passing the file descriptor fd with the frame (SCM_RIGHTS;
- * the channel does not close it).
+extern void channel_send (struct backend_proc *bp, const struct hp_header *h,
+                          struct bhandle *bh, void *payload, uint32_t len,
+                          int fd, unsigned flags, backend_cb cb,
+                          void *opaque);
+extern size_t channel_in_flight (const struct backend_proc *bp);
+
+/* ---- filter-table.c ---- */
+
+extern const struct filter *filter_lookup (const char *name);
+extern void filter_list_names (char *buf, size_t len);
+
+/* ---- filter-chain.c: the layers of an open export ---- */
+
+/* An open export of one connection is a chain of layers: each --filter,
+ * nearest the client first, then the backend process (backend-layer.c),
+ * all behind struct filter.
  */
-extern void channel_send_fd (const struct hp_header *h, struct bhandle *bh,
-                             void *payload, uint32_t len, int fd,
-                             unsigned flags, backend_cb cb, void *opaque);
-/* A control request with a JSON payload (NULL = {}; reference stolen). */
-extern void channel_send_json (uint16_t type, struct bhandle *bh,
-                               json_t *req, unsigned flags,
-                               backend_cb cb, void *opaque);
-/* Parse a reply payload as a JSON object (NULL on error, *why set). */
-extern json_t *channel_parse_json (const void *payload, uint32_t len,
-                                   const char **why);
-extern size_t channel_in_flight (void);
-
-/* ---- filter-chain.c: the filters above an open export ---- */
-
 struct chain;
 
 /* Opening: on success ch is set and caps are the export's capabilities
@@ -513,26 +581,41 @@ typedef void (*chain_open_cb) (void *opaque, struct chain *ch,
                                struct export_caps *caps, uint32_t status,
                                const char *msg);
 
-extern void chain_open (const char *export, bool readonly, bool tls,
+extern void chain_open (struct backend_proc *bp, uint64_t connection,
+                        const char *export, bool readonly, bool tls,
                         const char *client, chain_open_cb cb, void *opaque);
 /* The owner is done with it (NULL: nothing).  It goes once nothing of
  * it is in flight.
  */
 extern void chain_close (struct chain *ch);
 /* A request from the client: h's type, flags, offset and count; data
- * (malloc'd, taken) a write's payload of len bytes.  cb as for
- * channel_send.
+ * (taken) a write's payload of len bytes.  cb gets the reply.
  */
 extern void chain_send (struct chain *ch, const struct hp_header *h,
                         void *data, uint32_t len, backend_cb cb,
                         void *opaque);
-/* A buffer for a write's payload to give chain_send (released with
- * data_free).
+/* A buffer for a write's payload to give chain_send (the bottom
+ * layer's kind; released with payload_free).
  */
 extern void *chain_data_alloc (struct chain *ch, size_t len);
+/* NBD_OPT_LIST through the layers: cb gets the list (status 0) or an
+ * error; the list is freed after cb returns.
+ */
+typedef void (*chain_list_cb) (void *opaque, uint32_t status,
+                               const char *msg,
+                               const struct fexport *exports, size_t n);
+extern void chain_list_exports (struct backend_proc *bp, uint64_t connection,
+                                bool readonly, bool tls, const char *peer,
+                                chain_list_cb cb, void *opaque);
 /* A client connected: false if a filter refuses it. */
 extern bool chain_accept (int fd, const char *peer);
 /* A connection that chain_accept let in has ended. */
 extern void chain_closed (void);
+
+/* ---- backend-layer.c: the backend process as the last layer ---- */
+
+/* The layer's struct filter; its open uses fopen_backend_proc (o). */
+extern const struct filter backend_layer;
+extern struct backend_proc *fopen_backend_proc (const struct fopen *o);
 
 #endif /* NBDKIT_INTERNAL_H */

@@ -95,7 +95,8 @@ static bool
 may_accept (void)
 {
   return !server_quitting () &&
-         !(binfo.thread_model == THREAD_MODEL_SERIALIZE_CONNECTIONS &&
+         !(bproc_info (bproc_first ())->thread_model ==
+           THREAD_MODEL_SERIALIZE_CONNECTIONS &&
            nr_connections > 0);
 }
 

@@ -136,10 +136,8 @@ die (const char *fmt, ...)
 }
 
 void
-log_backend_line (const char *line)
+log_backend_line (const char *name, const char *line)
 {
-  const char *name = binfo.name ? binfo.name : opt.backend_name;
-
   int priority = strstr (line, "error") ? LOG_ERR : LOG_INFO;
 
   if (discard)

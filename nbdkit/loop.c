@@ -14,7 +14,7 @@
  * Shutdown: SIGINT, SIGTERM and SIGQUIT stop the server cleanly: stop
  * accepting, let the requests in flight finish and their replies reach
  * the clients (for at most DRAIN_TIMEOUT seconds), close the
- * connections, then stop the backend (supervisor_stop).  SIGPIPE is
+ * connections, then stop the backends (bproc_stop_all).  SIGPIPE is
  * ignored (set in main).
  */
 
@@ -185,7 +185,7 @@ loop_run (void)
   if (!quitting)
     ev_run (loop, 0);
   quitting = true;
-  supervisor_stop ();
+  bproc_stop_all ();
   listen_cleanup ();
   return exit_status;
 }

@@ -137,8 +137,9 @@ filters_unload (void)
  * that declares one): the supervisor then renames the later bare ones.
  */
 static void
-resolve_params (void)
+resolve_params (struct backend_proc *bp)
 {
+  const struct backend_info *bi = bproc_info (bp);
   int i;
 
   for (i = 0; i < nr_backend_args; ++i) {
@@ -153,16 +154,23 @@ resolve_params (void)
       else
         add_param (arg, keylen, strchr (arg, '=') + 1, false);
     }
-    else if (binfo.magic_config_key)
-      add_param (binfo.magic_config_key, strlen (binfo.magic_config_key), arg,
+    else if (bi->magic_config_key)
+      add_param (bi->magic_config_key, strlen (bi->magic_config_key), arg,
                  true);
     else if (i == 0)
       add_param ("script", 6, arg, true);
     else
       die ("%s: '%s': backend parameters must be key=value "
-           "(this backend has no magic parameter)", binfo.name, arg);
+           "(this backend has no magic parameter)", bi->name, arg);
   }
   filters_config_complete ();
+}
+
+/* What the (first) backend said of itself. */
+static const struct backend_info *
+info (void)
+{
+  return bproc_info (bproc_first ());
 }
 
 static void
@@ -170,17 +178,17 @@ print_backend_help (void)
 {
   size_t i;
 
-  printf ("%s", binfo.name);
-  if (binfo.longname && *binfo.longname)
-    printf (" (%s)", binfo.longname);
+  printf ("%s", info ()->name);
+  if (info ()->longname && *info ()->longname)
+    printf (" (%s)", info ()->longname);
   printf (" backend\n");
-  if (binfo.description && *binfo.description)
-    printf ("%s\n", binfo.description);
-  if (binfo.magic_config_key)
+  if (info ()->description && *info ()->description)
+    printf ("%s\n", info ()->description);
+  if (info ()->magic_config_key)
     printf ("\nThe first bare argument is taken as %s=VALUE.\n",
-            binfo.magic_config_key);
-  if (binfo.config_help && *binfo.config_help)
-    printf ("\nParameters:\n%s\n", binfo.config_help);
+            info ()->magic_config_key);
+  if (info ()->config_help && *info ()->config_help)
+    printf ("\nParameters:\n%s\n", info ()->config_help);
   for (i = 0; i < opt.nr_filters; ++i) {
     const struct filter *f = opt.filters[i];
 
@@ -189,7 +197,7 @@ print_backend_help (void)
       printf ("%s\n", f->config_help);
   }
   printf ("\nRun 'nbdkit --help' for the server's own options, "
-          "and see nbdkit-%s-backend(1).\n", binfo.name);
+          "and see nbdkit-%s-backend(1).\n", info ()->name);
 }
 
 static void dump_backend (void);
@@ -203,12 +211,12 @@ static void dump_backend (void);
 static const char *
 backend_version (void)
 {
-  if (!binfo.version || !*binfo.version)
+  if (!info ()->version || !*info ()->version)
     return NULL;
   if (!strchr (opt.backend_name, '/') &&
-      strcmp (binfo.version, PACKAGE_VERSION) == 0)
+      strcmp (info ()->version, PACKAGE_VERSION) == 0)
     return NBDKIT_COMPAT_VERSION;
-  return binfo.version;
+  return info ()->version;
 }
 
 /* --version with a backend: after the "nbdkit VERSION" line (options.c),
@@ -222,7 +230,7 @@ print_versions (void)
 
   for (i = 0; i < opt.nr_filters; ++i)
     printf ("%s %s\n", opt.filters[i]->name, NBDKIT_COMPAT_VERSION);
-  printf ("%s %s\n", binfo.name,
+  printf ("%s %s\n", info ()->name,
           backend_version () ? backend_version () : "(no version)");
 }
 
@@ -247,26 +255,20 @@ sync_done (void *opaque, const struct hp_header *reply, void *payload,
     c->msg = strdup ("the backend stopped before it answered");
   else if (reply->status)
     c->msg = strdup (payload ? (char *) payload : hp_error_name (reply->status));
-  else if ((c->reply = channel_parse_json (payload, len, &why)) == NULL)
+  else if ((c->reply = bproc_parse_json (payload, len, &why)) == NULL)
     c->msg = strdup (why);
-  free (payload);
+  payload_free (payload);
 }
 
 static json_t *
 call_sync (uint16_t type, char **msg)
 {
   struct sync_call c = { 0 };
-  json_t *req = NULL;
 
   if (type == HP_HELLO)
-    req = json_pack ("{s:i, s:s, s:s, s:s, s:b, s:i, s:O}",
-                     "protocol", HP_PROTOCOL_VERSION,
-                     "server", PROGRAM_NAME,
-                     "server_version", PACKAGE_VERSION,
-                     "name", opt.backend_name, "verbose", opt.verbose,
-                     "threads", (int) opt.threads,
-                     "debug", opt.backend_debug);
-  channel_send_json (type, NULL, req, CH_STARTUP, sync_done, &c);
+    bproc_hello (bproc_first (), sync_done, &c);
+  else
+    bproc_dump (bproc_first (), sync_done, &c);
   while (!c.done)
     ev_run (loop, EVRUN_ONCE);
   *msg = c.msg;
@@ -279,12 +281,12 @@ describe_backend (void)
   json_t *hello;
   char *msg;
 
-  if (!backend_spawn ())
+  if (!backend_spawn (bproc_first ()))
     exit (EXIT_FAILURE);
   hello = call_sync (HP_HELLO, &msg);
   if (!hello)
     die ("%s: %s", opt.backend_name, msg);
-  backend_info_from_hello (hello);
+  backend_info_from_hello (bproc_first (), hello);
   json_decref (hello);
   if (want_help)
     print_backend_help ();
@@ -293,8 +295,8 @@ describe_backend (void)
   else
     dump_backend ();
   fflush (stdout);      /* never-blocks: probing, no client is served */
-  channel_close (false);
-  while (backend_pid () > 0)
+  channel_close (bproc_first (), false);
+  while (backend_pid (bproc_first ()) > 0)
     ev_run (loop, EVRUN_ONCE);
 }
 
@@ -306,24 +308,24 @@ dump_backend (void)
   char *msg;
 
   printf ("path=%s\n", opt.backend_path);
-  printf ("name=%s\n", binfo.name);
+  printf ("name=%s\n", info ()->name);
   if (backend_version ())
     printf ("version=%s\n", backend_version ());
   printf ("package_version=%s\n", PACKAGE_VERSION);
-  if (binfo.longname && *binfo.longname)
-    printf ("longname=%s\n", binfo.longname);
+  if (info ()->longname && *info ()->longname)
+    printf ("longname=%s\n", info ()->longname);
   printf ("api_version=2\n");
   printf ("helper_protocol=%d\n", HP_PROTOCOL_VERSION);
   /* No filter here lowers the backend's thread model: the two agree. */
-  printf ("max_thread_model=%s\n", thread_model_name (binfo.thread_model));
-  printf ("thread_model=%s\n", thread_model_name (binfo.thread_model));
-  if (binfo.magic_config_key)
-    printf ("magic_config_key=%s\n", binfo.magic_config_key);
+  printf ("max_thread_model=%s\n", thread_model_name (info ()->thread_model));
+  printf ("thread_model=%s\n", thread_model_name (info ()->thread_model));
+  if (info ()->magic_config_key)
+    printf ("magic_config_key=%s\n", info ()->magic_config_key);
   {
     json_t *cb;
     size_t i;
 
-    json_array_foreach (binfo.callbacks, i, cb)
+    json_array_foreach (info ()->callbacks, i, cb)
       if (json_is_string (cb))
         printf ("has_%s=1\n", json_string_value (cb));
   }
@@ -340,15 +342,28 @@ dump_backend (void)
     json_decref (reply);
   }
   else {
-    nbdkit_error ("%s: --dump-plugin: %s", binfo.name, msg ? msg : "failed");
+    nbdkit_error ("%s: --dump-plugin: %s", info ()->name, msg ? msg : "failed");
     free (msg);
   }
+}
+
+/* -D nbdkit.backend_procs=N: how many backend processes serve. */
+static unsigned
+backend_procs (void)
+{
+  int n = server_debug_flag ("backend_procs", 1);
+
+  if (n < 1 || n > 64)
+    die ("-D nbdkit.backend_procs=%d: the number of backend processes must "
+         "be 1 to 64", n);
+  return n;
 }
 
 int
 main (int argc, char *argv[])
 {
   int first_arg, status;
+  struct backend_proc *bp;
 
   signal (SIGPIPE, SIG_IGN);
   first_arg = parse_command_line (argc, argv);
@@ -357,6 +372,8 @@ main (int argc, char *argv[])
   loop_init ();
 
   route_debug_flags ();
+  bproc_create_all (want_help || want_dump || want_version ? 1
+                    : backend_procs ());
   if (want_help || want_dump || want_version) {
     describe_backend ();
     exit (EXIT_SUCCESS);
@@ -377,7 +394,11 @@ main (int argc, char *argv[])
 
   backend_args = &argv[first_arg];
   nr_backend_args = argc - first_arg;
-  supervisor_start (resolve_params);
+  /* The backend processes: the first one's HELLO settles how the
+   * parameters are read; the others are started alike.
+   */
+  for (bp = bproc_first (); bp; bp = bproc_next (bp))
+    supervisor_start (bp, bp == bproc_first () ? resolve_params : NULL);
   filters_get_ready ();
 
   if (opt.single)

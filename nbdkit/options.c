@@ -333,6 +333,12 @@ backend_short_name (void)
   return name;
 }
 
+bool
+server_is_single (void)
+{
+  return opt.single;
+}
+
 int
 server_debug_flag (const char *flag, int def)
 {

@@ -129,7 +129,11 @@ static void
 send_status (void)
 {
   char status[256];
-  unsigned restarts = supervisor_restarts ();
+  unsigned restarts = 0;
+  struct backend_proc *bp;
+
+  for (bp = bproc_first (); bp; bp = bproc_next (bp))
+    restarts += supervisor_restarts (bp);
 
   snprintf (status, sizeof status,
             "STATUS=serving, %u connection%s, %u backend restart%s",
@@ -153,7 +157,7 @@ on_ping (void *opaque, const struct hp_header *reply, void *payload,
 {
   ping_in_flight = false;
   ping_answered = reply && reply->status == 0;
-  free (payload);
+  payload_free (payload);
 }
 
 /* Each tick: the loop is alive (it runs this), and the backend answered
@@ -170,18 +174,14 @@ on_watchdog_timer (struct ev_loop *l, ev_timer *w, int revents)
   else
     nbdkit_debug ("watchdog: the backend has not answered; no ping sent");
   if (!ping_in_flight) {
+    struct backend_proc *bp = bproc_first ();
+
     ping_in_flight = true;
     ping_answered = false;
-    if (supervisor_backend_answers_ping ()) {
-      struct hp_header h = { .type = HP_PING };
-
-      channel_send (&h, NULL, NULL, 0, 0, on_ping, NULL);
-    }
+    if (supervisor_backend_answers_ping (bp))
+      bproc_ping (bp, 0, on_ping, NULL);
     else
-      channel_send_json (HP_DEFAULT_EXPORT, NULL,
-                         json_pack ("{s:b, s:b}", "readonly", opt.readonly,
-                                    "tls", 0),
-                         0, on_ping, NULL);
+      bproc_default_export (bp, opt.readonly, false, on_ping, NULL);
   }
 }
 

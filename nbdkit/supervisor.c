@@ -1,6 +1,7 @@
-/* nbdkit front end: the supervisor of the backend process.
+/* nbdkit front end: the supervisor of a backend process.
  *
- * Owns the backend's life cycle (in the manner of an OTP supervisor or
+ * Owns struct supervisor, the part of a backend_proc (backend-proc.h)
+ * that is the backend's life cycle (in the manner of an OTP supervisor or
  * systemd's Restart=) and struct bhandle, the front end's record of each
  * handle opened in the backend.
  *
@@ -37,59 +38,34 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 
-#include "internal.h"
-
-enum state { STARTING, READY, WAITING, FAILED, STOPPING };
-
-static enum state state = STARTING;
-static bool started_once;       /* reached READY at least once */
-static char *start_error;       /* why the first start failed */
-static void (*after_hello) (void);
-static size_t config_index;
-static unsigned nr_reopening;
-static unsigned restarts;       /* total, for the log and tests */
-static ev_tstamp *restart_times;        /* within the window */
-static unsigned nr_restart_times;
-static ev_timer restart_timer, kill_timer;
-
-static struct bhandle *handles;
-
-/* The memory a backend may keep across its restarts (HP_ATTACH_FD). */
-static int memfd = -1;
-static unsigned attach_step;    /* where attach_next is */
+#include "backend-proc.h"
 
 #define BACKOFF_INITIAL 0.1     /* seconds before the first restart */
 #define BACKOFF_MAX     5.0
 #define TERM_GRACE      2.0     /* SIGTERM to SIGKILL for a hung backend */
 #define STOP_TIMEOUT    5.0     /* orderly stop before SIGKILL */
 
-static void start_incarnation (void);
-static void start_failed (const char *fmt, ...)
-  __attribute__ ((format (printf, 1, 2)));
-
-static const char *
-name (void)
-{
-  return binfo.name ? binfo.name : opt.backend_name;
-}
+static void start_incarnation (struct backend_proc *bp);
+static void start_failed (struct backend_proc *bp, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
 
 unsigned
-supervisor_restarts (void)
+supervisor_restarts (const struct backend_proc *bp)
 {
-  return restarts;
+  return bp->sup.restarts;
 }
 
 bool
-supervisor_is_ready (void)
+supervisor_is_ready (const struct backend_proc *bp)
 {
-  return state == READY;
+  return bp->sup.state == READY;
 }
 
 /* Requests wait for the backend in every state but these two. */
 bool
-supervisor_may_hold (void)
+supervisor_may_hold (const struct backend_proc *bp)
 {
-  return state != FAILED && state != STOPPING;
+  return bp->sup.state != FAILED && bp->sup.state != STOPPING;
 }
 
 /* ---- killing ---- */
@@ -100,9 +76,9 @@ supervisor_may_hold (void)
  * id cannot have been reused.
  */
 static void
-kill_backend_group (void)
+kill_backend_group (struct backend_proc *bp)
 {
-  pid_t pid = backend_pid ();
+  pid_t pid = backend_pid (bp);
 
   if (pid <= 0)
     return;
@@ -113,71 +89,79 @@ kill_backend_group (void)
 static void
 on_kill_timer (struct ev_loop *l, ev_timer *w, int revents)
 {
-  if (backend_pid () > 0) {
+  struct backend_proc *bp = BPROC_OF (w, sup.kill_timer);
+
+  if (backend_pid (bp) > 0) {
     nbdkit_debug ("%s: backend process %d still running, sending SIGKILL",
-                  name (), (int) backend_pid ());
-    kill_backend_group ();
+                  bproc_name (bp), (int) backend_pid (bp));
+    kill_backend_group (bp);
   }
 }
 
 /* Ask the backend to go (SIGTERM), then force it (SIGKILL). */
 static void
-terminate_backend (void)
+terminate_backend (struct backend_proc *bp)
 {
-  if (backend_pid () <= 0)
+  struct supervisor *sup = &bp->sup;
+
+  if (backend_pid (bp) <= 0)
     return;
-  kill (backend_pid (), SIGTERM);
-  ev_timer_stop (loop, &kill_timer);
-  ev_timer_set (&kill_timer, TERM_GRACE, 0);
-  ev_timer_start (loop, &kill_timer);
+  kill (backend_pid (bp), SIGTERM);
+  ev_timer_stop (loop, &sup->kill_timer);
+  ev_timer_set (&sup->kill_timer, TERM_GRACE, 0);
+  ev_timer_start (loop, &sup->kill_timer);
 }
 
 /* Ask the backend to go by closing its channel (it exits on EOF), with
  * SIGKILL after TERM_GRACE if it does not.
  */
 static void
-dismiss_backend (void)
+dismiss_backend (struct backend_proc *bp)
 {
-  channel_close (state != FAILED && state != STOPPING);
-  if (backend_pid () <= 0)
+  struct supervisor *sup = &bp->sup;
+
+  channel_close (bp, sup->state != FAILED && sup->state != STOPPING);
+  if (backend_pid (bp) <= 0)
     return;
-  ev_timer_stop (loop, &kill_timer);
-  ev_timer_set (&kill_timer, TERM_GRACE, 0);
-  ev_timer_start (loop, &kill_timer);
+  ev_timer_stop (loop, &sup->kill_timer);
+  ev_timer_set (&sup->kill_timer, TERM_GRACE, 0);
+  ev_timer_start (loop, &sup->kill_timer);
 }
 
 void
-supervisor_protocol_error (const char *why)
+supervisor_protocol_error (struct backend_proc *bp, const char *why)
 {
   nbdkit_error ("%s: backend protocol error: %s; restarting the backend",
-                name (), why);
-  kill_backend_group ();
-  channel_close (true);
+                bproc_name (bp), why);
+  kill_backend_group (bp);
+  channel_close (bp, true);
 }
 
 void
-supervisor_channel_lost (void)
+supervisor_channel_lost (struct backend_proc *bp)
 {
-  channel_close (true);
+  channel_close (bp, true);
   /* A backend without its channel is of no use: make sure it goes. */
-  if (state != STOPPING)
-    terminate_backend ();
+  if (bp->sup.state != STOPPING)
+    terminate_backend (bp);
 }
 
 /* A hung backend: what can be sent again waits for the next one. */
 void
-supervisor_backend_hung (void)
+supervisor_backend_hung (struct backend_proc *bp)
 {
-  channel_close (true);
-  terminate_backend ();
+  channel_close (bp, true);
+  terminate_backend (bp);
 }
 
 static void
-on_request_timeout (const struct hp_header *req, double waited)
+on_request_timeout (struct backend_proc *bp, const struct hp_header *req,
+                    double waited)
 {
   nbdkit_error ("%s: the backend did not answer %s within %g seconds; "
-                "restarting it", name (), hp_type_name (req->type), waited);
-  supervisor_backend_hung ();
+                "restarting it", bproc_name (bp), hp_type_name (req->type),
+                waited);
+  supervisor_backend_hung (bp);
 }
 
 /* ---- handles ---- */
@@ -185,10 +169,12 @@ on_request_timeout (const struct hp_header *req, double waited)
 static void
 bhandle_unlink (struct bhandle *bh)
 {
+  struct supervisor *sup = &bh->bp->sup;
+
   if (bh->prev)
     bh->prev->next = bh->next;
-  else if (handles == bh)
-    handles = bh->next;
+  else if (sup->handles == bh)
+    sup->handles = bh->next;
   if (bh->next)
     bh->next->prev = bh->prev;
   bh->next = bh->prev = NULL;
@@ -202,25 +188,6 @@ bhandle_free (struct bhandle *bh)
   free (bh);
 }
 
-static void
-ignore_reply (void *opaque, const struct hp_header *reply, void *payload,
-              uint32_t len)
-{
-  free (payload);
-}
-
-static void
-send_close (uint32_t id)
-{
-  struct hp_header h = { .type = HP_CLOSE, .handle = id };
-  char *s = strdup ("{}");
-
-  if (s && channel_is_open ())
-    channel_send (&h, NULL, s, 2, CH_STARTUP, ignore_reply, NULL);
-  else
-    free (s);
-}
-
 void
 backend_close (struct bhandle *bh)
 {
@@ -231,17 +198,9 @@ backend_close (struct bhandle *bh)
     bh->closing = true;         /* freed when the re-open answers */
     return;
   }
-  if (bh->valid && state == READY)
-    send_close (bh->id);
+  if (bh->valid && bh->bp->sup.state == READY)
+    bproc_close_msg (bh->bp, bh->id);
   bhandle_free (bh);
-}
-
-static json_t *
-open_request (const char *export, bool readonly, bool tls,
-              const char *client)
-{
-  return json_pack ("{s:s, s:b, s:b, s:s}", "export", export,
-                    "readonly", readonly, "tls", tls, "client", client);
 }
 
 struct open_ctx {
@@ -256,12 +215,14 @@ on_open (void *opaque, const struct hp_header *reply, void *payload,
 {
   struct open_ctx *ctx = opaque;
   struct bhandle *bh = ctx->bh;
+  struct backend_proc *bp = bh->bp;
+  struct supervisor *sup = &bp->sup;
   const char *why = NULL;
   json_t *j = NULL;
 
   if (!reply) {
     ctx->cb (ctx->opaque, NULL, NULL, HP_EIO,
-             state == FAILED ? "the backend has failed"
+             sup->state == FAILED ? "the backend has failed"
              : "the backend stopped before it answered");
     bhandle_free (bh);
   }
@@ -271,35 +232,34 @@ on_open (void *opaque, const struct hp_header *reply, void *payload,
     bhandle_free (bh);
   }
   else if (reply->handle == 0 ||
-           (j = channel_parse_json (payload, len, &why)) == NULL) {
+           (j = bproc_parse_json (payload, len, &why)) == NULL) {
     ctx->cb (ctx->opaque, NULL, NULL, HP_EIO,
              why ? why : "the backend's OPEN reply has no handle");
     if (reply->handle)
-      send_close (reply->handle);
+      bproc_close_msg (bp, reply->handle);
     bhandle_free (bh);
   }
   else {
     bh->id = reply->handle;
     bh->valid = true;
     bh->size = json_integer_value (json_object_get (j, "size"));
-    bh->next = handles;
-    if (handles)
-      handles->prev = bh;
-    handles = bh;
+    bh->next = sup->handles;
+    if (sup->handles)
+      sup->handles->prev = bh;
+    sup->handles = bh;
     ctx->cb (ctx->opaque, bh, j, 0, NULL);
   }
   json_decref (j);
-  free (payload);
+  payload_free (payload);
   free (ctx);
 }
 
 void
-backend_open (const char *export, bool readonly, bool tls,
-              const char *client, backend_open_cb cb, void *opaque)
+backend_open (struct backend_proc *bp, const char *export, bool readonly,
+              bool tls, const char *client, backend_open_cb cb, void *opaque)
 {
   struct open_ctx *ctx = calloc (1, sizeof *ctx);
   struct bhandle *bh = calloc (1, sizeof *bh);
-  json_t *req;
 
   if (!ctx || !bh || !(bh->export = strdup (export)) ||
       !(bh->client = strdup (client))) {
@@ -309,36 +269,37 @@ backend_open (const char *export, bool readonly, bool tls,
     cb (opaque, NULL, NULL, HP_ENOMEM, "out of memory");
     return;
   }
+  bh->bp = bp;
   bh->readonly = readonly;
   bh->tls = tls;
   ctx->bh = bh;
   ctx->cb = cb;
   ctx->opaque = opaque;
-  req = open_request (export, readonly, tls, client);
-  if (!req) {
+  if (bproc_open_msg (bp, export, readonly, tls, client, 0, on_open,
+                      ctx) == -1) {
     /* Never send {} for it: that would open the default export. */
     free (ctx);
     bhandle_free (bh);
     cb (opaque, NULL, NULL, HP_EINVAL,
         "the export name cannot be passed to the backend");
-    return;
   }
-  channel_send_json (HP_OPEN, NULL, req, 0, on_open, ctx);
 }
 
 /* ---- starting an incarnation ---- */
 
 static void
-become_ready (void)
+become_ready (struct backend_proc *bp)
 {
-  state = READY;
-  if (started_once)
+  struct supervisor *sup = &bp->sup;
+
+  sup->state = READY;
+  if (sup->started_once)
     nbdkit_error ("%s: backend restarted (pid %d, restart %u); "
                   "%zu requests to send again",
-                  name (), (int) backend_pid (), restarts,
-                  channel_in_flight ());
-  started_once = true;
-  channel_set_ready ();
+                  bproc_name (bp), (int) backend_pid (bp), sup->restarts,
+                  channel_in_flight (bp));
+  sup->started_once = true;
+  channel_set_ready (bp);
 }
 
 static void
@@ -346,87 +307,89 @@ on_reopen (void *opaque, const struct hp_header *reply, void *payload,
            uint32_t len)
 {
   struct bhandle *bh = opaque;
+  struct backend_proc *bp = bh->bp;
+  struct supervisor *sup = &bp->sup;
   json_t *j = NULL;
   const char *why;
 
   bh->reopening = false;
   if (reply && reply->status == 0 && reply->handle &&
-      (j = channel_parse_json (payload, len, &why)) != NULL) {
+      (j = bproc_parse_json (payload, len, &why)) != NULL) {
     bh->id = reply->handle;
     if ((uint64_t) json_integer_value (json_object_get (j, "size")) !=
         bh->size)
       nbdkit_error ("%s: export '%s' changed size after the backend "
-                    "restarted", name (), bh->export);
+                    "restarted", bproc_name (bp), bh->export);
     if (bh->closing)
-      send_close (bh->id);
+      bproc_close_msg (bp, bh->id);
   }
   else if (!bh->closing) {
     nbdkit_error ("%s: could not re-open export '%s' after the restart: "
-                  "%s; its client gets errors", name (), bh->export,
+                  "%s; its client gets errors", bproc_name (bp), bh->export,
                   reply && reply->status && payload
                   ? (const char *) payload : "no handle");
     bh->valid = false;
   }
   json_decref (j);
-  free (payload);
+  payload_free (payload);
   if (bh->closing)
     bhandle_free (bh);
-  if (--nr_reopening == 0 && state == STARTING)
-    become_ready ();
+  if (--sup->nr_reopening == 0 && sup->state == STARTING)
+    become_ready (bp);
 }
 
 static void
-reopen_handles (void)
+reopen_handles (struct backend_proc *bp)
 {
+  struct supervisor *sup = &bp->sup;
   struct bhandle *bh;
 
-  nr_reopening = 1;             /* guard while sending */
-  for (bh = handles; bh; bh = bh->next) {
+  sup->nr_reopening = 1;        /* guard while sending */
+  for (bh = sup->handles; bh; bh = bh->next) {
     if (!bh->valid)
       continue;
-    nr_reopening++;
+    sup->nr_reopening++;
     bh->reopening = true;
-    channel_send_json (HP_OPEN, NULL,
-                       open_request (bh->export, bh->readonly, bh->tls,
-                                     bh->client),
-                       CH_STARTUP, on_reopen, bh);
+    if (bproc_open_msg (bp, bh->export, bh->readonly, bh->tls, bh->client,
+                        CH_STARTUP, on_reopen, bh) == -1)
+      on_reopen (bh, NULL, NULL, 0);
   }
-  if (--nr_reopening == 0 && state == STARTING)
-    become_ready ();
+  if (--sup->nr_reopening == 0 && sup->state == STARTING)
+    become_ready (bp);
 }
 
 /* A reply to a start-up message: NULL if it failed (message set). */
 static json_t *
-startup_reply (const char *what, const struct hp_header *reply,
-               void *payload, uint32_t len)
+startup_reply (struct backend_proc *bp, const char *what,
+               const struct hp_header *reply, void *payload, uint32_t len)
 {
   const char *why = NULL;
   json_t *j = NULL;
 
-  if (state != STARTING)
+  if (bp->sup.state != STARTING)
     return NULL;
   if (!reply)
-    start_failed ("the backend stopped during %s", what);
+    start_failed (bp, "the backend stopped during %s", what);
   else if (reply->status)
-    start_failed ("%s", payload ? (const char *) payload
+    start_failed (bp, "%s", payload ? (const char *) payload
                   : hp_error_name (reply->status));
-  else if ((j = channel_parse_json (payload, len, &why)) == NULL)
-    start_failed ("%s: %s", what, why);
+  else if ((j = bproc_parse_json (payload, len, &why)) == NULL)
+    start_failed (bp, "%s: %s", what, why);
   return j;
 }
 
-static void send_next_config (void);
+static void send_next_config (struct backend_proc *bp);
 
 /* The reply to a start-up message that carries nothing needed: true if
  * it succeeded.  Frees the payload.
  */
 static bool
-startup_ok (const char *what, const struct hp_header *reply, void *payload,
-            uint32_t len)
+startup_ok (struct backend_proc *bp, const char *what,
+            const struct hp_header *reply, void *payload, uint32_t len)
 {
-  json_t *j = startup_reply (what, reply, payload, len);
+  json_t *j = startup_reply (bp, what, reply, payload, len);
 
-  free (payload);
+  payload_free (payload);
   json_decref (j);
   return j != NULL;
 }
@@ -435,31 +398,33 @@ static void
 on_get_ready (void *opaque, const struct hp_header *reply, void *payload,
               uint32_t len)
 {
-  json_t *j = startup_reply ("get_ready", reply, payload, len);
+  struct backend_proc *bp = opaque;
+  json_t *j = startup_reply (bp, "get_ready", reply, payload, len);
 
-  free (payload);
+  payload_free (payload);
   if (!j)
     return;
-  backend_lower_thread_model (json_string_value (json_object_get
-                                                 (j, "thread_model")));
+  backend_lower_thread_model (bp, json_string_value (json_object_get
+                                                     (j, "thread_model")));
   json_decref (j);
-  reopen_handles ();
+  reopen_handles (bp);
 }
 
 static void
 on_config_complete (void *opaque, const struct hp_header *reply,
                     void *payload, uint32_t len)
 {
-  if (startup_ok ("config_complete", reply, payload, len))
-    channel_send_json (HP_GET_READY, NULL, NULL, CH_STARTUP, on_get_ready,
-                       NULL);
+  struct backend_proc *bp = opaque;
+
+  if (startup_ok (bp, "config_complete", reply, payload, len))
+    bproc_get_ready (bp, on_get_ready, bp);
 }
 
 /* A CONFIG reply may name a new magic config key: the bare parameters
  * after this one take it.
  */
 static bool
-apply_magic_key (json_t *j)
+apply_magic_key (struct backend_proc *bp, json_t *j)
 {
   json_t *m = json_object_get (j, "magic_config_key");
   size_t i;
@@ -467,18 +432,18 @@ apply_magic_key (json_t *j)
   if (!m)
     return true;
   if (!json_is_string (m) || !*json_string_value (m)) {
-    start_failed ("config: magic_config_key in the reply is not a "
+    start_failed (bp, "config: magic_config_key in the reply is not a "
                   "non-empty string");
     return false;
   }
-  for (i = config_index; i < opt.nr_params; ++i) {
+  for (i = bp->sup.config_index; i < opt.nr_params; ++i) {
     char *key;
 
     if (!opt.params[i].bare)
       continue;
     key = strdup (json_string_value (m));
     if (!key) {
-      start_failed ("config: out of memory");
+      start_failed (bp, "config: out of memory");
       return false;
     }
     free (opt.params[i].key);
@@ -487,119 +452,109 @@ apply_magic_key (json_t *j)
   return true;
 }
 
-static void attach_next (void);
+static void attach_next (struct backend_proc *bp);
 
 /* After CONFIG: the next parameter. */
 static void
 on_config_step (void *opaque, const struct hp_header *reply, void *payload,
                 uint32_t len)
 {
-  json_t *j = startup_reply (opaque, reply, payload, len);
-  bool ok = j && apply_magic_key (j);
+  struct backend_proc *bp = opaque;
+  json_t *j = startup_reply (bp, "config", reply, payload, len);
+  bool ok = j && apply_magic_key (bp, j);
 
-  free (payload);
+  payload_free (payload);
   json_decref (j);
   if (ok)
-    send_next_config ();
+    send_next_config (bp);
 }
 
-/* After ATTACH_FD (opaque names the purpose). */
 static void
-on_attached (void *opaque, const struct hp_header *reply, void *payload,
-             uint32_t len)
+on_attached_memfd (void *opaque, const struct hp_header *reply,
+                   void *payload, uint32_t len)
 {
-  const char *purpose = opaque;
-  json_t *j;
+  struct backend_proc *bp = opaque;
 
-  if (state == STARTING && reply && reply->status &&
-      strcmp (purpose, HP_FEATURE_SHM) == 0) {
+  if (startup_ok (bp, "attach_fd", reply, payload, len))
+    attach_next (bp);
+}
+
+static void
+on_attached_shm (void *opaque, const struct hp_header *reply, void *payload,
+                 uint32_t len)
+{
+  struct backend_proc *bp = opaque;
+
+  if (bp->sup.state == STARTING && reply && reply->status) {
     /* The data path works without it: say so and go on. */
     nbdkit_debug ("%s: the backend refused the shared-memory arena: %s",
-                  name (), payload ? (const char *) payload : "");
-    free (payload);
-    attach_next ();
+                  bproc_name (bp), payload ? (const char *) payload : "");
+    payload_free (payload);
+    attach_next (bp);
     return;
   }
-  j = startup_reply ("attach_fd", reply, payload, len);
-  free (payload);
-  if (!j)
+  if (!startup_ok (bp, "attach_fd", reply, payload, len))
     return;
-  json_decref (j);
-  if (strcmp (purpose, HP_FEATURE_SHM) == 0) {
-    arena_set_active (true);
-    nbdkit_debug ("%s: data through the shared-memory arena (%zu bytes)",
-                  name (), arena_size ());
-  }
-  attach_next ();
+  arena_set_active (bp->arena, true);
+  nbdkit_debug ("%s: data through the shared-memory arena (%zu bytes)",
+                bproc_name (bp), arena_size (bp->arena));
+  attach_next (bp);
 }
 
 static void
-send_next_config (void)
+send_next_config (struct backend_proc *bp)
 {
-  if (config_index < opt.nr_params) {
-    const struct config_param *p = &opt.params[config_index++];
+  struct supervisor *sup = &bp->sup;
+
+  if (sup->config_index < opt.nr_params) {
+    const struct config_param *p = &opt.params[sup->config_index++];
 
     nbdkit_debug ("config key=%s, value=%s", p->key, p->value);
-    channel_send_json (HP_CONFIG, NULL,
-                       json_pack ("{s:s, s:s}", "key", p->key,
-                                  "value", p->value),
-                       CH_STARTUP, on_config_step, (void *) "config");
+    bproc_config (bp, p->key, p->value, on_config_step, bp);
   }
   else
-    channel_send_json (HP_CONFIG_COMPLETE, NULL, NULL, CH_STARTUP,
-                       on_config_complete, NULL);
+    bproc_config_complete (bp, on_config_complete, bp);
 }
 
-
-/* Hand the backend the memfd that outlives it, made on first use. */
+/* Hand the backend the memfd that outlives it (shared by the server's
+ * backend processes), made on first use.
+ */
 static void
-attach_memfd (void)
+attach_memfd (struct backend_proc *bp)
 {
-  struct hp_header h = { .type = HP_ATTACH_FD };
-  char *s;
+  static int memfd = -1;
 
   if (memfd == -1) {
     memfd = memfd_create ("nbdkit-memory", MFD_CLOEXEC);
     if (memfd == -1) {
-      start_failed ("memfd_create: %m");
+      start_failed (bp, "memfd_create: %m");
       return;
     }
   }
-  s = strdup ("{\"purpose\":\"" HP_FEATURE_MEMFD "\"}");
-  if (!s) {
-    start_failed ("out of memory");
-    return;
-  }
-  nbdkit_debug ("%s: attaching the memfd", name ());
-  channel_send_fd (&h, NULL, s, strlen (s), memfd, CH_STARTUP, on_attached,
-                   (void *) HP_FEATURE_MEMFD);
+  nbdkit_debug ("%s: attaching the memfd", bproc_name (bp));
+  bproc_attach_fd (bp, HP_FEATURE_MEMFD, 0, memfd, on_attached_memfd, bp);
 }
 
-/* Hand the backend the shared-memory arena, made on first use, unless
+/* Hand the backend its shared-memory arena, made on first use, unless
  * -D nbdkit.shm=0 turned it off (-D nbdkit.shm_mib=N sets its size).
  * Returns false if there is none.
  */
 static bool
-attach_shm (void)
+attach_shm (struct backend_proc *bp)
 {
-  struct hp_header h = { .type = HP_ATTACH_FD };
-  char *s;
-
   if (!server_debug_flag ("shm", 1))
     return false;
-  if (arena_fd () == -1 &&
-      arena_create ((size_t) server_debug_flag ("shm_mib",
-                                                ARENA_DEFAULT_MIB) << 20) == -1) {
-    nbdkit_debug ("%s: no shared-memory arena: %m", name ());
-    return false;
+  if (!bp->arena) {
+    size_t mib = (size_t) server_debug_flag ("shm_mib", ARENA_DEFAULT_MIB);
+
+    bp->arena = arena_create (mib << 20);
+    if (!bp->arena) {
+      nbdkit_debug ("%s: no shared-memory arena: %m", bproc_name (bp));
+      return false;
+    }
   }
-  if (asprintf (&s, "{\"purpose\":\"%s\",\"size\":%zu}",
-                HP_FEATURE_SHM, arena_size ()) == -1) {
-    start_failed ("out of memory");
-    return true;
-  }
-  channel_send_fd (&h, NULL, s, strlen (s), arena_fd (), CH_STARTUP,
-                   on_attached, (void *) HP_FEATURE_SHM);
+  bproc_attach_fd (bp, HP_FEATURE_SHM, arena_size (bp->arena),
+                   arena_fd (bp->arena), on_attached_shm, bp);
   return true;
 }
 
@@ -607,23 +562,25 @@ attach_shm (void)
  * then the configuration.
  */
 static void
-attach_next (void)
+attach_next (struct backend_proc *bp)
 {
-  switch (attach_step++) {
+  struct supervisor *sup = &bp->sup;
+
+  switch (sup->attach_step++) {
   case 0:
-    if (binfo.wants_memfd) {
-      attach_memfd ();
+    if (bp->info.wants_memfd) {
+      attach_memfd (bp);
       return;
     }
     /* fallthrough */
   case 1:
-    attach_step = 2;
-    if (binfo.wants_shm && attach_shm ())
+    sup->attach_step = 2;
+    if (bp->info.wants_shm && attach_shm (bp))
       return;
     /* fallthrough */
   default:
-    attach_step = 3;
-    send_next_config ();
+    sup->attach_step = 3;
+    send_next_config (bp);
   }
 }
 
@@ -644,66 +601,60 @@ static void
 on_hello (void *opaque, const struct hp_header *reply, void *payload,
           uint32_t len)
 {
-  json_t *j = startup_reply ("hello", reply, payload, len);
+  struct backend_proc *bp = opaque;
+  struct supervisor *sup = &bp->sup;
+  json_t *j = startup_reply (bp, "hello", reply, payload, len);
   json_int_t version;
 
-  free (payload);
+  payload_free (payload);
   if (!j)
     return;
   version = json_integer_value (json_object_get (j, "protocol"));
-  liveness_offered (has_feature (j, HP_FEATURE_PING));
+  liveness_offered (bp, has_feature (j, HP_FEATURE_PING));
   if (version != HP_PROTOCOL_VERSION) {
-    start_failed ("the backend speaks helper protocol version %lld, "
+    start_failed (bp, "the backend speaks helper protocol version %lld, "
                   "this server speaks version %d",
                   (long long) version, HP_PROTOCOL_VERSION);
     json_decref (j);
     return;
   }
-  if (!binfo.name) {
-    backend_info_from_hello (j);
-    if (after_hello)
-      after_hello ();
+  if (!bp->info.name) {
+    backend_info_from_hello (bp, j);
+    if (sup->after_hello)
+      sup->after_hello (bp);
   }
   json_decref (j);
-  config_index = 0;
-  attach_step = 0;
-  attach_next ();
+  sup->config_index = 0;
+  sup->attach_step = 0;
+  attach_next (bp);
 }
 
 static void
-start_incarnation (void)
+start_incarnation (struct backend_proc *bp)
 {
-  json_t *req;
-
-  state = STARTING;
-  liveness_offered (false);
-  if (!backend_spawn ()) {
-    start_failed ("could not start the backend process");
+  bp->sup.state = STARTING;
+  liveness_offered (bp, false);
+  if (!backend_spawn (bp)) {
+    start_failed (bp, "could not start the backend process");
     return;
   }
-  req = json_pack ("{s:i, s:s, s:s, s:s, s:b, s:i, s:O}",
-                   "protocol", HP_PROTOCOL_VERSION,
-                   "server", PROGRAM_NAME,
-                   "server_version", PACKAGE_VERSION,
-                   "name", opt.backend_name,
-                   "verbose", opt.verbose,
-                   "threads", (int) opt.threads,
-                   "debug", opt.backend_debug ? opt.backend_debug
-                                              : json_object ());
-  channel_send_json (HP_HELLO, NULL, req, CH_STARTUP, on_hello, NULL);
+  bproc_hello (bp, on_hello, bp);
 }
 
 /* ---- failure and restart ---- */
 
 static void
-give_up (void)
+give_up (struct backend_proc *bp)
 {
-  state = FAILED;
+  struct supervisor *sup = &bp->sup;
+
+  sup->state = FAILED;
   nbdkit_error ("%s: the backend failed %u times within %g seconds; "
-                "giving up%s", name (), nr_restart_times, opt.restart_window,
+                "giving up%s", bproc_name (bp), sup->nr_restart_times,
+                opt.restart_window,
                 opt.on_failure_error ? ": every request now fails with EIO"
                                      : ", the server exits");
-  channel_fail_held ();
+  channel_fail_held (bp);
   if (!opt.on_failure_error)
     server_quit (EXIT_FAILURE);
 }
@@ -711,46 +662,51 @@ give_up (void)
 static void
 on_restart_timer (struct ev_loop *l, ev_timer *w, int revents)
 {
-  if (state == WAITING)
-    start_incarnation ();
+  struct backend_proc *bp = BPROC_OF (w, sup.restart_timer);
+
+  if (bp->sup.state == WAITING)
+    start_incarnation (bp);
 }
 
 /* The backend is gone (its process exited): restart it if allowed. */
 static void
-schedule_restart (void)
+schedule_restart (struct backend_proc *bp)
 {
+  struct supervisor *sup = &bp->sup;
   ev_tstamp now = ev_now (loop), delay;
   unsigned i, n = 0;
 
   /* Forget restarts that are outside the window. */
-  for (i = 0; i < nr_restart_times; ++i)
-    if (now - restart_times[i] < opt.restart_window)
-      restart_times[n++] = restart_times[i];
-  nr_restart_times = n;
-  if (nr_restart_times >= opt.max_restarts) {
-    give_up ();
+  for (i = 0; i < sup->nr_restart_times; ++i)
+    if (now - sup->restart_times[i] < opt.restart_window)
+      sup->restart_times[n++] = sup->restart_times[i];
+  sup->nr_restart_times = n;
+  if (sup->nr_restart_times >= opt.max_restarts) {
+    give_up (bp);
     return;
   }
-  restart_times[nr_restart_times++] = now;
-  restarts++;
+  sup->restart_times[sup->nr_restart_times++] = now;
+  sup->restarts++;
 
   delay = BACKOFF_INITIAL;
-  for (i = 1; i < nr_restart_times && delay < BACKOFF_MAX; ++i)
+  for (i = 1; i < sup->nr_restart_times && delay < BACKOFF_MAX; ++i)
     delay *= 2;
   if (delay > BACKOFF_MAX)
     delay = BACKOFF_MAX;
-  state = WAITING;
+  sup->state = WAITING;
   nbdkit_error ("%s: restarting the backend in %g seconds "
                 "(restart %u, %u within %g seconds)",
-                name (), delay, restarts, nr_restart_times,
+                bproc_name (bp), delay, sup->restarts, sup->nr_restart_times,
                 opt.restart_window);
-  ev_timer_set (&restart_timer, delay, 0);
-  ev_timer_start (loop, &restart_timer);
+  ev_timer_set (&sup->restart_timer, delay, 0);
+  ev_timer_start (loop, &sup->restart_timer);
 }
 
 static void
-start_failed (const char *fmt, ...)
+start_failed (struct backend_proc *bp, const char *fmt, ...)
 {
+  struct supervisor *sup = &bp->sup;
+
   va_list args;
   char *msg = NULL;
 
@@ -762,82 +718,90 @@ start_failed (const char *fmt, ...)
   /* Change state first: closing the channel fails the other start-up
    * messages in flight, and their callbacks must not come here again.
    */
-  if (!started_once) {
+  if (!sup->started_once) {
     /* The first start: a configuration error, which supervisor_start
      * reports before the server listens.
      */
-    state = FAILED;
-    if (!start_error)
-      start_error = msg;
+    sup->state = FAILED;
+    if (!sup->start_error)
+      sup->start_error = msg;
     else
       free (msg);
-    dismiss_backend ();
+    dismiss_backend (bp);
     return;
   }
 
   nbdkit_error ("%s: the restarted backend failed to start: %s",
-                name (), msg ? msg : "?");
+                bproc_name (bp), msg ? msg : "?");
   free (msg);
-  state = WAITING;
-  if (backend_pid () > 0)
-    dismiss_backend ();         /* its exit schedules the restart */
+  sup->state = WAITING;
+  if (backend_pid (bp) > 0)
+    dismiss_backend (bp);       /* its exit schedules the restart */
   else {
-    channel_close (true);
-    schedule_restart ();
+    channel_close (bp, true);
+    schedule_restart (bp);
   }
 }
 
 void
-supervisor_backend_exited (void)
+supervisor_backend_exited (struct backend_proc *bp)
 {
-  ev_timer_stop (loop, &kill_timer);
+  struct supervisor *sup = &bp->sup;
+
+  ev_timer_stop (loop, &sup->kill_timer);
   /* Nothing writes the slots it had any more. */
-  arena_release_quarantine ();
-  if (state == STOPPING) {
+  arena_release_quarantine (bp->arena);
+  if (sup->state == STOPPING) {
     /* Its answer to SHUTDOWN may still be in the socket. */
-    channel_read_remaining ();
-    channel_close (false);
-    channel_fail_held ();
+    channel_read_remaining (bp);
+    channel_close (bp, false);
+    channel_fail_held (bp);
     return;
   }
-  if (state == FAILED || server_quitting ()) {
-    channel_close (false);
+  if (sup->state == FAILED || server_quitting ()) {
+    channel_close (bp, false);
     return;
   }
-  if (!started_once) {
-    state = FAILED;
-    if (!start_error)
-      start_error = strdup ("the backend process exited during start-up");
-    channel_close (false);
+  if (!sup->started_once) {
+    sup->state = FAILED;
+    if (!sup->start_error)
+      sup->start_error = strdup ("the backend process exited during "
+                                 "start-up");
+    channel_close (bp, false);
     return;
   }
-  state = WAITING;
-  channel_close (true);
-  schedule_restart ();
+  sup->state = WAITING;
+  channel_close (bp, true);
+  schedule_restart (bp);
 }
 
 void
-supervisor_start (void (*hello_done) (void))
+supervisor_start (struct backend_proc *bp,
+                  void (*hello_done) (struct backend_proc *bp))
 {
-  after_hello = hello_done;
-  restart_times = calloc (opt.max_restarts + 1, sizeof *restart_times);
-  if (!restart_times)
-    die ("out of memory");
-  ev_timer_init (&restart_timer, on_restart_timer, 1, 0);
-  ev_timer_init (&kill_timer, on_kill_timer, TERM_GRACE, 0);
-  if (opt.backend_timeout > 0)
-    channel_set_timeout (opt.backend_timeout, on_request_timeout);
+  struct supervisor *sup = &bp->sup;
 
-  start_incarnation ();
-  while (state == STARTING)
+  sup->after_hello = hello_done;
+  sup->restart_times = calloc (opt.max_restarts + 1,
+                               sizeof *sup->restart_times);
+  if (!sup->restart_times)
+    die ("out of memory");
+  ev_timer_init (&sup->restart_timer, on_restart_timer, 1, 0);
+  ev_timer_init (&sup->kill_timer, on_kill_timer, TERM_GRACE, 0);
+  if (opt.backend_timeout > 0)
+    channel_set_timeout (bp, opt.backend_timeout, on_request_timeout);
+
+  start_incarnation (bp);
+  while (sup->state == STARTING)
     ev_run (loop, EVRUN_ONCE);
-  if (state != READY) {
+  if (sup->state != READY) {
     /* Let the backend's last words reach the log first. */
-    while (backend_pid () > 0)
+    while (backend_pid (bp) > 0)
       ev_run (loop, EVRUN_ONCE);
-    die ("%s: %s", name (), start_error ? start_error : "failed to start");
+    die ("%s: %s", bproc_name (bp),
+         sup->start_error ? sup->start_error : "failed to start");
   }
-  liveness_start ();
+  liveness_start (bp);
 }
 
 /* ---- stopping ---- */
@@ -845,43 +809,55 @@ supervisor_start (void (*hello_done) (void))
 static void
 on_stop_timeout (struct ev_loop *l, ev_timer *w, int revents)
 {
-  if (backend_pid () > 0) {
+  struct backend_proc *bp = w->data;
+
+  if (backend_pid (bp) > 0) {
     nbdkit_error ("%s: the backend did not stop within %g seconds, "
-                  "killing it", name (), STOP_TIMEOUT);
-    kill_backend_group ();
+                  "killing it", bproc_name (bp), STOP_TIMEOUT);
+    kill_backend_group (bp);
   }
 }
-
-/* 0 while SHUTDOWN waits for its reply, 1 answered, -1 failed. */
-static int shutdown_result;
 
 static void
 on_shutdown_reply (void *opaque, const struct hp_header *reply,
                    void *payload, uint32_t len)
 {
+  struct backend_proc *bp = opaque;
+
   if (reply && reply->status == 0) {
-    nbdkit_debug ("%s: the backend answered SHUTDOWN", name ());
-    shutdown_result = 1;
+    nbdkit_debug ("%s: the backend answered SHUTDOWN", bproc_name (bp));
+    bp->sup.shutdown_result = 1;
   }
   else {
-    nbdkit_debug ("%s: SHUTDOWN failed: %s", name (),
+    nbdkit_debug ("%s: SHUTDOWN failed: %s", bproc_name (bp),
                   !reply ? "no reply" : payload ? (const char *) payload
                   : hp_error_name (reply->status));
-    shutdown_result = -1;
+    bp->sup.shutdown_result = -1;
   }
-  free (payload);
+  payload_free (payload);
+}
+
+/* Requests are in flight to a backend that can still answer them. */
+static bool
+still_busy (struct backend_proc *bp)
+{
+  return backend_pid (bp) > 0 && channel_is_open (bp) &&
+         channel_in_flight (bp) > 0;
 }
 
 void
-supervisor_stop (void)
+supervisor_stop (struct backend_proc *bp)
 {
+  struct supervisor *sup = &bp->sup;
+
   ev_timer timer;
   struct bhandle *bh;
 
-  state = STOPPING;
-  ev_timer_stop (loop, &restart_timer);
-  liveness_stop ();
+  sup->state = STOPPING;
+  ev_timer_stop (loop, &sup->restart_timer);
+  liveness_stop (bp);
   ev_timer_init (&timer, on_stop_timeout, STOP_TIMEOUT, 0);
+  timer.data = bp;
   ev_timer_start (loop, &timer);
 
   /* Let the requests in flight finish, close the handles (normally all
@@ -889,36 +865,33 @@ supervisor_stop (void)
    * backend to exit; once it answered (or could not), closing the
    * channel tells it again.  All within STOP_TIMEOUT, else SIGKILL.
    */
-  channel_fail_held ();
-  while (backend_pid () > 0 && channel_is_open () && channel_in_flight () > 0)
+  channel_fail_held (bp);
+  while (still_busy (bp))
     ev_run (loop, EVRUN_ONCE);
   /* A handle belongs to the chain of its connection, which may still
    * exist (a connection is freed when its last reference goes, perhaps
    * on a later turn of the loop): close it in the backend and leave it
    * to backend_close to free.
    */
-  while ((bh = handles) != NULL) {
+  while ((bh = sup->handles) != NULL) {
     bhandle_unlink (bh);
-    if (bh->valid && channel_is_open ())
-      send_close (bh->id);
+    if (bh->valid && channel_is_open (bp))
+      bproc_close_msg (bp, bh->id);
     bh->valid = false;
   }
-  while (backend_pid () > 0 && channel_is_open () && channel_in_flight () > 0)
+  while (still_busy (bp))
     ev_run (loop, EVRUN_ONCE);
-  if (backend_pid () > 0 && channel_is_open () && started_once) {
-    struct hp_header h = { .type = HP_SHUTDOWN };
-    char *s = strdup ("{}");
-
-    nbdkit_debug ("%s: sending SHUTDOWN", name ());
-    shutdown_result = 0;
-    channel_send (&h, NULL, s, s ? 2 : 0, CH_STARTUP, on_shutdown_reply,
-                  NULL);
-    while (backend_pid () > 0 && channel_is_open () && shutdown_result == 0)
+  if (backend_pid (bp) > 0 && channel_is_open (bp) && sup->started_once) {
+    nbdkit_debug ("%s: sending SHUTDOWN", bproc_name (bp));
+    sup->shutdown_result = 0;
+    bproc_shutdown (bp, on_shutdown_reply, bp);
+    while (backend_pid (bp) > 0 && channel_is_open (bp) &&
+           sup->shutdown_result == 0)
       ev_run (loop, EVRUN_ONCE);
   }
-  channel_close (false);
-  while (backend_pid () > 0)
+  channel_close (bp, false);
+  while (backend_pid (bp) > 0)
     ev_run (loop, EVRUN_ONCE);
   ev_timer_stop (loop, &timer);
-  ev_timer_stop (loop, &kill_timer);
+  ev_timer_stop (loop, &sup->kill_timer);
 }

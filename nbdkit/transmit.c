@@ -72,7 +72,7 @@ send_simple_reply (struct conn *conn, uint64_t cookie, uint32_t error,
   memcpy (hdr, &magic, 4);
   memcpy (hdr + 4, &err, 4);
   memcpy (hdr + 8, &ck, 8);
-  conn_write (conn, hdr, sizeof hdr, data, data ? len : 0, data_free);
+  conn_write (conn, hdr, sizeof hdr, data, data ? len : 0, payload_free);
 }
 
 /* One structured reply chunk, the last of its request (we never send
@@ -94,7 +94,7 @@ send_chunk (struct conn *conn, uint64_t cookie, uint16_t type,
   if (extra_len)
     memcpy (hdr + NBD_STRUCTURED_REPLY_SIZE, extra, extra_len);
   conn_write (conn, hdr, NBD_STRUCTURED_REPLY_SIZE + extra_len,
-              data, data ? data_len : 0, data_free);
+              data, data ? data_len : 0, payload_free);
 }
 
 /* An error chunk: NBD_REPLY_TYPE_ERROR, or for a read that the
@@ -149,14 +149,14 @@ send_answer (struct conn *conn, const struct request *r, uint32_t error,
         error = NBD_ENOMEM;
     }
     if (error || r->cmd != NBD_CMD_READ) {
-      data_free (data);
+      payload_free (data);
       data = NULL;
     }
     send_simple_reply (conn, r->cookie, error, data, len);
     return;
   }
   if (error) {
-    data_free (data);
+    payload_free (data);
     send_error_chunk (conn, r, error, msg,
                       r->cmd == NBD_CMD_READ && !r->error);
   }
@@ -176,7 +176,7 @@ send_answer (struct conn *conn, const struct request *r, uint32_t error,
                 data, len);
   else {
     send_chunk (conn, r->cookie, NBD_REPLY_TYPE_NONE, NULL, 0, NULL, 0);
-    data_free (data);
+    payload_free (data);
   }
 }
 
@@ -420,13 +420,13 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
   if (!error && r->cmd == NBD_CMD_BLOCK_STATUS) {
     void *bs = block_status_payload (r, payload, len, &len);
 
-    data_free (payload);
+    payload_free (payload);
     payload = bs;
     if (!bs)
       error = NBD_EIO;
   }
   if (!error && r->cmd == NBD_CMD_READ && (reply->flags & HP_FLAG_ZEROS)) {
-    data_free (payload);        /* none: the range reads as zeros */
+    payload_free (payload);        /* none: the range reads as zeros */
     payload = NULL;
   }
   if (error) {
@@ -434,7 +434,7 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
       : "the backend could not answer";
 
     send_answer (conn, r, error, msg, NULL, 0);
-    data_free (payload);
+    payload_free (payload);
   }
   else
     send_answer (conn, r, 0, NULL, payload, len);       /* takes payload */
@@ -619,7 +619,7 @@ transmit_free_current (struct conn *conn)
   struct session *s = conn_session (conn);
 
   if (s->cur) {
-    data_free (s->cur->data);
+    payload_free (s->cur->data);
     free (s->cur);
     s->cur = NULL;
   }

@@ -67,7 +67,7 @@ h.cache(4096, 0)
     stop_server
     cat "$BATS_TEST_TMPDIR/log"
     grep -Eq '^[-0-9]+ [0-9:.]+ Ready thread_model=[0-3]$' "$BATS_TEST_TMPDIR/log"
-    grep -q ' connection=1 Connect export="" size=0x400000 .* write=1 flush=1 .*trim=1 zero=2 fua=2 .*cache=2 fast_zero=1$' "$BATS_TEST_TMPDIR/log"
+    grep -q ' connection=1 Connect export="" tls=0 size=0x400000 .* write=1 flush=1 .*trim=1 zero=2 fua=2 .*cache=2 fast_zero=1$' "$BATS_TEST_TMPDIR/log"
     grep -q ' connection=1 Disconnect transactions=0$' "$BATS_TEST_TMPDIR/log"
 }
 
@@ -149,4 +149,42 @@ h.block_status(1 << 20, 0, lambda *a: 0)
     nbd_py 'h.pread(512, 0)'
     stop_server
     grep -q 'Read id=1 offset=0x100000 count=0x200 \.\.\.$' "$BATS_TEST_TMPDIR/log"
+}
+
+@test "log: a listing of the exports is logged as nbdkit logs it" {
+    requires nbdinfo
+    cat > "$BATS_TEST_TMPDIR/list.sh" <<'SH'
+#!/bin/bash
+case "$1" in
+    list_exports) printf '%s\n' a 'b c' ;;
+    get_size) echo 1048576 ;;
+    open) echo h ;;
+    pread) head -c "$3" /dev/zero ;;
+    *) exit 2 ;;
+esac
+SH
+    chmod +x "$BATS_TEST_TMPDIR/list.sh"
+    "$NBDKIT" -U - --filter=log sh "$BATS_TEST_TMPDIR/list.sh" \
+        logfile="$BATS_TEST_TMPDIR/log" --run 'nbdinfo --list "$uri"' >/dev/null
+    grep -q ' ListExports id=1 readonly=0 tls=0 \.\.\.$' "$BATS_TEST_TMPDIR/log"
+    grep -q ' \.\.\.ListExports id=1 exports=(a "b c") return=0$' "$BATS_TEST_TMPDIR/log"
+    grep -q ' connection=2 Connect export="b c" tls=0 ' "$BATS_TEST_TMPDIR/log"
+}
+
+@test "log: a listing that fails is logged with its error" {
+    requires nbdinfo
+    cat > "$BATS_TEST_TMPDIR/list.sh" <<'SH'
+#!/bin/bash
+case "$1" in
+    list_exports) echo "EPERM listing is not allowed" >&2; exit 1 ;;
+    get_size) echo 1048576 ;;
+    open) echo h ;;
+    *) exit 2 ;;
+esac
+SH
+    chmod +x "$BATS_TEST_TMPDIR/list.sh"
+    "$NBDKIT" -U - --filter=log sh "$BATS_TEST_TMPDIR/list.sh" \
+        logfile="$BATS_TEST_TMPDIR/log" --run 'nbdinfo --list "$uri"' \
+        >/dev/null 2>&1 || true
+    grep -q ' \.\.\.ListExports id=1 return=-1 error=EPERM$' "$BATS_TEST_TMPDIR/log"
 }

@@ -37,12 +37,16 @@ main (void)
   unsigned seed = 1;
   bool overlap = false, aligned = true, inside = true, content = true;
   void *a, *b, *c;
+  struct arena *ar, *other;
 
-  ok (arena_alloc (4096) == NULL, "no slots before the arena exists");
-  ok (arena_create (SIZE) == 0, "the arena is made");
-  ok (arena_fd () >= 0 && arena_size () == SIZE, "fd and size");
-  ok (arena_alloc (4096) == NULL, "no slots while no backend took it");
-  arena_set_active (true);
+  ok (arena_alloc (NULL, 4096) == NULL, "no slots without an arena");
+  ar = arena_create (SIZE);
+  ok (ar != NULL, "the arena is made");
+  if (!ar)
+    return EXIT_FAILURE;
+  ok (arena_fd (ar) >= 0 && arena_size (ar) == SIZE, "fd and size");
+  ok (arena_alloc (ar, 4096) == NULL, "no slots while no backend took it");
+  arena_set_active (ar, true);
 
   /* Random allocations and frees; each slot is filled with its index
    * and checked when freed.
@@ -55,11 +59,11 @@ main (void)
       for (pg = 0; pg < slots[k].len; ++pg)
         if (slots[k].p[pg] != (unsigned char) (k & 0xff))
           content = false;
-      for (pg = arena_offset (slots[k].p) / 4096;
-           pg < (arena_offset (slots[k].p) + slots[k].len + 4095) / 4096;
+      for (pg = arena_offset (ar, slots[k].p) / 4096;
+           pg < (arena_offset (ar, slots[k].p) + slots[k].len + 4095) / 4096;
            ++pg)
         owner[pg] = 0;
-      arena_free (slots[k].p);
+      arena_free (ar, slots[k].p);
       slots[k] = slots[--nr];
       /* The moved slot keeps its bytes: refill with its new index. */
       if (k < nr)
@@ -67,16 +71,16 @@ main (void)
     }
     else {
       size_t len = 1 + (seed >> 4) % (200 * 1024), pg;
-      unsigned char *p = arena_alloc (len);
+      unsigned char *p = arena_alloc (ar, len);
 
       if (!p)
         continue;
-      if (arena_offset (p) % 4096)
+      if (arena_offset (ar, p) % 4096)
         aligned = false;
-      if (!arena_contains (p) || !arena_contains (p + len - 1))
+      if (!arena_contains (ar, p) || !arena_contains (ar, p + len - 1))
         inside = false;
-      for (pg = arena_offset (p) / 4096;
-           pg < (arena_offset (p) + len + 4095) / 4096; ++pg) {
+      for (pg = arena_offset (ar, p) / 4096;
+           pg < (arena_offset (ar, p) + len + 4095) / 4096; ++pg) {
         if (owner[pg])
           overlap = true;
         owner[pg] = 1;
@@ -92,37 +96,53 @@ main (void)
   ok (inside, "slots lie inside the arena");
   ok (content, "a slot keeps what was written to it");
   for (i = 0; i < nr; ++i)
-    arena_free (slots[i].p);
-  ok (arena_pages_in_use () == 0, "everything freed");
+    arena_free (ar, slots[i].p);
+  ok (arena_pages_in_use (ar) == 0, "everything freed");
 
-  a = arena_alloc (1);
-  ok (a != NULL && arena_offset (a) == 0, "the lowest page comes first");
-  b = arena_alloc (SIZE);
+  a = arena_alloc (ar, 1);
+  ok (a != NULL && arena_offset (ar, a) == 0, "the lowest page comes first");
+  b = arena_alloc (ar, SIZE);
   ok (b == NULL, "a request larger than what is free gets NULL");
-  b = arena_alloc (SIZE - 4096);
+  b = arena_alloc (ar, SIZE - 4096);
   ok (b != NULL, "all the rest in one slot");
-  ok (arena_alloc (1) == NULL, "a full arena gets NULL");
-  arena_quarantine (a);
-  ok (arena_alloc (1) == NULL, "a quarantined slot is not reused");
-  arena_release_quarantine ();
-  c = arena_alloc (1);
+  ok (arena_alloc (ar, 1) == NULL, "a full arena gets NULL");
+  arena_quarantine (ar, a);
+  ok (arena_alloc (ar, 1) == NULL, "a quarantined slot is not reused");
+  arena_release_quarantine (ar);
+  c = arena_alloc (ar, 1);
   ok (c == a, "after release it is");
-  arena_free (b);
-  arena_free (c);
-  ok (arena_alloc (HP_MAX_DATA + 1) == NULL, "nothing above the data maximum");
-  ok (arena_alloc (0) == NULL, "nothing of size 0");
+  arena_free (ar, b);
+  arena_free (ar, c);
+  ok (arena_alloc (ar, HP_MAX_DATA + 1) == NULL, "nothing above the data maximum");
+  ok (arena_alloc (ar, 0) == NULL, "nothing of size 0");
 
   j = 0;
-  a = data_alloc (100);
-  if (arena_contains (a))
+  a = arena_payload_alloc (ar, 100);
+  if (arena_contains (ar, a))
     j++;
-  data_free (a);
-  arena_set_active (false);
-  a = data_alloc (100);
-  if (a && !arena_contains (a))
+  payload_free (a);
+  arena_set_active (ar, false);
+  a = arena_payload_alloc (ar, 100);
+  if (a && !arena_contains (ar, a))
     j++;
-  data_free (a);
-  ok (j == 2, "data_alloc uses the arena only while it is active");
+  payload_free (a);
+  ok (j == 2, "payloads come from the arena only while it is active");
+  ok (arena_pages_in_use (ar) == 0, "payload_free released the slot");
+
+  /* Two arenas (two backend processes): payload_free finds the right
+   * one.
+   */
+  other = arena_create (SIZE);
+  arena_set_active (other, true);
+  arena_set_active (ar, true);
+  a = arena_alloc (other, 8192);
+  b = arena_alloc (ar, 4096);
+  ok (a && b && arena_contains (other, a) && !arena_contains (ar, a),
+      "a slot belongs to one arena");
+  payload_free (a);
+  payload_free (b);
+  ok (arena_pages_in_use (other) == 0 && arena_pages_in_use (ar) == 0,
+      "payload_free releases slots of either arena");
 
   printf ("1..%d\n", test_nr);
   return failures ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -31,7 +31,7 @@ void listen_stop (void) { }
 void listen_cleanup (void) { }
 void conn_drain_all (void) { }
 void conn_close_all (void) { }
-void supervisor_stop (void) { }
+void bproc_stop_all (void) { }
 void loop_watchdog_start (void) { }
 
 static int test_nr, failures;

@@ -508,7 +508,7 @@ on_wb_run (void *opaque, const struct hp_header *reply, void *payload,
         nr_dirty--;
       }
     }
-  free (payload);
+  payload_free (payload);
   free (run);
   if (--wb->in_flight == 0)
     writeback_finish (wb);

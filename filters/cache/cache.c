@@ -349,7 +349,7 @@ static void
 part_unref (struct part *p)
 {
   if (--p->refs == 0) {
-    free (p->payload);
+    payload_free (p->payload);
     free (p);
   }
 }
@@ -573,7 +573,7 @@ on_write_below (void *opaque, const struct hp_header *reply, void *payload,
         cblock_drop (c);
     }
   }
-  free (payload);
+  payload_free (payload);
   cop_step_done (o);
 }
 
@@ -845,7 +845,7 @@ on_zero_below (void *opaque, const struct hp_header *reply, void *payload,
       else if (!c->dirty)
         cblock_drop (c);        /* a trim: below decides what it reads */
     }
-  free (payload);
+  payload_free (payload);
   cop_step_done (o);
 }
 
@@ -883,7 +883,7 @@ on_flush_below (void *opaque, const struct hp_header *reply, void *payload,
 
   if (!reply || reply->status)
     cop_from_reply (o, reply, payload, len);
-  free (payload);
+  payload_free (payload);
   cop_finish (o);
 }
 

@@ -72,10 +72,13 @@ struct options opt = {
   .restart_window = 10,
 };
 
+/* The one backend_proc, as backend-proc.c would make it. */
 static char binfo_name[] = "fuzz";
-struct backend_info binfo = {
-  .name = binfo_name,
-  .thread_model = THREAD_MODEL_PARALLEL,
+struct backend_proc {
+  struct backend_info info;
+};
+static struct backend_proc the_backend = {
+  .info = { .name = binfo_name, .thread_model = THREAD_MODEL_PARALLEL },
 };
 
 unsigned nr_connections;
@@ -87,7 +90,7 @@ void listen_conn_ended (void) { }
 void daemon_start (void) { }
 void daemon_ready (void) { }
 void service_stopping (void) { }
-pid_t backend_pid (void) { return 0; }
+bool server_is_single (void) { return false; }
 
 int
 server_debug_flag (const char *flag, int def)
@@ -364,7 +367,7 @@ disk_extents (uint64_t off, uint64_t cnt, uint64_t size, bool req_one,
 enum open_result { OPEN_OK, OPEN_DENIED, OPEN_BAD_BLOCK_SIZE, OPEN_NO_SIZE,
                    OPEN_FLAKY };
 
-struct fexport {
+struct fx_export {
   const char *name;             /* as asked */
   const char *canonical;        /* "name" in the OPEN reply */
   uint64_t size;
@@ -379,7 +382,7 @@ struct fexport {
 #define DISK_CAPS DISK_SIZE, true, true, true, true, true, true, true, false, \
     "native", "emulate", 0, 0, 0, "an in-memory disk"
 
-static const struct fexport exports[] = {
+static const struct fx_export exports[] = {
   { "", "disk", DISK_CAPS, OPEN_OK },
   { "disk", "disk", DISK_CAPS, OPEN_OK },
   { "ro", "ro", DISK_SIZE, false, false, false, false, false,
@@ -399,7 +402,7 @@ static const struct fexport exports[] = {
   { "stall", "stall", DISK_CAPS, OPEN_OK },
 };
 
-static const struct fexport *
+static const struct fx_export *
 find_export (const char *name)
 {
   size_t i;
@@ -429,8 +432,8 @@ level_json (const char *l)
 
 /* ---- requests in flight ---- */
 
-struct freq {
-  struct freq *next;
+struct fq {
+  struct fq *next;
   struct hp_header h;           /* as sent: id and handle filled in */
   void *payload;                /* the request's, owned until completion */
   unsigned delay;               /* turns to wait before the answer */
@@ -440,7 +443,7 @@ struct freq {
   backend_open_cb open_cb;
 };
 
-static struct freq *q_head, **q_tail = &q_head;
+static struct fq *q_head, **q_tail = &q_head;
 static size_t q_len;
 static ev_idle idle_w;
 static uint64_t next_id = 1;
@@ -450,7 +453,7 @@ static unsigned nr_lists, nr_flaky;
 static bool client_sending, no_default;
 
 static void
-enqueue (struct freq *q)
+enqueue (struct fq *q)
 {
   q->next = NULL;
   *q_tail = q;
@@ -460,10 +463,10 @@ enqueue (struct freq *q)
     ev_idle_start (loop, &idle_w);
 }
 
-static struct freq *
+static struct fq *
 dequeue (void)
 {
-  struct freq *q = q_head;
+  struct fq *q = q_head;
 
   if (q) {
     q_head = q->next;
@@ -513,7 +516,7 @@ payload_dup (const void *p, size_t len)
  * with status, flags and payload (malloc'd, len + 1 bytes, or NULL).
  */
 static void
-complete (struct freq *q, bool lost, uint32_t status, uint16_t flags,
+complete (struct fq *q, bool lost, uint32_t status, uint16_t flags,
           void *payload, uint32_t len)
 {
   struct hp_header reply = {
@@ -539,14 +542,14 @@ complete (struct freq *q, bool lost, uint32_t status, uint16_t flags,
 }
 
 static void
-complete_error (struct freq *q, uint32_t status, const char *msg)
+complete_error (struct fq *q, uint32_t status, const char *msg)
 {
   complete (q, false, status, 0, payload_dup (msg, strlen (msg)),
             strlen (msg));
 }
 
 static void
-complete_json (struct freq *q, json_t *j)
+complete_json (struct fq *q, json_t *j)
 {
   char *s = json_dumps (j, JSON_COMPACT);
 
@@ -559,14 +562,14 @@ complete_json (struct freq *q, json_t *j)
 /* ---- what the front end promised ---- */
 
 static void
-check_request (const struct freq *q, const struct bhandle *bh)
+check_request (const struct fq *q, const struct bhandle *bh)
 {
   const struct hp_header *h = &q->h;
   unsigned char buf[HP_HEADER_SIZE];
   struct hp_header d;
   const char *why;
   const char *name = hp_type_name (h->type);
-  const struct fexport *e;
+  const struct fx_export *e;
   bool ranged, writes, payload, can_write;
 
   /* What the real backend checks of every frame. */
@@ -628,30 +631,51 @@ check_request (const struct freq *q, const struct bhandle *bh)
     fuzz_bug ("EXTENTS on an export without extents reached the backend");
 }
 
-/* ---- backend-channel.c ---- */
+/* ---- backend-proc.c ---- */
 
-void channel_open (int fd) { }
-void channel_close (bool keep_for_resend) { }
-bool channel_is_open (void) { return true; }
-void channel_set_ready (void) { }
-void channel_fail_held (void) { }
-void channel_set_timeout (double secs, channel_timeout_cb cb) { }
+struct backend_proc *bproc_first (void) { return &the_backend; }
+struct backend_proc *bproc_for_connection (void) { return &the_backend; }
+void bproc_stop_all (void) { }
 
-size_t
-channel_in_flight (void)
+struct backend_proc *
+bproc_next (const struct backend_proc *bp)
 {
-  return q_len;
+  return NULL;
 }
 
-void
-channel_send_fd (const struct hp_header *h, struct bhandle *bh,
-                 void *payload, uint32_t len, int fd, unsigned flags,
-                 backend_cb cb, void *opaque)
+const struct backend_info *
+bproc_info (const struct backend_proc *bp)
 {
-  struct freq *q = calloc (1, sizeof *q);
+  return &bp->info;
+}
+
+const char *
+bproc_name (const struct backend_proc *bp)
+{
+  return bp->info.name;
+}
+
+int
+server_thread_model (void)
+{
+  return THREAD_MODEL_PARALLEL;
+}
+
+void *
+bproc_payload_alloc (struct backend_proc *bp, size_t len)
+{
+  return malloc (len ? len : 1);
+}
+
+/* A request to the stand-in backend, as channel_send would make it. */
+static void
+send_request (const struct hp_header *h, struct bhandle *bh, void *payload,
+              uint32_t len, backend_cb cb, void *opaque)
+{
+  struct fq *q = calloc (1, sizeof *q);
 
   if (!q) {
-    free (payload);
+    payload_free (payload);
     cb (opaque, NULL, NULL, 0);
     return;
   }
@@ -677,17 +701,8 @@ channel_send_fd (const struct hp_header *h, struct bhandle *bh,
   enqueue (q);
 }
 
-void
-channel_send (const struct hp_header *h, struct bhandle *bh,
-              void *payload, uint32_t len, unsigned flags,
-              backend_cb cb, void *opaque)
-{
-  channel_send_fd (h, bh, payload, len, -1, flags, cb, opaque);
-}
-
-void
-channel_send_json (uint16_t type, struct bhandle *bh, json_t *req,
-                   unsigned flags, backend_cb cb, void *opaque)
+static void
+send_json (uint16_t type, json_t *req, backend_cb cb, void *opaque)
 {
   struct hp_header h = { .type = type };
   char *s = req ? json_dumps (req, JSON_COMPACT) : strdup ("{}");
@@ -697,11 +712,42 @@ channel_send_json (uint16_t type, struct bhandle *bh, json_t *req,
     cb (opaque, NULL, NULL, 0);
     return;
   }
-  channel_send (&h, bh, s, strlen (s), flags, cb, opaque);
+  send_request (&h, NULL, s, strlen (s), cb, opaque);
+}
+
+void
+bproc_data (struct backend_proc *bp, struct bhandle *bh, uint16_t type,
+            uint16_t flags, uint64_t offset, uint32_t count, void *payload,
+            backend_cb cb, void *opaque)
+{
+  struct hp_header h = {
+    .type = type, .flags = flags, .offset = offset, .count = count,
+  };
+
+  send_request (&h, bh, payload,
+                payload && type == HP_PWRITE ? count : 0, cb, opaque);
+}
+
+void
+bproc_list_exports (struct backend_proc *bp, bool readonly, bool tls,
+                    backend_cb cb, void *opaque)
+{
+  send_json (HP_LIST_EXPORTS,
+             json_pack ("{s:b, s:b}", "readonly", readonly, "tls", tls),
+             cb, opaque);
+}
+
+void
+bproc_default_export (struct backend_proc *bp, bool readonly, bool tls,
+                      backend_cb cb, void *opaque)
+{
+  send_json (HP_DEFAULT_EXPORT,
+             json_pack ("{s:b, s:b}", "readonly", readonly, "tls", tls),
+             cb, opaque);
 }
 
 json_t *
-channel_parse_json (const void *payload, uint32_t len, const char **why)
+bproc_parse_json (const void *payload, uint32_t len, const char **why)
 {
   json_error_t err;
   json_t *j;
@@ -720,7 +766,7 @@ channel_parse_json (const void *payload, uint32_t len, const char **why)
 /* ---- serving ---- */
 
 static json_t *
-request_json (const struct freq *q)
+request_json (const struct fq *q)
 {
   json_error_t err;
   json_t *j = q->h.payload_len
@@ -741,7 +787,7 @@ export_json (const char *name, const char *desc)
 }
 
 static void
-serve_list (struct freq *q)
+serve_list (struct fq *q)
 {
   json_t *j = request_json (q), *list;
   char *longname;
@@ -793,11 +839,11 @@ serve_list (struct freq *q)
 }
 
 static void
-serve_data (struct freq *q)
+serve_data (struct fq *q)
 {
   const struct hp_header *h = &q->h;
   struct bhandle *bh = find_handle (h->handle);
-  const struct fexport *e;
+  const struct fx_export *e;
   uint64_t off = h->offset, cnt = h->count;
   unsigned char *buf;
   uint32_t len;
@@ -860,7 +906,7 @@ serve_data (struct freq *q)
 }
 
 static void
-serve (struct freq *q)
+serve (struct fq *q)
 {
   switch (q->h.type) {
   case HP_LIST_EXPORTS:
@@ -890,7 +936,7 @@ bhandle_free (struct bhandle *bh)
 }
 
 static void
-open_fail (struct freq *q, uint32_t status, const char *msg)
+open_fail (struct fq *q, uint32_t status, const char *msg)
 {
   backend_open_cb cb = q->open_cb;
   void *opaque = q->opaque;
@@ -902,13 +948,13 @@ open_fail (struct freq *q, uint32_t status, const char *msg)
 }
 
 static void
-serve_open (struct freq *q)
+serve_open (struct fq *q)
 {
   struct bhandle *bh = q->open_bh;
   json_t *req = request_json (q), *j;
   const char *name = json_string_value (json_object_get (req, "export"));
   bool readonly = json_is_true (json_object_get (req, "readonly"));
-  const struct fexport *e;
+  const struct fx_export *e;
   backend_open_cb cb;
   void *opaque;
 
@@ -1014,10 +1060,10 @@ serve_open (struct freq *q)
 }
 
 void
-backend_open (const char *export, bool readonly, bool tls,
-              const char *client, backend_open_cb cb, void *opaque)
+backend_open (struct backend_proc *bp, const char *export, bool readonly,
+              bool tls, const char *client, backend_open_cb cb, void *opaque)
 {
-  struct freq *q = calloc (1, sizeof *q);
+  struct fq *q = calloc (1, sizeof *q);
   struct bhandle *bh = calloc (1, sizeof *bh);
   json_t *req;
   char *s;
@@ -1025,9 +1071,10 @@ backend_open (const char *export, bool readonly, bool tls,
   if (!q || !bh || !(bh->export = strdup (export)) ||
       !(bh->client = strdup (client)))
     abort ();
+  bh->bp = bp;
   bh->readonly = readonly;
   bh->tls = tls;
-  /* The request as supervisor.c builds it. */
+  /* The request as backend-proc.c builds it. */
   req = json_pack ("{s:s, s:b, s:b, s:s}", "export", export,
                    "readonly", readonly, "tls", tls, "client", client);
   s = req ? json_dumps (req, JSON_COMPACT) : strdup ("{}");
@@ -1060,18 +1107,11 @@ backend_close (struct bhandle *bh)
   bhandle_free (bh);
 }
 
-void supervisor_start (void (*hello_done) (void)) { hello_done (); }
-void supervisor_stop (void) { }
-bool supervisor_may_hold (void) { return true; }
-unsigned supervisor_restarts (void) { return 0; }
-void supervisor_protocol_error (const char *why) { fuzz_bug ("%s", why); }
-void supervisor_channel_lost (void) { }
-void supervisor_backend_exited (void) { }
 
 /* ---- the queue, run from the loop ---- */
 
 static bool
-stalled (const struct freq *q)
+stalled (const struct fq *q)
 {
   const struct bhandle *bh;
 
@@ -1089,7 +1129,7 @@ on_idle (struct ev_loop *l, ev_idle *w, int revents)
   unsigned n;
 
   for (n = 0; n < ANSWERS_PER_TURN && q_head; ++n) {
-    struct freq *q = dequeue ();
+    struct fq *q = dequeue ();
 
     if (q->delay) {
       q->delay--;
