@@ -154,7 +154,8 @@ extern struct handle **nbdkit__handles_all (size_t *n);
 
 /* backend-ops.c: each takes ownership of job (payload included). */
 extern void nbdkit__op_hello (const struct hp_header *req, json_t *j);
-extern void nbdkit__op_config (const struct hp_header *req, json_t *j);
+extern void nbdkit__op_config (const struct hp_header *req, json_t *j,
+                               int fd);
 extern void nbdkit__op_config_complete (const struct hp_header *req);
 extern void nbdkit__op_get_ready (const struct hp_header *req);
 extern void nbdkit__op_dump (const struct hp_header *req);

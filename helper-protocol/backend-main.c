@@ -9,10 +9,11 @@
  * reads (backend-workers.c), so a PING never waits behind a request.
  * The rest become jobs that the thread which read them runs, after
  * passing the reading on (or that wait for a worker, when none is
- * free to read).  A file descriptor passed with ATTACH_FD arrives as
- * ancillary data with the first byte of its frame: the reader notes
- * where in the stream each one came, and ATTACH_FD takes the one that
- * came with its own frame.
+ * free to read).  A file descriptor passed with ATTACH_FD (or with the
+ * CONFIG of a descriptor parameter) arrives as ancillary data with the
+ * first byte of its frame: the reader notes where in the stream each
+ * one came, and the message takes the one that came with its own
+ * frame.
  *
  * Replies are written whole, never interleaved, by one thread at a
  * time: a thread with a reply to send becomes the writer if nobody is
@@ -305,7 +306,7 @@ read_payload (unsigned char *p, size_t n)
 
 /* The descriptor that came with the frame at stream positions
  * [start, end), or -1.  Descriptors that came before it belong to no
- * ATTACH_FD and are closed.
+ * ATTACH_FD or CONFIG and are closed.
  */
 static int
 take_fd (uint64_t start, uint64_t end)
@@ -664,7 +665,9 @@ read_one (struct job **jobp)
     break;
   case HP_CONFIG:
     j = parse_json (&h, payload);
-    nbdkit__op_config (&h, j);
+    nbdkit__op_config (&h, j,
+                       take_fd (start,
+                                start + HP_HEADER_SIZE + h.payload_len));
     json_decref (j);
     break;
   case HP_CONFIG_COMPLETE:

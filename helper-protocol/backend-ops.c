@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,7 +53,8 @@ thread_model_name (int m)
 void
 nbdkit__op_hello (const struct hp_header *req, json_t *j)
 {
-  json_t *features, *callbacks;
+  json_t *features, *callbacks, *fd_keys = NULL, *reply;
+  const char *const *k;
 
   if (json_integer_value (json_object_get (j, "protocol")) !=
       HP_PROTOCOL_VERSION) {
@@ -74,6 +76,12 @@ nbdkit__op_hello (const struct hp_header *req, json_t *j)
    */
   json_array_append_new (features, json_string (HP_FEATURE_SHM));
   json_array_append_new (features, json_string (HP_FEATURE_PING));
+  /* Parameters naming a descriptor of the server, sent with CONFIG. */
+  for (k = nbdkit__be->fd_config_keys; k && *k; ++k) {
+    if (!fd_keys)
+      fd_keys = json_array ();
+    json_array_append_new (fd_keys, json_string (*k));
+  }
   callbacks = json_array ();
 #define HAS(f) \
   if (nbdkit__be->f) json_array_append_new (callbacks, json_string (#f))
@@ -88,19 +96,21 @@ nbdkit__op_hello (const struct hp_header *req, json_t *j)
 #undef HAS
   nbdkit__workers_start ((unsigned)
                          json_integer_value (json_object_get (j, "threads")));
-  nbdkit__send_json_reply
-    (req, 0,
-     json_pack ("{s:i, s:s, s:s?, s:s?, s:s?, s:s, s:s?, s:s?, s:o, s:o}",
-                "protocol", HP_PROTOCOL_VERSION,
-                "name", nbdkit__be->name,
-                "version", nbdkit__be->version,
-                "longname", nbdkit__be->longname,
-                "description", nbdkit__be->description,
-                "thread_model", thread_model_name (nbdkit__thread_model),
-                "magic_config_key", nbdkit__be->magic_config_key,
-                "config_help", nbdkit__be->config_help,
-                "features", features,
-                "callbacks", callbacks));
+  reply = json_pack ("{s:i, s:s, s:s?, s:s?, s:s?, s:s, s:s?, s:s?, s:o, s:o}",
+                     "protocol", HP_PROTOCOL_VERSION,
+                     "name", nbdkit__be->name,
+                     "version", nbdkit__be->version,
+                     "longname", nbdkit__be->longname,
+                     "description", nbdkit__be->description,
+                     "thread_model", thread_model_name (nbdkit__thread_model),
+                     "magic_config_key", nbdkit__be->magic_config_key,
+                     "config_help", nbdkit__be->config_help,
+                     "features", features,
+                     "callbacks", callbacks);
+  if (reply && fd_keys)
+    json_object_set (reply, "fd_keys", fd_keys);
+  json_decref (fd_keys);
+  nbdkit__send_json_reply (req, 0, reply);
 }
 
 /* Run a start-up callback returning int and reply {} or the error. */
@@ -126,8 +136,60 @@ nbdkit_set_magic_config_key (const char *key)
   new_magic_key = key ? strdup (key) : NULL;
 }
 
+/* The descriptor that came with the CONFIG being handled, until the
+ * backend takes it with nbdkit_config_fd (start-up messages run on the
+ * reader, one at a time).
+ */
+static int config_fd = -1;
+
+int
+nbdkit_config_fd (void)
+{
+  int fd = config_fd;
+
+  config_fd = -1;
+  return fd;
+}
+
+static bool
+is_fd_key (const char *key)
+{
+  const char *const *k;
+
+  for (k = nbdkit__be->fd_config_keys; k && *k; ++k)
+    if (strcmp (*k, key) == 0)
+      return true;
+  return false;
+}
+
+/* A descriptor parameter that came without its descriptor: the server
+ * sends one only for the number of a descriptor above 2 it inherited.
+ */
+static void
+no_config_fd (const char *key, const char *value)
+{
+  char *end;
+  long n;
+
+  errno = 0;
+  n = strtol (value, &end, 10);
+  if (errno || end == value || *end || n < 0 || n > INT_MAX)
+    nbdkit_error ("%s=%s: not a file descriptor number (give the number "
+                  "of a descriptor the server inherited, as in "
+                  "'%s=3 3<FILE')", key, value, key);
+  else if (n <= 2)
+    nbdkit_error ("%s=%s: file descriptors 0, 1 and 2 are the server's "
+                  "standard input, output and error: give one greater "
+                  "than 2, as in '%s=3 3<FILE'", key, value, key);
+  else
+    nbdkit_error ("%s=%s: the server did not inherit a file descriptor "
+                  "%ld (start it with one open, as in '%s=%ld %ld<FILE')",
+                  key, value, n, key, n, n);
+  nbdkit_set_error (EBADF);
+}
+
 void
-nbdkit__op_config (const struct hp_header *req, json_t *j)
+nbdkit__op_config (const struct hp_header *req, json_t *j, int fd)
 {
   const char *key = json_string_value (json_object_get (j, "key"));
   const char *value = json_string_value (json_object_get (j, "value"));
@@ -145,11 +207,24 @@ nbdkit__op_config (const struct hp_header *req, json_t *j)
     nbdkit_set_error (EINVAL);
     r = -1;
   }
+  else if (is_fd_key (key) && fd == -1) {
+    no_config_fd (key, value);
+    r = -1;
+  }
   else {
+    if (is_fd_key (key)) {
+      config_fd = fd;
+      fd = -1;
+    }
     nbdkit__context_get ()->config_key = key;
     nbdkit__context_get ()->config_value = value;
     r = nbdkit__be->config (key, value);
   }
+  /* A descriptor nobody took (or that came with another key). */
+  if (config_fd >= 0)
+    close (nbdkit_config_fd ());
+  if (fd >= 0)
+    close (fd);
   if (r == 0 && new_magic_key && *new_magic_key)
     ok = json_pack ("{s:s}", "magic_config_key", new_magic_key);
   free (new_magic_key);

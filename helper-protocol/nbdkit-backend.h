@@ -114,6 +114,16 @@ struct nbdkit_backend {
                 uint32_t flags);
   int (*extents) (void *handle, uint32_t count, uint64_t offset,
                   uint32_t flags, struct nbdkit_extents *extents);
+
+  /* Added later: at the end, so that backends built before keep their
+   * layout.
+   */
+  /* NULL-terminated: the config keys whose value is the number of a
+   * file descriptor of the server (as nbdkit file fd=3 3<disk.img).
+   * The server sends that descriptor along; config gets the value as
+   * given and takes the descriptor with nbdkit_config_fd ().
+   */
+  const char *const *fd_config_keys;
 };
 
 /* The process's main(): speaks the protocol until the server goes. */
@@ -188,6 +198,13 @@ extern int nbdkit_is_tls (void);
  * of this backend (empty at first), or -1.  Valid from config on.
  */
 extern int nbdkit_memfd (void);
+
+/* During config, for a key of fd_config_keys: the descriptor the
+ * server passed for it, which the caller now owns; -1 when there is
+ * none (the library refuses such a parameter before config sees it,
+ * unless the backend runs without a server).  A second call returns -1.
+ */
+extern int nbdkit_config_fd (void);
 
 /* Extents and exports. */
 extern int nbdkit_add_extent (struct nbdkit_extents *extents,

@@ -153,10 +153,10 @@ bproc_hello (struct backend_proc *bp, backend_cb cb, void *opaque)
 
 void
 bproc_config (struct backend_proc *bp, const char *key, const char *value,
-              backend_cb cb, void *opaque)
+              int fd, backend_cb cb, void *opaque)
 {
   send_json (bp, HP_CONFIG, 0,
-             json_pack ("{s:s, s:s}", "key", key, "value", value), -1,
+             json_pack ("{s:s, s:s}", "key", key, "value", value), fd,
              CH_STARTUP, cb, opaque);
 }
 

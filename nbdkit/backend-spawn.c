@@ -463,6 +463,7 @@ backend_info_from_hello (struct backend_proc *bp, json_t *reply)
   bp->info.magic_config_key = dup_member (reply, "magic_config_key");
   bp->info.config_help = dup_member (reply, "config_help");
   bp->info.callbacks = json_incref (json_object_get (reply, "callbacks"));
+  bp->info.fd_keys = json_incref (json_object_get (reply, "fd_keys"));
   bp->info.thread_model =
     parse_thread_model (json_string_value (json_object_get (reply,
                                                             "thread_model")));

@@ -349,6 +349,7 @@ struct backend_info {
   bool wants_memfd;             /* features: "memfd" */
   bool wants_shm;               /* features: "shm" */
   json_t *callbacks;            /* names of the callbacks it has, or NULL */
+  json_t *fd_keys;              /* keys whose value names a descriptor */
 };
 
 /* One backend process and all the front end keeps about it: the
@@ -384,8 +385,10 @@ extern const char *bproc_name (const struct backend_proc *bp);
 #define CH_STARTUP 1
 extern void bproc_hello (struct backend_proc *bp, backend_cb cb,
                          void *opaque);
+/* fd (or -1) goes with the frame: a descriptor the parameter names. */
 extern void bproc_config (struct backend_proc *bp, const char *key,
-                          const char *value, backend_cb cb, void *opaque);
+                          const char *value, int fd, backend_cb cb,
+                          void *opaque);
 extern void bproc_config_complete (struct backend_proc *bp, backend_cb cb,
                                    void *opaque);
 extern void bproc_get_ready (struct backend_proc *bp, backend_cb cb,

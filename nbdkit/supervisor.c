@@ -30,6 +30,9 @@
 
 #include <config.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -501,6 +504,34 @@ on_attached_shm (void *opaque, const struct hp_header *reply, void *payload,
   attach_next (bp);
 }
 
+/* The descriptor to send with the CONFIG of p, or -1: for a key the
+ * backend listed in HELLO's "fd_keys", a value that is the number of a
+ * descriptor above 2 that the server inherited (whatever the server
+ * opens itself is close-on-exec).  Otherwise the CONFIG goes without
+ * one and the backend reports the value.
+ */
+static int
+config_fd (struct backend_proc *bp, const struct config_param *p)
+{
+  json_t *k;
+  size_t i;
+  char *end;
+  long n;
+  int flags;
+
+  json_array_foreach (bp->info.fd_keys, i, k)
+    if (json_is_string (k) && strcmp (json_string_value (k), p->key) == 0)
+      break;
+  if (i >= json_array_size (bp->info.fd_keys))
+    return -1;
+  errno = 0;
+  n = strtol (p->value, &end, 10);
+  if (errno || end == p->value || *end || n <= 2 || n > INT_MAX)
+    return -1;
+  flags = fcntl ((int) n, F_GETFD);
+  return flags == -1 || (flags & FD_CLOEXEC) ? -1 : (int) n;
+}
+
 static void
 send_next_config (struct backend_proc *bp)
 {
@@ -508,9 +539,14 @@ send_next_config (struct backend_proc *bp)
 
   if (sup->config_index < opt.nr_params) {
     const struct config_param *p = &opt.params[sup->config_index++];
+    int fd = config_fd (bp, p);
 
-    nbdkit_debug ("config key=%s, value=%s", p->key, p->value);
-    bproc_config (bp, p->key, p->value, on_config_step, bp);
+    if (fd >= 0)
+      nbdkit_debug ("config key=%s: passing file descriptor %d", p->key,
+                    fd);
+    else
+      nbdkit_debug ("config key=%s, value=%s", p->key, p->value);
+    bproc_config (bp, p->key, p->value, fd, on_config_step, bp);
   }
   else
     bproc_config_complete (bp, on_config_complete, bp);
