@@ -66,6 +66,9 @@ extern bool server_is_single (void);
  * connections ... 3 parallel).
  */
 extern int server_thread_model (void);
+/* -D FILTER.FLAG=N: N for this filter's flag, or def. */
+extern int filter_debug_flag (const char *filter, const char *flag,
+                              int def);
 
 /* Release a payload (any: a slot of shared memory or malloc'd). */
 extern void payload_free (void *p);

@@ -26,6 +26,7 @@
 
 #include <config.h>
 
+#include <inttypes.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ struct fnext {
 struct chain {
   size_t n;                     /* layers: the filters, then the backend */
   struct backend_proc *bp;
+  uint64_t connection;          /* its number, for -v */
   void **handles;               /* each layer's handle */
   bool *opened;                 /* which layers' open succeeded */
   bool *readonly;               /* asked of each layer */
@@ -92,6 +94,72 @@ static bool done_timer_init;
 static uint64_t next_id = 1;
 static uint64_t listings;       /* so far */
 
+/* ---- -v: every call at every layer, as nbdkit traces them ---- */
+
+/* -D nbdkit.backend.controlpath=0 and -D nbdkit.backend.datapath=0
+ * silence the two classes.
+ */
+static bool
+tracing (bool datapath)
+{
+  static int control = -1, data = -1;
+
+  if (!opt.verbose)
+    return false;
+  if (control == -1) {
+    control = server_debug_flag ("backend.controlpath", 1);
+    data = server_debug_flag ("backend.datapath", 1);
+  }
+  return datapath ? data : control;
+}
+
+static const char *
+layer_name (const struct chain *ch, size_t i)
+{
+  return i < opt.nr_filters ? opt.filters[i]->name : bproc_name (ch->bp);
+}
+
+static void
+trace_request (const struct chain *ch, size_t layer, const struct freq *r)
+{
+  const char *name = layer_name (ch, layer), *conn = bproc_name (ch->bp);
+  uint64_t c = ch->connection;
+  int fua = !!(r->flags & HP_FLAG_FUA);
+
+  switch (r->type) {
+  case HP_PREAD:
+    log_conn_debug (conn, c, "%s: pread count=%" PRIu32 " offset=%" PRIu64,
+                    name, r->count, r->offset);
+    break;
+  case HP_PWRITE:
+    log_conn_debug (conn, c, "%s: pwrite count=%" PRIu32 " offset=%" PRIu64
+                    " fua=%d", name, r->count, r->offset, fua);
+    break;
+  case HP_FLUSH:
+    log_conn_debug (conn, c, "%s: flush", name);
+    break;
+  case HP_TRIM:
+    log_conn_debug (conn, c, "%s: trim count=%" PRIu32 " offset=%" PRIu64
+                    " fua=%d", name, r->count, r->offset, fua);
+    break;
+  case HP_ZERO:
+    log_conn_debug (conn, c, "%s: zero count=%" PRIu32 " offset=%" PRIu64
+                    " may_trim=%d fua=%d fast=%d", name, r->count,
+                    r->offset, !!(r->flags & HP_FLAG_MAY_TRIM), fua,
+                    !!(r->flags & HP_FLAG_FAST_ZERO));
+    break;
+  case HP_CACHE:
+    log_conn_debug (conn, c, "%s: cache count=%" PRIu32 " offset=%" PRIu64,
+                    name, r->count, r->offset);
+    break;
+  case HP_EXTENTS:
+    log_conn_debug (conn, c, "%s: extents count=%" PRIu32 " offset=%" PRIu64
+                    " req_one=%d", name, r->count, r->offset,
+                    !!(r->flags & HP_FLAG_REQ_ONE));
+    break;
+  }
+}
+
 /* Layer i of every chain: a filter, or the backend at the bottom. */
 static const struct filter *
 layer_at (size_t i)
@@ -113,9 +181,13 @@ chain_free (struct chain *ch)
   size_t i;
 
   /* Close from the client down, as the layers were stacked. */
-  for (i = 0; i < ch->n; ++i)
+  for (i = 0; i < ch->n; ++i) {
+    if (ch->opened[i] && tracing (false))
+      log_conn_debug (bproc_name (ch->bp), ch->connection, "%s: close",
+                      layer_name (ch, i));
     if (ch->opened[i] && layer_at (i)->close)
       layer_at (i)->close (ch->handles[i]);
+  }
   caps_free (&ch->caps);
   free (ch->handles);
   free (ch->opened);
@@ -247,6 +319,8 @@ dispatch (struct freq_full *rf)
   for (;;) {
     freq_fn fn = entry_of (layer_at (rf->priv.layer), rf->pub.type);
 
+    if (tracing (true))
+      trace_request (ch, rf->priv.layer, &rf->pub);
     if (fn) {
       depth++;
       fn (ch->handles[rf->priv.layer], &rf->pub);
@@ -530,13 +604,20 @@ chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
   ch->o.peer = ch->peer;
   ch->o.tls = tls;
   ch->o.connection = connection;
+  ch->connection = connection;
   ch->readonly[0] = readonly;
   for (i = 0; i + 1 < n; ++i) {
     ch->links[i].ch = ch;
     ch->links[i].layer = i + 1;
     ch->readonly[i + 1] = layer_at (i)->readonly_below || ch->readonly[i];
   }
-  /* From the bottom (the backend) up. */
+  /* From the bottom (the backend) up; traced from the top down, as
+   * nbdkit's layers call each other.
+   */
+  for (i = 0; i < n && tracing (false); ++i)
+    log_conn_debug (bproc_name (bp), connection,
+                    "%s: open readonly=%d exportname=\"%s\" tls=%d",
+                    layer_name (ch, i), ch->readonly[i], export, tls);
   ch->opening = n;
   open_next (ch);
 }
@@ -664,12 +745,20 @@ list_down (struct flist_full *lf)
   while (p->layer < opt.nr_filters) {
     const struct filter *f = layer_at (p->layer);
 
+    if (tracing (false))
+      log_conn_debug (bproc_name (p->bp), lf->pub.connection,
+                      "%s: list_exports readonly=%d tls=%d",
+                      f->name, lf->pub.readonly, lf->pub.tls);
     if (f->list_exports) {
       f->list_exports (&lf->pub);
       return;
     }
     p->layer++;
   }
+  if (tracing (false))
+    log_conn_debug (bproc_name (p->bp), lf->pub.connection,
+                    "%s: list_exports readonly=%d tls=%d",
+                    bproc_name (p->bp), lf->pub.readonly, lf->pub.tls);
   bproc_list_exports (p->bp, lf->pub.readonly, lf->pub.tls,
                       on_backend_list, lf);
 }

@@ -129,6 +129,12 @@ extern void nbdkit_error (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
 extern void nbdkit_debug (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
+/* With -v: a debug message about one connection, as nbdkit prefixes
+ * them ("nbdkit: NAME[N]: debug: ...").
+ */
+extern void log_conn_debug (const char *name, uint64_t connection,
+                            const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
 /* A line the backend called name wrote on its stderr. */
 extern void log_backend_line (const char *name, const char *line);
 /* Fatal error before the loop runs: message, exit 1. */

@@ -11,6 +11,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,21 @@ nbdkit_error (const char *fmt, ...)
 
   va_start (args, fmt);
   vlog (LOG_ERR, "", fmt, args);
+  va_end (args);
+}
+
+void
+log_conn_debug (const char *name, uint64_t connection, const char *fmt, ...)
+{
+  va_list args;
+  char prefix[256];
+
+  if (!opt.verbose)
+    return;
+  snprintf (prefix, sizeof prefix, "%s[%" PRIu64 "]: debug: ", name,
+            connection);
+  va_start (args, fmt);
+  vlog (LOG_DEBUG, prefix, fmt, args);
   va_end (args);
 }
 

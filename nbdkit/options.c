@@ -350,7 +350,33 @@ server_debug_flag (const char *flag, int def)
   return json_is_integer (v) ? (int) json_integer_value (v) : def;
 }
 
-/* Hand -D flags named after the backend to the backend (in HELLO). */
+int
+filter_debug_flag (const char *filter, const char *flag, int def)
+{
+  char key[128];
+  json_t *v;
+
+  snprintf (key, sizeof key, "%s.%s", filter, flag);
+  v = opt.server_debug ? json_object_get (opt.server_debug, key) : NULL;
+  return json_is_integer (v) ? (int) json_integer_value (v) : def;
+}
+
+/* Is NAME the name of a --filter of this server? */
+static bool
+is_filter_name (const char *key)
+{
+  size_t i, n = strcspn (key, ".");
+
+  for (i = 0; i < opt.nr_filters; ++i)
+    if (strlen (opt.filters[i]->name) == n &&
+        strncmp (opt.filters[i]->name, key, n) == 0)
+      return true;
+  return false;
+}
+
+/* Hand -D flags named after the backend to the backend (in HELLO);
+ * those of the server and of its filters stay here.
+ */
 void
 route_debug_flags (void)
 {
@@ -368,7 +394,7 @@ route_debug_flags (void)
         json_object_del (opt.server_debug, key);
       }
       else if (strncmp (key, PROGRAM_NAME ".", strlen (PROGRAM_NAME) + 1)
-               != 0)
+               != 0 && !is_filter_name (key))
         nbdkit_debug ("-D %s: no backend or filter of that name, ignored",
                       key);
     }
