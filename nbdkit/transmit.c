@@ -7,8 +7,8 @@
  * replies leave in completion order, not request order.  A request is
  * answered exactly once.
  *
- * Memory per connection is bounded: at most MAX_IN_FLIGHT requests are
- * outstanding and at most MAX_QUEUED_OUTPUT bytes of replies wait for
+ * Memory per connection is bounded: at most MAX_IN_FLIGHT requests (or
+ * -t's number) are outstanding and at most MAX_QUEUED_OUTPUT bytes of replies wait for
  * the client or are still to come for the reads in flight; past
  * either, the connection stops reading until it drains.  A write's payload is only allocated after its header passed
  * validation (and never more than 32 MiB); a refused write's payload is
@@ -570,7 +570,14 @@ must_pause (struct conn *conn)
 {
   struct session *s = conn_session (conn);
 
-  return s->in_flight >= MAX_IN_FLIGHT ||
+  /* -t N: as nbdkit's N threads per connection, at most N requests
+   * of a connection in the chain at once (-t 1: one at a time, the
+   * replies in the order of the requests).
+   */
+  unsigned max = opt.threads && opt.threads < MAX_IN_FLIGHT
+                 ? opt.threads : MAX_IN_FLIGHT;
+
+  return s->in_flight >= max ||
          conn_output_bytes (conn) + s->read_bytes_in_flight >=
          MAX_QUEUED_OUTPUT;
 }

@@ -258,3 +258,36 @@ memory 1.32.0" ]
     wait_until test -s "$BATS_TEST_TMPDIR/out"
     [ "$(cat "$BATS_TEST_TMPDIR/out")" = "nbd+unix:///disk?socket=$BATS_TEST_TMPDIR/s" ]
 }
+
+@test "-t 1 handles a connection's requests one at a time, in order" {
+    requires nbdsh
+    # A read at offset 0 is slow in the backend; a read past the end is
+    # refused by the server without the backend.  Handled in parallel,
+    # the refusal would come first.
+    cat > "$BATS_TEST_TMPDIR/slow.sh" <<'SH'
+#!/bin/bash
+case "$1" in
+    get_size) echo 1048576 ;;
+    open) echo h ;;
+    thread_model) echo parallel ;;
+    pread) [ "$4" = 0 ] && sleep 1; head -c "$3" /dev/zero ;;
+    *) exit 2 ;;
+esac
+SH
+    chmod +x "$BATS_TEST_TMPDIR/slow.sh"
+    "$NBDKIT" -U - -t 1 sh "$BATS_TEST_TMPDIR/slow.sh" --run '/usr/bin/python3 -c "
+import nbd
+h = nbd.NBD()
+h.set_strict_mode(0)
+h.connect_uri(\"$uri\")
+order = []
+def done(n):
+    return lambda err: order.append(n) or 1
+h.aio_pread(nbd.Buffer(512), 0, completion=done(0))
+h.aio_pread(nbd.Buffer(512), 4 << 20, completion=done(1))
+h.aio_pread(nbd.Buffer(512), 4096, completion=done(2))
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+assert order == [0, 1, 2], order
+"'
+}
