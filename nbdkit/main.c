@@ -408,12 +408,15 @@ main (int argc, char *argv[])
   else
     listen_start ();
   daemon_write_pidfile ();
+  captive_print_uri ();
+  /* --run: as the user who started the server, as nbdkit runs it,
+   * before -u and -g take effect.
+   */
+  captive_run ();
   service_drop_privileges ();
 
-  captive_print_uri ();
   daemon_ready ();
   service_ready ();
-  captive_run ();
   status = loop_run ();
   filters_unload ();
   tls_cleanup ();

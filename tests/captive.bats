@@ -132,3 +132,18 @@ load helpers
     run "$NBDKIT" nosuchbackend --version
     [ "$status" -eq 1 ]
 }
+
+@test "--run runs as the invoking user while -u and -g drop the server's" {
+    [ "$(id -u)" -eq 0 ] || skip "needs root to change user"
+    id nobody >/dev/null 2>&1 || skip "no user nobody"
+    requires nbdinfo
+    # Once nbdinfo was answered, the server is past the change of user.
+    run "$NBDKIT" -u nobody -g "$(id -gn nobody)" -U - memory 1M --run '
+        nbdinfo --size "$uri"
+        echo "run=$(id -u)"
+        echo "server=$(ps -o user= -p $PPID)"'
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"run=0"* ]]
+    [[ "$output" == *"server=nobody"* ]]
+    [[ "$output" == *"1048576"* ]]
+}
