@@ -81,6 +81,7 @@ struct context {
   char *msg;                    /* last nbdkit_error, malloc'd */
   const char *config_key;       /* during config: its key and value, */
   const char *config_value;     /* so parse errors can say "key=value" */
+  uint64_t connection;          /* the server's number of the client */
 };
 extern struct context *nbdkit__context_get (void);
 /* Enter a callback (resets error state). */
@@ -154,6 +155,17 @@ extern struct handle **nbdkit__handles_all (size_t *n);
 
 /* backend-ops.c: each takes ownership of job (payload included). */
 extern void nbdkit__op_hello (const struct hp_header *req, json_t *j);
+/* backend-exports.c: per connection, preconnect once and default_export
+ * once (connection 0: none, every time).
+ */
+extern int nbdkit__connection_start (uint64_t connection, bool readonly);
+/* The default export's name (malloc'd) or NULL after an error. */
+extern char *nbdkit__default_export (uint64_t connection, bool readonly,
+                                     bool tls);
+extern void nbdkit__op_list_exports (const struct hp_header *req, json_t *j);
+extern void nbdkit__op_default_export (const struct hp_header *req,
+                                       json_t *j);
+
 extern void nbdkit__op_config (const struct hp_header *req, json_t *j,
                                int fd);
 extern void nbdkit__op_config_complete (const struct hp_header *req);

@@ -87,7 +87,8 @@ nbdkit__op_hello (const struct hp_header *req, json_t *j)
   if (nbdkit__be->f) json_array_append_new (callbacks, json_string (#f))
   HAS (load); HAS (unload); HAS (config); HAS (config_complete);
   HAS (thread_model_cb); HAS (get_ready); HAS (dump_plugin);
-  HAS (list_exports); HAS (default_export); HAS (open); HAS (close);
+  HAS (preconnect); HAS (list_exports); HAS (default_export);
+  HAS (open); HAS (close);
   HAS (get_size); HAS (export_description); HAS (block_size);
   HAS (can_write); HAS (can_flush); HAS (is_rotational); HAS (can_trim);
   HAS (can_zero); HAS (can_fast_zero); HAS (can_extents); HAS (can_fua);
@@ -509,6 +510,8 @@ op_open (const struct hp_header *req, json_t *j)
   const char *export = json_string_value (json_object_get (j, "export"));
   bool readonly = json_is_true (json_object_get (j, "readonly"));
   bool tls = json_is_true (json_object_get (j, "tls"));
+  uint64_t connection = json_integer_value (json_object_get (j,
+                                                            "connection"));
   struct handle *hd = calloc (1, sizeof *hd);
   json_t *reply;
   int64_t size;
@@ -526,23 +529,16 @@ op_open (const struct hp_header *req, json_t *j)
   hd->tls = tls;
 
   nbdkit__context_begin (true, hd->export, tls);
+  if (nbdkit__connection_start (connection, readonly) == -1)
+    goto fail_open;
   /* The default export has the name the backend gives it, which is
    * what its open sees and what the client is told.
    */
   if (!*hd->export && nbdkit__be->default_export) {
-    const char *name = nbdkit__be->default_export (readonly, tls);
-    char *copy;
+    char *copy = nbdkit__default_export (connection, readonly, tls);
 
-    if (!name)
+    if (!copy)
       goto fail_open;
-    if (strlen (name) > 4096) {
-      nbdkit_error ("default_export returned a name longer than 4096 bytes");
-      goto fail_open;
-    }
-    if (!(copy = strdup (name))) {
-      nbdkit_set_error (ENOMEM);
-      goto fail_open;
-    }
     free (hd->export);
     hd->export = copy;
     nbdkit__context_get ()->export = hd->export;
@@ -566,7 +562,9 @@ op_open (const struct hp_header *req, json_t *j)
       (nbdkit__be->block_size &&
        nbdkit__be->block_size (hd->h, &min, &pref, &max) == -1))
     goto fail;
-  if (nbdkit__be->export_description)
+  /* Only when the client asked for it (as nbdkit); absent = asked. */
+  if (nbdkit__be->export_description &&
+      !json_is_false (json_object_get (j, "description")))
     desc = nbdkit__be->export_description (hd->h);
 
   if (check_block_size (min, pref, max) == -1)
@@ -656,56 +654,6 @@ nbdkit__op_close_all (void)
     handle_free (all[i]);
   }
   free (all);
-}
-
-static void
-op_list_exports (const struct hp_header *req, json_t *j)
-{
-  bool readonly = json_is_true (json_object_get (j, "readonly"));
-  bool tls = json_is_true (json_object_get (j, "tls"));
-  struct nbdkit_exports *e = nbdkit__exports_new ();
-  int r = 0;
-
-  nbdkit__context_begin (true, NULL, tls);
-  if (!e) {
-    nbdkit_error ("out of memory");
-    r = -1;
-  }
-  else if (nbdkit__be->list_exports)
-    r = nbdkit__be->list_exports (readonly, tls, e);
-  else {
-    const char *name = nbdkit__be->default_export
-      ? nbdkit__be->default_export (readonly, tls) : "";
-    r = name ? nbdkit_add_export (e, name, NULL) : -1;
-  }
-  if (r == -1)
-    nbdkit__send_error_reply (req, 0);
-  else
-    nbdkit__send_json_reply (req, 0, nbdkit__exports_to_json (e));
-  nbdkit__context_end ();
-  nbdkit__exports_free (e);
-}
-
-static void
-op_default_export (const struct hp_header *req, json_t *j)
-{
-  bool readonly = json_is_true (json_object_get (j, "readonly"));
-  bool tls = json_is_true (json_object_get (j, "tls"));
-  const char *name = "";
-  json_t *reply = NULL;
-
-  nbdkit__context_begin (true, NULL, tls);
-  if (nbdkit__be->default_export)
-    name = nbdkit__be->default_export (readonly, tls);
-  if (name && strlen (name) > 4096)
-    nbdkit_error ("default_export returned a name longer than 4096 bytes");
-  else if (name && !(reply = json_pack ("{s:s}", "name", name)))
-    nbdkit_error ("default_export returned a name that is not valid UTF-8");
-  if (!reply)
-    nbdkit__send_error_reply (req, HP_EINVAL);
-  else
-    nbdkit__send_json_reply (req, 0, reply);
-  nbdkit__context_end ();
 }
 
 /* ---- data (on workers) ---- */
@@ -1037,10 +985,10 @@ nbdkit__op_run_job (struct job *job)
     op_close (req);
     break;
   case HP_LIST_EXPORTS:
-    op_list_exports (req, j);
+    nbdkit__op_list_exports (req, j);
     break;
   case HP_DEFAULT_EXPORT:
-    op_default_export (req, j);
+    nbdkit__op_default_export (req, j);
     break;
   default:
     op_data (req, job->payload);

@@ -120,6 +120,7 @@ nbdkit__context_begin (bool log_errors, const char *export, bool tls)
   ctx.tls = tls;
   ctx.err = 0;
   ctx.config_key = ctx.config_value = NULL;
+  ctx.connection = 0;
   free (ctx.msg);
   ctx.msg = NULL;
   errno = 0;

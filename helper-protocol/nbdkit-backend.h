@@ -124,6 +124,10 @@ struct nbdkit_backend {
    * given and takes the descriptor with nbdkit_config_fd ().
    */
   const char *const *fd_config_keys;
+  /* Once per client connection, before anything else of it (its
+   * listing or its open); -1 refuses it.
+   */
+  int (*preconnect) (int readonly);
 };
 
 /* The process's main(): speaks the protocol until the server goes. */
@@ -205,6 +209,13 @@ extern int nbdkit_memfd (void);
  * unless the backend runs without a server).  A second call returns -1.
  */
 extern int nbdkit_config_fd (void);
+
+/* In list_exports: the name default_export gives for this client
+ * connection (run once per connection, as in nbdkit), malloc'd, or
+ * NULL after an error.  For a list_exports that has no list of its
+ * own.
+ */
+extern char *nbdkit_connection_default_export (int readonly, int is_tls);
 
 /* Extents and exports. */
 extern int nbdkit_add_extent (struct nbdkit_extents *extents,

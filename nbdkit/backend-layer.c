@@ -36,8 +36,9 @@ on_open (void *opaque, struct bhandle *bh, json_t *j, uint32_t status,
 static void
 layer_open (struct fopen *o)
 {
-  backend_open (fopen_backend_proc (o), o->export, o->readonly, o->tls,
-                o->peer, on_open, o);
+  backend_open (fopen_backend_proc (o), o->connection, o->export,
+                o->readonly, o->tls, fopen_wants_description (o), o->peer,
+                on_open, o);
 }
 
 static void

@@ -190,35 +190,39 @@ bproc_dump (struct backend_proc *bp, backend_cb cb, void *opaque)
 }
 
 static json_t *
-export_request (bool readonly, bool tls)
+export_request (uint64_t connection, bool readonly, bool tls)
 {
-  return json_pack ("{s:b, s:b}", "readonly", readonly, "tls", tls);
+  return json_pack ("{s:b, s:b, s:I}", "readonly", readonly, "tls", tls,
+                    "connection", (json_int_t) connection);
 }
 
 void
-bproc_list_exports (struct backend_proc *bp, bool readonly, bool tls,
-                    backend_cb cb, void *opaque)
+bproc_list_exports (struct backend_proc *bp, uint64_t connection,
+                    bool readonly, bool tls, backend_cb cb, void *opaque)
 {
-  send_json (bp, HP_LIST_EXPORTS, 0, export_request (readonly, tls), -1, 0,
-             cb, opaque);
+  send_json (bp, HP_LIST_EXPORTS, 0,
+             export_request (connection, readonly, tls), -1, 0, cb, opaque);
 }
 
 void
-bproc_default_export (struct backend_proc *bp, bool readonly, bool tls,
-                      backend_cb cb, void *opaque)
+bproc_default_export (struct backend_proc *bp, uint64_t connection,
+                      bool readonly, bool tls, backend_cb cb, void *opaque)
 {
-  send_json (bp, HP_DEFAULT_EXPORT, 0, export_request (readonly, tls), -1,
-             0, cb, opaque);
+  send_json (bp, HP_DEFAULT_EXPORT, 0,
+             export_request (connection, readonly, tls), -1, 0, cb, opaque);
 }
 
 int
-bproc_open_msg (struct backend_proc *bp, const char *export, bool readonly,
-                bool tls, const char *client, unsigned flags, backend_cb cb,
+bproc_open_msg (struct backend_proc *bp, uint64_t connection,
+                const char *export, bool readonly, bool tls, bool description,
+                const char *client, unsigned flags, backend_cb cb,
                 void *opaque)
 {
-  json_t *req = json_pack ("{s:s, s:b, s:b, s:s}", "export", export,
+  json_t *req = json_pack ("{s:s, s:b, s:b, s:s, s:I, s:b}", "export", export,
                            "readonly", readonly, "tls", tls,
-                           "client", client);
+                           "client", client,
+                           "connection", (json_int_t) connection,
+                           "description", description);
 
   /* Never send {} for it: that would open the default export. */
   if (!req)

@@ -43,6 +43,7 @@ struct chain {
   size_t n;                     /* layers: the filters, then the backend */
   struct backend_proc *bp;
   uint64_t connection;          /* its number, for -v */
+  bool description;             /* the client asked for the description */
   void **handles;               /* each layer's handle */
   bool *opened;                 /* which layers' open succeeded */
   bool *readonly;               /* asked of each layer */
@@ -566,10 +567,16 @@ fopen_backend_proc (const struct fopen *o)
   return o->priv->ch->bp;
 }
 
+bool
+fopen_wants_description (const struct fopen *o)
+{
+  return o->priv->ch->description;
+}
+
 void
 chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
-            bool readonly, bool tls, const char *client, chain_open_cb cb,
-            void *opaque)
+            bool readonly, bool tls, bool description, const char *client,
+            chain_open_cb cb, void *opaque)
 {
   struct chain *ch = calloc (1, sizeof *ch);
   size_t i, n = nr_layers ();
@@ -605,6 +612,7 @@ chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
   ch->o.tls = tls;
   ch->o.connection = connection;
   ch->connection = connection;
+  ch->description = description;
   ch->readonly[0] = readonly;
   for (i = 0; i + 1 < n; ++i) {
     ch->links[i].ch = ch;
@@ -759,8 +767,8 @@ list_down (struct flist_full *lf)
     log_conn_debug (bproc_name (p->bp), lf->pub.connection,
                     "%s: list_exports readonly=%d tls=%d",
                     bproc_name (p->bp), lf->pub.readonly, lf->pub.tls);
-  bproc_list_exports (p->bp, lf->pub.readonly, lf->pub.tls,
-                      on_backend_list, lf);
+  bproc_list_exports (p->bp, lf->pub.connection, lf->pub.readonly,
+                      lf->pub.tls, on_backend_list, lf);
 }
 
 void

@@ -357,8 +357,9 @@ open_export (struct conn *conn, uint32_t option, const char *name,
   nbdkit_debug ("%s: opening export '%s'", conn_peer (conn), ctx->name);
   conn_ref (conn);
   chain_open (conn_session (conn)->bp, conn_id (conn), ctx->name,
-              opt.readonly, conn_is_tls (conn), conn_peer (conn), on_open,
-              ctx);
+              opt.readonly, conn_is_tls (conn),
+              wants_info (ctx, NBD_INFO_DESCRIPTION), conn_peer (conn),
+              on_open, ctx);
 }
 
 /* ---- NBD_OPT_LIST ---- */
@@ -841,7 +842,7 @@ handshake_start (struct conn *conn)
   if (opt.oldstyle) {
     nbdkit_debug ("%s: oldstyle handshake", conn_peer (conn));
     conn_ref (conn);
-    chain_open (s->bp, conn_id (conn), "", opt.readonly, false,
+    chain_open (s->bp, conn_id (conn), "", opt.readonly, false, false,
                 conn_peer (conn), on_oldstyle_open, conn);
     return;
   }

@@ -404,17 +404,24 @@ extern void bproc_attach_fd (struct backend_proc *bp, const char *purpose,
                              void *opaque);
 extern void bproc_dump (struct backend_proc *bp, backend_cb cb,
                         void *opaque);
-extern void bproc_list_exports (struct backend_proc *bp, bool readonly,
-                                bool tls, backend_cb cb, void *opaque);
-extern void bproc_default_export (struct backend_proc *bp, bool readonly,
+/* connection: the server's number of the client connection (0 =
+ * none), so that the backend runs preconnect and default_export once
+ * per connection.
+ */
+extern void bproc_list_exports (struct backend_proc *bp, uint64_t connection,
+                                bool readonly, bool tls, backend_cb cb,
+                                void *opaque);
+extern void bproc_default_export (struct backend_proc *bp,
+                                  uint64_t connection, bool readonly,
                                   bool tls, backend_cb cb, void *opaque);
 /* OPEN: flags 0 for a client's, CH_STARTUP for a re-open.  -1 (and cb
  * is not called) if the request cannot be made (the export name is not
  * valid UTF-8, or out of memory).
  */
-extern int bproc_open_msg (struct backend_proc *bp, const char *export,
-                            bool readonly, bool tls, const char *client,
-                            unsigned flags, backend_cb cb, void *opaque);
+extern int bproc_open_msg (struct backend_proc *bp, uint64_t connection,
+                           const char *export, bool readonly, bool tls,
+                           bool description, const char *client,
+                           unsigned flags, backend_cb cb, void *opaque);
 extern void bproc_close_msg (struct backend_proc *bp, uint32_t handle);
 extern void bproc_ping (struct backend_proc *bp, unsigned flags,
                         backend_cb cb, void *opaque);
@@ -454,11 +461,13 @@ extern pid_t backend_pid (const struct backend_proc *bp);
 struct bhandle {
   struct bhandle *next, *prev;
   struct backend_proc *bp;
+  uint64_t connection;          /* the client connection's number */
   uint32_t id;                  /* the backend's handle */
   bool valid;                   /* false: lost in a restart */
   bool reopening, closing;
   bool readonly;
   bool tls;
+  bool description;             /* asked for the export's description */
   char *export;
   char *client;
   uint64_t size;
@@ -488,8 +497,9 @@ extern void supervisor_protocol_error (struct backend_proc *bp,
                                        const char *why);
 extern void supervisor_channel_lost (struct backend_proc *bp);
 extern void supervisor_backend_exited (struct backend_proc *bp);
-extern void backend_open (struct backend_proc *bp, const char *export,
-                          bool readonly, bool tls, const char *client,
+extern void backend_open (struct backend_proc *bp, uint64_t connection,
+                          const char *export, bool readonly, bool tls,
+                          bool description, const char *client,
                           backend_open_cb cb, void *opaque);
 extern void backend_close (struct bhandle *bh);
 
@@ -590,9 +600,13 @@ typedef void (*chain_open_cb) (void *opaque, struct chain *ch,
                                struct export_caps *caps, uint32_t status,
                                const char *msg);
 
+/* description: the client asked for the export's description (else
+ * the backend need not work it out).
+ */
 extern void chain_open (struct backend_proc *bp, uint64_t connection,
                         const char *export, bool readonly, bool tls,
-                        const char *client, chain_open_cb cb, void *opaque);
+                        bool description, const char *client,
+                        chain_open_cb cb, void *opaque);
 /* The owner is done with it (NULL: nothing).  It goes once nothing of
  * it is in flight.
  */
@@ -626,5 +640,6 @@ extern void chain_closed (void);
 /* The layer's struct filter; its open uses fopen_backend_proc (o). */
 extern const struct filter backend_layer;
 extern struct backend_proc *fopen_backend_proc (const struct fopen *o);
+extern bool fopen_wants_description (const struct fopen *o);
 
 #endif /* NBDKIT_INTERNAL_H */

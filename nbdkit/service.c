@@ -181,7 +181,7 @@ on_watchdog_timer (struct ev_loop *l, ev_timer *w, int revents)
     if (supervisor_backend_answers_ping (bp))
       bproc_ping (bp, 0, on_ping, NULL);
     else
-      bproc_default_export (bp, opt.readonly, false, on_ping, NULL);
+      bproc_default_export (bp, 0, opt.readonly, false, on_ping, NULL);
   }
 }
 

@@ -258,8 +258,9 @@ on_open (void *opaque, const struct hp_header *reply, void *payload,
 }
 
 void
-backend_open (struct backend_proc *bp, const char *export, bool readonly,
-              bool tls, const char *client, backend_open_cb cb, void *opaque)
+backend_open (struct backend_proc *bp, uint64_t connection,
+              const char *export, bool readonly, bool tls, bool description,
+              const char *client, backend_open_cb cb, void *opaque)
 {
   struct open_ctx *ctx = calloc (1, sizeof *ctx);
   struct bhandle *bh = calloc (1, sizeof *bh);
@@ -273,13 +274,15 @@ backend_open (struct backend_proc *bp, const char *export, bool readonly,
     return;
   }
   bh->bp = bp;
+  bh->connection = connection;
+  bh->description = description;
   bh->readonly = readonly;
   bh->tls = tls;
   ctx->bh = bh;
   ctx->cb = cb;
   ctx->opaque = opaque;
-  if (bproc_open_msg (bp, export, readonly, tls, client, 0, on_open,
-                      ctx) == -1) {
+  if (bproc_open_msg (bp, connection, export, readonly, tls, description,
+                      client, 0, on_open, ctx) == -1) {
     /* Never send {} for it: that would open the default export. */
     free (ctx);
     bhandle_free (bh);
@@ -353,8 +356,9 @@ reopen_handles (struct backend_proc *bp)
       continue;
     sup->nr_reopening++;
     bh->reopening = true;
-    if (bproc_open_msg (bp, bh->export, bh->readonly, bh->tls, bh->client,
-                        CH_STARTUP, on_reopen, bh) == -1)
+    if (bproc_open_msg (bp, bh->connection, bh->export, bh->readonly,
+                        bh->tls, bh->description, bh->client, CH_STARTUP,
+                        on_reopen, bh) == -1)
       on_reopen (bh, NULL, NULL, 0);
   }
   if (--sup->nr_reopening == 0 && sup->state == STARTING)

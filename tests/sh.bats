@@ -672,3 +672,73 @@ except nbd.Error as e:
 "
     done
 }
+
+# A script that records each method called.
+calls_script() {
+    cat > "$BATS_TEST_TMPDIR/calls.sh" <<'SH'
+#!/bin/bash
+echo "$1" >> "$CALLS"
+case "$1" in
+    get_size) echo 1048576 ;;
+    open) echo h ;;
+    default_export) echo "" ;;
+    export_description) echo "a disk" ;;
+    pread) head -c "$3" /dev/zero ;;
+    *) exit 2 ;;
+esac
+SH
+    chmod +x "$BATS_TEST_TMPDIR/calls.sh"
+    export CALLS=$BATS_TEST_TMPDIR/calls
+    rm -f "$CALLS"
+}
+
+# The calls of one run, without those of the server's start and end.
+connection_calls() {
+    grep -Ev '^(load|unload|config.*|get_ready|after_fork|thread_model|magic_config_key|can_.*|is_rotational|block_size|get_size)$' "$CALLS" | tr '\n' ' '
+}
+
+@test "sh: preconnect and default_export once per connection, as nbdkit" {
+    requires nbdinfo
+    calls_script
+    "$NBDKIT" -U - sh "$BATS_TEST_TMPDIR/calls.sh" \
+        --run 'nbdinfo "$uri" >/dev/null'
+    # nbdinfo asks NBD_OPT_INFO, then NBD_OPT_GO, on one connection.
+    [ "$(grep -c '^preconnect$' "$CALLS")" -eq 1 ]
+    [ "$(grep -c '^default_export$' "$CALLS")" -eq 1 ]
+    [ "$(grep -c '^open$' "$CALLS")" -eq 2 ]
+    calls_script
+    "$NBDKIT" -U - sh "$BATS_TEST_TMPDIR/calls.sh" \
+        --run 'nbdinfo --list "$uri" >/dev/null'
+    # As nbdkit 1.32: the listing without list_exports, then the open of
+    # the default export, asking default_export once.
+    [ "$(connection_calls)" = "preconnect list_exports default_export open export_description close " ]
+}
+
+@test "sh: export_description only when the client asks for it" {
+    requires nbdsh
+    calls_script
+    "$NBDKIT" -U - sh "$BATS_TEST_TMPDIR/calls.sh" \
+        --run 'nbdsh -u "$uri" -c "h.pread(512, 0)"'
+    ! grep -q '^export_description$' "$CALLS"
+    calls_script
+    "$NBDKIT" -U - sh "$BATS_TEST_TMPDIR/calls.sh" \
+        --run 'nbdsh -c "h.set_full_info(True)" -u "$uri" -c "assert h.get_export_description() == \"a disk\""'
+    grep -q '^export_description$' "$CALLS"
+}
+
+@test "sh: a failing preconnect refuses the connection" {
+    requires nbdinfo
+    cat > "$BATS_TEST_TMPDIR/refuse.sh" <<'SH'
+#!/bin/bash
+case "$1" in
+    preconnect) echo "EPERM not you" >&2; exit 1 ;;
+    get_size) echo 1048576 ;;
+    open) echo h ;;
+    *) exit 2 ;;
+esac
+SH
+    chmod +x "$BATS_TEST_TMPDIR/refuse.sh"
+    run "$NBDKIT" -U - sh "$BATS_TEST_TMPDIR/refuse.sh" --run 'nbdinfo "$uri"'
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"not you"* ]]
+}

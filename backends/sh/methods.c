@@ -536,9 +536,11 @@ methods_list_exports (int readonly, int is_tls,
     /* As nbdkit: the one export of default_export, and when that
      * fails (its error is logged), an empty list.
      */
-    const char *name = methods_default_export (readonly, is_tls);
+    char *name = nbdkit_connection_default_export (readonly, is_tls);
 
-    return name ? nbdkit_add_export (exports, name, NULL) : 0;
+    r = name ? nbdkit_add_export (exports, name, NULL) : 0;
+    free (name);
+    return r;
   }
   case CALL_FALSE:
     return bad_false ("list_exports");
@@ -582,22 +584,26 @@ methods_list_exports (int readonly, int is_tls,
 
 /* ---- connections ---- */
 
+/* Once per client connection, before its listing or open: an error
+ * refuses it.
+ */
+int
+methods_preconnect (int readonly)
+{
+  const char *args[] = { bool_string (readonly), NULL };
+
+  return simple_method ("preconnect", args, NULL, 0);
+}
+
 void *
 methods_open (int readonly)
 {
   const char *export = nbdkit_export_name ();
   const char *tls = bool_string (nbdkit_is_tls ());
-  const char *pre_args[] = { bool_string (readonly), NULL };
   const char *args[] = { bool_string (readonly), export ? export : "", tls,
                          NULL };
   struct call_io io = { .want_out = 1 };
   struct sh_handle *h;
-
-  /* There is no earlier moment at which a backend hears of a client:
-   * preconnect runs here, and an error refuses the connection.
-   */
-  if (simple_method ("preconnect", pre_args, NULL, 0) == -1)
-    return NULL;
 
   h = calloc (1, sizeof *h);
   if (!h) {

@@ -68,6 +68,7 @@ extern int methods_get_ready (void);
 extern int methods_list_exports (int readonly, int is_tls,
                                  struct nbdkit_exports *exports);
 extern const char *methods_default_export (int readonly, int is_tls);
+extern int methods_preconnect (int readonly);
 extern void *methods_open (int readonly);
 extern void methods_close (void *handle);
 extern int64_t methods_get_size (void *handle);
@@ -112,6 +113,7 @@ extern int methods_extents (void *handle, uint32_t count, uint64_t offset,
   .get_ready = methods_get_ready,                       \
   .list_exports = methods_list_exports,                 \
   .default_export = methods_default_export,             \
+  .preconnect = methods_preconnect,                     \
   .open = methods_open,                                 \
   .close = methods_close,                               \
   .get_size = methods_get_size,                         \

@@ -729,8 +729,8 @@ bproc_data (struct backend_proc *bp, struct bhandle *bh, uint16_t type,
 }
 
 void
-bproc_list_exports (struct backend_proc *bp, bool readonly, bool tls,
-                    backend_cb cb, void *opaque)
+bproc_list_exports (struct backend_proc *bp, uint64_t connection,
+                    bool readonly, bool tls, backend_cb cb, void *opaque)
 {
   send_json (HP_LIST_EXPORTS,
              json_pack ("{s:b, s:b}", "readonly", readonly, "tls", tls),
@@ -738,8 +738,8 @@ bproc_list_exports (struct backend_proc *bp, bool readonly, bool tls,
 }
 
 void
-bproc_default_export (struct backend_proc *bp, bool readonly, bool tls,
-                      backend_cb cb, void *opaque)
+bproc_default_export (struct backend_proc *bp, uint64_t connection,
+                      bool readonly, bool tls, backend_cb cb, void *opaque)
 {
   send_json (HP_DEFAULT_EXPORT,
              json_pack ("{s:b, s:b}", "readonly", readonly, "tls", tls),
@@ -1060,8 +1060,9 @@ serve_open (struct fq *q)
 }
 
 void
-backend_open (struct backend_proc *bp, const char *export, bool readonly,
-              bool tls, const char *client, backend_open_cb cb, void *opaque)
+backend_open (struct backend_proc *bp, uint64_t connection,
+              const char *export, bool readonly, bool tls, bool description,
+              const char *client, backend_open_cb cb, void *opaque)
 {
   struct fq *q = calloc (1, sizeof *q);
   struct bhandle *bh = calloc (1, sizeof *bh);
