@@ -21,7 +21,7 @@ assert h.pread(1 << 20, 3 << 20) == d
     [ "$status" -eq 0 ]
     echo "$output"
     [ "$(echo "$output" | awk '$4 == "data" {print $1, $2}' | tr '\n' ' ')" \
-        = "1048576 65536 4194304 4096 " ]
+        = "1048576 65536 4194304 32768 " ]
     echo "$output" | grep -q '^ *0 *1048576 *3 *hole,zero'
 }
 
@@ -33,7 +33,7 @@ assert h.pread(1 << 20, 3 << 20) == d
 import random
 rnd = random.Random(3)
 size = h.get_size()
-page = 4096
+page = 32768
 written = set()
 for i in range(40):
     off = rnd.randrange(0, size - 1)
@@ -96,7 +96,7 @@ check(size - 1, 1)
     start_server example1
     run nbdinfo --map "$uri"
     [ "$status" -eq 0 ]
-    echo "$output" | grep -Eq '^ *0 *1048576 *0 *data'
+    echo "$output" | grep -Eq '^ *0 *104857600 *0 *data'
 }
 
 @test "block status with REQ_ONE returns one extent" {
@@ -112,7 +112,7 @@ def cb(ctx, offset, entries, err):
     got.append(entries)
 h.block_status(8 << 20, 0, cb, nbd.CMD_FLAG_REQ_ONE)
 assert len(got) == 1 and len(got[0]) == 2, got
-assert got[0][0] == 4096 and got[0][1] == 0, got
+assert got[0][0] == 32768 and got[0][1] == 0, got
 '
 }
 

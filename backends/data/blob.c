@@ -1,5 +1,6 @@
 /* nbdkit data backend: blobs, sparse byte strings (see blob.h).  Owns
- * the chunk lists and their memory, and writing a blob into a file.
+ * the chunk lists and their memory, and writing a blob into a file
+ * with the page allocation of nbdkit's data plugin (blob_render).
  */
 
 #include <config.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "nbdkit-backend.h"
+#include "../sparse-file.h"
 #include "blob.h"
 
 /* Limits that turn a runaway expression into an error rather than an
@@ -122,16 +124,20 @@ last_as_data (struct blob *b, uint64_t more)
   return true;
 }
 
-/* Does a new piece at off join the end of the last chunk? */
+/* Does a new piece at off join the end of the last chunk?  (Literal
+ * and other pieces never join.)
+ */
 static bool
-joins_last (const struct blob *b, uint64_t off)
+joins_last (const struct blob *b, uint64_t off, bool literal)
 {
   return b->n > 0 && b->v[b->n - 1].off + b->v[b->n - 1].len == off &&
-    b->end == off;
+    b->end == off && b->v[b->n - 1].literal == literal &&
+    !b->v[b->n - 1].zero;
 }
 
-int
-blob_put (struct blob *b, uint64_t off, const void *data, uint64_t len)
+static int
+put_data (struct blob *b, uint64_t off, const void *data, uint64_t len,
+          bool literal)
 {
   struct chunk *c;
 
@@ -139,7 +145,7 @@ blob_put (struct blob *b, uint64_t off, const void *data, uint64_t len)
     return 0;
   if (too_long (off, len) || too_much (b->data, len))
     return -1;
-  if (joins_last (b, off) && last_as_data (b, len)) {
+  if (joins_last (b, off, literal) && last_as_data (b, len)) {
     c = &b->v[b->n - 1];
     memcpy (c->data + c->len, data, len);
     c->len += len;
@@ -161,13 +167,29 @@ blob_put (struct blob *b, uint64_t off, const void *data, uint64_t len)
   c->off = off;
   c->len = len;
   c->fill = -1;
+  c->literal = literal;
+  c->zero = false;
   b->data += len;
   grow (b, off, len);
   return 0;
 }
 
 int
-blob_put_fill (struct blob *b, uint64_t off, unsigned char byte, uint64_t len)
+blob_put (struct blob *b, uint64_t off, const void *data, uint64_t len)
+{
+  return put_data (b, off, data, len, false);
+}
+
+int
+blob_put_literal (struct blob *b, uint64_t off, const void *data,
+                  uint64_t len)
+{
+  return put_data (b, off, data, len, true);
+}
+
+static int
+put_fill (struct blob *b, uint64_t off, unsigned char byte, uint64_t len,
+          bool literal)
 {
   struct chunk *c;
 
@@ -175,7 +197,7 @@ blob_put_fill (struct blob *b, uint64_t off, unsigned char byte, uint64_t len)
     return 0;
   if (too_long (off, len))
     return -1;
-  if (joins_last (b, off)) {
+  if (joins_last (b, off, literal)) {
     c = &b->v[b->n - 1];
     if (c->fill == byte) {                  /* a longer run */
       c->len += len;
@@ -197,18 +219,37 @@ blob_put_fill (struct blob *b, uint64_t off, unsigned char byte, uint64_t len)
   c->len = len;
   c->fill = byte;
   c->data = NULL;
+  c->literal = literal;
+  c->zero = false;
   grow (b, off, len);
   return 0;
+}
+
+int
+blob_put_fill (struct blob *b, uint64_t off, unsigned char byte, uint64_t len)
+{
+  return put_fill (b, off, byte, len, false);
 }
 
 /* Append the piece [from, to) of chunk s (offsets in its blob) at at. */
 static int
 put_part (struct blob *dst, uint64_t at, const struct chunk *s,
-          uint64_t from, uint64_t to)
+          uint64_t from, uint64_t to, bool literal)
 {
+  literal |= s->literal;
+  if (s->zero) {
+    struct chunk *c = new_chunk (dst);
+
+    if (!c)
+      return -1;
+    *c = (struct chunk) { .off = at, .len = to - from, .fill = 0,
+                          .zero = true };
+    grow (dst, at, to - from);
+    return 0;
+  }
   if (s->fill >= 0)
-    return blob_put_fill (dst, at, s->fill, to - from);
-  return blob_put (dst, at, s->data + (from - s->off), to - from);
+    return put_fill (dst, at, s->fill, to - from, literal);
+  return put_data (dst, at, s->data + (from - s->off), to - from, literal);
 }
 
 int
@@ -224,8 +265,76 @@ blob_insert (struct blob *dst, uint64_t off, const struct blob *src)
   for (i = 0; i < src->n; i++) {
     const struct chunk *s = &src->v[i];
 
-    if (put_part (dst, off + s->off, s, s->off, s->off + s->len) == -1)
+    if (put_part (dst, off + s->off, s, s->off, s->off + s->len,
+                  false) == -1)
       return -1;
+  }
+  grow (dst, off, src->len);
+  return 0;
+}
+
+/* Are the bytes [a, b) of src (at most a page) all zeroes?  Later
+ * chunks overwrite earlier ones, so the piece is put together first.
+ */
+static bool
+src_zero (const struct blob *src, uint64_t a, uint64_t b)
+{
+  unsigned char buf[SPARSE_PAGE];
+  size_t i;
+
+  memset (buf, 0, b - a);
+  for (i = 0; i < src->n; i++) {
+    const struct chunk *c = &src->v[i];
+    uint64_t x = c->off > a ? c->off : a;
+    uint64_t y = c->off + c->len < b ? c->off + c->len : b;
+
+    if (x >= y)
+      continue;
+    if (c->fill >= 0)
+      memset (buf + (x - a), c->fill, y - x);
+    else
+      memcpy (buf + (x - a), c->data + (x - c->off), y - x);
+  }
+  return buf[0] == 0 && (b - a < 2 || memcmp (buf, buf + 1, b - a - 1) == 0);
+}
+
+int
+blob_insert_blit (struct blob *dst, uint64_t off, const struct blob *src)
+{
+  uint64_t pos = off, end;
+  size_t i;
+
+  if (too_long (off, src->len) || too_much (dst->data, src->data))
+    return -1;
+  end = off + src->len;
+  while (pos < end) {
+    uint64_t pe = (pos | (SPARSE_PAGE - 1)) + 1;
+
+    if (pe > end)
+      pe = end;
+    if (src_zero (src, pos - off, pe - off)) {
+      struct chunk *c = new_chunk (dst);
+
+      if (!c)
+        return -1;
+      *c = (struct chunk) { .off = pos, .len = pe - pos, .fill = 0,
+                            .zero = true };
+      grow (dst, pos, pe - pos);
+    }
+    else {
+      /* Written whole, the holes of src as zeroes. */
+      if (put_fill (dst, pos, 0, pe - pos, true) == -1)
+        return -1;
+      for (i = 0; i < src->n; i++) {
+        const struct chunk *s = &src->v[i];
+        uint64_t a = s->off > pos - off ? s->off : pos - off;
+        uint64_t e = s->off + s->len < pe - off ? s->off + s->len : pe - off;
+
+        if (a < e && put_part (dst, off + a, s, a, e, true) == -1)
+          return -1;
+      }
+    }
+    pos = pe;
   }
   grow (dst, off, src->len);
   return 0;
@@ -249,7 +358,8 @@ blob_repeat (struct blob *dst, const struct blob *src, uint64_t n)
     goto done;
   if (src->n == 1 && src->v[0].fill >= 0 &&
       src->v[0].off == 0 && src->v[0].len == src->len)
-    return blob_put_fill (dst, 0, src->v[0].fill, src->len * n);
+    return put_fill (dst, 0, src->v[0].fill, src->len * n,
+                     src->v[0].literal);
   if (src->data > MAX_DATA / n) {
     nbdkit_error ("repeating %" PRIu64 " bytes of data %" PRIu64 " times "
                   "is too much to build in memory", src->data, n);
@@ -273,7 +383,7 @@ blob_repeat (struct blob *dst, const struct blob *src, uint64_t n)
     for (k = 0; k < n; k++)
       memcpy (d + k * src->len, src->v[0].data, src->len);
     *c = (struct chunk) { .off = 0, .len = src->len * n, .fill = -1,
-                          .data = d };
+                          .data = d, .literal = src->v[0].literal };
     dst->data += c->len;
     grow (dst, 0, c->len);
     return 0;
@@ -288,7 +398,7 @@ blob_repeat (struct blob *dst, const struct blob *src, uint64_t n)
       const struct chunk *s = &src->v[i];
 
       if (put_part (dst, k * src->len + s->off, s, s->off,
-                    s->off + s->len) == -1)
+                    s->off + s->len, false) == -1)
         return -1;
     }
   }
@@ -301,14 +411,20 @@ int
 blob_slice (struct blob *dst, const struct blob *src,
             uint64_t from, uint64_t to)
 {
+  /* nbdkit writes a slice as bytes read from its expression, holes
+   * too, unless it is the whole of it.
+   */
+  bool literal = from > 0 || to < src->len;
   size_t i;
 
+  if (literal && put_fill (dst, 0, 0, to - from, true) == -1)
+    return -1;
   for (i = 0; i < src->n; i++) {
     const struct chunk *s = &src->v[i];
     uint64_t a = s->off > from ? s->off : from;
     uint64_t e = s->off + s->len < to ? s->off + s->len : to;
 
-    if (a < e && put_part (dst, a - from, s, a, e) == -1)
+    if (a < e && put_part (dst, a - from, s, a, e, literal) == -1)
       return -1;
   }
   dst->len = to - from;
@@ -336,20 +452,12 @@ write_all (int fd, const unsigned char *p, uint64_t len, uint64_t off)
   return 0;
 }
 
+/* len copies of byte at off, written. */
 static int
 write_run (int fd, unsigned char byte, uint64_t len, uint64_t off)
 {
   unsigned char buf[65536];
 
-  if (byte == 0) {                      /* zeroes: a hole */
-    if (fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                   (off_t) off, (off_t) len) == -1) {
-      nbdkit_error ("punching a hole of %" PRIu64 " bytes at offset %"
-                    PRIu64 ": %m", len, off);
-      return -1;
-    }
-    return 0;
-  }
   memset (buf, byte, sizeof buf);
   while (len > 0) {
     uint64_t n = len < sizeof buf ? len : sizeof buf;
@@ -362,6 +470,15 @@ write_run (int fd, unsigned char byte, uint64_t len, uint64_t off)
   return 0;
 }
 
+/* The byte all of a data chunk is made of, or -1. */
+static int
+same_byte (const struct chunk *c, uint64_t len)
+{
+  if (len > 1 && memcmp (c->data, c->data + 1, len - 1) != 0)
+    return -1;
+  return c->data[0];
+}
+
 int
 blob_render (const struct blob *b, int fd, uint64_t size)
 {
@@ -370,13 +487,20 @@ blob_render (const struct blob *b, int fd, uint64_t size)
   for (i = 0; i < b->n; i++) {
     const struct chunk *c = &b->v[i];
     uint64_t len = c->len;
+    int byte = c->fill;
 
     if (c->off >= size)
       continue;
     if (len > size - c->off)
       len = size - c->off;
-    if (c->fill >= 0 ? write_run (fd, c->fill, len, c->off)
-                     : write_all (fd, c->data, len, c->off))
+    if (byte < 0 && !c->literal && c->len > 1)
+      byte = same_byte (c, c->len);         /* nbdkit: a run, not data */
+    if (c->zero || (byte == 0 && !c->literal && c->len > 1)) {
+      if (sparse_page_zero ("data", fd, size, len, c->off) == -1)
+        return -1;
+    }
+    else if (c->fill >= 0 ? write_run (fd, c->fill, len, c->off)
+                          : write_all (fd, c->data, len, c->off))
       return -1;
   }
   return 0;

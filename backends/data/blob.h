@@ -12,6 +12,7 @@
 #ifndef NBDKIT_DATA_BLOB_H
 #define NBDKIT_DATA_BLOB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,8 @@ struct chunk {
   uint64_t len;                 /* at least 1 */
   int fill;                     /* 0-255: len copies of this byte; -1: data */
   unsigned char *data;          /* the len bytes when fill == -1 */
+  bool literal;                 /* written as is, zeroes too (see render) */
+  bool zero;                    /* fill 0 that zeroes, even if short */
 };
 
 struct blob {
@@ -44,12 +47,25 @@ extern int blob_put (struct blob *b, uint64_t off, const void *data,
                      uint64_t len);
 extern int blob_put_fill (struct blob *b, uint64_t off, unsigned char byte,
                           uint64_t len);
+/* Bytes that nbdkit writes as they are, zeroes included (raw=, base64=,
+ * files, scripts and slices): their pages are allocated even when
+ * they hold only zeroes.
+ */
+extern int blob_put_literal (struct blob *b, uint64_t off, const void *data,
+                             uint64_t len);
 
 /* Put all of src at off in dst: the src->len bytes from off are
  * replaced, holes of src included (they become zeroes).
  */
 extern int blob_insert (struct blob *dst, uint64_t off,
                         const struct blob *src);
+
+/* blob_insert as nbdkit's blit from one sparse array to another: each
+ * piece of a 32K page of dst that src gives only zeroes is zeroed (so
+ * is not allocated), the other pieces are written as they are.
+ */
+extern int blob_insert_blit (struct blob *dst, uint64_t off,
+                             const struct blob *src);
 
 /* dst (empty) becomes n copies of src, one after the other. */
 extern int blob_repeat (struct blob *dst, const struct blob *src,
@@ -60,7 +76,12 @@ extern int blob_slice (struct blob *dst, const struct blob *src,
                        uint64_t from, uint64_t to);
 
 /* Write the first size bytes of the blob into fd, which is a file of
- * that size and all zeroes (parts past the blob's length stay zero).
+ * that size and all zeroes (parts past the blob's length stay zero),
+ * chunk after chunk, allocating its 32K pages as nbdkit's data plugin
+ * does on its sparse array (see ../sparse-file.h): literal chunks,
+ * runs of a byte other than zero and data are written; a lone zero
+ * byte is written; a longer run of zeroes (or data of zeroes only, not
+ * literal) zeroes its range, which frees pages.
  */
 extern int blob_render (const struct blob *b, int fd, uint64_t size);
 

@@ -7,7 +7,9 @@
  * too, so '@1T 1' costs a page, not a terabyte.  The memfd is the
  * server's (wants_memfd): after a crash the next incarnation of the
  * backend finds the disk as it was, writes included, and does not
- * build it again.
+ * build it again.  Pages are allocated, freed and reported as by
+ * nbdkit's sparse array (../sparse-file.h), and blob_render allocates
+ * the first contents as nbdkit's data plugin does.
  */
 
 #include <config.h>
@@ -15,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +42,8 @@ static struct node *tree;              /* data=, parsed */
 
 static int fd = -1;
 static int64_t disk_size;
+static enum sparse_allocator allocator = ALLOC_SPARSE;
+static bool locked;                    /* allocator=malloc,mlock=true */
 
 static int
 set_source (int which, const char *key, const char *value)
@@ -110,27 +115,13 @@ data_config (const char *key, const char *value)
     size = nbdkit_parse_size (value);
     return size == -1 ? -1 : 0;
   }
-  if (strcmp (key, "allocator") == 0) {
-    /* nbdkit-data-plugin's choice of allocator: the disk here is always
-     * a sparse memfd, which serves all of them.
-     */
-    size_t len = strcspn (value, ",");
-
-    if ((len == 6 && strncmp (value, "sparse", 6) == 0) ||
-        (len == 6 && strncmp (value, "malloc", 6) == 0) ||
-        (len == 4 && strncmp (value, "zstd", 4) == 0)) {
-      nbdkit_debug ("allocator=%s: the data backend keeps the disk in a "
-                    "sparse memfd whatever the allocator", value);
-      return 0;
-    }
-    nbdkit_error ("allocator=%s: unknown allocator (use sparse, malloc or "
-                  "zstd)", value);
-    return -1;
-  }
+  if (strcmp (key, "allocator") == 0)
+    return sparse_parse_allocator (value, &allocator, &locked);
   if (data_format_is_name (key))
     return add_var (key, value);
   nbdkit_error ("unknown parameter '%s' (the data backend takes data=, "
-                "raw=, base64=, size=, allocator= and variables NAME=VALUE "
+                "raw=, base64=, size=, allocator=sparse|malloc[,mlock=true] "
+                "and variables NAME=VALUE "
                 "for $NAME)", key);
   return -1;
 }
@@ -203,7 +194,7 @@ decode_base64 (const char *s, struct blob *out)
     free (buf);
     return -1;
   }
-  r = blob_put (out, 0, buf, n);
+  r = blob_put_literal (out, 0, buf, n);
   free (buf);
   return r;
 }
@@ -223,7 +214,7 @@ build (struct blob *b)
                  "the data\n", vars[i].name, vars[i].name);
     return 0;
   case SRC_RAW:
-    return blob_put (b, 0, source_value, strlen (source_value));
+    return blob_put_literal (b, 0, source_value, strlen (source_value));
   case SRC_BASE64:
     return decode_base64 (source_value, b);
   case SRC_NONE:
@@ -244,7 +235,7 @@ data_get_ready (void)
     disk_size = st.st_size;
     nbdkit_debug ("data: the disk (%" PRId64 " bytes) is kept from before",
                   disk_size);
-    return 0;
+    return locked ? sparse_mlock ("data", fd, disk_size) : 0;
   }
   if (fd == -1)                 /* run without the server's memfd */
     fd = memfd_create ("nbdkit-data", MFD_CLOEXEC);
@@ -255,6 +246,8 @@ data_get_ready (void)
   if (build (&b) == -1)
     goto err;
   disk_size = size >= 0 ? size : (int64_t) b.len;
+  if (allocator == ALLOC_MALLOC && sparse_malloc_fits ("data", disk_size) == -1)
+    goto err;
   if (ftruncate (fd, disk_size) == -1) {
     nbdkit_error ("cannot make a disk of %" PRId64 " bytes in memory: %m",
                   disk_size);
@@ -269,7 +262,7 @@ data_get_ready (void)
   nbdkit_debug ("data: the disk has %" PRId64 " bytes, %zu pieces",
                 disk_size, b.n);
   blob_reset (&b);
-  return 0;
+  return locked ? sparse_mlock ("data", fd, disk_size) : 0;
  err:
   blob_reset (&b);
   return -1;
@@ -295,6 +288,8 @@ static void
 data_dump_plugin (void)
 {
   printf ("data_base64=yes\n");
+  printf ("mlock=yes\n");
+  printf ("zstd=no\n");
 }
 
 static void *
@@ -324,7 +319,7 @@ static int
 data_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
              uint32_t flags)
 {
-  return sparse_pwrite ("data", fd, buf, count, offset);
+  return sparse_page_pwrite ("data", fd, buf, count, offset);
 }
 
 static int
@@ -333,10 +328,13 @@ data_flush (void *handle, uint32_t flags)
   return 0;                     /* memory is as durable as it gets */
 }
 
+/* Trim is zero, as in nbdkit: the range reads as zeroes afterwards. */
 static int
-data_punch (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+data_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return sparse_punch ("data", fd, count, offset);
+  if (locked)                   /* keep the locked memory */
+    return sparse_write_zeroes ("data", fd, count, offset);
+  return sparse_page_zero ("data", fd, disk_size, count, offset);
 }
 
 static int
@@ -349,7 +347,10 @@ static int
 data_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
               struct nbdkit_extents *extents)
 {
-  return sparse_extents ("data", fd, count, offset, flags, extents);
+  if (allocator == ALLOC_MALLOC)        /* a flat array: all data */
+    return nbdkit_add_extent (extents, offset, count, 0);
+  return sparse_page_extents ("data", fd, disk_size, count, offset, flags,
+                              extents);
 }
 
 static struct nbdkit_backend data = {
@@ -364,6 +365,8 @@ static struct nbdkit_backend data = {
     "raw=BYTES        Or: the contents as raw bytes.\n"
     "base64=BASE64    Or: the contents in base64.\n"
     "size=SIZE        Truncate or extend the disk to SIZE bytes.\n"
+    "allocator=sparse|malloc[,mlock=true]\n"
+    "                 As nbdkit memory (allocator=zstd is refused).\n"
     "NAME=DATA        A variable, for $NAME in data=.",
   .magic_config_key = "data",
   .thread_model = NBDKIT_THREAD_MODEL_PARALLEL,
@@ -382,8 +385,8 @@ static struct nbdkit_backend data = {
   .pread = data_pread,
   .pwrite = data_pwrite,
   .flush = data_flush,
-  .trim = data_punch,
-  .zero = data_punch,
+  .trim = data_zero,
+  .zero = data_zero,
   .cache = data_cache_cb,
   .extents = data_extents,
 };

@@ -102,6 +102,41 @@ scope_find (const struct scope *sc, const char *name)
   return NULL;
 }
 
+/* Whether nbdkit copies this value in as a blit (blob_insert_blit)
+ * rather than writing it: groups that move the offset or name
+ * something, names, variables whose value is such a group, and
+ * repeats of those.  (Called after n is evaluated: a variable's tree
+ * is parsed by then.)
+ */
+static bool
+needs_blit (const struct evaluator *ev, const struct node *n)
+{
+  size_t i;
+
+  switch (n->type) {
+  case N_SEQ:
+    for (i = 0; i < n->n; i++)
+      switch (n->items[i]->type) {
+      case N_ABS: case N_FWD: case N_BACK: case N_ALIGN: case N_ASSIGN:
+        return true;
+      default:
+        break;
+      }
+    return false;
+  case N_NAME:
+    return true;
+  case N_VAR:
+    for (i = 0; i < *ev->nvars; i++)
+      if (strcmp ((*ev->vars)[i].name, n->str) == 0)
+        return (*ev->vars)[i].tree && needs_blit (ev, (*ev->vars)[i].tree);
+    return false;
+  case N_REPEAT:
+    return needs_blit (ev, n->child);
+  default:
+    return false;
+  }
+}
+
 static int
 eval_sequence (struct evaluator *ev, const struct node *seq,
                const struct scope *up, struct blob *out)
@@ -158,7 +193,8 @@ eval_sequence (struct evaluator *ev, const struct node *seq,
       break;
     default:
       if (eval_value (ev, n, &sc, &v) == -1 ||
-          blob_insert (out, at, &v) == -1) {
+          (needs_blit (ev, n) ? blob_insert_blit (out, at, &v)
+                          : blob_insert (out, at, &v)) == -1) {
         blob_reset (&v);
         goto out;
       }
@@ -219,7 +255,8 @@ read_stream (const struct node *n, const char *what, int fd, bool seek,
     if (off + got > from) {
       uint64_t skip = off < from ? from - off : 0;
 
-      if (blob_put (out, off + skip - from, buf + skip, got - skip) == -1)
+      if (blob_put_literal (out, off + skip - from, buf + skip,
+                            got - skip) == -1)
         return -1;
     }
     off += got;

@@ -1,13 +1,15 @@
-/* nbdkit example1 backend: a small fixed read-only disk, for probing and
- * for trying clients out.  The disk is 1 MiB: an MBR partition table
- * with one Linux partition (sectors 64 to the end), and every other
- * sector filled with a line of text naming the sector, so that a dump
- * of any part of it shows where it came from.  It takes no parameters.
+/* nbdkit example1 backend: the disk of nbdkit's example1 plugin, a
+ * minimal read-only disk for probing and for trying clients out.  It
+ * is 100 MiB of zeroes but for its first sector, an MBR (a small boot
+ * loader, a disk signature and one empty Linux partition from sector
+ * 128 to the end), byte for byte what nbdkit's example1 serves.  It
+ * takes no parameters, and like the plugin it has no write, flush,
+ * trim, zero, cache or extents callback, no multi-conn, and the
+ * serialize_all_requests thread model.
  */
 
 #include <config.h>
 
-#include <stdio.h>
 #include <endian.h>
 #include <inttypes.h>
 #include <string.h>
@@ -15,87 +17,83 @@
 #include "nbdkit-backend.h"
 
 #define SECTOR 512
-#define NR_SECTORS 2048                 /* 1 MiB */
-#define PART_START 64
+#define DISK_SIZE (INT64_C (100) * 1024 * 1024)
+
+/* The boot loader at the start of the MBR (75 bytes of x86 code that
+ * copies itself away and boots the active partition).
+ */
+static const unsigned char boot_code[] = {
+  0xfa, 0xb8, 0x00, 0x10, 0x8e, 0xd0, 0xbc, 0x00, 0xb0, 0xb8, 0x00, 0x00,
+  0x8e, 0xd8, 0x8e, 0xc0, 0xfb, 0xbe, 0x00, 0x7c, 0xbf, 0x00, 0x06, 0xb9,
+  0x00, 0x02, 0xf3, 0xa4, 0xea, 0x21, 0x06, 0x00, 0x00, 0xbe, 0xbe, 0x07,
+  0x38, 0x04, 0x75, 0x0b, 0x83, 0xc6, 0x10, 0x81, 0xfe, 0xfe, 0x07, 0x75,
+  0xf3, 0xeb, 0x16, 0xb4, 0x02, 0xb0, 0x01, 0xbb, 0x00, 0x7c, 0xb2, 0x80,
+  0x8a, 0x74, 0x01, 0x8b, 0x4c, 0x02, 0xcd, 0x13, 0xea, 0x00, 0x7c, 0x00,
+  0x00, 0xeb, 0xfe,
+};
+
+static unsigned char mbr[SECTOR];
 
 static void
-mbr (unsigned char *s)
+put_le32 (unsigned char *p, uint32_t v)
 {
-  unsigned char *e = s + 0x1be;         /* the first partition entry */
-  uint32_t start = PART_START, len = NR_SECTORS - PART_START;
-
-  memset (s, 0, SECTOR);
-  memcpy (s + 3, "nbdkit example1", 15);
-  e[4] = 0x83;                          /* Linux */
-  memcpy (e + 8, &(uint32_t) { htole32 (start) }, 4);
-  memcpy (e + 12, &(uint32_t) { htole32 (len) }, 4);
-  e[1] = 0xfe; e[2] = 0xff; e[3] = 0xff;    /* CHS: use LBA */
-  e[5] = 0xfe; e[6] = 0xff; e[7] = 0xff;
-  s[510] = 0x55;
-  s[511] = 0xaa;
+  v = htole32 (v);
+  memcpy (p, &v, 4);
 }
 
-static void
-sector (uint64_t n, unsigned char *s)
+static int
+example1_get_ready (void)
 {
-  char line[64];
-  int len;
-  size_t i;
+  unsigned char *e = mbr + 0x1be;       /* the first partition entry */
 
-  if (n == 0) {
-    mbr (s);
-    return;
-  }
-  len = snprintf (line, sizeof line, "nbdkit example1: sector %" PRIu64 "\n",
-                  n);
-  for (i = 0; i < SECTOR; ++i)
-    s[i] = line[i % len];
+  memcpy (mbr, boot_code, sizeof boot_code);
+  put_le32 (mbr + 0x1b8, 0x00025be1);   /* disk signature */
+  e[0] = 0x00;                          /* not active */
+  e[1] = 0x02; e[2] = 0x03; e[3] = 0x00;        /* CHS of the start */
+  e[4] = 0x83;                          /* Linux */
+  e[5] = 0xbc; e[6] = 0x31; e[7] = 0x0c;        /* CHS of the end */
+  put_le32 (e + 8, 128);                /* first sector */
+  put_le32 (e + 12, 204545);            /* sectors */
+  mbr[510] = 0x55;
+  mbr[511] = 0xaa;
+  return 0;
 }
 
 static void *
 example1_open (int readonly)
 {
-  return (void *) "example1";
+  return mbr;
 }
 
 static int64_t
 example1_get_size (void *handle)
 {
-  return (int64_t) NR_SECTORS * SECTOR;
+  return DISK_SIZE;
 }
 
 static int
 example1_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
                 uint32_t flags)
 {
-  unsigned char *p = buf, s[SECTOR];
+  memset (buf, 0, count);
+  if (offset < SECTOR) {
+    uint32_t n = SECTOR - offset < count ? SECTOR - offset : count;
 
-  while (count > 0) {
-    uint64_t n = offset / SECTOR;
-    uint32_t skip = offset % SECTOR, len = SECTOR - skip;
-
-    if (len > count)
-      len = count;
-    sector (n, s);
-    memcpy (p, s + skip, len);
-    p += len;
-    offset += len;
-    count -= len;
+    memcpy (buf, mbr + offset, n);
   }
   return 0;
 }
-
-static int example1_yes (void *handle) { return 1; }
 
 static struct nbdkit_backend example1 = {
   .name = "example1",
   .longname = "nbdkit example1 backend",
   .version = PACKAGE_VERSION,
-  .description = "A small fixed read-only disk with one partition.",
-  .thread_model = NBDKIT_THREAD_MODEL_PARALLEL,
+  .description = "A 100M read-only disk with one empty partition, as "
+                 "nbdkit's example1 plugin.",
+  .thread_model = NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS,
+  .get_ready = example1_get_ready,
   .open = example1_open,
   .get_size = example1_get_size,
-  .can_multi_conn = example1_yes,
   .pread = example1_pread,
 };
 

@@ -3,14 +3,17 @@
  * The data lives in a memfd (a file in memory: sparse, holes read as
  * zeroes).  The memfd belongs to the server, which hands the same one
  * to every incarnation of this backend (wants_memfd), so a crash or a
- * SIGKILL of the backend loses nothing.  Trimming and zeroing punch
- * holes; extents come from SEEK_DATA and SEEK_HOLE.
+ * SIGKILL of the backend loses nothing.  This file owns the parameters
+ * (size=, allocator=) and the callbacks; how pages are allocated,
+ * freed and reported follows nbdkit's allocators, in ../sparse-file.c.
  */
 
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -21,6 +24,8 @@
 #include "../sparse-file.h"
 
 static int64_t size = -1;
+static enum sparse_allocator allocator = ALLOC_SPARSE;
+static bool locked;                     /* allocator=malloc,mlock=true */
 static int fd = -1;
 
 static int
@@ -30,8 +35,10 @@ memory_config (const char *key, const char *value)
     size = nbdkit_parse_size (value);
     return size == -1 ? -1 : 0;
   }
-  nbdkit_error ("unknown parameter '%s' (the memory backend takes size=SIZE)",
-                key);
+  if (strcmp (key, "allocator") == 0)
+    return sparse_parse_allocator (value, &allocator, &locked);
+  nbdkit_error ("unknown parameter '%s' (the memory backend takes size=SIZE "
+                "and allocator=sparse|malloc[,mlock=true])", key);
   return -1;
 }
 
@@ -45,6 +52,8 @@ memory_config_complete (void)
                   "or size=1G");
     return -1;
   }
+  if (allocator == ALLOC_MALLOC && sparse_malloc_fits ("memory", size) == -1)
+    return -1;
   fd = nbdkit_memfd ();
   if (fd == -1)                 /* run without the server's memfd */
     fd = memfd_create ("nbdkit-memory", MFD_CLOEXEC);
@@ -61,7 +70,16 @@ memory_config_complete (void)
     nbdkit_error ("cannot make a memory disk of %" PRId64 " bytes: %m", size);
     return -1;
   }
+  if (locked && sparse_mlock ("memory", fd, size) == -1)
+    return -1;
   return 0;
+}
+
+static void
+memory_dump_plugin (void)
+{
+  printf ("mlock=yes\n");
+  printf ("zstd=no\n");
 }
 
 static void *
@@ -91,7 +109,7 @@ static int
 memory_pwrite (void *handle, const void *buf, uint32_t count,
                uint64_t offset, uint32_t flags)
 {
-  return sparse_pwrite ("memory", fd, buf, count, offset);
+  return sparse_page_pwrite ("memory", fd, buf, count, offset);
 }
 
 static int
@@ -100,16 +118,13 @@ memory_flush (void *handle, uint32_t flags)
   return 0;                     /* memory is as durable as it gets */
 }
 
-static int
-memory_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
-{
-  return sparse_punch ("memory", fd, count, offset);
-}
-
+/* Trim is zero, as in nbdkit: the range reads as zeroes afterwards. */
 static int
 memory_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return sparse_punch ("memory", fd, count, offset);
+  if (locked)                   /* keep the locked memory */
+    return sparse_write_zeroes ("memory", fd, count, offset);
+  return sparse_page_zero ("memory", fd, size, count, offset);
 }
 
 static int
@@ -123,7 +138,10 @@ static int
 memory_extents (void *handle, uint32_t count, uint64_t offset,
                 uint32_t flags, struct nbdkit_extents *extents)
 {
-  return sparse_extents ("memory", fd, count, offset, flags, extents);
+  if (allocator == ALLOC_MALLOC)        /* a flat array: all data */
+    return nbdkit_add_extent (extents, offset, count, 0);
+  return sparse_page_extents ("memory", fd, size, count, offset, flags,
+                              extents);
 }
 
 static struct nbdkit_backend memory = {
@@ -131,13 +149,19 @@ static struct nbdkit_backend memory = {
   .longname = "nbdkit memory backend",
   .version = PACKAGE_VERSION,
   .description = "A sparse RAM disk that survives restarts of the backend.",
-  .config_help = "size=<SIZE>  (required) The size of the RAM disk, "
-                 "e.g. 1G (suffixes k, M, G, T, P, E).",
+  .config_help =
+    "[size=]<SIZE>    (required) The size of the RAM disk, e.g. 1G\n"
+    "                 (suffixes k, M, G, T, P, E).\n"
+    "allocator=sparse (the default) Sparse, in pages of 32K.\n"
+    "allocator=malloc[,mlock=true]\n"
+    "                 Not sparse: the whole disk is data; mlock=true\n"
+    "                 locks it into RAM.  (allocator=zstd is refused.)",
   .magic_config_key = "size",
   .thread_model = NBDKIT_THREAD_MODEL_PARALLEL,
   .wants_memfd = true,
   .config = memory_config,
   .config_complete = memory_config_complete,
+  .dump_plugin = memory_dump_plugin,
   .open = memory_open,
   .get_size = memory_get_size,
   .can_multi_conn = memory_yes,
@@ -147,7 +171,7 @@ static struct nbdkit_backend memory = {
   .pread = memory_pread,
   .pwrite = memory_pwrite,
   .flush = memory_flush,
-  .trim = memory_trim,
+  .trim = memory_zero,
   .zero = memory_zero,
   .cache = memory_cache_cb,
   .extents = memory_extents,
