@@ -185,11 +185,13 @@ send_answer (struct conn *conn, const struct request *r, uint32_t error,
  * covering at most the requested range.  NULL if there is none.
  */
 static void *
-block_status_payload (const struct request *r, const unsigned char *ext,
-                      uint32_t ext_len, uint32_t *len)
+block_status_payload (const struct session *s, const struct request *r,
+                      const unsigned char *ext, uint32_t ext_len,
+                      uint32_t *len)
 {
   size_t n = ext_len / HP_EXTENT_SIZE, i, k = 0;
-  uint64_t left = r->count;
+  uint64_t left = r->count, pos = r->offset;
+  uint32_t align = s->caps.block_min > 1 ? s->caps.block_min : 1;
   unsigned char *buf = malloc (4 + 8 * (n ? n : 1));
 
   if (!buf)
@@ -202,12 +204,22 @@ block_status_payload (const struct request *r, const unsigned char *ext,
     hp_decode_extent (ext + i * HP_EXTENT_SIZE, &length, &type);
     if (length == 0)
       continue;
-    if (length > left)
-      length = left;
+    /* As nbdkit, the extent that reaches the end of the request is
+     * sent whole, as far as the backend knows it goes on (within the
+     * export, and 32 bits in block-size multiples): the client learns
+     * more for free.
+     */
+    if (length > s->caps.size - pos)
+      length = s->caps.size - pos;
+    if (length > UINT32_MAX)
+      length = UINT32_MAX - UINT32_MAX % align;
+    if (length >= left)
+      left = length;
     put_be32 (buf + 4 + 8 * k, (uint32_t) length);
     put_be32 (buf + 8 + 8 * k, type & (NBD_STATE_HOLE | NBD_STATE_ZERO));
     k++;
     left -= length;
+    pos += length;
     if (r->flags & NBD_CMD_FLAG_REQ_ONE)
       break;
   }
@@ -418,7 +430,7 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
                   reply && payload ? ": " : "",
                   reply && payload ? (const char *) payload : "");
   if (!error && r->cmd == NBD_CMD_BLOCK_STATUS) {
-    void *bs = block_status_payload (r, payload, len, &len);
+    void *bs = block_status_payload (s, r, payload, len, &len);
 
     payload_free (payload);
     payload = bs;
@@ -482,7 +494,7 @@ dispatch (struct conn *conn, struct request *r)
     void *bs;
 
     hp_encode_extent (ext, r->count, 0);
-    bs = block_status_payload (r, ext, sizeof ext, &len);
+    bs = block_status_payload (s, r, ext, sizeof ext, &len);
     send_answer (conn, r, bs ? 0 : NBD_ENOMEM, "out of memory",
                  bs, bs ? len : 0);
     free (r);

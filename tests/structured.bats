@@ -204,3 +204,19 @@ assert h.pread(1 << 20, 5 << 20) == open('$BATS_TEST_TMPDIR/part', 'rb').read()
     echo "$output" | grep -q '"start": 0, "length": 3145728, .*"data": false'
     echo "$output" | grep -Eq '"start": 3145728, "length": [0-9]+, .*"data": true'
 }
+
+@test "the last extent of a block status reply goes on past the request, as nbdkit's" {
+    requires nbdsh
+    start_server memory 1M
+    # 512 bytes of data end the first 32 KiB page; the next page is a
+    # hole.  A 1024-byte query at 32256 learns the whole hole.
+    nbd_py '
+h.pwrite(b"x" * 512, 32256)
+h2 = nbd.NBD()
+h2.add_meta_context("base:allocation")
+h2.connect_uri(os.environ["uri"])
+got = []
+h2.block_status(1024, 32256, lambda ctx, off, ents, err: got.append(ents) or 0)
+assert got == [[512, 0, 32768, 3]], got
+'
+}
