@@ -82,6 +82,7 @@ struct context {
   const char *config_key;       /* during config: its key and value, */
   const char *config_value;     /* so parse errors can say "key=value" */
   uint64_t connection;          /* the server's number of the client */
+  int disconnect;               /* nbdkit_disconnect: 1 soft, 2 at once */
 };
 extern struct context *nbdkit__context_get (void);
 /* Enter a callback (resets error state). */
@@ -112,6 +113,7 @@ struct handle {
   int can_write, can_flush, can_trim, can_zero, can_fast_zero;
   int can_extents, can_fua, can_cache;
   pthread_mutex_t lock;         /* serialize_requests */
+  _Atomic bool disconnected;    /* nbdkit_disconnect: requests now fail */
 };
 
 struct job {

@@ -14,6 +14,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -848,6 +849,12 @@ op_data (const struct hp_header *req, const unsigned char *payload)
     nbdkit__send_reply (req, HP_EINVAL, 0, "unknown handle", 14);
     return;
   }
+  if (atomic_load (&hd->disconnected)) {
+    static const char msg[] = "the backend disconnected this client";
+
+    nbdkit__send_reply (req, HP_ESHUTDOWN, 0, msg, sizeof msg - 1);
+    return;
+  }
   nbdkit__context_begin (true, hd->export, hd->tls);
 
   switch (req->type) {
@@ -945,7 +952,15 @@ op_data (const struct hp_header *req, const unsigned char *payload)
   }
   }
 
-  if (r == -1) {
+  if (nbdkit__context_get ()->disconnect)
+    atomic_store (&hd->disconnected, true);
+  if (nbdkit__context_get ()->disconnect == 2) {
+    /* At once: the front end closes the connection unanswered. */
+    nbdkit__send_reply_flags (req, HP_ESHUTDOWN, HP_FLAG_DISCONNECT, 0,
+                              NULL, 0);
+    nbdkit__buf_free (data, req->count);
+  }
+  else if (r == -1) {
     nbdkit__send_error_reply (req, 0);
     nbdkit__buf_free (data, req->count);
   }

@@ -121,6 +121,7 @@ nbdkit__context_begin (bool log_errors, const char *export, bool tls)
   ctx.err = 0;
   ctx.config_key = ctx.config_value = NULL;
   ctx.connection = 0;
+  ctx.disconnect = 0;
   free (ctx.msg);
   ctx.msg = NULL;
   errno = 0;
@@ -203,6 +204,15 @@ void
 nbdkit_set_error (int err)
 {
   ctx.err = err;
+}
+
+void
+nbdkit_disconnect (int force)
+{
+  int d = force ? 2 : 1;
+
+  if (ctx.disconnect < d)
+    ctx.disconnect = d;
 }
 
 int

@@ -145,6 +145,11 @@ enum hp_type {
  * HP_FEATURE_SHM); in a PREAD reply, the backend filled the slot.
  */
 #define HP_FLAG_SHM       0x0020
+/* In a reply to a data request: the backend asks for the client to be
+ * disconnected at once (nbdkit_disconnect with force); the front end
+ * closes the connection without answering the request.
+ */
+#define HP_FLAG_DISCONNECT 0x0040
 
 /* Portable error codes, carried in the status field.  The numbers are
  * those of the NBD protocol so that they pass through unchanged.

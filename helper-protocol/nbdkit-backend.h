@@ -210,6 +210,13 @@ extern int nbdkit_memfd (void);
  */
 extern int nbdkit_config_fd (void);
 
+/* In a data callback: disconnect the current client, as nbdkit's
+ * nbdkit_disconnect.  force: at once, without an answer to this or any
+ * other request in flight; else softly: this request is answered, and
+ * every later request of the client fails with ESHUTDOWN.
+ */
+extern void nbdkit_disconnect (int force);
+
 /* In list_exports: the name default_export gives for this client
  * connection (run once per connection, as in nbdkit), malloc'd, or
  * NULL after an error.  For a list_exports that has no list of its

@@ -71,7 +71,11 @@ hp_decode_header (const unsigned char buf[HP_HEADER_SIZE],
     return -1;
   }
   if (h->type & HP_REPLY) {
-    if (h->flags & ~(base == HP_PREAD ? HP_FLAG_ZEROS | HP_FLAG_SHM : 0)) {
+    uint16_t reply_flags =
+      (base == HP_PREAD ? HP_FLAG_ZEROS | HP_FLAG_SHM : 0) |
+      (hp_type_is_control (base) || base == HP_PING ? 0 : HP_FLAG_DISCONNECT);
+
+    if (h->flags & ~reply_flags) {
       *why = "flags set in a reply";
       return -1;
     }

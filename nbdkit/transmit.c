@@ -423,6 +423,18 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
   s->in_flight--;
   if (r->cmd == NBD_CMD_READ)
     s->read_bytes_in_flight -= r->count;
+  if (reply && (reply->flags & HP_FLAG_DISCONNECT)) {
+    /* The backend dropped the client (nbdkit_disconnect with force):
+     * no answer to this request or any other.
+     */
+    nbdkit_debug ("%s: the backend disconnected the client",
+                  conn_peer (conn));
+    payload_free (payload);
+    free (r);
+    conn_close (conn);
+    conn_unref (conn);
+    return;
+  }
   if (error && opt.verbose)
     nbdkit_debug ("%s: %s offset %" PRIu64 " count %" PRIu32 ": %s%s%s",
                   conn_peer (conn), cmd_name (r->cmd), r->offset, r->count,

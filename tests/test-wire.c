@@ -244,6 +244,20 @@ main (void)
   d.flags = HP_FLAG_SHM | HP_FLAG_ZEROS;
   h.flags = HP_FLAG_SHM | HP_FLAG_ZEROS;
   ok (reply_fails (&h, &d), "reply with both zeros and shared-memory flags");
+
+  /* DISCONNECT: in replies to data requests only. */
+  d = req (HP_TRIM);
+  d.type |= HP_REPLY;
+  d.status = HP_ESHUTDOWN;
+  d.flags = HP_FLAG_DISCONNECT;
+  ok (!decode_fails (&d), "a data reply may ask to drop the client");
+  d = req (HP_OPEN);
+  d.type |= HP_REPLY;
+  d.flags = HP_FLAG_DISCONNECT;
+  ok (decode_fails (&d), "a control reply may not ask to drop the client");
+  d = req (HP_TRIM);
+  d.flags = HP_FLAG_DISCONNECT;
+  ok (decode_fails (&d), "a request may not carry DISCONNECT");
   h = req (HP_EXTENTS);
   h.count = 1 << 20;
   d = h;

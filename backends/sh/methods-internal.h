@@ -8,7 +8,6 @@
 #ifndef NBDKIT_SH_METHODS_INTERNAL_H
 #define NBDKIT_SH_METHODS_INTERNAL_H
 
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -32,15 +31,10 @@ struct sh_handle {
    */
   int cap[NR_CAPS];
   unsigned char cap_known[NR_CAPS];
-  /* Exit status 6, 7 or 8 of a method of this handle: the client is
-   * disconnected, its later requests fail with ESHUTDOWN.
-   */
-  atomic_int disconnected;
 };
 
-/* run_method and simple_method for a request of handle h: refused
- * with ESHUTDOWN after the script asked for h's client to be
- * disconnected.
+/* run_method for a request of handle h: an exit status of 6, 7 or 8
+ * disconnects h's client (nbdkit_disconnect).
  */
 extern enum call_status run_handle_method (struct sh_handle *h,
                                            const char *method,

@@ -201,16 +201,13 @@ enum call_status
 run_handle_method (struct sh_handle *h, const char *method,
                    const char *const *args, struct call_io *io)
 {
-  enum call_status r;
+  enum call_status r = run_method (method, args, io);
 
-  if (atomic_load (&h->disconnected)) {
-    method_error (ESHUTDOWN, method, "the script asked for this client "
-                  "to be disconnected");
-    return CALL_ERROR;
-  }
-  r = run_method (method, args, io);
+  /* The library fails the client's later requests with ESHUTDOWN, and
+   * with 6 has the server drop the connection at once.
+   */
   if (call_disconnect)
-    atomic_store (&h->disconnected, call_disconnect);
+    nbdkit_disconnect (call_disconnect == 6);
   return r;
 }
 
