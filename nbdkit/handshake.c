@@ -35,9 +35,13 @@
 
 /* Longest option payload read into memory: a GO/INFO with a 4096 byte
  * name and many info requests fits.  Longer options are skipped
- * without being stored and answered NBD_REP_ERR_TOO_BIG.
+ * without being stored: answered NBD_REP_ERR_TOO_BIG if this server
+ * knows the option, NBD_REP_ERR_UNSUP if not (as nbdkit).  An option
+ * longer than MAX_SKIPPED_OPTION is not worth reading: the connection
+ * ends.
  */
 #define MAX_OPTION_LENGTH (64 * 1024)
+#define MAX_SKIPPED_OPTION (64 * 1024 * 1024)
 
 static void read_option (struct conn *conn);
 
@@ -702,14 +706,32 @@ on_option_data (struct conn *conn)
   }
 }
 
+static bool
+is_known_option (uint32_t option)
+{
+  switch (option) {
+  case NBD_OPT_EXPORT_NAME: case NBD_OPT_ABORT: case NBD_OPT_LIST:
+  case NBD_OPT_STARTTLS: case NBD_OPT_INFO: case NBD_OPT_GO:
+  case NBD_OPT_STRUCTURED_REPLY: case NBD_OPT_LIST_META_CONTEXT:
+  case NBD_OPT_SET_META_CONTEXT:
+    return true;
+  default:
+    return false;
+  }
+}
+
 static void
 on_option_too_big (struct conn *conn)
 {
   struct session *s = conn_session (conn);
 
-  send_error (conn, NBD_REP_ERR_TOO_BIG,
-              "the option is %u bytes long, the limit is %d",
-              s->optlen, MAX_OPTION_LENGTH);
+  if (!is_known_option (s->option))
+    send_error (conn, NBD_REP_ERR_UNSUP,
+                "option %u is not supported by this server", s->option);
+  else
+    send_error (conn, NBD_REP_ERR_TOO_BIG,
+                "the option is %u bytes long, the limit is %d",
+                s->optlen, MAX_OPTION_LENGTH);
   read_option (conn);
 }
 
@@ -744,7 +766,9 @@ on_option_header (struct conn *conn)
   free (s->optdata);
   s->optdata = NULL;
   if (s->optlen > MAX_OPTION_LENGTH) {
-    if (s->option == NBD_OPT_EXPORT_NAME) {
+    if (s->option == NBD_OPT_EXPORT_NAME || s->optlen > MAX_SKIPPED_OPTION) {
+      nbdkit_debug ("%s: option %u of %u bytes, closing the connection",
+                    conn_peer (conn), s->option, s->optlen);
       conn_close (conn);
       return;
     }

@@ -317,6 +317,11 @@ validate (const struct session *s, const struct request *r,
     return NBD_EINVAL;
   }
 
+  /* With NBD_FLAG_SEND_FUA advertised, every command MUST be accepted
+   * with FUA (the specification, "Command flags").
+   */
+  if (c->can_fua)
+    allowed |= NBD_CMD_FLAG_FUA;
   if (r->flags & ~allowed) {
     *why = (r->flags & NBD_CMD_FLAG_DF) && !s->structured
       ? "the DF flag needs structured replies"
@@ -327,20 +332,25 @@ validate (const struct session *s, const struct request *r,
     *why = "the export does not support FUA";
     return NBD_EINVAL;
   }
+  if (ranged) {
+    if (r->count == 0) {
+      *why = "the request has a length of zero";
+      return NBD_EINVAL;
+    }
+    /* Out of bounds is the first thing wrong with a request that is
+     * also too long (as nbdkit answers).
+     */
+    if (r->offset > c->size || r->count > c->size - r->offset) {
+      *why = "the request goes beyond the end of the export";
+      return writes ? NBD_ENOSPC : NBD_EINVAL;
+    }
+  }
   if ((r->cmd == NBD_CMD_READ || r->cmd == NBD_CMD_WRITE) &&
       r->count > MAX_REQUEST_SIZE) {
     *why = "the request is longer than 32 MiB";
     return NBD_EOVERFLOW;
   }
   if (ranged) {
-    if (r->count == 0) {
-      *why = "the request has a length of zero";
-      return NBD_EINVAL;
-    }
-    if (r->offset > c->size || r->count > c->size - r->offset) {
-      *why = "the request goes beyond the end of the export";
-      return writes ? NBD_ENOSPC : NBD_EINVAL;
-    }
     /* The backend's block size constraints, as advertised. */
     if (c->block_min > 1 && ((r->offset | r->count) & (c->block_min - 1))) {
       *why = "the request is not aligned to the export's minimum "
@@ -379,7 +389,12 @@ hp_flags_of (const struct request *r)
 {
   uint16_t f = 0;
 
-  if (r->flags & NBD_CMD_FLAG_FUA)
+  /* FUA means something only where the command writes; on the others
+   * (accepted, as the specification says) it is dropped here.
+   */
+  if ((r->flags & NBD_CMD_FLAG_FUA) &&
+      (r->cmd == NBD_CMD_WRITE || r->cmd == NBD_CMD_TRIM ||
+       r->cmd == NBD_CMD_WRITE_ZEROES))
     f |= HP_FLAG_FUA;
   if (r->flags & NBD_CMD_FLAG_REQ_ONE)
     f |= HP_FLAG_REQ_ONE;

@@ -16,9 +16,29 @@ raw() {
     raw bad_client_flags
 }
 
-@test "an option of 1 MiB is answered NBD_REP_ERR_TOO_BIG without being stored" {
+@test "a known option of 1 MiB is answered NBD_REP_ERR_TOO_BIG without being stored" {
     start_server memory 1M
     raw option_too_big
+}
+
+@test "an unknown option of 32 MiB is read, thrown away and answered NBD_REP_ERR_UNSUP" {
+    start_server memory 1M
+    raw big_unknown_option
+}
+
+@test "an option announced as 4 GiB ends the connection unread" {
+    start_server memory 1M
+    raw huge_option
+}
+
+@test "with NBD_FLAG_SEND_FUA every command is accepted with FUA" {
+    start_server memory 1M
+    raw fua_on_every_command
+}
+
+@test "a request out of bounds and too long is EINVAL, as nbdkit answers" {
+    start_server memory 1M
+    raw out_of_bounds_first
 }
 
 @test "an unknown option is answered NBD_REP_ERR_UNSUP" {
@@ -42,7 +62,8 @@ raw() {
 }
 
 @test "invalid requests get the NBD error the specification names" {
-    start_server memory 1M
+    # Big enough that 64 MiB requests are in bounds, only too long.
+    start_server memory 128M
     raw bad_requests
 }
 

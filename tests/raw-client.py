@@ -117,9 +117,52 @@ def case_bad_client_flags():
 
 def case_option_too_big():
     s = connect()
-    send_opt(s, 1234, b"x" * (1 << 20))
-    check("1 MiB option", opt_reply(s)[1], ERR_TOO_BIG)
+    # A known option too long to keep: NBD_REP_ERR_TOO_BIG.
+    send_opt(s, 7, b"x" * (1 << 20))
+    check("1 MiB NBD_OPT_GO", opt_reply(s)[1], ERR_TOO_BIG)
     go(s)                       # still in step with the server
+
+
+def case_big_unknown_option():
+    s = connect()
+    # An unknown option is read and thrown away whatever its length (up
+    # to a bound), and answered NBD_REP_ERR_UNSUP, as nbdkit does.
+    send_opt(s, 1234, b"x" * (32 << 20))
+    check("32 MiB unknown option", opt_reply(s)[1], ERR_UNSUP)
+    go(s)
+
+
+def case_huge_option():
+    s = connect()
+    # 4 GiB announced: not read; the connection ends.
+    s.sendall(struct.pack(">QII", OPTS_MAGIC, 1234, 0xffffffff) +
+              b"x" * 65536)
+    if not closed(s):
+        fail("an option of 4 GiB was read")
+    still_serving()
+
+
+def case_fua_on_every_command():
+    s, size, flags = transmission()
+    if not flags & (1 << 3):
+        fail("NBD_FLAG_SEND_FUA is not set")
+    # The specification: with NBD_FLAG_SEND_FUA, every command MUST be
+    # accepted with FUA.
+    request(s, CMD_READ, 0, 512, flags=1, cookie=1)
+    check("read with FUA", reply(s), (0, 1))
+    recvn(s, 512)
+    request(s, CMD_FLUSH, 0, 0, flags=1, cookie=2)
+    check("flush with FUA", reply(s), (0, 2))
+    request(s, 5, 0, 512, flags=1, cookie=3)
+    check("cache with FUA", reply(s), (0, 3))
+
+
+def case_out_of_bounds_first():
+    s, size, _ = transmission()
+    # Too long and out of bounds: out of bounds is the first thing
+    # wrong, EINVAL (as nbdkit), not EOVERFLOW.
+    request(s, CMD_READ, 1, 0xffffffff)
+    check("read at 1 of 0xffffffff bytes", reply(s)[0], NBD_EINVAL)
 
 
 def case_unknown_option():
