@@ -11,8 +11,10 @@
  * that breaks the protocol is killed by the supervisor.
  *
  * When the backend goes away, each request in flight that is safe to
- * repeat and has not been repeated yet is held, to be sent again to the
- * next incarnation; the others complete with EIO (reply NULL).  A
+ * repeat is held, to be sent again to the next incarnation -- again
+ * and again, for as long as the supervisor restarts the backend (its
+ * restart intensity is the bound: past it the held requests fail); the
+ * others complete with EIO (reply NULL).  A
  * request completes exactly once.  A request keeps its payload until it
  * completes, so that it can be sent again.
  *
@@ -648,7 +650,7 @@ may_resend (const struct pending *p)
   case HP_PREAD: case HP_PWRITE: case HP_FLUSH: case HP_TRIM:
   case HP_ZERO: case HP_CACHE: case HP_EXTENTS:
   case HP_OPEN: case HP_LIST_EXPORTS: case HP_DEFAULT_EXPORT: case HP_PING:
-    return p->sends < 2;
+    return true;
   default:
     return false;
   }

@@ -187,11 +187,10 @@ $1"
 }
 
 # kill_backend_during N CMD...: kill the backend with SIGKILL N times
-# while CMD runs (the server must run with -v: see below).  A
-# request in flight when its backend dies is sent again once, so an
+# while CMD runs (the server must run with -v: see below).  An
 # incarnation is killed only after it has answered what was sent to it
 # again (the server says so with -v) and made some progress (50 write
-# calls).
+# calls), so that the copy moves on between the kills.
 kill_backend_during() {
     local times=$1; shift
     (

@@ -226,3 +226,37 @@ time.sleep(30)
     wait_until grep -q "backend restarted" "$log"
     grep -q "backend process $b was killed by signal SIGKILL" "$log"
 }
+
+@test "a read caught by crash after crash is sent again to each new backend" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    echo 3 > "$BATS_TEST_TMPDIR/countdown"
+    # The backend crashes on the first three reads it is sent: the one
+    # read is sent to four incarnations in turn, within the limit of 5
+    # restarts, and gets its data.
+    start_server --backend-max-restarts=5 "$FAULTY" "$BATS_TEST_TMPDIR/disk" \
+        fault=crash-on-pread countdown="$BATS_TEST_TMPDIR/countdown"
+    nbd_py '
+d = open(os.environ["BATS_TEST_TMPDIR"] + "/disk", "rb").read()
+assert h.pread(4096, 8192) == d[8192:12288]
+'
+    [ "$(cat "$BATS_TEST_TMPDIR/countdown")" = 0 ]
+    [ "$(grep -c 'crashing on pread as asked' "$log")" -eq 3 ]
+}
+
+@test "past the restart limit the read that keeps crashing the backend fails" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    echo 100 > "$BATS_TEST_TMPDIR/countdown"
+    start_server --backend-max-restarts=2 --backend-failure=error \
+        "$FAULTY" "$BATS_TEST_TMPDIR/disk" \
+        fault=crash-on-pread countdown="$BATS_TEST_TMPDIR/countdown"
+    nbd_py '
+try:
+    h.pread(4096, 0)
+    sys.exit("the read succeeded")
+except nbd.Error as e:
+    assert e.errnum == errno.EIO, e
+'
+    grep -q 'giving up' "$log"
+}
