@@ -17,6 +17,12 @@
  * Slots that a dead or dying backend may still write are quarantined:
  * they return to the free pool only once that process has exited.
  *
+ * Pages once touched stay in memory (in the memfd, counted in both
+ * processes' RSS) until given back: the lowest ARENA_KEEP bytes, where
+ * first fit keeps a steady load, stay; the pages of a slot freed above
+ * them are given back at once (MADV_REMOVE), so a burst of large
+ * requests does not leave the server holding the burst's memory.
+ *
  * Every arena is listed here, so that payload_free releases any payload
  * -- a slot of whichever arena, or malloc'd memory -- without its
  * caller knowing which: the arena is a property of how the bottom
@@ -37,6 +43,7 @@
 #define PAGE_SHIFT 12
 #define PAGE (1u << PAGE_SHIFT)
 #define WORD_BITS 64
+#define ARENA_KEEP ((size_t) 32 << 20)
 
 struct arena {
   struct arena *next;           /* every arena, for payload_free */
@@ -226,6 +233,14 @@ arena_free (struct arena *a, void *p)
   a->pages_in_use -= n;
   if (i < a->hint)
     a->hint = i;
+  if (((i + n) << PAGE_SHIFT) > ARENA_KEEP) {
+    size_t first = i > (ARENA_KEEP >> PAGE_SHIFT) ? i
+                   : ARENA_KEEP >> PAGE_SHIFT;
+
+    /* Give the pages back (failure only leaves them in memory). */
+    madvise (a->base + (first << PAGE_SHIFT), (i + n - first) << PAGE_SHIFT,
+             MADV_REMOVE);
+  }
 }
 
 void

@@ -102,3 +102,25 @@ for i in range(200):
     ! grep -q "$arena_line" "$log"
     copy_round_trip 4M
 }
+
+@test "the arena gives back the memory of a burst of large requests" {
+    requires nbdsh
+    start_server memory 256M
+    # Six concurrent 32 MiB writes and reads touch 192 MiB of the arena;
+    # once they are done the server keeps at most its first 32 MiB.
+    nbd_py '
+buf = os.urandom(32 << 20)
+for i in range(2):
+    for _ in range(6):
+        h.aio_pwrite(buf, 0)
+    while h.aio_in_flight() > 0:
+        h.poll(-1)
+    for _ in range(6):
+        h.aio_pread(nbd.Buffer(32 << 20), 0)
+    while h.aio_in_flight() > 0:
+        h.poll(-1)
+'
+    shmem=$(awk '/^RssShmem:/ {print $2}' "/proc/$server_pid/status")
+    echo "RssShmem: $shmem kB"
+    [ "$shmem" -le $((40 * 1024)) ]
+}
