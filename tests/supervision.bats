@@ -260,3 +260,38 @@ except nbd.Error as e:
 '
     grep -q 'giving up' "$log"
 }
+
+# Kill the backend 5 times, 0.2 s apart, while "$@" runs.
+rapid_kills() {
+    (
+        for i in 1 2 3 4 5; do
+            sleep 0.2
+            pkill -KILL -P "$server_pid" 2>/dev/null || true
+        done
+    ) 3>&- &
+    local killer=$! status=0
+    "$@" || status=$?
+    wait "$killer" || true
+    return "$status"
+}
+
+rapid_kills_copy() {
+    random_file "$BATS_TEST_TMPDIR/in" 256M
+    rapid_kills nbdcopy "$BATS_TEST_TMPDIR/in" "$uri"
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
+    [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
+    [ "$(zombies)" -eq 0 ]
+}
+
+@test "kills 0.2 s apart during a copy into memory lose nothing" {
+    requires nbdcopy
+    start_server memory 256M
+    rapid_kills_copy
+}
+
+@test "kills 0.2 s apart during a copy into a file lose nothing" {
+    requires nbdcopy
+    truncate -s 256M "$BATS_TEST_TMPDIR/disk"
+    start_server file "$BATS_TEST_TMPDIR/disk"
+    rapid_kills_copy
+}
