@@ -293,26 +293,6 @@ floppy_pread (void *handle, void *vbuf, uint32_t count, uint64_t offset,
   return 0;
 }
 
-/* Free clusters and unused sectors are holes; everything else data. */
-static int
-floppy_extents (void *handle, uint32_t count, uint64_t offset,
-                uint32_t flags, struct nbdkit_extents *extents)
-{
-  const struct region *r = find_region (offset);
-  const struct region *end = disk.regions + disk.nr_regions;
-
-  for (; r < end && r->start < offset + count; ++r) {
-    uint32_t type = r->type == REGION_ZERO
-      ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO : 0;
-
-    if (nbdkit_add_extent (extents, r->start, r->len, type) == -1)
-      return -1;
-    if (flags & NBDKIT_FLAG_REQ_ONE)
-      break;
-  }
-  return 0;
-}
-
 static struct nbdkit_backend floppy = {
   .name = "floppy",
   .longname = "nbdkit floppy backend",
@@ -334,9 +314,8 @@ static struct nbdkit_backend floppy = {
   .open = floppy_open,
   .get_size = floppy_get_size,
   .can_multi_conn = floppy_yes,
-  .can_extents = floppy_yes,
+  /* No extents, as nbdkit's floppy plugin: block status says data. */
   .pread = floppy_pread,
-  .extents = floppy_extents,
 };
 
 NBDKIT_REGISTER_BACKEND (floppy)
