@@ -17,7 +17,10 @@
  * A second bitmap says which of the overlay's blocks are known to hold
  * only zeros (a zero or trim covered the whole block, or zeroed part of
  * a block already known to be zeros; any write clears it), so block
- * status reports them as zero.
+ * status reports them as zero; a third, which of those a trim covered
+ * whole (any later write, zero or trim of part of it clears it), which
+ * block status reports as a hole that reads as zeros, as nbdkit's
+ * filter reports trimmed blocks.
  *
  * The overlay is a temporary file made at get_ready (before serving)
  * and sized at the first open.  Its I/O runs on worker threads
@@ -42,6 +45,7 @@ static bool cow_on_read;
 static int fd = -1;
 static unsigned char *bitmap;   /* blocks in the overlay */
 static unsigned char *zeromap;  /* ... of those, the ones all zeros */
+static unsigned char *holemap;  /* ... of those, the ones trimmed whole */
 static uint64_t nr_blocks;
 static uint64_t disk_size;
 /* The range lock, in block numbers: writes, zeroes, trims, copies up. */
@@ -88,6 +92,7 @@ cow_unload (void)
   tmpfile_close (fd);
   free (bitmap);
   free (zeromap);
+  free (holemap);
 }
 
 /* Per connection. */
@@ -121,6 +126,21 @@ set_zero (uint64_t b, bool z)
     zeromap[b / 8] |= 1 << (b % 8);
   else
     zeromap[b / 8] &= ~(1 << (b % 8));
+}
+
+static bool
+is_hole (uint64_t b)
+{
+  return holemap[b / 8] & (1 << (b % 8));
+}
+
+static void
+set_hole (uint64_t b, bool h)
+{
+  if (h)
+    holemap[b / 8] |= 1 << (b % 8);
+  else
+    holemap[b / 8] &= ~(1 << (b % 8));
 }
 
 /* An open, once the overlay is set up. */
@@ -172,7 +192,8 @@ on_overlay_sized (void *opaque, int err)
                   " bytes: ftruncate: %m", sizing_size);
     free (bitmap);
     free (zeromap);
-    bitmap = zeromap = NULL;
+    free (holemap);
+    bitmap = zeromap = holemap = NULL;
     overlay_state = OV_NONE;
   }
   else {
@@ -217,11 +238,13 @@ cow_open (struct fopen *o)
   /* The first open: the bitmaps, then the file's size, off the loop. */
   bitmap = calloc (1, n / 8 + 1);
   zeromap = calloc (1, n / 8 + 1);
-  if (!bitmap || !zeromap) {
+  holemap = calloc (1, n / 8 + 1);
+  if (!bitmap || !zeromap || !holemap) {
     nbdkit_error ("cow filter: out of memory for the overlay's bitmaps");
     free (bitmap);
     free (zeromap);
-    bitmap = zeromap = NULL;
+    free (holemap);
+    bitmap = zeromap = holemap = NULL;
     open_waiters = NULL;
     free (w);
     fopen_fail (o, HP_ENOMEM, "the cow filter could not set up its overlay");
@@ -482,6 +505,7 @@ struct writing {
   struct freq *r;
   struct fnext *next;
   bool zero;                    /* zero/trim: no data */
+  bool trim;                    /* a trim */
   unsigned waiting;
   uint64_t fill_block[2];
   unsigned char *fill[2];       /* the blocks read from below */
@@ -537,12 +561,16 @@ on_data_written (void *opaque, int err)
     for (b = first; b <= last; ++b) {
       /* Known zeros: a zero covering the whole block, or part of one
        * that was already zeros (a block just filled from below is not:
-       * it was not present before this request).
+       * it was not present before this request).  A trim of part of a
+       * block makes it data, as in nbdkit's filter (which writes the
+       * zeros there).
        */
       bool whole = r->offset <= b * blksize &&
         r->offset + r->count >= block_end (b);
 
-      set_zero (b, w->zero && (whole || (present (b) && is_zero (b))));
+      set_zero (b, w->zero && (whole || (!w->trim && present (b) &&
+                                         is_zero (b))));
+      set_hole (b, w->trim && whole);
       mark (b);
     }
   writing_end (w);
@@ -654,7 +682,7 @@ writing_locked (struct frange_lock *l)
 }
 
 static void
-start_writing (void *handle, struct freq *r, bool zero)
+start_writing (void *handle, struct freq *r, bool zero, bool trim)
 {
   struct writing *w = calloc (1, sizeof *w);
 
@@ -665,14 +693,16 @@ start_writing (void *handle, struct freq *r, bool zero)
   w->r = r;
   w->next = ((struct cow_handle *) handle)->next;
   w->zero = zero;
+  w->trim = trim;
   w->lk.lo = r->offset / blksize;
   w->lk.hi = (r->offset + r->count - 1) / blksize + 1;
   w->lk.start = writing_locked;
   frange_acquire (&locks, &w->lk);
 }
 
-static void cow_pwrite (void *h, struct freq *r) { start_writing (h, r, false); }
-static void cow_zero (void *h, struct freq *r) { start_writing (h, r, true); }
+static void cow_pwrite (void *h, struct freq *r) { start_writing (h, r, false, false); }
+static void cow_zero (void *h, struct freq *r) { start_writing (h, r, true, false); }
+static void cow_trim (void *h, struct freq *r) { start_writing (h, r, true, true); }
 
 static void
 cow_flush (void *handle, struct freq *r)
@@ -681,14 +711,16 @@ cow_flush (void *handle, struct freq *r)
 }
 
 /* Extents: the overlay's blocks are data, or zero where it knows they
- * are all zeros; the rest is asked below.
+ * are all zeros, or a hole that reads as zeros where a trim covered
+ * them whole; the rest is asked below.
  */
-enum bstate { B_BELOW, B_DATA, B_ZERO };
+enum bstate { B_BELOW, B_DATA, B_ZERO, B_HOLE };
 
 static enum bstate
 bstate (uint64_t b)
 {
-  return !present (b) ? B_BELOW : is_zero (b) ? B_ZERO : B_DATA;
+  return !present (b) ? B_BELOW : is_hole (b) ? B_HOLE
+    : is_zero (b) ? B_ZERO : B_DATA;
 }
 
 static void
@@ -713,7 +745,9 @@ cow_extents (void *handle, struct freq *r)
     freq_reply_error (r, HP_ENOMEM, "out of memory");
     return;
   }
-  hp_encode_extent (ext, e - r->offset, st == B_ZERO ? HP_EXTENT_ZERO : 0);
+  hp_encode_extent (ext, e - r->offset,
+                    st == B_HOLE ? HP_EXTENT_HOLE | HP_EXTENT_ZERO
+                    : st == B_ZERO ? HP_EXTENT_ZERO : 0);
   freq_reply (r, ext, HP_EXTENT_SIZE, 0);
 }
 
@@ -736,7 +770,7 @@ const struct filter cow_filter = {
   .close = cow_close,
   .pread = cow_pread,
   .pwrite = cow_pwrite,
-  .trim = cow_zero,
+  .trim = cow_trim,
   .zero = cow_zero,
   .flush = cow_flush,
   .extents = cow_extents,

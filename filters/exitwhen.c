@@ -4,11 +4,15 @@
  * exit-when-file-created=FILE, exit-when-file-deleted=FILE,
  * exit-when-process-exits=PID, exit-when-pipe-closed=FD and
  * exit-when-script=SCRIPT (exit status 88 means "exit now") are
- * checked every exit-when-poll seconds (default 60) on a libev timer
- * — the pipe at once, with an I/O watcher; the script runs as a child
- * watched by the loop.  Once one happens, new clients are refused and
- * the server exits when the last connected one has gone (at once if
- * none is connected).
+ * checked as nbdkit checks them: when a client connects and when one
+ * disconnects, and, while no client is connected, every
+ * exit-when-poll seconds (default 60) on a libev timer.  The pipe is
+ * watched all the time with an I/O watcher; a script runs as a child
+ * watched by the loop, so its answer counts from when it comes (the
+ * client whose connection started it is not held up for it).  Once an
+ * event has happened, new clients are refused and the server exits
+ * when the last connected one has gone (at once if none is
+ * connected).  Without any exit-when-* event the filter does nothing.
  */
 
 #include <config.h>
@@ -39,7 +43,7 @@ static size_t nr_conds;
 static double poll_secs = 60;
 static bool happened;
 static ev_timer poll_timer;
-static bool poll_active;
+static bool poll_inited, poll_active;
 /* The pipes are watched through duplicates made in get_ready, before
  * a daemonizing server replaces its stdin/stdout/stderr by /dev/null,
  * so FD 0, 1 and 2 keep meaning what the server was started with.
@@ -135,17 +139,6 @@ exitwhen_config (const char *key, const char *value)
   return 0;
 }
 
-static int
-exitwhen_config_complete (void)
-{
-  if (nr_conds == 0) {
-    nbdkit_error ("the exitwhen filter needs at least one exit-when-* "
-                  "event (see 'nbdkit --filter=exitwhen null --help')");
-    return -1;
-  }
-  return 0;
-}
-
 /* The watchers were ev_unref'd (they are watches, not work the loop
  * waits for): take the reference back before stopping one, as libev
  * requires.
@@ -157,6 +150,20 @@ stop_poll_timer (void)
     ev_ref (loop);
     ev_timer_stop (loop, &poll_timer);
     poll_active = false;
+  }
+}
+
+/* The timer polls only while no client is connected (as nbdkit's
+ * filter): the clients' comings and goings are checks of their own.
+ */
+static void
+start_poll_timer (void)
+{
+  if (poll_inited && !poll_active && !happened) {
+    ev_timer_set (&poll_timer, poll_secs, poll_secs);
+    ev_timer_start (loop, &poll_timer);
+    ev_unref (loop);            /* a watch, not work to wait for */
+    poll_active = true;
   }
 }
 
@@ -305,10 +312,11 @@ exitwhen_get_ready (void)
       pipe_active[p] = true;
       p++;
     }
+  if (nr_conds == 0)
+    return 0;                   /* nothing to watch: the filter is idle */
   ev_timer_init (&poll_timer, on_poll, poll_secs, poll_secs);
-  ev_timer_start (loop, &poll_timer);
-  ev_unref (loop);
-  poll_active = true;
+  poll_inited = true;
+  start_poll_timer ();
   check_now ();
   return 0;
 }
@@ -326,22 +334,40 @@ exitwhen_unload (void)
   free (conds);
 }
 
+/* A client connects: check the events first, as nbdkit does, and
+ * refuse it if one has happened.
+ */
 static bool
 exitwhen_accept (int fd, const char *peer)
 {
+  if (nr_conds == 0)
+    return true;
+  check_now ();
   if (happened) {
     nbdkit_error ("exitwhen filter: %s: refused: the server is exiting",
                   peer);
     return false;
   }
+  stop_poll_timer ();           /* connected: connects and closes check */
   return true;
 }
 
+/* A client has gone: check again, and exit if it was the last one
+ * and an event has happened.
+ */
 static void
 exitwhen_closed (void)
 {
-  if (happened && nr_connections == 0)
-    server_quit (EXIT_SUCCESS);
+  if (nr_conds == 0)
+    return;
+  if (!happened)
+    check_now ();
+  if (happened) {
+    if (nr_connections == 0)
+      server_quit (EXIT_SUCCESS);
+  }
+  else if (nr_connections == 0)
+    start_poll_timer ();
 }
 
 static const char *const keys[] = { "exit-when-*", NULL };
@@ -355,10 +381,12 @@ const struct filter exitwhen_filter = {
     "exit-when-process-exits=PID    exit once process PID has exited\n"
     "exit-when-pipe-closed=FD       exit once the pipe on FD is closed\n"
     "exit-when-script=SCRIPT        exit once SCRIPT exits with 88\n"
-    "exit-when-poll=SECS            how often to check (default 60)",
+    "exit-when-poll=SECS            how often to check while no client is\n"
+    "                               connected (default 60); connects and\n"
+    "                               disconnects check too\n"
+    "(no exit-when-* event: the filter does nothing)",
   .keys = keys,
   .config = exitwhen_config,
-  .config_complete = exitwhen_config_complete,
   .get_ready = exitwhen_get_ready,
   .unload = exitwhen_unload,
   .accept = exitwhen_accept,

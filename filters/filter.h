@@ -62,6 +62,10 @@ extern unsigned nr_connections;
 extern void server_quit (int status);
 /* -s: the client is on the server's stdin and stdout. */
 extern bool server_is_single (void);
+/* -r: the server is read-only. */
+extern bool server_is_readonly (void);
+/* The server is stopping (see the stopping callback). */
+extern bool server_quitting (void);
 /* The backend's thread model, in nbdkit's numbering (0 serialize
  * connections ... 3 parallel).
  */
@@ -119,6 +123,10 @@ struct filter {
   int (*config_complete) (void);
   int (*get_ready) (void);
   void (*unload) (void);
+  /* The server begins to stop (a signal, server_quit): requests in
+   * flight may still finish, so a filter that waits ends its waits.
+   */
+  void (*stopping) (void);
 
   /* Connections: accept when a client connects (false: refuse it; say
    * why with nbdkit_error), closed when a connection accepted by all

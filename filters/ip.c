@@ -1,34 +1,40 @@
 /* filters/ip.c: allow or deny clients by address (nbdkit-ip-filter(1)).
  *
  * allow= and deny= take comma-separated rules (and may be given more
- * than once): all, anyipv4, anyipv6, an IPv4 or IPv6 address with an
- * optional /prefix, unix, vsock, and for unix-socket clients uid:N,
- * gid:N and pid:N (from SO_PEERCRED).  A client that matches an allow
- * rule is let in; else one that matches a deny rule is refused; else
- * it is let in.
+ * than once), spelled as nbdkit spells them: all/any,
+ * allipv4/anyipv4, allipv6/anyipv6, allunix/anyunix,
+ * allvsock/anyvsock, an IPv4 or IPv6 address with an optional
+ * /prefix, for unix-socket clients uid:N, gid:N and pid:N (from
+ * SO_PEERCRED), and for vsock clients vsock-cid:N and vsock-port:N.
+ * A client that matches an allow rule is let in; else one that
+ * matches a deny rule is refused; else it is let in.
  */
 
 #include <config.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#ifdef HAVE_LINUX_VM_SOCKETS_H
+#include <linux/vm_sockets.h>
+#endif
 
 #include "filter.h"
 
 enum rule_type { R_ALL, R_ANY4, R_ANY6, R_IP4, R_IP6, R_UNIX, R_VSOCK,
-                 R_UID, R_GID, R_PID };
+                 R_UID, R_GID, R_PID, R_VSOCK_CID, R_VSOCK_PORT };
 
 struct rule {
   enum rule_type type;
   unsigned char addr[16];
   unsigned prefix;
-  long id;
+  int64_t id;
 };
 
 struct rules {
@@ -43,14 +49,17 @@ static struct rules allow, deny;
 #endif
 
 static int
-parse_id (const char *key, const char *rule, const char *s, long *id)
+parse_id (const char *key, const char *rule, const char *s, int64_t max,
+          int64_t *id)
 {
   char *end;
 
   errno = 0;
-  *id = strtol (s, &end, 10);
-  if (errno || end == s || *end || *id < 0) {
-    nbdkit_error ("%s=...%s...: '%s' is not a number", key, rule, s);
+  *id = strtoll (s, &end, 10);
+  if (errno || end == s || *end || *id < 0 || *id > max ||
+      !(*s >= '0' && *s <= '9')) {
+    nbdkit_error ("%s=...%s...: '%s' is not a number from 0 to %" PRId64,
+                  key, rule, s, max);
     return -1;
   }
   return 0;
@@ -67,25 +76,33 @@ parse_rule (const char *key, const char *s, struct rule *r)
   memset (r, 0, sizeof *r);
   if (strcmp (s, "all") == 0 || strcmp (s, "any") == 0)
     r->type = R_ALL;
-  else if (strcmp (s, "anyipv4") == 0 || strcmp (s, "anyv4") == 0)
+  else if (strcmp (s, "allipv4") == 0 || strcmp (s, "anyipv4") == 0)
     r->type = R_ANY4;
-  else if (strcmp (s, "anyipv6") == 0 || strcmp (s, "anyv6") == 0)
+  else if (strcmp (s, "allipv6") == 0 || strcmp (s, "anyipv6") == 0)
     r->type = R_ANY6;
-  else if (strcmp (s, "unix") == 0)
+  else if (strcmp (s, "allunix") == 0 || strcmp (s, "anyunix") == 0)
     r->type = R_UNIX;
-  else if (strcmp (s, "vsock") == 0)
+  else if (strcmp (s, "allvsock") == 0 || strcmp (s, "anyvsock") == 0)
     r->type = R_VSOCK;
   else if (strncmp (s, "uid:", 4) == 0) {
     r->type = R_UID;
-    return parse_id (key, s, s + 4, &r->id);
+    return parse_id (key, s, s + 4, UINT32_MAX, &r->id);
   }
   else if (strncmp (s, "gid:", 4) == 0) {
     r->type = R_GID;
-    return parse_id (key, s, s + 4, &r->id);
+    return parse_id (key, s, s + 4, UINT32_MAX, &r->id);
   }
   else if (strncmp (s, "pid:", 4) == 0) {
     r->type = R_PID;
-    return parse_id (key, s, s + 4, &r->id);
+    return parse_id (key, s, s + 4, INT32_MAX, &r->id);
+  }
+  else if (strncmp (s, "vsock-cid:", 10) == 0) {
+    r->type = R_VSOCK_CID;
+    return parse_id (key, s, s + 10, UINT32_MAX, &r->id);
+  }
+  else if (strncmp (s, "vsock-port:", 11) == 0) {
+    r->type = R_VSOCK_PORT;
+    return parse_id (key, s, s + 11, UINT32_MAX, &r->id);
   }
   else {
     slash = strchr (s, '/');
@@ -122,9 +139,10 @@ parse_rule (const char *key, const char *s, struct rule *r)
   }
   return 0;
  bad:
-  nbdkit_error ("%s=...%s...: not a rule: use all, anyipv4, anyipv6, an "
-                "address with an optional /prefix, unix, vsock, uid:N, "
-                "gid:N or pid:N", key, s);
+  nbdkit_error ("%s=...%s...: not a rule: use all, allipv4, allipv6, "
+                "allunix, allvsock (or any..., the same), an address with "
+                "an optional /prefix, uid:N, gid:N, pid:N, vsock-cid:N or "
+                "vsock-port:N", key, s);
   return -1;
 }
 
@@ -183,7 +201,9 @@ struct client {
   int family;                   /* AF_INET (also v4-mapped v6), ... */
   unsigned char addr[16];
   bool have_cred;
-  long uid, gid, pid;
+  int64_t uid, gid, pid;
+  bool have_vsock;
+  int64_t cid, port;            /* of a vsock peer */
 };
 
 static bool
@@ -211,6 +231,12 @@ matches (const struct rules *rs, const struct client *c)
     case R_UID: if (c->have_cred && c->uid == r->id) return true; break;
     case R_GID: if (c->have_cred && c->gid == r->id) return true; break;
     case R_PID: if (c->have_cred && c->pid == r->id) return true; break;
+    case R_VSOCK_CID:
+      if (c->have_vsock && c->cid == r->id) return true;
+      break;
+    case R_VSOCK_PORT:
+      if (c->have_vsock && c->port == r->id) return true;
+      break;
     }
   }
   return false;
@@ -248,6 +274,15 @@ ip_accept (int fd, const char *peer)
         c.pid = cred.pid;
       }
     }
+#ifdef HAVE_LINUX_VM_SOCKETS_H
+    else if (ss.ss_family == AF_VSOCK) {
+      const struct sockaddr_vm *vm = (const struct sockaddr_vm *) &ss;
+
+      c.have_vsock = true;
+      c.cid = vm->svm_cid;
+      c.port = vm->svm_port;
+    }
+#endif
   }
   if (matches (&allow, &c))
     return true;
@@ -266,8 +301,9 @@ const struct filter ip_filter = {
   .config_help =
     "allow=RULE[,RULE...]  let these clients in\n"
     "deny=RULE[,RULE...]   refuse these (unless allowed)\n"
-    "  RULE: all, anyipv4, anyipv6, ADDR[/PREFIX], unix, vsock,\n"
-    "        uid:N, gid:N, pid:N",
+    "  RULE: all (any), allipv4 (anyipv4), allipv6 (anyipv6),\n"
+    "        allunix (anyunix), allvsock (anyvsock), ADDR[/PREFIX],\n"
+    "        uid:N, gid:N, pid:N, vsock-cid:N, vsock-port:N",
   .keys = keys,
   .config = ip_config,
   .unload = ip_unload,

@@ -1,20 +1,29 @@
 /* filters/readahead.c: prefetch the data that follows a read
  * (nbdkit-readahead-filter(1)).
  *
- * The window of prefetch starts at RA_MIN bytes after a read that is
- * not sequential and doubles with each sequential read (one that
- * starts where the previous read of the connection ended), up to
- * RA_MAX.
+ * If the layer below can cache (and the backend's thread model is
+ * parallel), the filter does what nbdkit's does: every request is
+ * passed on unchanged, and each read is followed by one cache request
+ * (NBD_CMD_CACHE) for the window after it, sent in the background:
+ * a connection's cache requests go down one at a time, in order, as
+ * nbdkit's background thread of the connection sends them.  The
+ * window is the server's (shared by all connections, as nbdkit's):
+ * it starts at RA_MIN bytes; a read that starts beyond the end of the
+ * last window asked for doubles it (up to RA_MAX), one that starts
+ * after the last read's start keeps it, and any other (a read that
+ * goes back, or the same place again) sets it back to RA_MIN.  Over a
+ * backend whose thread model is not parallel the filter does nothing
+ * but say so at each open, as nbdkit's.
  *
- * If the layer below can cache, the filter asks it to (CACHE requests
- * for the window after each read, never twice for the same bytes of a
- * sequential run) and passes every request on unchanged: the data is
- * always the layer below's.
- *
- * If it cannot, a read that misses reads the window below instead, in
- * one request, answers with its first part and keeps the whole in a
- * buffer of the connection (at most RA_MAX bytes), from which the
- * following reads are answered.  Stale data is never served:
+ * If the layer below cannot cache (where nbdkit's filter does
+ * nothing), this one reads ahead itself, per connection: the window
+ * starts at BUF_MIN bytes after a read that is not sequential and
+ * doubles with each sequential read (one that starts where the
+ * previous read of the connection ended), up to RA_MAX.  A read that
+ * misses reads the window below instead, in one request, answers
+ * with its first part and keeps the whole in a buffer of the
+ * connection (at most RA_MAX bytes), from which the following reads
+ * are answered.  Stale data is never served:
  *  - a write, trim or zero on any connection drops every buffer it
  *    overlaps, when it arrives;
  *  - a read below (a fill) that overlaps a write in flight, when it is
@@ -22,8 +31,9 @@
  *    that caused it (which was concurrent with the write, so either
  *    data is right) but not kept.
  * Writes in flight are tracked for that, so writes, trims and zeroes
- * go down as sub-requests.  Owns: the list of open handles and of
- * writes in flight (static), and each connection's buffer.
+ * go down as sub-requests.  Owns: the window (static), the list of
+ * open handles and of writes in flight (static), and each
+ * connection's buffer and queue of cache requests.
  */
 
 #include <config.h>
@@ -33,19 +43,34 @@
 
 #include "filter.h"
 
-#define RA_MIN (64 * 1024)
+#define RA_MIN (32 * 1024)
 #define RA_MAX (4 * 1024 * 1024)
+#define BUF_MIN (64 * 1024)
+
+/* nbdkit's window, shared by all connections. */
+static uint64_t window = RA_MIN;
+static uint64_t last_offset, last_readahead;
 
 struct fill;
+
+/* A cache request waiting for the connection's one in flight. */
+struct cache_cmd {
+  uint64_t offset;
+  uint32_t count;
+  struct cache_cmd *next;
+};
 
 struct ra_handle {
   struct fnext *next;
   uint64_t size;
   bool use_cache;               /* the layer below can cache */
+  bool working;                 /* ... and the thread model is parallel */
+  /* With cache below: the cache requests of the connection. */
+  bool caching;                 /* one is in flight */
+  struct cache_cmd *cmds, *cmds_tail;
+  /* Without cache below: */
   uint64_t last_end;            /* where the last read ended */
   uint32_t window;
-  uint64_t cached_end;          /* CACHE asked up to here */
-  /* Without cache below: */
   unsigned char *buf;           /* NULL = none */
   uint64_t buf_off;
   uint32_t buf_len;
@@ -88,7 +113,13 @@ ra_open (struct fopen *o)
   h->next = o->next;
   h->size = o->caps->size;
   h->use_cache = o->caps->can_cache;
-  h->window = RA_MIN;
+  /* nbdkit's thread numbering: 3 is parallel. */
+  h->working = h->use_cache && server_thread_model () == 3;
+  if (h->use_cache && !h->working)
+    nbdkit_error ("readahead: warning: the backend's thread model is not "
+                  "parallel, so no prefetch can run beside the reads: "
+                  "the filter does nothing");
+  h->window = BUF_MIN;
   h->next_handle = handles;
   if (handles)
     handles->prev = h;
@@ -107,6 +138,15 @@ ra_close (void *handle)
     handles = h->next_handle;
   if (h->next_handle)
     h->next_handle->prev = h->prev;
+  /* None is left: one waits only behind one in flight, which keeps
+   * the connection's layers open until it is answered.
+   */
+  while (h->cmds) {
+    struct cache_cmd *c = h->cmds;
+
+    h->cmds = c->next;
+    free (c);
+  }
   payload_free (h->buf);
   free (h);
 }
@@ -121,31 +161,79 @@ drop_buffer (struct ra_handle *h)
 
 /* ---- reads ---- */
 
+static void send_cache (struct ra_handle *h, uint64_t offset, uint32_t count);
+
+/* A cache request is answered: send the next one of the connection. */
 static void
 on_cached (void *opaque, const struct hp_header *reply, void *payload,
            uint32_t len)
 {
-  payload_free (payload);               /* a prefetch only: errors do not matter */
+  struct ra_handle *h = opaque;
+  struct cache_cmd *c = h->cmds;
+
+  payload_free (payload);       /* a prefetch only: errors do not matter */
+  h->caching = false;
+  if (c) {
+    h->cmds = c->next;
+    if (!h->cmds)
+      h->cmds_tail = NULL;
+    send_cache (h, c->offset, c->count);
+    free (c);
+  }
 }
 
 static void
-prefetch (struct ra_handle *h, uint64_t end, bool sequential)
+send_cache (struct ra_handle *h, uint64_t offset, uint32_t count)
 {
-  uint64_t start, stop;
+  h->caching = true;
+  fnext_request (h->next, HP_CACHE, 0, offset, count, NULL, on_cached, h);
+}
 
-  if (!sequential || h->cached_end < end)
-    h->cached_end = end;
-  start = h->cached_end;
-  stop = end + h->window < h->size ? end + h->window : h->size;
-  while (start < stop) {
-    uint32_t n = stop - start > HP_MAX_DATA ? HP_MAX_DATA
-      : (uint32_t) (stop - start);
+/* In the background: now if none of the connection's is in flight,
+ * else after the ones before it.
+ */
+static void
+queue_cache (struct ra_handle *h, uint64_t offset, uint32_t count)
+{
+  struct cache_cmd *c;
 
-    fnext_request (h->next, HP_CACHE, 0, start, n, NULL, on_cached, NULL);
-    start += n;
+  if (!h->caching) {
+    send_cache (h, offset, count);
+    return;
   }
-  if (stop > h->cached_end)
-    h->cached_end = stop;
+  c = malloc (sizeof *c);
+  if (!c)
+    return;                     /* a prefetch only */
+  c->offset = offset;
+  c->count = count;
+  c->next = NULL;
+  if (h->cmds_tail)
+    h->cmds_tail->next = c;
+  else
+    h->cmds = c;
+  h->cmds_tail = c;
+}
+
+/* nbdkit's rule: one cache request of the window after the read, then
+ * the window adapts to where this read started.
+ */
+static void
+prefetch (struct ra_handle *h, uint64_t offset, uint32_t count)
+{
+  uint64_t ra_offset = offset + count, ra_count = 0;
+
+  if (ra_offset < h->size) {
+    ra_count = h->size - ra_offset < window ? h->size - ra_offset : window;
+    queue_cache (h, ra_offset, (uint32_t) ra_count);
+  }
+  if (last_readahead < offset)
+    window = window * 2 < RA_MAX ? window * 2 : RA_MAX;
+  else if (last_offset < offset)
+    ;                           /* still going forward: keep it */
+  else
+    window = RA_MIN;
+  last_offset = offset;
+  last_readahead = ra_offset + ra_count;
 }
 
 static void
@@ -190,6 +278,18 @@ ra_pread (void *handle, struct freq *r)
   unsigned char *part;
   uint32_t len;
 
+  if (h->use_cache) {
+    uint64_t offset = r->offset;
+    uint32_t count = r->count;
+
+    /* The read first, then its prefetch. */
+    freq_next (r);
+    if (h->working)
+      prefetch (h, offset, count);
+    return;
+  }
+
+  /* No cache below: the buffer. */
   h->last_end = end;
   if (h->buf && r->offset >= h->buf_off &&
       end <= h->buf_off + h->buf_len &&
@@ -201,13 +301,7 @@ ra_pread (void *handle, struct freq *r)
   if (sequential)
     h->window = h->window * 2 <= RA_MAX ? h->window * 2 : RA_MAX;
   else
-    h->window = RA_MIN;
-
-  if (h->use_cache) {
-    freq_next (r);
-    prefetch (h, end, sequential);
-    return;
-  }
+    h->window = BUF_MIN;
 
   len = h->size - r->offset < h->window ? (uint32_t) (h->size - r->offset)
     : h->window;
@@ -284,7 +378,9 @@ const struct filter readahead_filter = {
   .name = "readahead",
   .description = "prefetch data ahead of sequential reads",
   .config_help =
-    "(no parameters: the window adapts to sequential reads, up to 4M)",
+    "(no parameters: after each read, a cache request of the window\n"
+    " after it: 32K, doubled when a read starts past the last window,\n"
+    " up to 4M, back to 32K when the reads go back)",
   .open = ra_open,
   .close = ra_close,
   .pread = ra_pread,

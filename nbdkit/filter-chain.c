@@ -841,6 +841,16 @@ chain_accept (int fd, const char *peer)
 }
 
 void
+chain_stopping (void)
+{
+  size_t i;
+
+  for (i = 0; i < opt.nr_filters; ++i)
+    if (layer_at (i)->stopping)
+      layer_at (i)->stopping ();
+}
+
+void
 chain_closed (void)
 {
   size_t i;

@@ -630,6 +630,8 @@ typedef void (*chain_list_cb) (void *opaque, uint32_t status,
 extern void chain_list_exports (struct backend_proc *bp, uint64_t connection,
                                 bool readonly, bool tls, const char *peer,
                                 chain_list_cb cb, void *opaque);
+/* The server begins to stop: each filter's stopping callback. */
+extern void chain_stopping (void);
 /* A client connected: false if a filter refuses it. */
 extern bool chain_accept (int fd, const char *peer);
 /* A connection that chain_accept let in has ended. */

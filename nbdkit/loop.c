@@ -69,6 +69,7 @@ server_quit (int status)
   nbdkit_debug ("shutting down");
   service_stopping ();
   listen_stop ();
+  chain_stopping ();
   conn_drain_all ();
   if (nr_connections == 0)
     ev_break (loop, EVBREAK_ALL);

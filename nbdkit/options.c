@@ -340,6 +340,12 @@ server_is_single (void)
   return opt.single;
 }
 
+bool
+server_is_readonly (void)
+{
+  return opt.readonly;
+}
+
 int
 server_debug_flag (const char *flag, int def)
 {

@@ -246,3 +246,33 @@ assert h.pread(len(want), 0) == want
     start_server -r --filter=cow file "$BATS_TEST_TMPDIR/disk"
     nbd_py "assert h.is_read_only()"
 }
+
+# nbdkit's cow filter reports blocks trimmed whole as holes that read
+# as zeros; a block trimmed in part, or written after, is data.  The
+# map is Debian's nbdkit 1.32's for the same requests.
+@test "cow: trimmed overlay blocks are reported as hole and zero" {
+    requires nbdinfo nbdsh
+    start_server --filter=cow pattern 1M
+    nbd_py '
+h.trim(65536, 0)
+h.trim(4096, 131072)
+h.trim(65536, 786432)
+h.pwrite(b"x" * 512, 786432)
+h.trim(200000, 300000)
+h.trim(65536, 917504)
+h.trim(512, 917504)
+assert h.pread(65536, 0) == bytes(65536)
+assert h.pread(4096, 131072) == bytes(4096)
+assert h.pread(131072, 327680) == bytes(131072)
+assert h.pread(512, 786432 + 512) == bytes(512)
+'
+    nbdinfo --map "$uri" > "$BATS_TEST_TMPDIR/map"
+    cat "$BATS_TEST_TMPDIR/map"
+    cat > "$BATS_TEST_TMPDIR/want" <<'EOF'
+         0       65536    3  hole,zero
+     65536      262144    0  data
+    327680      131072    3  hole,zero
+    458752      589824    0  data
+EOF
+    diff -u "$BATS_TEST_TMPDIR/want" "$BATS_TEST_TMPDIR/map"
+}

@@ -4,10 +4,15 @@
 
 load helpers
 
-@test "the log filter needs logfile= and says so" {
-    run "$NBDKIT" -U "$BATS_TEST_TMPDIR/s" --filter=log memory 1M
-    [ "$status" -eq 1 ]
-    [[ "$output" == *"logfile=FILE"* ]]
+@test "without logfile= or logscript= the log filter does nothing (nbdkit: inactive)" {
+    requires nbdsh
+    start_server --filter=log memory 1M
+    nbd_py '
+h.pwrite(b"x" * 512, 0)
+assert h.pread(512, 0) == b"x" * 512
+'
+    stop_server
+    [ "$server_status" -eq 0 ]
 }
 
 @test "a log file that cannot be opened stops the server at start" {
@@ -17,11 +22,7 @@ load helpers
     [[ "$output" == *"logfile=/nonexistent/dir/log"* ]]
 }
 
-@test "logscript= and a bad logappend= are refused naming the value" {
-    run "$NBDKIT" -U "$BATS_TEST_TMPDIR/s" --filter=log memory 1M \
-        logfile="$BATS_TEST_TMPDIR/log" logscript='echo hi'
-    [ "$status" -eq 1 ]
-    [[ "$output" == *"logscript=echo hi"* ]]
+@test "a bad logappend= is refused naming the value" {
     run "$NBDKIT" -U "$BATS_TEST_TMPDIR/s" --filter=log memory 1M \
         logfile="$BATS_TEST_TMPDIR/log" logappend=perhaps
     [ "$status" -eq 1 ]
@@ -31,7 +32,7 @@ load helpers
 @test "--help shows the log filter's parameters" {
     run "$NBDKIT" --filter=log memory --help
     [ "$status" -eq 0 ]
-    [[ "$output" == *"logfile=FILE"*"logappend=BOOL"* ]]
+    [[ "$output" == *"logfile=FILE"*"logscript=SCRIPT"*"logappend=BOOL"* ]]
 }
 
 @test "each request is logged with its offset, count and flags, then its result" {
@@ -187,4 +188,131 @@ SH
         logfile="$BATS_TEST_TMPDIR/log" --run 'nbdinfo --list "$uri"' \
         >/dev/null 2>&1 || true
     grep -q ' \.\.\.ListExports id=1 return=-1 error=EPERM$' "$BATS_TEST_TMPDIR/log"
+}
+
+# ---- nbdkit's Fork and Preconnect entries, and logscript= ----
+
+@test "log: Fork after Ready, and a Preconnect before each client's listing or export, as nbdkit logs them" {
+    requires nbdsh
+    "$NBDKIT" -U - --filter=log memory 1M logfile="$BATS_TEST_TMPDIR/log" \
+        --run '/usr/bin/python3 -c "
+import nbd, sys
+h = nbd.NBD()
+h.set_opt_mode(True)
+h.connect_uri(sys.argv[1])
+h.opt_list(lambda name, desc: 0)
+h.opt_abort()
+" "$uri"
+nbdsh -u "$uri" -c "h.pread(512, 0)"'
+    cat "$BATS_TEST_TMPDIR/log"
+    # Without their timestamps, the entries as Debian's nbdkit 1.32 logs them.
+    sed -E 's/^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6} //; s/ size=.*//' \
+        "$BATS_TEST_TMPDIR/log" > "$BATS_TEST_TMPDIR/got"
+    cat > "$BATS_TEST_TMPDIR/want" <<'EOF'
+Ready thread_model=3
+Fork
+Preconnect id=1 readonly=0 ...
+...Preconnect id=1 return=0
+ListExports id=1 readonly=0 tls=0 ...
+...ListExports id=1 exports=("") return=0
+Preconnect id=2 readonly=0 ...
+...Preconnect id=2 return=0
+connection=1 Connect export="" tls=0
+connection=1 Read id=1 offset=0x0 count=0x200 ...
+connection=1 ...Read id=1 return=0
+connection=1 Disconnect transactions=1
+EOF
+    diff -u "$BATS_TEST_TMPDIR/want" "$BATS_TEST_TMPDIR/got"
+}
+
+@test "log: a client refused by a filter below is logged as a failed Preconnect" {
+    requires nbdinfo
+    "$NBDKIT" -U - --filter=log --filter=ip memory 1M deny=allunix \
+        logfile="$BATS_TEST_TMPDIR/log" --run 'nbdinfo --size "$uri"' || true
+    cat "$BATS_TEST_TMPDIR/log"
+    grep -q ' Preconnect id=1 readonly=0 \.\.\.$' "$BATS_TEST_TMPDIR/log"
+    grep -q ' \.\.\.Preconnect id=1 return=-1 error=EINVAL$' "$BATS_TEST_TMPDIR/log"
+    ! grep -q ' Connect ' "$BATS_TEST_TMPDIR/log"
+}
+
+@test "log: logscript= runs for each entry with nbdkit's shell variables, in order" {
+    requires nbdsh
+    local out=$BATS_TEST_TMPDIR/out
+    # The variables of nbdkit-log-filter(1), LOG SCRIPT; lists are arrays.
+    start_server --filter=log --filter=error memory 1M \
+        error-trim=ENOSPC error-trim-rate=100% \
+        logscript='echo "$type $act c=$connection id=$id off=$offset count=$count fua=$fua ret=$return err=$error n=${#extents[@]} ext=${extents[*]} tr=$transactions" >> '"$out"
+    nbd_py "
+h2 = nbd.NBD()
+h2.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+h2.connect_uri('$uri')
+h2.pwrite(b'x' * 65536, 0, nbd.CMD_FLAG_FUA)
+h2.block_status(131072, 0, lambda *a: 0)
+try:
+    h2.trim(512, 1024)
+    assert False, 'the trim succeeded'
+except nbd.Error as e:
+    assert e.errnum == errno.ENOSPC, e
+h2.shutdown()
+"
+    stop_server
+    cat "$out"
+    grep ' c=2 ' "$out" | grep -v '^PRINT Connect ' > "$BATS_TEST_TMPDIR/got"
+    cat > "$BATS_TEST_TMPDIR/want" <<'EOF'
+ENTER Write c=2 id=1 off=0x0 count=0x10000 fua=1 ret= err= n=0 ext= tr=
+LEAVE Write c=2 id=1 off= count= fua= ret=0 err= n=0 ext= tr=
+ENTER Extents c=2 id=2 off=0x0 count=0x20000 fua= ret= err= n=0 ext= tr=
+LEAVE Extents c=2 id=2 off= count= fua= ret=0 err= n=6 ext=0x0 0x10000  0x10000 0x10000 hole,zero tr=
+ENTER Trim c=2 id=3 off=0x400 count=0x200 fua=0 ret= err= n=0 ext= tr=
+LEAVE Trim c=2 id=3 off= count= fua= ret=-1 err=ENOSPC n=0 ext= tr=
+PRINT Disconnect c=2 id= off= count= fua= ret= err= n=0 ext= tr=3
+EOF
+    diff -u "$BATS_TEST_TMPDIR/want" "$BATS_TEST_TMPDIR/got"
+    # The entries that are not requests.
+    head -n 2 "$out" | cut -d' ' -f1-2 | tr '\n' ' ' | grep -qx 'PRINT Ready PRINT Fork '
+    grep -q '^ENTER Preconnect c= id=1 ' "$out"
+    grep -q '^LEAVE Preconnect c= id=1 off= count= fua= ret=0 ' "$out"
+    grep -q '^PRINT Connect c=1 id= ' "$out"
+}
+
+@test "log: logscript= with logfile= runs once for each line" {
+    requires nbdsh
+    start_server --filter=log memory 1M logfile="$BATS_TEST_TMPDIR/log" \
+        logscript='echo "$act $id" >> '"$BATS_TEST_TMPDIR/out"
+    nbd_py 'h.pread(512, 0); h.flush()'
+    stop_server
+    [ "$(grep -c ' Read id=1 ' "$BATS_TEST_TMPDIR/log")" -eq 1 ]
+    [ "$(grep -c '^Read 1$' "$BATS_TEST_TMPDIR/out")" -eq 2 ]
+    [ "$(grep -c '^Flush 2$' "$BATS_TEST_TMPDIR/out")" -eq 2 ]
+    [ "$(wc -l < "$BATS_TEST_TMPDIR/out")" -eq "$(wc -l < "$BATS_TEST_TMPDIR/log")" ]
+}
+
+@test "log: a log script that is stuck does not hold up the clients" {
+    requires nbdsh
+    local fifo=$BATS_TEST_TMPDIR/fifo
+    mkfifo "$fifo"
+    # The script of the first read waits until the test lets it go.
+    start_server --filter=log memory 1M \
+        logscript='if [ "$act" = Read ] && [ "$type" = ENTER ] && [ "$id" = 2 ]; then read go < '"$fifo"'; fi; echo "$type $act $id" >> '"$BATS_TEST_TMPDIR/out"
+    nbd_py '
+for i in range(20):
+    h.pwrite(b"y" * 512, i * 512)
+    assert h.pread(512, i * 512) == b"y" * 512
+'
+    # All of it was served while the script was stuck, and no script
+    # after it has run yet.
+    ! grep -q 'Read 2' "$BATS_TEST_TMPDIR/out"
+    timeout 60 sh -c "echo go > \"$fifo\""
+    stop_server
+    # Then they all ran, in order.
+    [ "$(grep -c '^ENTER Read ' "$BATS_TEST_TMPDIR/out")" -eq 20 ]
+    [ "$(grep -c '^LEAVE Read ' "$BATS_TEST_TMPDIR/out")" -eq 20 ]
+    grep -A1 '^ENTER Read 2$' "$BATS_TEST_TMPDIR/out" | tail -n 1 | grep -qx 'LEAVE Read 2'
+}
+
+@test "log: Preconnect says readonly=1 under -r, as nbdkit" {
+    requires nbdinfo
+    "$NBDKIT" -r -U - --filter=log memory 1M logfile="$BATS_TEST_TMPDIR/log" \
+        --run 'nbdinfo --size "$uri" >/dev/null'
+    grep -q ' Preconnect id=1 readonly=1 \.\.\.$' "$BATS_TEST_TMPDIR/log"
 }

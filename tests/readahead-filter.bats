@@ -1,8 +1,9 @@
 #!/usr/bin/env bats
 # The readahead filter (nbdkit-readahead-filter(1)).  Over a backend
-# that can cache, it sends cache requests ahead of reads; over one that
-# cannot (the eval backend here, reading a file with dd), it reads ahead
-# into a buffer, which must never give stale data.
+# that can cache, it sends cache requests ahead of reads, as nbdkit's
+# filter does; over one that cannot (the eval backend here, reading a
+# file with dd), it reads ahead into a buffer, which must never give
+# stale data.
 
 load helpers
 
@@ -160,4 +161,88 @@ for k in range(20):
     for off in range(base + 4096, base + 32768, 4096):
         assert h.pread(4096, off) == want[off:off + 4096], (k, off)
 "
+}
+
+# What nbdkit's filter sends below after each read (one cache request
+# of the window after it; the window starts at 32K, doubles when a read
+# starts past the last window, stays while reads go forward, goes back
+# to 32K when they go back, and is at most 4M), as Debian's nbdkit 1.32
+# sends it for these reads.
+@test "with cache below, one cache request per read, of nbdkit's adaptive window" {
+    requires nbdsh
+    start_server --filter=readahead --filter=log memory 64M \
+        logfile="$BATS_TEST_TMPDIR/log"
+    nbd_py '
+M = 1 << 20
+for off in [0, 4096, 1*M, 2*M, 3*M, 4*M, 5*M, 6*M, 8*M, 16*M, 24*M, 24*M + 4096,
+            0, 512, 64*M - 4096 - 8192, 64*M - 4096]:
+    h.pread(4096, off)
+'
+    # The cache requests are sent in the background: all are in once
+    # the connection is closed below.
+    wait_until grep -q ' Disconnect ' "$BATS_TEST_TMPDIR/log"
+    stop_server
+    grep -o ' Cache id=.*' "$BATS_TEST_TMPDIR/log" | sed 's/ id=[0-9]*//' \
+        > "$BATS_TEST_TMPDIR/got"
+    cat > "$BATS_TEST_TMPDIR/want" <<'EOF'
+ Cache offset=0x1000 count=0x8000 ...
+ Cache offset=0x2000 count=0x8000 ...
+ Cache offset=0x101000 count=0x8000 ...
+ Cache offset=0x201000 count=0x10000 ...
+ Cache offset=0x301000 count=0x20000 ...
+ Cache offset=0x401000 count=0x40000 ...
+ Cache offset=0x501000 count=0x80000 ...
+ Cache offset=0x601000 count=0x100000 ...
+ Cache offset=0x801000 count=0x200000 ...
+ Cache offset=0x1001000 count=0x400000 ...
+ Cache offset=0x1801000 count=0x400000 ...
+ Cache offset=0x1802000 count=0x400000 ...
+ Cache offset=0x1000 count=0x400000 ...
+ Cache offset=0x1200 count=0x8000 ...
+ Cache offset=0x3ffe000 count=0x2000 ...
+EOF
+    diff -u "$BATS_TEST_TMPDIR/want" "$BATS_TEST_TMPDIR/got"
+    # Every read reached the layer below as the client sent it.
+    [ "$(grep -c ' Read id=.* count=0x1000 ' "$BATS_TEST_TMPDIR/log")" -eq 16 ]
+}
+
+@test "with cache below, the window is the server's, shared by its clients" {
+    requires nbdsh
+    start_server --filter=readahead --filter=log memory 64M \
+        logfile="$BATS_TEST_TMPDIR/log"
+    nbd_py 'h.pread(4096, 0); h.pread(4096, 1 << 20); h.pread(4096, 2 << 20)'
+    wait_until grep -q 'connection=1 Disconnect ' "$BATS_TEST_TMPDIR/log"
+    nbd_py 'h.pread(4096, 3 << 20)'
+    wait_until grep -q 'connection=2 Disconnect ' "$BATS_TEST_TMPDIR/log"
+    stop_server
+    cat "$BATS_TEST_TMPDIR/log"
+    # The second client goes on with the window the first one grew
+    # (32K, 64K, 128K).
+    grep -q 'connection=2 Cache id=[0-9]* offset=0x301000 count=0x20000 ' "$BATS_TEST_TMPDIR/log"
+}
+
+@test "with cache below but a backend that is not parallel, the filter does nothing and says so" {
+    requires nbdsh
+    cat > "$BATS_TEST_TMPDIR/disk.sh" <<'SH'
+#!/bin/bash
+case "$1" in
+    thread_model) echo serialize_requests ;;
+    get_size) echo 1048576 ;;
+    can_cache) echo native ;;
+    cache) exit 0 ;;
+    pread) head -c "$3" /dev/zero ;;
+    open) echo h ;;
+    *) exit 2 ;;
+esac
+SH
+    chmod +x "$BATS_TEST_TMPDIR/disk.sh"
+    start_server --filter=readahead --filter=log sh "$BATS_TEST_TMPDIR/disk.sh" \
+        logfile="$BATS_TEST_TMPDIR/log"
+    nbd_py 'h.pread(512, 0); h.pread(512, 512); h.pread(512, 1 << 19)'
+    wait_until grep -q ' Disconnect ' "$BATS_TEST_TMPDIR/log"
+    stop_server
+    cat "$BATS_TEST_TMPDIR/log" "$log"
+    [ "$(grep -c ' Read id=' "$BATS_TEST_TMPDIR/log")" -eq 3 ]
+    ! grep -q ' Cache id=' "$BATS_TEST_TMPDIR/log"
+    grep -q 'readahead: warning: .*not parallel' "$log"
 }

@@ -32,6 +32,7 @@ void listen_cleanup (void) { }
 void conn_drain_all (void) { }
 void conn_close_all (void) { }
 void bproc_stop_all (void) { }
+void chain_stopping (void) { }
 void loop_watchdog_start (void) { }
 
 static int test_nr, failures;
