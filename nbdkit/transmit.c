@@ -207,8 +207,11 @@ block_status_payload (const struct session *s, const struct request *r,
     /* As nbdkit, the extent that reaches the end of the request is
      * sent whole, as far as the backend knows it goes on (within the
      * export, and 32 bits in block-size multiples): the client learns
-     * more for free.
+     * more for free.  With REQ_ONE nbdkit cuts it at the end of the
+     * request.
      */
+    if ((r->flags & NBD_CMD_FLAG_REQ_ONE) && length > left)
+      length = left;
     if (length > s->caps.size - pos)
       length = s->caps.size - pos;
     if (length > UINT32_MAX)
