@@ -31,6 +31,8 @@
  *    shared memory.  Memory a filter allocates with malloc may be
  *    given as a payload (payload_free releases it too).
  *  - NBD_OPT_LIST reaches list_exports on its way down (see flist).
+ *  - A filter may close and open again the layers below it
+ *    (fnext_reopen), as nbdkit's retry filter does.
  */
 
 #ifndef NBDKIT_FILTER_H
@@ -83,6 +85,11 @@ struct export_caps {
   bool can_write, can_flush, can_trim, can_zero, can_fast_zero;
   bool can_extents, can_multi_conn, is_rotational;
   bool can_fua, can_cache;
+  /* can_fua, done by a flush after the write (nbdkit's
+   * NBDKIT_FUA_EMULATE): a filter that splits a request may send the
+   * pieces without FUA and flush once.  Meaningless without can_fua.
+   */
+  bool fua_emulated;
   uint32_t block_min, block_pref, block_max;   /* 0 = not given */
   char *name;                   /* canonical name, NULL = as asked */
   char *description;
@@ -193,6 +200,35 @@ extern void fnext_request (struct fnext *next, uint16_t type, uint16_t flags,
                            backend_cb cb, void *opaque);
 /* The peer and export the connection is for. */
 extern const char *fnext_peer (const struct fnext *next);
+
+/* Reopen the layers below next (nbdkit's next->reopen, what the retry
+ * filter does before each retry).  From a filter whose open is done,
+ * for this connection only (other connections are not affected):
+ *
+ *  - requests entering those layers from above from now on (the
+ *    filter's own, and those passed down through it) are held;
+ *  - the requests already in them are waited for, not failed;
+ *  - then the layers are closed (their close callbacks, from the top
+ *    down; the backend's CLOSE) and opened again from the bottom up,
+ *    the first of them read-only if readonly (the layers below a
+ *    readonly_below filter are read-only anyway);
+ *  - done (opaque, caps, 0, NULL) runs with the new capabilities of
+ *    the layer just below, as this filter's open saw them in o->caps
+ *    (a struct of the reopen's own, valid during the call: copy what
+ *    is needed); the export the client sees does not change.  Or done
+ *    (opaque, NULL, status, msg) if an open failed: the layers below
+ *    are then closed, and every request sent to them fails with
+ *    HP_EIO at once until a later fnext_reopen succeeds.
+ *  - then the held requests go on, to the new layers (or fail).
+ *
+ * done runs later, never inside the call (except with HP_ENOMEM, when
+ * memory is short).  Reopens of one connection run one at a time, in
+ * the order asked.
+ */
+typedef void (*freopen_fn) (void *opaque, struct export_caps *caps,
+                            uint32_t status, const char *msg);
+extern void fnext_reopen (struct fnext *next, bool readonly,
+                          freopen_fn done, void *opaque);
 
 /* Opening. */
 struct fopen {

@@ -59,6 +59,7 @@ fua_open (struct fopen *o)
   switch (mode) {
   case M_NONE:
     c->can_fua = false;
+    c->fua_emulated = false;
     break;
   case M_EMULATE:
     if (c->can_write && !c->can_flush) {
@@ -67,6 +68,7 @@ fua_open (struct fopen *o)
       return;
     }
     c->can_fua = c->can_write;
+    c->fua_emulated = true;
     break;
   case M_NATIVE:
   case M_FORCE:
@@ -83,6 +85,7 @@ fua_open (struct fopen *o)
     break;
   case M_DISCARD:
     c->can_fua = c->can_write;
+    c->fua_emulated = false;
     c->can_flush = true;
     break;
   }

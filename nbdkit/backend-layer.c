@@ -47,6 +47,13 @@ layer_close (void *handle)
   backend_close (handle);
 }
 
+void
+backend_layer_close_then (void *handle, void (*done) (void *opaque),
+                          void *opaque)
+{
+  backend_close_then (handle, done, opaque);
+}
+
 static void
 on_reply (void *opaque, const struct hp_header *reply, void *payload,
           uint32_t len)

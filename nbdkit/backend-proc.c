@@ -239,11 +239,17 @@ ignore_reply (void *opaque, const struct hp_header *reply, void *payload,
 }
 
 void
-bproc_close_msg (struct backend_proc *bp, uint32_t handle)
+bproc_close_msg (struct backend_proc *bp, uint32_t handle, backend_cb cb,
+                 void *opaque)
 {
+  if (!cb) {
+    cb = ignore_reply;
+    opaque = NULL;
+  }
   if (channel_is_open (bp))
-    send_json (bp, HP_CLOSE, handle, NULL, -1, CH_STARTUP, ignore_reply,
-               NULL);
+    send_json (bp, HP_CLOSE, handle, NULL, -1, CH_STARTUP, cb, opaque);
+  else
+    cb (opaque, NULL, NULL, 0);
 }
 
 void

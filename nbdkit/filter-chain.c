@@ -1,13 +1,14 @@
 /* nbdkit front end: the chain of layers of one open export.
  *
  * Owns struct chain (one per open export of a connection: each layer's
- * handle), struct freq (a request at one layer) and struct flist (an
- * export listing on its way through the layers).  Layers are numbered
- * from the client down: layer 0 is the first --filter, the last layer
+ * handle), struct freq (a request at one layer), the opening of the
+ * layers and their reopening (fnext_reopen).  Layers are numbered from
+ * the client down: layer 0 is the first --filter, the last layer
  * (nr_filters) is the backend process (backend-layer.c), and all are
  * a struct filter: there is no special case for "no filters".  A
  * request travels down with freq_next and completes back up exactly
- * once; filters may issue sub-requests to the layer below.
+ * once; filters may issue sub-requests to the layer below.  Export
+ * listings and the filters' accept/closed are in filter-open.c.
  *
  * Completions that happen inside a filter's callback (a filter that
  * answers at once, or a channel that fails a request as it is sent)
@@ -16,8 +17,18 @@
  * many requests a client pipelines.
  *
  * A chain lives while it is referenced: by its owner until chain_close,
- * and by every request in flight in any of its layers.  The layers'
- * close callbacks (the backend's: CLOSE) run when the last goes.
+ * by every request in flight in any of its layers, and by every reopen
+ * not yet finished.  The layers' close callbacks (the backend's:
+ * CLOSE) run when the last goes.
+ *
+ * Reopening the layers below a filter (fnext_reopen) is done one reopen
+ * at a time per chain: the requests entering those layers from above
+ * are held, the ones already in them are waited for (busy[] counts the
+ * requests at each layer), then the layers are closed from the top
+ * down and opened again from the bottom up, with their capabilities
+ * gathered in the reopen's own struct export_caps.  The held requests
+ * then go on to the new layers -- or fail, if the reopen failed and
+ * the layers stay closed.
  *
  * Payload buffers come from the bottom layer's allocator
  * (chain_data_alloc) and are released with payload_free wherever they
@@ -39,26 +50,31 @@ struct fnext {
   size_t layer;                 /* the layer below the link */
 };
 
+struct reopen;
+
 struct chain {
   size_t n;                     /* layers: the filters, then the backend */
   struct backend_proc *bp;
   uint64_t connection;          /* its number, for -v */
   bool description;             /* the client asked for the description */
   void **handles;               /* each layer's handle */
-  bool *opened;                 /* which layers' open succeeded */
+  bool *opened;                 /* which layers are open now */
   bool *readonly;               /* asked of each layer */
+  unsigned *busy;               /* busy[i]: requests at layer i now */
   struct fnext *links;          /* links[i]: below layer i */
   unsigned refs;
   char *peer;
   char *export;
-  /* Opening. */
+  /* The first opening. */
   struct fopen o;
-  size_t opening;               /* filters below this index are open */
-  bool in_open_call;
-  bool open_done_early;         /* fopen_done inside the open call */
   chain_open_cb open_cb;
   void *open_opaque;
   struct export_caps caps;
+  /* Reopening: the first of the queue is the one running. */
+  struct reopen *reopens, *reopens_tail;
+  size_t hold_from;             /* requests entering layers >= this wait */
+  size_t closed_from;           /* layers >= this closed by a failed reopen */
+  struct freq_private *held, *held_tail;
 };
 
 /* Free requests, kept for the next ones. */
@@ -69,9 +85,11 @@ static size_t nr_spare_freqs;
 struct freq_private {
   struct chain *ch;
   size_t layer;
+  size_t entry;                 /* the layer it was sent to from above */
+  bool counted;                 /* in ch->busy[layer] */
   backend_cb cb;
   void *opaque;
-  /* A deferred completion. */
+  /* A deferred completion, or the list of held requests. */
   struct freq_private *next_done;
   bool have_reply;
   struct hp_header reply;
@@ -84,8 +102,36 @@ struct freq_full {
   struct freq_private priv;
 };
 
+/* One run of opening: layers top..n-1, from the bottom up. */
+#define OPEN_FAILED ((size_t) -1)
 struct fopen_private {
   struct chain *ch;
+  struct fopen *o;
+  size_t top;
+  size_t opening;               /* layers >= this are open; OPEN_FAILED */
+  bool in_call;
+  bool done_early;              /* fopen_done inside the open call */
+  void (*finished) (struct fopen_private *p, uint32_t status,
+                    const char *msg);
+};
+
+enum reopen_state { RE_QUEUED, RE_DRAINING, RE_CLOSING, RE_OPENING,
+                    RE_FINISHED };
+
+struct reopen {
+  ev_timer kick;                /* the next step, on the loop */
+  struct reopen *next;
+  struct chain *ch;
+  size_t top;                   /* the first layer reopened */
+  bool readonly;
+  freopen_fn done;
+  void *opaque;
+  enum reopen_state state;
+  struct fopen o;
+  struct fopen_private p;
+  struct export_caps caps;      /* as seen from the filter above top */
+  uint32_t status;
+  char *msg;
 };
 
 static unsigned depth;          /* inside a filter's callback */
@@ -93,15 +139,14 @@ static struct freq_private *done_head, *done_tail;
 static ev_timer done_timer;
 static bool done_timer_init;
 static uint64_t next_id = 1;
-static uint64_t listings;       /* so far */
 
 /* ---- -v: every call at every layer, as nbdkit traces them ---- */
 
 /* -D nbdkit.backend.controlpath=0 and -D nbdkit.backend.datapath=0
  * silence the two classes.
  */
-static bool
-tracing (bool datapath)
+bool
+chain_tracing (bool datapath)
 {
   static int control = -1, data = -1;
 
@@ -176,23 +221,34 @@ nr_layers (void)
 
 /* ---- chain lifetime ---- */
 
+/* Close the open layers of from..n-1, from the client down, as the
+ * layers were stacked.
+ */
 static void
-chain_free (struct chain *ch)
+close_layers (struct chain *ch, size_t from)
 {
   size_t i;
 
-  /* Close from the client down, as the layers were stacked. */
-  for (i = 0; i < ch->n; ++i) {
-    if (ch->opened[i] && tracing (false))
+  for (i = from; i < ch->n; ++i) {
+    if (ch->opened[i] && chain_tracing (false))
       log_conn_debug (bproc_name (ch->bp), ch->connection, "%s: close",
                       layer_name (ch, i));
     if (ch->opened[i] && layer_at (i)->close)
       layer_at (i)->close (ch->handles[i]);
+    ch->opened[i] = false;
+    ch->handles[i] = NULL;
   }
+}
+
+static void
+chain_free (struct chain *ch)
+{
+  close_layers (ch, 0);
   caps_free (&ch->caps);
   free (ch->handles);
   free (ch->opened);
   free (ch->readonly);
+  free (ch->busy);
   free (ch->links);
   free (ch->peer);
   free (ch->export);
@@ -215,6 +271,8 @@ chain_close (struct chain *ch)
 }
 
 /* ---- requests ---- */
+
+static void region_check (struct chain *ch);
 
 static freq_fn
 entry_of (const struct filter *f, uint16_t type)
@@ -278,6 +336,19 @@ on_done_timer (struct ev_loop *l, ev_timer *w, int revents)
   }
 }
 
+/* The request leaves its layer (completed, or passed down). */
+static void
+uncount (struct freq_full *rf)
+{
+  struct freq_private *p = &rf->priv;
+
+  if (p->counted) {
+    p->ch->busy[p->layer]--;
+    p->counted = false;
+    region_check (p->ch);
+  }
+}
+
 /* Complete a request: at once, or after the current callback. */
 static void
 complete (struct freq_full *rf, const struct hp_header *reply, void *payload,
@@ -285,6 +356,7 @@ complete (struct freq_full *rf, const struct hp_header *reply, void *payload,
 {
   struct freq_private *p = &rf->priv;
 
+  uncount (rf);
   if (depth == 0) {
     deliver (rf, reply, payload, len);
     return;
@@ -308,23 +380,54 @@ complete (struct freq_full *rf, const struct hp_header *reply, void *payload,
     ev_timer_start (loop, &done_timer);
 }
 
+/* Fail a request that cannot go on (status, msg), later. */
+static void
+fail_later (struct freq_full *rf, uint32_t status, const char *msg)
+{
+  struct hp_header reply = { .type = rf->pub.type, .status = status };
+  char *m = strdup (msg);
+
+  depth++;
+  complete (rf, &reply, m, m ? (uint32_t) strlen (m) : 0);
+  depth--;
+}
+
 /* Hand r to the layer it is at (or the first below it that handles
- * its type).
+ * its type).  Entering layers being reopened, it waits; entering
+ * layers left closed by a failed reopen, it fails.
  */
 static void
 dispatch (struct freq_full *rf)
 {
   struct chain *ch = rf->priv.ch;
+  size_t entry = rf->priv.entry;
 
   /* The bottom layer handles every type: the loop ends there. */
   for (;;) {
-    freq_fn fn = entry_of (layer_at (rf->priv.layer), rf->pub.type);
+    size_t i = rf->priv.layer;
+    freq_fn fn = entry_of (layer_at (i), rf->pub.type);
 
-    if (tracing (true))
+    if (chain_tracing (true))
       trace_request (ch, rf->priv.layer, &rf->pub);
     if (fn) {
+      if (i >= ch->hold_from && entry <= ch->hold_from) {
+        rf->priv.next_done = NULL;
+        if (ch->held_tail)
+          ch->held_tail->next_done = &rf->priv;
+        else
+          ch->held = &rf->priv;
+        ch->held_tail = &rf->priv;
+        return;
+      }
+      if (i >= ch->closed_from && entry <= ch->closed_from) {
+        fail_later (rf, HP_EIO, "the layers below are closed: reopening "
+                    "them failed");
+        return;
+      }
+      ch->busy[i]++;
+      rf->priv.counted = true;
       depth++;
-      fn (ch->handles[rf->priv.layer], &rf->pub);
+      fn (ch->handles[i], &rf->pub);
       depth--;
       return;
     }
@@ -356,6 +459,7 @@ freq_new (struct chain *ch, size_t layer, uint16_t type, uint16_t flags,
   rf->pub.priv = &rf->priv;
   rf->priv.ch = ch;
   rf->priv.layer = layer;
+  rf->priv.entry = layer;
   rf->priv.cb = cb;
   rf->priv.opaque = opaque;
   ch->refs++;
@@ -410,7 +514,9 @@ freq_next (struct freq *r)
 {
   struct freq_full *rf = (struct freq_full *) r;
 
+  uncount (rf);
   rf->priv.layer++;
+  rf->priv.entry = rf->priv.layer;
   dispatch (rf);
 }
 
@@ -480,53 +586,14 @@ fnext_peer (const struct fnext *next)
 
 /* ---- opening ---- */
 
-static void open_next (struct chain *ch);
-
 static void
-open_finished (struct chain *ch, uint32_t status, const char *msg)
+open_next (struct fopen_private *p)
 {
-  chain_open_cb cb = ch->open_cb;
-  void *opaque = ch->open_opaque;
+  struct chain *ch = p->ch;
+  struct fopen *o = p->o;
 
-  if (status) {
-    cb (opaque, NULL, NULL, status, msg);
-    chain_unref (ch);           /* the owner's reference: none now */
-  }
-  else
-    cb (opaque, ch, &ch->caps, 0, NULL);
-}
-
-void
-fopen_done (struct fopen *o, void *handle)
-{
-  struct chain *ch = o->priv->ch;
-  size_t i = ch->opening - 1;
-
-  ch->handles[i] = handle;
-  ch->opened[i] = true;
-  ch->opening--;
-  if (ch->in_open_call)
-    ch->open_done_early = true;
-  else
-    open_next (ch);
-}
-
-void
-fopen_fail (struct fopen *o, uint32_t status, const char *msg)
-{
-  struct chain *ch = o->priv->ch;
-
-  if (ch->in_open_call)
-    ch->open_done_early = true;
-  ch->opening = (size_t) -1;    /* no more opening */
-  open_finished (ch, status ? status : HP_EIO, msg ? msg : "open failed");
-}
-
-static void
-open_next (struct chain *ch)
-{
-  while (ch->opening != (size_t) -1 && ch->opening > 0) {
-    size_t i = ch->opening - 1;
+  while (p->opening != OPEN_FAILED && p->opening > p->top) {
+    size_t i = p->opening - 1;
     const struct filter *f = layer_at (i);
     bool early, failed;
 
@@ -535,30 +602,57 @@ open_next (struct chain *ch)
        * asked.
        */
       if (ch->readonly[i])
-        ch->caps.can_write = false;
-      ch->opening--;
+        o->caps->can_write = false;
+      p->opening--;
       continue;
     }
-    ch->o.readonly = ch->readonly[i];
-    ch->o.next = i + 1 < ch->n ? &ch->links[i] : NULL;
-    ch->in_open_call = true;
-    ch->open_done_early = false;
+    o->readonly = ch->readonly[i];
+    o->next = i + 1 < ch->n ? &ch->links[i] : NULL;
+    p->in_call = true;
+    p->done_early = false;
     ch->refs++;                 /* an fopen_fail in the call drops the owner's */
     depth++;
-    f->open (&ch->o);
+    f->open (o);
     depth--;
-    ch->in_open_call = false;
-    early = ch->open_done_early;
-    failed = ch->opening == (size_t) -1;
+    p->in_call = false;
+    early = p->done_early;
+    failed = p->opening == OPEN_FAILED;
     chain_unref (ch);
     if (failed || !early)
       return;                   /* failed, or fopen_done will go on */
   }
-  if (ch->opening == 0) {
-    if (ch->readonly[0])
-      ch->caps.can_write = false;
-    open_finished (ch, 0, NULL);
+  if (p->opening == p->top) {
+    if (ch->readonly[p->top])
+      o->caps->can_write = false;
+    p->finished (p, 0, NULL);
   }
+}
+
+void
+fopen_done (struct fopen *o, void *handle)
+{
+  struct fopen_private *p = o->priv;
+  struct chain *ch = p->ch;
+  size_t i = p->opening - 1;
+
+  ch->handles[i] = handle;
+  ch->opened[i] = true;
+  p->opening--;
+  if (p->in_call)
+    p->done_early = true;
+  else
+    open_next (p);
+}
+
+void
+fopen_fail (struct fopen *o, uint32_t status, const char *msg)
+{
+  struct fopen_private *p = o->priv;
+
+  if (p->in_call)
+    p->done_early = true;
+  p->opening = OPEN_FAILED;     /* no more opening */
+  p->finished (p, status ? status : HP_EIO, msg ? msg : "open failed");
 }
 
 struct backend_proc *
@@ -573,6 +667,22 @@ fopen_wants_description (const struct fopen *o)
   return o->priv->ch->description;
 }
 
+/* The first opening is over. */
+static void
+open_finished (struct fopen_private *p, uint32_t status, const char *msg)
+{
+  struct chain *ch = p->ch;
+  chain_open_cb cb = ch->open_cb;
+  void *opaque = ch->open_opaque;
+
+  if (status) {
+    cb (opaque, NULL, NULL, status, msg);
+    chain_unref (ch);           /* the owner's reference: none now */
+  }
+  else
+    cb (opaque, ch, &ch->caps, 0, NULL);
+}
+
 void
 chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
             bool readonly, bool tls, bool description, const char *client,
@@ -580,18 +690,21 @@ chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
 {
   struct chain *ch = calloc (1, sizeof *ch);
   size_t i, n = nr_layers ();
+  struct fopen_private *p;
 
   if (!ch || !(ch->handles = calloc (n, sizeof *ch->handles)) ||
       !(ch->opened = calloc (n, sizeof *ch->opened)) ||
       !(ch->readonly = calloc (n, sizeof *ch->readonly)) ||
+      !(ch->busy = calloc (n, sizeof *ch->busy)) ||
       !(ch->links = calloc (n, sizeof *ch->links)) ||
       !(ch->peer = strdup (client)) ||
       !(ch->export = strdup (export)) ||
-      !(ch->o.priv = malloc (sizeof *ch->o.priv))) {
+      !(ch->o.priv = calloc (1, sizeof *ch->o.priv))) {
     if (ch) {
       free (ch->handles);
       free (ch->opened);
       free (ch->readonly);
+      free (ch->busy);
       free (ch->links);
       free (ch->peer);
       free (ch->export);
@@ -603,9 +716,9 @@ chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
   ch->n = n;
   ch->bp = bp;
   ch->refs = 1;
+  ch->hold_from = ch->closed_from = n;
   ch->open_cb = cb;
   ch->open_opaque = opaque;
-  ch->o.priv->ch = ch;
   ch->o.caps = &ch->caps;
   ch->o.export = ch->export;
   ch->o.peer = ch->peer;
@@ -622,240 +735,215 @@ chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
   /* From the bottom (the backend) up; traced from the top down, as
    * nbdkit's layers call each other.
    */
-  for (i = 0; i < n && tracing (false); ++i)
+  for (i = 0; i < n && chain_tracing (false); ++i)
     log_conn_debug (bproc_name (bp), connection,
                     "%s: open readonly=%d exportname=\"%s\" tls=%d",
                     layer_name (ch, i), ch->readonly[i], export, tls);
-  ch->opening = n;
-  open_next (ch);
+  p = ch->o.priv;
+  p->ch = ch;
+  p->o = &ch->o;
+  p->top = 0;
+  p->opening = n;
+  p->finished = open_finished;
+  open_next (p);
 }
 
-/* ---- listing the exports ---- */
+/* ---- reopening the layers below a filter ---- */
 
-struct flist_private {
-  struct backend_proc *bp;
-  size_t layer;                 /* where the listing is */
-  flist_fn *dones;              /* dones[i]: layer i asked below */
-  chain_list_cb cb;
-  void *opaque;
-};
-
-struct flist_full {
-  struct flist pub;
-  struct flist_private priv;
-};
-
-int
-flist_add (struct flist *l, const char *name, const char *desc)
+static void
+reopen_kick (struct reopen *re)
 {
-  struct fexport *e;
-
-  if (l->nr_exports % 16 == 0) {
-    e = realloc (l->exports, (l->nr_exports + 16) * sizeof *e);
-    if (!e)
-      return -1;
-    l->exports = e;
-  }
-  e = &l->exports[l->nr_exports];
-  e->name = strdup (name);
-  e->description = desc ? strdup (desc) : NULL;
-  if (!e->name || (desc && !e->description)) {
-    free (e->name);
-    free (e->description);
-    return -1;
-  }
-  l->nr_exports++;
-  return 0;
+  if (!ev_is_active (&re->kick))
+    ev_timer_start (loop, &re->kick);
 }
 
-void
-flist_clear (struct flist *l)
+/* Nothing in flight in layers top..n-1. */
+static bool
+drained (const struct chain *ch, size_t top)
 {
   size_t i;
 
-  for (i = 0; i < l->nr_exports; ++i) {
-    free (l->exports[i].name);
-    free (l->exports[i].description);
-  }
-  free (l->exports);
-  l->exports = NULL;
-  l->nr_exports = 0;
-}
-
-/* Back up to the nearest layer above that asked below, or to the
- * caller at the top.
- */
-static void
-list_up (struct flist_full *lf, uint32_t status, const char *msg)
-{
-  struct flist_private *p = &lf->priv;
-
-  while (p->layer > 0) {
-    flist_fn done = p->dones[--p->layer];
-
-    if (done) {
-      p->dones[p->layer] = NULL;
-      done (&lf->pub, status, msg);
-      return;
-    }
-  }
-  p->cb (p->opaque, status, msg, lf->pub.exports, lf->pub.nr_exports);
-  flist_clear (&lf->pub);
-  free (p->dones);
-  free (lf);
-}
-
-static void
-on_backend_list (void *opaque, const struct hp_header *reply,
-                 void *payload, uint32_t len)
-{
-  struct flist_full *lf = opaque;
-  const char *why = "the backend is not running";
-  uint32_t status = HP_ESHUTDOWN;
-  json_t *j = NULL, *exports, *e;
-  size_t i;
-
-  if (reply && reply->status) {
-    status = reply->status;
-    why = payload ? (const char *) payload : hp_error_name (reply->status);
-  }
-  else if (reply && (j = bproc_parse_json (payload, len, &why)) != NULL &&
-           json_is_array (exports = json_object_get (j, "exports"))) {
-    status = 0;
-    json_array_foreach (exports, i, e) {
-      const char *name = json_string_value (json_object_get (e, "name"));
-      const char *desc =
-        json_string_value (json_object_get (e, "description"));
-
-      if (name && flist_add (&lf->pub, name, desc) == -1) {
-        status = HP_ENOMEM;
-        why = "out of memory";
-        break;
-      }
-    }
-  }
-  else if (reply) {
-    status = HP_EIO;
-    if (j)
-      why = "the backend's export list is not valid";
-  }
-  list_up (lf, status, status ? why : NULL);
-  json_decref (j);
-  payload_free (payload);
-}
-
-/* Down to the next layer that lists, or the backend. */
-static void
-list_down (struct flist_full *lf)
-{
-  struct flist_private *p = &lf->priv;
-
-  while (p->layer < opt.nr_filters) {
-    const struct filter *f = layer_at (p->layer);
-
-    if (tracing (false))
-      log_conn_debug (bproc_name (p->bp), lf->pub.connection,
-                      "%s: list_exports readonly=%d tls=%d",
-                      f->name, lf->pub.readonly, lf->pub.tls);
-    if (f->list_exports) {
-      f->list_exports (&lf->pub);
-      return;
-    }
-    p->layer++;
-  }
-  if (tracing (false))
-    log_conn_debug (bproc_name (p->bp), lf->pub.connection,
-                    "%s: list_exports readonly=%d tls=%d",
-                    bproc_name (p->bp), lf->pub.readonly, lf->pub.tls);
-  bproc_list_exports (p->bp, lf->pub.connection, lf->pub.readonly,
-                      lf->pub.tls, on_backend_list, lf);
-}
-
-void
-flist_next (struct flist *l, flist_fn done)
-{
-  struct flist_full *lf = (struct flist_full *) l;
-
-  lf->priv.dones[lf->priv.layer++] = done;
-  list_down (lf);
-}
-
-void
-flist_done (struct flist *l)
-{
-  list_up ((struct flist_full *) l, 0, NULL);
-}
-
-void
-flist_fail (struct flist *l, uint32_t status, const char *msg)
-{
-  list_up ((struct flist_full *) l, status ? status : HP_EIO,
-           msg ? msg : "listing the exports failed");
-}
-
-void
-chain_list_exports (struct backend_proc *bp, uint64_t connection,
-                    bool readonly, bool tls, const char *peer,
-                    chain_list_cb cb, void *opaque)
-{
-  struct flist_full *lf = calloc (1, sizeof *lf);
-
-  if (!lf || !(lf->priv.dones = calloc (nr_layers (), sizeof (flist_fn)))) {
-    free (lf);
-    cb (opaque, HP_ENOMEM, "out of memory", NULL, 0);
-    return;
-  }
-  lf->pub.readonly = readonly;
-  lf->pub.tls = tls;
-  lf->pub.peer = peer;
-  lf->pub.connection = connection;
-  lf->pub.id = ++listings;
-  lf->pub.priv = &lf->priv;
-  lf->priv.bp = bp;
-  lf->priv.cb = cb;
-  lf->priv.opaque = opaque;
-  list_down (lf);
-}
-
-/* ---- connections ---- */
-
-bool
-chain_accept (int fd, const char *peer)
-{
-  size_t i, j;
-
-  for (i = 0; i < opt.nr_filters; ++i) {
-    const struct filter *f = layer_at (i);
-
-    if (f->accept && !f->accept (fd, peer)) {
-      /* Undo the accepts that counted this client; a filter that only
-       * watches closes (exitlast) never saw it.
-       */
-      for (j = 0; j < i; ++j)
-        if (layer_at (j)->accept && layer_at (j)->closed)
-          layer_at (j)->closed ();
+  for (i = top; i < ch->n; ++i)
+    if (ch->busy[i])
       return false;
-    }
-  }
   return true;
 }
 
-void
-chain_stopping (void)
+/* A request left a layer: the running reopen may go on. */
+static void
+region_check (struct chain *ch)
 {
+  struct reopen *re = ch->reopens;
+
+  if (re && re->state == RE_DRAINING && drained (ch, re->top))
+    reopen_kick (re);
+}
+
+static void
+reopen_start (struct reopen *re)
+{
+  re->state = RE_DRAINING;
+  re->ch->hold_from = re->top;
+  reopen_kick (re);
+}
+
+/* The open run of a reopen is over (inside a filter's open, perhaps):
+ * the rest is done on the loop.
+ */
+static void
+reopen_opened (struct fopen_private *p, uint32_t status, const char *msg)
+{
+  struct reopen *re = (struct reopen *)
+    ((char *) p - offsetof (struct reopen, p));
+
+  re->status = status;
+  re->msg = status && msg ? strdup (msg) : NULL;
+  re->state = RE_FINISHED;
+  reopen_kick (re);
+}
+
+static void reopen_closed (void *opaque);
+
+static void
+reopen_open (struct reopen *re)
+{
+  struct chain *ch = re->ch;
+  size_t bottom = ch->n - 1;
+  void *handle = ch->handles[bottom];
+  bool open = ch->opened[bottom];
+
+  /* Top down, as always; the backend's CLOSE is answered before the
+   * new OPEN goes, so that the backend sees them in that order.
+   */
+  ch->opened[bottom] = false;
+  ch->handles[bottom] = NULL;
+  close_layers (ch, re->top);
+  re->state = RE_CLOSING;
+  if (!open) {
+    reopen_closed (re);
+    return;
+  }
+  if (chain_tracing (false))
+    log_conn_debug (bproc_name (ch->bp), ch->connection, "%s: close",
+                    layer_name (ch, bottom));
+  backend_layer_close_then (handle, reopen_closed, re);
+}
+
+/* The layers below the reopening filter are closed: open them again,
+ * from the bottom up.
+ */
+static void
+reopen_closed (void *opaque)
+{
+  struct reopen *re = opaque;
+  struct chain *ch = re->ch;
   size_t i;
 
-  for (i = 0; i < opt.nr_filters; ++i)
-    if (layer_at (i)->stopping)
-      layer_at (i)->stopping ();
+  ch->readonly[re->top] =
+    re->readonly || layer_at (re->top - 1)->readonly_below;
+  for (i = re->top; i + 1 < ch->n; ++i)
+    ch->readonly[i + 1] = layer_at (i)->readonly_below || ch->readonly[i];
+  re->state = RE_OPENING;
+  re->o = ch->o;
+  re->o.caps = &re->caps;
+  re->o.priv = &re->p;
+  re->p.ch = ch;
+  re->p.o = &re->o;
+  re->p.top = re->top;
+  re->p.opening = ch->n;
+  re->p.finished = reopen_opened;
+  open_next (&re->p);
+}
+
+static void
+reopen_finish (struct reopen *re)
+{
+  struct chain *ch = re->ch;
+  struct freq_private *held = ch->held;
+
+  /* Completions made below are delivered after all this.  Requests
+   * held from now on (by the next reopen) make a new list.
+   */
+  ch->held = ch->held_tail = NULL;
+  depth++;
+  if (re->status) {
+    close_layers (ch, re->top);
+    if (ch->closed_from > re->top)
+      ch->closed_from = re->top;
+  }
+  else if (ch->closed_from >= re->top)
+    ch->closed_from = ch->n;
+  ch->reopens = re->next;
+  if (!ch->reopens)
+    ch->reopens_tail = NULL;
+  ch->hold_from = ch->n;
+  if (ch->reopens)
+    reopen_start (ch->reopens);
+
+  re->done (re->opaque, re->status ? NULL : &re->caps, re->status,
+            re->msg ? re->msg : re->status ? "reopening failed" : NULL);
+
+  /* The held requests go on (or wait for the next reopen). */
+  while (held) {
+    struct freq_private *p = held;
+    struct freq_full *rf = (struct freq_full *)
+      ((char *) p - offsetof (struct freq_full, priv));
+
+    held = p->next_done;
+    dispatch (rf);
+  }
+  depth--;
+  ev_timer_stop (loop, &re->kick);
+  caps_free (&re->caps);
+  free (re->msg);
+  free (re);
+  chain_unref (ch);
+}
+
+static void
+on_reopen_kick (struct ev_loop *l, ev_timer *w, int revents)
+{
+  struct reopen *re = (struct reopen *) w;
+
+  switch (re->state) {
+  case RE_DRAINING:
+    if (drained (re->ch, re->top))
+      reopen_open (re);
+    break;
+  case RE_FINISHED:
+    reopen_finish (re);
+    break;
+  case RE_QUEUED:
+  case RE_CLOSING:
+  case RE_OPENING:
+    break;
+  }
 }
 
 void
-chain_closed (void)
+fnext_reopen (struct fnext *next, bool readonly, freopen_fn done,
+              void *opaque)
 {
-  size_t i;
+  struct chain *ch = next->ch;
+  struct reopen *re = calloc (1, sizeof *re);
 
-  for (i = 0; i < opt.nr_filters; ++i)
-    if (layer_at (i)->closed)
-      layer_at (i)->closed ();
+  if (!re) {
+    done (opaque, NULL, HP_ENOMEM, "out of memory");
+    return;
+  }
+  ev_timer_init (&re->kick, on_reopen_kick, 0, 0);
+  re->ch = ch;
+  re->top = next->layer;
+  re->readonly = readonly;
+  re->done = done;
+  re->opaque = opaque;
+  re->state = RE_QUEUED;
+  ch->refs++;
+  if (ch->reopens_tail)
+    ch->reopens_tail->next = re;
+  else
+    ch->reopens = re;
+  ch->reopens_tail = re;
+  if (ch->reopens == re)
+    reopen_start (re);
 }

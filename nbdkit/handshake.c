@@ -137,6 +137,10 @@ caps_from_json (json_t *j, struct export_caps *caps, const char **why)
   caps->can_multi_conn = get_bool (j, "can_multi_conn");
   caps->is_rotational = get_bool (j, "is_rotational");
   caps->can_fua = get_level (j, "can_fua") && caps->can_write;
+  caps->fua_emulated = caps->can_fua &&
+    json_is_string (json_object_get (j, "can_fua")) &&
+    strcmp (json_string_value (json_object_get (j, "can_fua")),
+            "emulate") == 0;
   caps->can_cache = get_level (j, "can_cache");
 
   if (json_is_object (bs)) {

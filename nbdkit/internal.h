@@ -422,7 +422,9 @@ extern int bproc_open_msg (struct backend_proc *bp, uint64_t connection,
                            const char *export, bool readonly, bool tls,
                            bool description, const char *client,
                            unsigned flags, backend_cb cb, void *opaque);
-extern void bproc_close_msg (struct backend_proc *bp, uint32_t handle);
+/* CLOSE; cb (may be NULL) gets the reply. */
+extern void bproc_close_msg (struct backend_proc *bp, uint32_t handle,
+                             backend_cb cb, void *opaque);
 extern void bproc_ping (struct backend_proc *bp, unsigned flags,
                         backend_cb cb, void *opaque);
 extern void bproc_shutdown (struct backend_proc *bp, backend_cb cb,
@@ -502,6 +504,12 @@ extern void backend_open (struct backend_proc *bp, uint64_t connection,
                           bool description, const char *client,
                           backend_open_cb cb, void *opaque);
 extern void backend_close (struct bhandle *bh);
+/* The same; done (if not NULL) runs once the backend has closed it (at
+ * once if it need not be told), so that a new open cannot overtake the
+ * close.
+ */
+extern void backend_close_then (struct bhandle *bh,
+                                void (*done) (void *opaque), void *opaque);
 
 /* ---- liveness.c: PING ---- */
 
@@ -630,6 +638,10 @@ typedef void (*chain_list_cb) (void *opaque, uint32_t status,
 extern void chain_list_exports (struct backend_proc *bp, uint64_t connection,
                                 bool readonly, bool tls, const char *peer,
                                 chain_list_cb cb, void *opaque);
+/* -v traces this class of calls (control path: false, data path:
+ * true)?
+ */
+extern bool chain_tracing (bool datapath);
 /* The server begins to stop: each filter's stopping callback. */
 extern void chain_stopping (void);
 /* A client connected: false if a filter refuses it. */
@@ -641,6 +653,10 @@ extern void chain_closed (void);
 
 /* The layer's struct filter; its open uses fopen_backend_proc (o). */
 extern const struct filter backend_layer;
+/* Close a handle of the layer, then done (see backend_close_then). */
+extern void backend_layer_close_then (void *handle,
+                                      void (*done) (void *opaque),
+                                      void *opaque);
 extern struct backend_proc *fopen_backend_proc (const struct fopen *o);
 extern bool fopen_wants_description (const struct fopen *o);
 

@@ -191,19 +191,60 @@ bhandle_free (struct bhandle *bh)
   free (bh);
 }
 
-void
-backend_close (struct bhandle *bh)
+struct close_then {
+  void (*done) (void *opaque);
+  void *opaque;
+};
+
+static void
+on_closed (void *opaque, const struct hp_header *reply, void *payload,
+           uint32_t len)
 {
-  if (!bh)
+  struct close_then *ct = opaque;
+
+  payload_free (payload);
+  ct->done (ct->opaque);
+  free (ct);
+}
+
+void
+backend_close_then (struct bhandle *bh, void (*done) (void *opaque),
+                    void *opaque)
+{
+  struct close_then *ct;
+
+  if (!bh) {
+    if (done)
+      done (opaque);
     return;
+  }
   bhandle_unlink (bh);
   if (bh->reopening) {
     bh->closing = true;         /* freed when the re-open answers */
+    if (done)
+      done (opaque);
     return;
   }
-  if (bh->valid && bh->bp->sup.state == READY)
-    bproc_close_msg (bh->bp, bh->id);
+  ct = done ? malloc (sizeof *ct) : NULL;
+  if (bh->valid && bh->bp->sup.state == READY) {
+    if (ct) {
+      ct->done = done;
+      ct->opaque = opaque;
+      bproc_close_msg (bh->bp, bh->id, on_closed, ct);
+      done = NULL;
+    }
+    else
+      bproc_close_msg (bh->bp, bh->id, NULL, NULL);
+  }
   bhandle_free (bh);
+  if (done)
+    done (opaque);
+}
+
+void
+backend_close (struct bhandle *bh)
+{
+  backend_close_then (bh, NULL, NULL);
 }
 
 struct open_ctx {
@@ -239,7 +280,7 @@ on_open (void *opaque, const struct hp_header *reply, void *payload,
     ctx->cb (ctx->opaque, NULL, NULL, HP_EIO,
              why ? why : "the backend's OPEN reply has no handle");
     if (reply->handle)
-      bproc_close_msg (bp, reply->handle);
+      bproc_close_msg (bp, reply->handle, NULL, NULL);
     bhandle_free (bh);
   }
   else {
@@ -327,7 +368,7 @@ on_reopen (void *opaque, const struct hp_header *reply, void *payload,
       nbdkit_error ("%s: export '%s' changed size after the backend "
                     "restarted", bproc_name (bp), bh->export);
     if (bh->closing)
-      bproc_close_msg (bp, bh->id);
+      bproc_close_msg (bp, bh->id, NULL, NULL);
   }
   else if (!bh->closing) {
     nbdkit_error ("%s: could not re-open export '%s' after the restart: "
@@ -916,7 +957,7 @@ supervisor_stop (struct backend_proc *bp)
   while ((bh = sup->handles) != NULL) {
     bhandle_unlink (bh);
     if (bh->valid && channel_is_open (bp))
-      bproc_close_msg (bp, bh->id);
+      bproc_close_msg (bp, bh->id, NULL, NULL);
     bh->valid = false;
   }
   while (still_busy (bp))

@@ -5,6 +5,61 @@
 
 load helpers
 
+# A backend that logs its reads and writes, in files of $st
+# (make_backend SIZE sets $st and $backend):
+#   calls        "pread COUNT OFFSET", "pwrite COUNT OFFSET", and
+#                "pwrite-done COUNT OFFSET" once a write is done
+#   disk         the data
+#   extents      the extents, "OFFSET LENGTH TYPE" lines
+#   block_size   "MIN PREFERRED MAX", the block size constraints
+#   block-pwrite writes wait for the file go
+make_backend() {
+    st=$BATS_TEST_TMPDIR/st
+    backend=$BATS_TEST_TMPDIR/backend.sh
+    mkdir -p "$st"
+    : > "$st/calls"
+    echo "$1" > "$st/size"
+    random_file "$st/disk" "$1"
+    echo '#!/bin/bash' > "$backend"
+    echo "st=$st" >> "$backend"
+    cat >> "$backend" <<'EOF'
+case "$1" in
+    thread_model) echo parallel ;;
+    open) echo h ;;
+    get_size) cat "$st/size" ;;
+    can_write|can_flush|can_trim|can_zero|can_extents|can_multi_conn) exit 0 ;;
+    block_size) [ -e "$st/block_size" ] || exit 2; cat "$st/block_size" ;;
+    pread)
+        echo "pread $3 $4" >> "$st/calls"
+        dd if="$st/disk" skip="$4" count="$3" iflag=skip_bytes,count_bytes \
+           status=none ;;
+    pwrite)
+        echo "pwrite $3 $4" >> "$st/calls"
+        if [ -e "$st/block-pwrite" ]; then
+            while [ ! -e "$st/go" ]; do sleep 0.01; done
+        fi
+        dd of="$st/disk" seek="$4" oflag=seek_bytes conv=notrunc status=none
+        echo "pwrite-done $3 $4" >> "$st/calls" ;;
+    extents)
+        awk -v o="$4" -v c="$3" '$1 + $2 > o && $1 < o + c' "$st/extents" ;;
+    *) exit 2 ;;
+esac
+EOF
+    chmod +x "$backend"
+    export st
+}
+
+# The requests of these types (Read, Write, ...) the log filter logged
+# in $1, as "Type offset=... count=...", in order, once the connection
+# has ended (the log is written behind the requests).
+logged() {
+    local f=$1 re
+    shift
+    wait_until grep -q " Disconnect " "$f" || return 1
+    re=$(IFS='|'; echo "$*")
+    grep -E " ($re) id=" "$f" | sed -E 's/^.* (([A-Z][a-z]+) id=[0-9]+ (offset=0x[0-9a-f]+ count=0x[0-9a-f]+)).*$/\2 \3/' || true
+}
+
 # Every request logged in $1 is aligned to $2, no longer than $3 if it
 # has data (read, write) and no longer than $4 if not.
 check_log_aligned() {
@@ -168,8 +223,8 @@ def f(meta, off, entries, err):
 h.block_status(100000, 65536 + 100, f)
 off, entries = seen[0]
 assert off == 65536 + 100
-assert entries[0] == 8192 - 100, entries
-assert sum(entries[0::2]) >= 100000 - 8192, entries
+# The memory disk allocates 32 KiB pages; as nbdkit 1.32 answers.
+assert entries == [32768 - 100, 0, 69632, 3], entries
 '
 }
 
@@ -200,4 +255,176 @@ if h.can_fast_zero():
     run "$NBDKIT" --filter=blocksize null --help
     [ "$status" -eq 0 ]
     [[ "$output" == *"minblock=SIZE"*"maxdata=SIZE"*"maxlen=SIZE"* ]]
+}
+
+@test "reads are cut into a head block, maxdata pieces from the aligned offset, and a tail block" {
+    requires nbdsh
+    start_server --filter=blocksize --filter=log memory 1M \
+        minblock=4096 maxdata=8192 logfile="$BATS_TEST_TMPDIR/log"
+    nbd_py '
+d = os.urandom(65536)
+h.pwrite(d, 0)
+assert h.pread(20000, 1000) == d[1000:21000]
+'
+    [ "$(logged "$BATS_TEST_TMPDIR/log" Read | sort)" = "Read offset=0x0 count=0x1000
+Read offset=0x1000 count=0x2000
+Read offset=0x3000 count=0x2000
+Read offset=0x5000 count=0x1000" ]
+}
+
+@test "maxdata defaults to maxlen when only maxlen is given" {
+    requires nbdsh
+    start_server --filter=blocksize --filter=log memory 1M maxlen=8k \
+        logfile="$BATS_TEST_TMPDIR/log"
+    nbd_py '
+d = os.urandom(32768)
+h.pwrite(d, 4096)
+assert h.pread(32768, 4096) == d
+'
+    [ "$(logged "$BATS_TEST_TMPDIR/log" Read Write | sort)" = "Read offset=0x1000 count=0x2000
+Read offset=0x3000 count=0x2000
+Read offset=0x5000 count=0x2000
+Read offset=0x7000 count=0x2000
+Write offset=0x1000 count=0x2000
+Write offset=0x3000 count=0x2000
+Write offset=0x5000 count=0x2000
+Write offset=0x7000 count=0x2000" ]
+}
+
+@test "cache requests are rounded out to blocks and cut into maxdata pieces" {
+    requires nbdsh
+    start_server --filter=blocksize --filter=log memory 1M \
+        minblock=4096 maxdata=8192 maxlen=1M logfile="$BATS_TEST_TMPDIR/log"
+    nbd_py 'h.cache(20000, 1000)'
+    [ "$(logged "$BATS_TEST_TMPDIR/log" Cache | sort)" = "Cache offset=0x0 count=0x2000
+Cache offset=0x2000 count=0x2000
+Cache offset=0x4000 count=0x2000" ]
+}
+
+@test "a fast zero longer than maxlen fails with ENOTSUP without reaching below" {
+    requires nbdsh
+    start_server --filter=blocksize --filter=log memory 1M \
+        minblock=4096 maxlen=8k logfile="$BATS_TEST_TMPDIR/log"
+    nbd_py '
+d = os.urandom(16384)
+h.pwrite(d, 0)
+if h.can_fast_zero():
+    try:
+        h.zero(16384, 0, nbd.CMD_FLAG_FAST_ZERO)
+        sys.exit("the fast zero succeeded")
+    except nbd.Error as e:
+        assert e.errnum == errno.ENOTSUP, e
+    assert h.pread(16384, 0) == d
+    # Within maxlen and aligned it is sent as it is.
+    h.zero(8192, 4096, nbd.CMD_FLAG_FAST_ZERO)
+    assert h.pread(16384, 0) == d[:4096] + bytes(8192) + d[12288:]
+else:
+    print("no fast zero")
+'
+    [ "$(logged "$BATS_TEST_TMPDIR/log" Zero)" = "Zero offset=0x1000 count=0x2000" ]
+}
+
+@test "extents come in whole blocks, a first part-block merged with what follows" {
+    requires nbdsh
+    make_backend 65536
+    cat > "$st/extents" <<'EOF'
+0 1000 hole,zero
+1000 100
+1100 3000 zero
+4100 4092 hole,zero
+8192 4096
+12288 2048 zero
+14336 2048 hole,zero
+16384 49152 hole,zero
+EOF
+    start_server --filter=blocksize sh "$backend" minblock=4096
+    /usr/bin/python3 -c '
+import nbd, os
+h = nbd.NBD()
+h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+h.connect_uri(os.environ["uri"])
+def status(count, off, flags=0):
+    seen = []
+    # The extents of the request, cut at its end.
+    def f(meta, o, e, err):
+        left = count
+        for i in range(0, len(e), 2):
+            if left:
+                seen.extend([min(e[i], left), e[i + 1]])
+                left -= min(e[i], left)
+    h.block_status(count, off, f, flags)
+    return seen
+# A block of hole+zero, data and zero parts: data.
+assert status(65536, 0) == [4096, 0], status(65536, 0)
+assert status(20000, 100) == [3996, 0]
+# Zero and hole+zero parts: zero.
+assert status(4096, 12288) == [4096, 2]
+assert status(3000, 5000) == [3000, 2]
+# Whole blocks up to the first extent that is not; it is cut down.
+assert status(61440, 4096) == [4096, 2]
+assert status(40000, 20000) == [40000, 3]
+# One extent: the layer below answers one, the block needs more.
+assert status(65536, 0, nbd.CMD_FLAG_REQ_ONE) == [4096, 0]
+assert status(3000, 5000, nbd.CMD_FLAG_REQ_ONE) == [3000, 2]
+'
+}
+
+@test "a disk smaller than one block is served with size 0" {
+    requires nbdinfo
+    start_server --filter=blocksize memory 1000 minblock=4096
+    [ "$(nbdinfo --size "$uri")" -eq 0 ]
+}
+
+@test "the preferred block size is the largest of below's, 4096 and minblock" {
+    requires nbdinfo
+    make_backend 1048576
+    echo "512 16384 65536" > "$st/block_size"
+    start_server --filter=blocksize sh "$backend" maxdata=8192
+    run nbdinfo --json "$uri"
+    [ "$status" -eq 0 ]
+    echo "$output" | grep -q '"block_size_minimum": 1,'
+    echo "$output" | grep -q '"block_size_preferred": 16384,'
+    stop_server
+    start_server --filter=blocksize sh "$backend" minblock=32k
+    run nbdinfo --json "$uri"
+    echo "$output" | grep -q '"block_size_preferred": 32768,'
+}
+
+@test "aligned writes are not serialized; a read-modify-write waits for them" {
+    requires nbdsh
+    make_backend 65536
+    touch "$st/block-pwrite"
+    start_server --filter=blocksize sh "$backend" minblock=512
+    nbd_py '
+st = os.environ["st"]
+def wait_for(n, what):
+    for i in range(3000):
+        if open(st + "/calls").read().count(what) >= n:
+            return
+        h.poll(10)
+    sys.exit("never seen %d times: %s" % (n, what))
+# The two aligned writes write the same: the backend may interleave
+# them.
+a = b = os.urandom(4096)
+c = os.urandom(100)
+ca = h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(a)), 0)
+wait_for(1, "pwrite 4096 0")
+# The same blocks, while the first write is still below: sent at once.
+cb = h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(b)), 0)
+wait_for(2, "pwrite 4096 0")
+cc = h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(c)), 10)
+open(st + "/go", "w").close()
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+for x in (ca, cb, cc):
+    assert h.aio_command_completed(x)
+got = h.pread(4096, 0)
+assert got == a[:10] + c + a[110:]
+assert open(st + "/disk", "rb").read(4096) == got
+'
+    # The read of the read-modify-write came after both writes were
+    # done.
+    [ "$(grep -c '^pwrite-done 4096 0$' "$st/calls")" -eq 2 ]
+    [ "$(grep -n '^pwrite-done 4096 0$' "$st/calls" | tail -n 1 | cut -d: -f1)" -lt \
+      "$(grep -n '^pread 512 0$' "$st/calls" | cut -d: -f1)" ]
 }

@@ -1108,6 +1108,15 @@ backend_close (struct bhandle *bh)
   bhandle_free (bh);
 }
 
+void
+backend_close_then (struct bhandle *bh, void (*done) (void *opaque),
+                    void *opaque)
+{
+  backend_close (bh);
+  if (done)
+    done (opaque);
+}
+
 
 /* ---- the queue, run from the loop ---- */
 
