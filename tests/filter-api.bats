@@ -26,3 +26,12 @@ load helpers
             -I"$top_srcdir/helper-protocol" -I"$(dirname "$f")" $flags "$f"
     done
 }
+
+@test "filters release payloads with payload_free, never free" {
+    # A payload may be a slot of the backend's shared memory: free()
+    # of one aborts the server.
+    run grep -nE '\bfree \((payload|data|r->data)\)' \
+        "$top_srcdir"/filters/*.c "$top_srcdir"/filters/*/*.c
+    echo "$output"
+    [ "$status" -eq 1 ]
+}
