@@ -38,6 +38,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -756,6 +757,11 @@ nbdkit_backend_main_with_model (const struct nbdkit_backend *backend,
     return EXIT_FAILURE;
   }
   chan = (int) fd;
+  /* Programs the backend runs (scripts, servers) get neither the
+   * channel nor its number.
+   */
+  fcntl (chan, F_SETFD, fcntl (chan, F_GETFD) | FD_CLOEXEC);
+  unsetenv (HP_ENV_FD);
   signal (SIGPIPE, SIG_IGN);
   nbdkit__thread_model = model ? model
     : nbdkit__be->thread_model ? nbdkit__be->thread_model
