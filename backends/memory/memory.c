@@ -150,7 +150,7 @@ static struct nbdkit_backend memory = {
   .version = PACKAGE_VERSION,
   .description = "A sparse RAM disk that survives restarts of the backend.",
   .config_help =
-    "[size=]<SIZE>    (required) The size of the RAM disk, e.g. 1G\n"
+    "size=<SIZE>      (required) The size of the RAM disk, e.g. 1G\n"
     "                 (suffixes k, M, G, T, P, E).\n"
     "allocator=sparse (the default) Sparse, in pages of 32K.\n"
     "allocator=malloc[,mlock=true]\n"
