@@ -93,6 +93,7 @@ struct options {
   const char *port;             /* -p */
   const char *unixsocket;       /* -U path, or the private one for -U - */
   char *private_dir;            /* -U -: directory removed at exit */
+  int unix_socket_mode;         /* --unix-socket-mode, -1: 0755 & ~umask */
   const char *pidfile;          /* -P */
   unsigned threads;             /* -t, 0 = backend's default */
   json_t *backend_debug;        /* -D flags for the backend: {"flag":N} */

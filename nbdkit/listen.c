@@ -189,7 +189,8 @@ listen_unix (void)
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
   const char *path = opt.unixsocket;
   char *priv = NULL;
-  int fd;
+  int fd, r;
+  mode_t old_umask;
 
   if (strcmp (path, "-") == 0) {
     const char *tmpdir = getenv ("TMPDIR");
@@ -213,7 +214,19 @@ listen_unix (void)
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd == -1)
     die ("socket: %m");
-  if (bind (fd, (struct sockaddr *) &addr, sizeof addr) == -1)
+  /* The socket file's mode is fixed when bind creates it, from the
+   * umask: --unix-socket-mode exactly, else nbdkit's 0755 less the
+   * caller's umask (connecting needs write permission, so only the
+   * owner may connect).  The umask is the process's: nothing else
+   * creates files meanwhile (the filters' worker threads, if a filter
+   * started them, only use files already open).
+   */
+  old_umask = umask (0);
+  umask (opt.unix_socket_mode >= 0 ? ~(mode_t) opt.unix_socket_mode & 0777
+                                   : old_umask | 022);
+  r = bind (fd, (struct sockaddr *) &addr, sizeof addr);
+  umask (old_umask);
+  if (r == -1)
     die ("-U %s: bind: %m%s", path,
          errno == EADDRINUSE
          ? " (the file exists: nbdkit leaves its socket file at exit; "

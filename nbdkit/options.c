@@ -33,6 +33,7 @@ struct options opt = {
   .restart_window = 10,
   .ping_interval = 10,
   .ping_timeout = 30,
+  .unix_socket_mode = -1,
 };
 
 bool want_help, want_dump, want_version;
@@ -72,6 +73,7 @@ enum {
   SHORT_OPTIONS_OPTION,
   LONG_OPTIONS_OPTION,
   SWAP_OPTION,
+  UNIX_SOCKET_MODE_OPTION,
 };
 
 /* In nbdkit's order, which --short-options and --long-options keep. */
@@ -141,6 +143,7 @@ static const struct option long_options[] = {
   { "print-uri",    no_argument,       NULL, PRINT_URI_OPTION },
   { "short-options", no_argument,      NULL, SHORT_OPTIONS_OPTION },
   { "tls-priority", required_argument, NULL, TLS_PRIORITY_OPTION },
+  { "unix-socket-mode", required_argument, NULL, UNIX_SOCKET_MODE_OPTION },
   { NULL },
 };
 
@@ -193,6 +196,9 @@ usage (void)
 "      --tls-priority STRING   gnutls priority string (default NORMAL)\n"
 "      --tls-verify-peer       require a client certificate from the CA\n"
 "  -U, --unix SOCKET           listen on a unix socket (- = private)\n"
+"      --unix-socket-mode MODE permissions of the -U socket, in octal:\n"
+"                              0660 lets the group connect too (default:\n"
+"                              0755 less the umask, the owner only)\n"
 "  -v, --verbose               debug messages on stderr\n"
 "\n"
 "Captive use and services (see nbdkit-captive(1), nbdkit-service(1)):\n"
@@ -732,6 +738,19 @@ parse_command_line (int argc, char *argv[])
     case 'U':
       opt.unixsocket = optarg;
       break;
+    case UNIX_SOCKET_MODE_OPTION: {
+      char *end;
+      unsigned long m;
+
+      errno = 0;
+      m = strtoul (optarg, &end, 8);
+      if (!isdigit ((unsigned char) optarg[0]) || *end || errno || m > 0777)
+        die ("--unix-socket-mode=%s: expected permissions in octal, such "
+             "as 0600 (the owner only) or 0660 (the group too), at most "
+             "0777", optarg);
+      opt.unix_socket_mode = (int) m;
+      break;
+    }
     case 'v':
       opt.verbose = true;
       break;
@@ -775,6 +794,9 @@ parse_command_line (int argc, char *argv[])
          "to connect to");
   if (opt.vsock && (opt.unixsocket || opt.single || opt.ipaddr))
     die ("--vsock cannot be combined with -U, -s or -i");
+  if (opt.unix_socket_mode >= 0 && !opt.unixsocket)
+    die ("--unix-socket-mode is the mode of the -U socket: it needs -U "
+         "(with socket activation, systemd's SocketMode= sets it)");
   if (opt.run || opt.exit_with_parent)
     opt.foreground = true;
   /* As nbdkit does: a relative socket path is made absolute, so that
