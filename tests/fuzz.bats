@@ -80,3 +80,47 @@ replay() {
     [ "$status" -eq 0 ]
     [[ "$output" == *"fuzz-run: no crash"* ]]
 }
+
+# The other targets (tests/fuzz/README): each corpus-T replays through
+# tests/fuzz-replay-T, the harness built with the normal compiler (and
+# the sanitizers when configured with --enable-sanitizers).
+@test "every target's seed corpus and crash reproducers replay through its harness" {
+    local dir target n=0
+    for dir in "$top_srcdir"/tests/fuzz/corpus-*/; do
+        [ -d "$dir" ] || continue
+        target=${dir%/}
+        target=${target##*/corpus-}
+        echo "# target $target"
+        [ -x "$top_builddir/tests/fuzz-replay-$target" ] || {
+            echo "tests/fuzz-replay-$target is not built (make fuzz-replays)"
+            return 1
+        }
+        run "$top_builddir/tests/fuzz-replay-$target" "$dir"
+        echo "$output" | tail -n 40
+        [ "$status" -eq 0 ]
+        [[ "$output" == *" inputs replayed"* ]]
+        n=$((n + 1))
+    done
+    # Every harness has a corpus.
+    local h
+    for h in "$top_srcdir"/tests/fuzz/fuzz-*.c; do
+        h=${h##*/fuzz-}; h=${h%.c}
+        case $h in server|backend) continue ;; esac
+        [ -d "$top_srcdir/tests/fuzz/corpus-$h" ] || {
+            echo "tests/fuzz/fuzz-$h.c has no corpus-$h"; return 1; }
+    done
+    [ "$n" -ge 1 ] || skip "no target other than server yet"
+}
+
+@test "contrib/fuzz refuses a bad target or option, naming it" {
+    run "$top_srcdir/contrib/fuzz" no-such-target
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"no-such-target: no such target"* ]]
+    [[ "$output" == *server* ]]
+    run "$top_srcdir/contrib/fuzz" server --minutes x
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"--minutes x: expected a whole number"* ]]
+    run "$top_srcdir/contrib/fuzz" server --bogus
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"unknown option --bogus"* ]]
+}

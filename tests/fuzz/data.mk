@@ -1,0 +1,1 @@
+# Fuzzing target "data": see tests/fuzz/README.

@@ -1,0 +1,1 @@
+# Fuzzing target "frames": see tests/fuzz/README.

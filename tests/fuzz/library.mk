@@ -1,0 +1,1 @@
+# Fuzzing target "library": see tests/fuzz/README.

@@ -1,0 +1,1 @@
+# Fuzzing target "sh-output": see tests/fuzz/README.
