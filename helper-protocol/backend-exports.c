@@ -193,3 +193,16 @@ nbdkit__op_default_export (const struct hp_header *req, json_t *j)
   nbdkit__context_end ();
   free (name);
 }
+
+#ifdef NBDKIT_FUZZING
+void
+nbdkit__fuzz_reset_exports (void)
+{
+  size_t i;
+
+  for (i = 0; i < REMEMBERED; ++i) {
+    free (table[i].default_name);
+    memset (&table[i], 0, sizeof table[i]);
+  }
+}
+#endif

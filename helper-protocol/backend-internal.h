@@ -109,6 +109,7 @@ struct handle {
   char *export;
   bool tls;
   bool readonly;
+  uint64_t size;                /* get_size at open: requests stay below */
   /* capabilities, computed at open */
   int can_write, can_flush, can_trim, can_zero, can_fast_zero;
   int can_extents, can_fua, can_cache;
@@ -176,7 +177,25 @@ extern void nbdkit__op_dump (const struct hp_header *req);
 extern void nbdkit__op_attach_fd (const struct hp_header *req, json_t *j,
                                   int fd);
 extern void nbdkit__op_run_job (struct job *job);   /* on a worker thread */
+extern void nbdkit__op_open (const struct hp_header *req, json_t *j);
+extern void nbdkit__op_close (const struct hp_header *req);
 extern void nbdkit__op_close_all (void);
+
+#ifdef NBDKIT_FUZZING
+/* The fuzzing harness of the library (tests/fuzz/fuzz-library.c) runs
+ * nbdkit_backend_main once per input, in one thread: no pool of
+ * workers, no watcher of the channel.  A frame that breaks the
+ * protocol ends the input through the harness's hook (instead of
+ * exiting), and nbdkit__fuzz_reset gives every file's state back its
+ * first value.
+ */
+extern void nbdkit__fuzz_protocol_error (const char *why)
+  __attribute__ ((noreturn));
+extern void nbdkit__fuzz_reset (void);
+extern void nbdkit__fuzz_reset_workers (void);
+extern void nbdkit__fuzz_reset_ops (void);
+extern void nbdkit__fuzz_reset_exports (void);
+#endif
 
 /* backend-lists.c */
 extern struct nbdkit_extents *nbdkit__extents_new (uint64_t start,

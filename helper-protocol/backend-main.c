@@ -595,10 +595,15 @@ nbdkit__send_error_reply (const struct hp_header *req, uint32_t def_status)
 static void __attribute__ ((noreturn))
 protocol_error (const char *why)
 {
+#ifdef NBDKIT_FUZZING
+  nbdkit__fuzz_protocol_error (why);
+#else
   fprintf (stderr, "error: invalid frame from the server: %s\n", why);
   exit (EXIT_FAILURE);
+#endif
 }
 
+/* A control message's payload as a JSON object, or NULL. */
 static json_t *
 parse_json (const struct hp_header *h, const unsigned char *payload)
 {
@@ -608,8 +613,10 @@ parse_json (const struct hp_header *h, const unsigned char *payload)
   if (h->payload_len == 0)
     return json_object ();
   j = json_loadb ((const char *) payload, h->payload_len, 0, &err);
-  if (!j || !json_is_object (j))
-    protocol_error ("a control message whose payload is not a JSON object");
+  if (j && !json_is_object (j)) {
+    json_decref (j);
+    j = NULL;
+  }
   return j;
 }
 
@@ -625,7 +632,7 @@ read_one (struct job **jobp)
   unsigned char *payload = NULL;
   uint64_t start;
   const char *why;
-  json_t *j;
+  json_t *j = NULL;
   int ret = 0;
   bool startup;
 
@@ -657,15 +664,20 @@ read_one (struct job **jobp)
       nbdkit__buf_free (payload, payload_size (&h));
     return 0;
   }
+  if (h.type == HP_HELLO || h.type == HP_CONFIG || h.type == HP_ATTACH_FD) {
+    j = parse_json (&h, payload);
+    if (!j) {
+      why = "a control message whose payload is not a JSON object";
+      goto bad;
+    }
+  }
 
   switch (h.type) {
   case HP_HELLO:
-    j = parse_json (&h, payload);
     nbdkit__op_hello (&h, j);
     json_decref (j);
     break;
   case HP_CONFIG:
-    j = parse_json (&h, payload);
     nbdkit__op_config (&h, j,
                        take_fd (start,
                                 start + HP_HEADER_SIZE + h.payload_len));
@@ -681,7 +693,6 @@ read_one (struct job **jobp)
     nbdkit__op_dump (&h);
     break;
   case HP_ATTACH_FD:
-    j = parse_json (&h, payload);
     nbdkit__op_attach_fd (&h, j,
                           take_fd (start,
                                    start + HP_HEADER_SIZE + h.payload_len));
@@ -719,13 +730,21 @@ read_one (struct job **jobp)
     break;
   }
   default:
-    protocol_error ("a message type this backend does not know");
+    why = "a message type this backend does not know";
+    goto bad;
   }
   if (startup)
     nbdkit__request_end ();
   if (payload)
     nbdkit__buf_free (payload, payload_size (&h));
   return ret;
+
+ bad:
+  if (startup)
+    nbdkit__request_end ();
+  if (payload)
+    nbdkit__buf_free (payload, payload_size (&h));
+  protocol_error (why);
 }
 
 int
@@ -772,7 +791,11 @@ nbdkit_backend_main_with_model (const struct nbdkit_backend *backend,
              "the NBDKIT_THREAD_MODEL_* constants\n", nbdkit__thread_model);
     return EXIT_FAILURE;
   }
+#ifdef NBDKIT_FUZZING
+  (void) die_with_server;       /* the harness is not a server's child */
+#else
   die_with_server ();
+#endif
   if (nbdkit__be->load)
     nbdkit__be->load ();
 
@@ -788,3 +811,46 @@ nbdkit_backend_main_with_model (const struct nbdkit_backend *backend,
   rbuf = NULL;
   return EXIT_SUCCESS;
 }
+
+#ifdef NBDKIT_FUZZING
+/* Between two inputs of the fuzzing harness, which may have ended in
+ * the middle of a frame (a protocol error): the reader's buffer and
+ * descriptors, the writer's queue, and every other file's state.
+ */
+void
+nbdkit__fuzz_reset (void)
+{
+  struct reply *r;
+  size_t i;
+
+  nbdkit__op_close_all ();
+  nbdkit__fuzz_reset_ops ();
+  nbdkit__fuzz_reset_exports ();
+  nbdkit__fuzz_reset_workers ();
+  free (rbuf);
+  rbuf = NULL;
+  rstart = rend = 0;
+  rpos = 0;
+  for (i = 0; i < nr_received_fds; ++i)
+    close (received_fds[i].fd);
+  nr_received_fds = 0;
+  while ((r = wq_head) != NULL) {
+    wq_head = r->next;
+    nbdkit__buf_free (r->owned, r->owned_size);
+    free (r);
+  }
+  wq_tail = &wq_head;
+  while ((r = free_replies) != NULL) {
+    free_replies = r->next;
+    free (r);
+  }
+  nr_free_replies = 0;
+  writing = false;
+  atomic_store (&busy, 0);
+  atomic_store (&channel_gone, false);
+  json_decref (nbdkit__debug_flags);
+  nbdkit__debug_flags = NULL;
+  nbdkit__verbose = false;
+  chan = -1;
+}
+#endif

@@ -301,6 +301,9 @@ nbdkit__workers_start (unsigned n)
 {
   unsigned i;
 
+#ifdef NBDKIT_FUZZING
+  return;                       /* one thread: the reader runs every job */
+#endif
   if (threads)
     return;
   if (n == 0)
@@ -342,3 +345,27 @@ nbdkit__workers_serve (int (*read) (struct job **job))
   threads = NULL;
   nr_threads = 0;
 }
+
+#ifdef NBDKIT_FUZZING
+void
+nbdkit__fuzz_reset_workers (void)
+{
+  struct job *job;
+
+  while ((job = queue_head) != NULL) {
+    queue_head = job->next;
+    nbdkit__job_free (job);
+  }
+  queue_tail = &queue_head;
+  while ((job = free_jobs) != NULL) {
+    free_jobs = job->next;
+    free (job);
+  }
+  nr_free_jobs = 0;
+  leader_busy = false;
+  done = false;
+  free (table);
+  table = NULL;
+  table_size = 0;
+}
+#endif
