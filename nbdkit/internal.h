@@ -315,6 +315,7 @@ struct session {
   struct request *cur;          /* write whose payload is being read */
   unsigned in_flight;
   uint64_t read_bytes_in_flight;  /* replies to come: counted as output */
+  uint64_t write_bytes_in_flight; /* payloads of writes in the chain */
   bool paused;                 /* stopped reading: too much in flight */
   bool disconnecting;          /* NBD_CMD_DISC or EOF seen */
 };

@@ -46,6 +46,16 @@ static size_t nr_listeners;
 static bool accepting;
 unsigned nr_connections;
 
+/* Out of descriptors (EMFILE, ENFILE) or memory: the waiting client
+ * stays in the listen queue, and the listening socket stays readable,
+ * so accepting again at once would spin.  Accepting pauses until a
+ * connection ends or this timer fires, and the error is logged once
+ * per pause.
+ */
+#define ACCEPT_BACKOFF 0.1
+static ev_timer accept_backoff;
+static bool backing_off;
+
 static void
 peer_name (const struct sockaddr_storage *ss, socklen_t len,
            char *buf, size_t buflen)
@@ -94,15 +104,27 @@ set_accepting (bool on)
 static bool
 may_accept (void)
 {
-  return !server_quitting () &&
+  return !server_quitting () && !backing_off &&
          !(bproc_info (bproc_first ())->thread_model ==
            THREAD_MODEL_SERIALIZE_CONNECTIONS &&
            nr_connections > 0);
 }
 
+static void
+on_accept_backoff (struct ev_loop *l, ev_timer *w, int revents)
+{
+  backing_off = false;
+  if (nr_listeners && may_accept ())
+    set_accepting (true);
+}
+
 void
 listen_conn_ended (void)
 {
+  if (backing_off) {
+    ev_timer_stop (loop, &accept_backoff);
+    backing_off = false;
+  }
   if (nr_listeners && may_accept ())
     set_accepting (true);
 }
@@ -119,8 +141,17 @@ on_accept (struct ev_loop *l, ev_io *w, int revents)
   fd = accept4 (lst->fd, (struct sockaddr *) &ss, &len,
                 SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd == -1) {
-    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-        errno != ECONNABORTED)
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+        errno == ENOMEM) {
+      nbdkit_error ("accept: %m (accepting again when a connection ends, "
+                    "or in %g s)", ACCEPT_BACKOFF);
+      backing_off = true;
+      set_accepting (false);
+      ev_timer_init (&accept_backoff, on_accept_backoff, ACCEPT_BACKOFF, 0);
+      ev_timer_start (loop, &accept_backoff);
+    }
+    else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+             errno != ECONNABORTED)
       nbdkit_error ("accept: %m");
     return;
   }
@@ -374,6 +405,10 @@ listen_stop (void)
 {
   size_t i;
 
+  if (backing_off) {
+    ev_timer_stop (loop, &accept_backoff);
+    backing_off = false;
+  }
   set_accepting (false);
   for (i = 0; i < nr_listeners; ++i)
     close (listeners[i].fd);

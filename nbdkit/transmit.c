@@ -8,9 +8,11 @@
  * answered exactly once.
  *
  * Memory per connection is bounded: at most MAX_IN_FLIGHT requests (or
- * -t's number) are outstanding and at most MAX_QUEUED_OUTPUT bytes of replies wait for
- * the client or are still to come for the reads in flight; past
- * either, the connection stops reading until it drains.  A write's payload is only allocated after its header passed
+ * -t's number) are outstanding, at most MAX_QUEUED_OUTPUT bytes of
+ * replies wait for the client or are still to come for the reads in
+ * flight, and at most MAX_WRITE_BYTES bytes of write payloads are in
+ * the chain; past any of them, the connection stops reading until it
+ * drains.  A write's payload is only allocated after its header passed
  * validation (and never more than 32 MiB); a refused write's payload is
  * read and thrown away through a fixed buffer.
  */
@@ -35,6 +37,12 @@
  * requests: a couple of maximum-sized reads.
  */
 #define MAX_QUEUED_OUTPUT (64 * 1024 * 1024)
+
+/* Write payloads in the chain before we stop reading requests: a
+ * slow backend must not make a client's pipelined writes pile up
+ * (256 of 32 MiB would be 8 GiB).  One more write may be read past it.
+ */
+#define MAX_WRITE_BYTES (64 * 1024 * 1024)
 
 struct request {
   struct conn *conn;
@@ -441,6 +449,8 @@ on_backend_reply (void *opaque, const struct hp_header *reply,
   s->in_flight--;
   if (r->cmd == NBD_CMD_READ)
     s->read_bytes_in_flight -= r->count;
+  if (r->cmd == NBD_CMD_WRITE)
+    s->write_bytes_in_flight -= r->count;
   if (reply && (reply->flags & HP_FLAG_DISCONNECT)) {
     /* The backend dropped the client (nbdkit_disconnect with force):
      * no answer to this request or any other.
@@ -501,6 +511,8 @@ submit (struct conn *conn, struct request *r)
   s->in_flight++;
   if (r->cmd == NBD_CMD_READ)
     s->read_bytes_in_flight += r->count;
+  if (r->cmd == NBD_CMD_WRITE)
+    s->write_bytes_in_flight += r->count;
   conn_ref (conn);
   chain_send (s->chain, &h, data, data ? r->count : 0, on_backend_reply, r);
 }
@@ -621,7 +633,8 @@ must_pause (struct conn *conn)
 
   return s->in_flight >= max ||
          conn_output_bytes (conn) + s->read_bytes_in_flight >=
-         MAX_QUEUED_OUTPUT;
+         MAX_QUEUED_OUTPUT ||
+         s->write_bytes_in_flight >= MAX_WRITE_BYTES;
 }
 
 static void

@@ -129,3 +129,21 @@ raw() {
     start_server memory 1M
     raw info_keeps_meta_context
 }
+
+@test "pipelined writes a slow backend cannot take are not all read into memory" {
+    start_server --filter=delay memory 1G delay-write=60
+    raw writes_in_flight_bounded
+}
+
+@test "out of descriptors, the server pauses accepting instead of spinning" {
+    requires prlimit
+    start_server memory 1M
+    prlimit --pid "$server_pid" --nofile=40:40
+    raw accept_out_of_descriptors
+    # One message per pause (0.1 s) at most, not one per turn of a
+    # spinning loop.
+    n=$(grep -c 'accept: Too many open files' "$log" || true)
+    echo "accept failures logged: $n"
+    [ "$n" -ge 1 ]
+    [ "$n" -le 25 ]
+}

@@ -649,6 +649,62 @@ def case_shutdown_behind_requests():
     check("closed after the replies", closed(s), True)
 
 
+def case_writes_in_flight_bounded():
+    """Pipelined 32 MiB writes to a server whose delay filter holds
+    each for a minute: the server stops reading once 64 MiB of them
+    are in its chain, instead of taking in all 40 (1.25 GiB)."""
+    import threading
+    import time
+    s, size, _ = transmission()
+    payload = b"\x5a" * (32 * 1024 * 1024)
+    sent = [0]
+
+    def sender():
+        try:
+            for i in range(40):
+                request(s, CMD_WRITE, 0, len(payload), cookie=i)
+                s.sendall(payload)
+                sent[0] += 28 + len(payload)
+        except OSError:
+            pass
+
+    s.settimeout(None)
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    # Until the sender has made no progress for 3 s (or sent it all).
+    last, still = -1, 0
+    while t.is_alive() and still < 30:
+        time.sleep(0.1)
+        if sent[0] == last:
+            still += 1
+        else:
+            last, still = sent[0], 0
+    mib = sent[0] / 1048576
+    print("the client got %.0f MiB of writes into the socket" % mib)
+    # 64 MiB in the chain, one more write read, socket buffers.
+    if mib > 160:
+        fail("the server read %.0f MiB of writes that it could not "
+             "pass on" % mib)
+
+
+def case_accept_out_of_descriptors():
+    """More clients than the server has descriptors for: it logs the
+    failed accept once per pause rather than spinning, and serves again
+    once they leave."""
+    import time
+    conns = []
+    for i in range(80):
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(30)
+        c.connect(path)
+        conns.append(c)
+    time.sleep(1.5)
+    for c in conns:
+        c.close()
+    time.sleep(0.3)
+    still_serving()
+
+
 cases = {name[5:]: fn for name, fn in globals().items()
          if name.startswith("case_")}
 if len(sys.argv) < 3 or sys.argv[2] not in cases:
