@@ -4,9 +4,10 @@
  * checked by config_complete) and the backend's callbacks; pool.c the
  * pool of libcurl easy handles and every request made with them
  * (HEAD/GET/PUT, retries, the mapping of HTTP and libcurl errors to
- * errno); scripts.c the header-script and cookie-script; secret.c the
- * reading of password=, proxy-password= and cookie= from a file, a
- * descriptor or the terminal.
+ * errno); scripts.c the header-script and cookie-script; ../secret.c
+ * (shared with the ssh backend) the reading of password=,
+ * proxy-password= and cookie= from a file, a descriptor or the
+ * terminal.
  */
 
 #ifndef NBDKIT_CURL_CURLDEFS_H
@@ -87,17 +88,8 @@ extern int pool_write (struct curl_handle *ch, const void *buf,
 extern int scripts_get (struct curl_slist **hdrs, char **cookie_out);
 extern void scripts_unload (void);
 
-/* ---- secret.c ---- */
+/* ---- ../secret.c: secret_read, secret_free (see ../secret.h) ---- */
 
-/* The value of password=, proxy-password= or cookie=: VALUE itself,
- * +FILE (the file's contents), - (asked on the terminal), -FD (read
- * from the server's descriptor FD).  Malloc'd into *ret.  What was read
- * from a file, a descriptor or the terminal is kept for the restarts of
- * the backend.  Returns 0, or -1 after nbdkit_error.
- */
-extern int secret_read (const char *key, const char *value, char **ret);
-
-/* Free s after clearing it. */
-extern void secret_free (char *s);
+#include "../secret.h"
 
 #endif /* NBDKIT_CURL_CURLDEFS_H */

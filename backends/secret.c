@@ -1,6 +1,8 @@
-/* backends/curl/secret.c: the values of password=, proxy-password= and
- * cookie=, which nbdkit also takes from a file (+FILE), from the
- * terminal (-) or from a descriptor of the server (-FD).
+/* backends/secret.c: secret parameter values (the curl backend's
+ * password=, proxy-password= and cookie=, the ssh backend's password=),
+ * which nbdkit also takes from a file (+FILE), from the terminal (-)
+ * or from a descriptor of the server (-FD); and the small store of
+ * values kept for the restarts of a backend.
  *
  * This backend is a process of its own, with /dev/null as standard
  * input and none of the server's descriptors.  So '-' asks on the
@@ -29,7 +31,7 @@
 #include <unistd.h>
 
 #include "nbdkit-backend.h"
-#include "curldefs.h"
+#include "secret.h"
 
 #define MAX_SECRET (1024 * 1024)
 
@@ -59,9 +61,8 @@ read_full (int fd, void *buf, size_t n, off_t off)
   return 0;
 }
 
-/* The secret kept under name, malloc'd; NULL if there is none. */
-static char *
-store_find (const char *name)
+char *
+secret_kept_find (const char *name)
 {
   int fd = nbdkit_memfd ();
   struct stat st;
@@ -98,8 +99,8 @@ store_find (const char *name)
   return NULL;
 }
 
-static void
-store_add (const char *name, const char *secret)
+void
+secret_keep (const char *name, const char *secret)
 {
   int fd = nbdkit_memfd ();
   struct stat st;
@@ -113,7 +114,7 @@ store_add (const char *name, const char *secret)
       pwrite (fd, secret, vlen, st.st_size + 8 + klen) != (ssize_t) vlen) {
     nbdkit_debug ("cannot keep the value for restarts: %m");
     if (ftruncate (fd, st.st_size) == -1) {
-      /* a record cut short: store_find stops before it */
+      /* a record cut short: secret_kept_find stops before it */
     }
   }
 }
@@ -314,7 +315,7 @@ secret_read (const char *key, const char *value, char **ret)
     nbdkit_error ("out of memory");
     return -1;
   }
-  s = store_find (name);
+  s = secret_kept_find (name);
   if (s)
     nbdkit_debug ("%s: using the value read at the first start", name);
   else {
@@ -325,7 +326,7 @@ secret_read (const char *key, const char *value, char **ret)
     else
       s = from_fd (key, value);
     if (s)
-      store_add (name, s);
+      secret_keep (name, s);
   }
   free (name);
   if (!s)
