@@ -258,6 +258,15 @@ b"
     rm -f "$SSHD_DIR/home/rel-$BATS_TEST_NUMBER.img"
 }
 
+@test "ssh: the nbdkit(1) example verbatim, host changed: nbdkit ssh host=HOST /ABSOLUTE/PATH" {
+    ssh_requires
+    # SSHP: host=127.0.0.1 and the test server's port, user, key and
+    # known_hosts; the path is absolute, as in the example.
+    start_server ssh "${SSHP[@]}" "$DISK"
+    [ "$(nbdinfo --size "$uri")" = "$(stat -c %s "$DISK")" ]
+    nbdcopy "$uri" - | cmp - "$DISK"
+}
+
 # ---- writing ----
 
 @test "ssh: nbdcopy writes 64 MiB into the remote file, which is then byte-for-byte the same" {
