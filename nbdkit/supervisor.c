@@ -207,8 +207,11 @@ backend_close_then (struct bhandle *bh, void (*done) (void *opaque),
       done (opaque);
     return;
   }
-  ct = done ? malloc (sizeof *ct) : NULL;
   if (bh->valid && bh->bp->sup.state == READY) {
+    /* Only a READY backend is told (and done waits for its answer);
+     * for any other, done runs now and nothing is allocated.
+     */
+    ct = done ? malloc (sizeof *ct) : NULL;
     if (ct) {
       ct->done = done;
       ct->opaque = opaque;
