@@ -644,7 +644,8 @@ check_reply (struct hreq *q, const struct hp_header *reply, void *payload,
       fuzz_bug ("%s failed with a payload", q->what);
     return;
   }
-  if (reply->type != (r->type | HP_REPLY) || !hp_error_is_valid (reply->status))
+  if (reply->type != (r->type | HP_REPLY) ||
+      !hp_error_is_valid (reply->status))
     fuzz_bug ("%s completed with a reply of type %#x, status %u", q->what,
               reply->type, reply->status);
   s = find_sent (reply->id);
@@ -968,7 +969,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   /* The options. */
   params[0] = (struct config_param) { strdup ("size"), strdup ("1M"), false };
   params[1] = (struct config_param) { strdup ("script"), strdup ("x"), true };
-  params[2] = (struct config_param) { strdup ("fd"), strdup (fd_value), false };
+  params[2] = (struct config_param) { strdup ("fd"), strdup (fd_value),
+                                      false };
   opt.params = params;
   opt.nr_params = o0 & 3;
   opt.max_restarts = (o0 >> 2) & 3;
