@@ -173,18 +173,22 @@ complete (struct backend_proc *bp, struct pending *p,
   free (p);
 }
 
-/* A request sent to a backend that is going away fails: its slots may
- * still be written by that process, so they wait for its end.
+/* A request sent to a backend that is going away fails: while that
+ * process runs its slots may still be written, so they wait for its
+ * end (arena_release_quarantine); once it is gone they are free at once
+ * (quarantined then, nothing would ever release them).
  */
 static void
 complete_lost (struct backend_proc *bp, struct pending *p)
 {
-  if (arena_contains (bp->arena, p->payload)) {
-    arena_quarantine (bp->arena, p->payload);
-    p->payload = NULL;
+  if (backend_pid (bp) > 0) {
+    if (arena_contains (bp->arena, p->payload)) {
+      arena_quarantine (bp->arena, p->payload);
+      p->payload = NULL;
+    }
+    arena_quarantine (bp->arena, p->slot);
+    p->slot = NULL;
   }
-  arena_quarantine (bp->arena, p->slot);
-  p->slot = NULL;
   complete (bp, p, NULL, NULL, 0);
 }
 

@@ -2,7 +2,8 @@
  *
  * A struct filter like any other, at the bottom of every chain: open
  * sends OPEN to the chain's backend_proc and takes the capabilities
- * from the reply; each request becomes one data message on the open
+ * from the reply (caps_from_json: the backend's JSON, checked member by
+ * member); each request becomes one data message on the open
  * handle, and its reply completes the request; close sends CLOSE.
  * Every request type has an entry here, so every request ends in this
  * layer or above it.
@@ -11,8 +12,93 @@
 #include <config.h>
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
+
+/* ---- the capabilities of the export, from the OPEN reply ---- */
+
+static bool
+get_bool (json_t *j, const char *key)
+{
+  return json_is_true (json_object_get (j, key));
+}
+
+/* can_fua / can_cache: "none", "emulate", "native" (or a boolean). */
+static bool
+get_level (json_t *j, const char *key)
+{
+  json_t *v = json_object_get (j, key);
+
+  if (json_is_string (v))
+    return strcmp (json_string_value (v), "none") != 0;
+  return json_is_true (v);
+}
+
+static bool
+is_power_of_2 (uint64_t v)
+{
+  return v && !(v & (v - 1));
+}
+
+int
+caps_from_json (json_t *j, struct export_caps *caps, const char **why)
+{
+  json_t *size = json_object_get (j, "size");
+  json_t *bs = json_object_get (j, "block_size");
+  const char *desc, *name;
+
+  memset (caps, 0, sizeof *caps);
+  if (!json_is_integer (size) || json_integer_value (size) < 0) {
+    *why = "the backend's OPEN reply has no valid size";
+    return -1;
+  }
+  caps->size = (uint64_t) json_integer_value (size);
+  caps->can_write = get_bool (j, "can_write") && !opt.readonly;
+  caps->can_flush = get_bool (j, "can_flush");
+  caps->can_trim = get_bool (j, "can_trim") && caps->can_write;
+  caps->can_zero = get_bool (j, "can_zero") && caps->can_write;
+  caps->can_fast_zero = get_bool (j, "can_fast_zero") && caps->can_zero;
+  caps->can_extents = get_bool (j, "can_extents");
+  caps->can_multi_conn = get_bool (j, "can_multi_conn");
+  caps->is_rotational = get_bool (j, "is_rotational");
+  caps->can_fua = get_level (j, "can_fua") && caps->can_write;
+  caps->fua_emulated = caps->can_fua &&
+    json_is_string (json_object_get (j, "can_fua")) &&
+    strcmp (json_string_value (json_object_get (j, "can_fua")),
+            "emulate") == 0;
+  caps->can_cache = get_level (j, "can_cache");
+
+  if (json_is_object (bs)) {
+    json_int_t min = json_integer_value (json_object_get (bs, "minimum"));
+    json_int_t pref = json_integer_value (json_object_get (bs, "preferred"));
+    json_int_t max = json_integer_value (json_object_get (bs, "maximum"));
+
+    if (min || pref || max) {
+      /* The constraints of the NBD specification. */
+      if (!is_power_of_2 (min) || min > 65536 ||
+          !is_power_of_2 (pref) || pref < min || pref > 32 * 1024 * 1024 ||
+          max < pref || max > UINT32_MAX || max % min != 0) {
+        *why = "the backend's block size constraints are not valid "
+               "(minimum and preferred must be powers of 2, "
+               "minimum <= preferred <= maximum)";
+        return -1;
+      }
+      caps->block_min = (uint32_t) min;
+      caps->block_pref = (uint32_t) pref;
+      caps->block_max = (uint32_t) max;
+    }
+  }
+
+  desc = json_string_value (json_object_get (j, "description"));
+  if (desc && *desc && strlen (desc) <= NBD_MAX_STRING)
+    caps->description = strdup (desc);
+  name = json_string_value (json_object_get (j, "name"));
+  if (name && strlen (name) <= NBD_MAX_STRING)
+    caps->name = strdup (name);
+  return 0;
+}
+
 
 static void
 on_open (void *opaque, struct bhandle *bh, json_t *j, uint32_t status,

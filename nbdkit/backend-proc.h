@@ -5,7 +5,7 @@
  * it, and one function per message the front end sends); its parts are
  * each kept by one file, which alone touches its part's fields:
  *
- *   struct backend_info   backend-spawn.c  what HELLO said
+ *   struct backend_info   backend-info.c   what HELLO said
  *   struct spawn_state    backend-spawn.c  the process, its stderr
  *   struct channel        backend-channel.c  frames, requests in flight
  *   struct supervisor     supervisor.c     life cycle, handles, restarts

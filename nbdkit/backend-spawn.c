@@ -1,16 +1,16 @@
 /* nbdkit front end: a backend's process.
  *
- * Owns struct spawn_state and struct backend_info, the parts of a
- * backend_proc (backend-proc.h) that are its process and what it said
- * of itself; and finding the backend executable, starting it (socketpair, fork,
- * exec with the channel on fd 3, stdin and stdout on /dev/null, stderr
+ * Owns struct spawn_state, the part of a backend_proc (backend-proc.h)
+ * that is its process; and finding the backend executable, starting
+ * it (socketpair, fork, exec with the channel on fd 3, stdin and stdout on /dev/null, stderr
  * on a pipe relayed to the log, no other fd, the server's environment
  * (or a minimal one with --backend-clean-environment),
  * its own process group, no new privileges, SIGTERM when the server
- * dies, optionally another user and group and resource limits), struct
- * backend_info (from HELLO), and
- * noticing the process's end, which it reports to the supervisor.
- * Decisions (restart, stop) are the supervisor's.
+ * dies, optionally another user and group and resource limits),
+ * signalling it (backend_kill, backend_terminate), and noticing the
+ * process's end, which it reports to the supervisor.  Decisions
+ * (restart, stop) are the supervisor's.  What the backend says of
+ * itself in HELLO is backend-info.c's.
  */
 
 #include <config.h>
@@ -390,98 +390,27 @@ on_child_exit (struct ev_loop *l, ev_child *w, int revents)
   supervisor_backend_exited (bp);
 }
 
-static enum thread_model
-parse_thread_model (const char *s)
-{
-  if (!s || strcmp (s, "parallel") == 0)
-    return THREAD_MODEL_PARALLEL;
-  if (strcmp (s, "serialize_requests") == 0)
-    return THREAD_MODEL_SERIALIZE_REQUESTS;
-  if (strcmp (s, "serialize_all_requests") == 0)
-    return THREAD_MODEL_SERIALIZE_ALL_REQUESTS;
-  if (strcmp (s, "serialize_connections") == 0)
-    return THREAD_MODEL_SERIALIZE_CONNECTIONS;
-  die ("%s: the backend announced an unknown thread model '%s'",
-       opt.backend_name, s);
-}
-
-/* GET_READY may name a more serialized thread model than HELLO did (a
- * script backend learns its script's only after loading it).
+/* SIGKILL for the backend and everything it started (a script that
+ * runs, data's commands): the backend leads a process group of its
+ * own (see exec_backend).  Its pid is not reaped yet, so the group's
+ * id cannot have been reused.
  */
 void
-backend_lower_thread_model (struct backend_proc *bp, const char *s)
+backend_kill (struct backend_proc *bp)
 {
-  enum thread_model m;
+  pid_t pid = bp->spawn.pid;
 
-  if (!s)
+  if (pid <= 0)
     return;
-  if (strcmp (s, "parallel") != 0 && strcmp (s, "serialize_requests") != 0 &&
-      strcmp (s, "serialize_all_requests") != 0 &&
-      strcmp (s, "serialize_connections") != 0) {
-    nbdkit_debug ("get_ready: unknown thread model '%s' ignored", s);
-    return;
-  }
-  m = parse_thread_model (s);
-  if (m < bp->info.thread_model) {
-    nbdkit_debug ("%s: thread model lowered to %s", bp->info.name,
-                  thread_model_name (m));
-    bp->info.thread_model = m;
-  }
-}
-
-static char *
-dup_member (json_t *j, const char *key)
-{
-  const char *s = json_string_value (json_object_get (j, key));
-
-  return s ? strdup (s) : NULL;
-}
-
-const char *
-thread_model_name (enum thread_model m)
-{
-  switch (m) {
-  case THREAD_MODEL_SERIALIZE_CONNECTIONS: return "serialize_connections";
-  case THREAD_MODEL_SERIALIZE_ALL_REQUESTS: return "serialize_all_requests";
-  case THREAD_MODEL_SERIALIZE_REQUESTS: return "serialize_requests";
-  case THREAD_MODEL_PARALLEL: return "parallel";
-  }
-  return "unknown";
+  if (kill (-pid, SIGKILL) == -1)
+    kill (pid, SIGKILL);
 }
 
 void
-backend_info_from_hello (struct backend_proc *bp, json_t *reply)
+backend_terminate (struct backend_proc *bp)
 {
-  bp->info.name = dup_member (reply, "name");
-  if (!bp->info.name || !*bp->info.name) {
-    free (bp->info.name);
-    bp->info.name = strdup (opt.backend_name);
-  }
-  bp->info.version = dup_member (reply, "version");
-  bp->info.longname = dup_member (reply, "longname");
-  bp->info.description = dup_member (reply, "description");
-  bp->info.magic_config_key = dup_member (reply, "magic_config_key");
-  bp->info.config_help = dup_member (reply, "config_help");
-  bp->info.callbacks = json_incref (json_object_get (reply, "callbacks"));
-  bp->info.fd_keys = json_incref (json_object_get (reply, "fd_keys"));
-  bp->info.thread_model =
-    parse_thread_model (json_string_value (json_object_get (reply,
-                                                            "thread_model")));
-  {
-    json_t *features = json_object_get (reply, "features"), *f;
-    size_t i;
-
-    json_array_foreach (features, i, f)
-      if (json_is_string (f) &&
-          strcmp (json_string_value (f), HP_FEATURE_MEMFD) == 0)
-        bp->info.wants_memfd = true;
-      else if (json_is_string (f) &&
-               strcmp (json_string_value (f), HP_FEATURE_SHM) == 0)
-        bp->info.wants_shm = true;
-  }
-  nbdkit_debug ("backend %s %s, pid %d, thread model %s",
-                bp->info.name, bp->info.version ? bp->info.version : "",
-                (int) bp->spawn.pid, thread_model_name (bp->info.thread_model));
+  if (bp->spawn.pid > 0)
+    kill (bp->spawn.pid, SIGTERM);
 }
 
 /* Move fd above the channel's fd number so that the dup2 calls in the

@@ -323,8 +323,6 @@ struct session {
 extern void handshake_start (struct conn *conn);
 extern void session_free (struct conn *conn);
 extern void caps_free (struct export_caps *caps);
-extern int caps_from_json (json_t *j, struct export_caps *caps,
-                           const char **why);
 
 /* ---- transmit.c ---- */
 
@@ -446,16 +444,26 @@ extern void *bproc_payload_alloc (struct backend_proc *bp, size_t len);
 extern json_t *bproc_parse_json (const void *payload, uint32_t len,
                                  const char **why);
 
-/* ---- backend-spawn.c: the process ---- */
+/* ---- backend-info.c: what the backend said in HELLO ---- */
 
-extern char *backend_locate (const char *name);
-extern void backend_info_from_hello (struct backend_proc *bp, json_t *hello);
+/* -1 (nothing set) if the reply names an unknown thread model. */
+extern int backend_info_from_hello (struct backend_proc *bp, json_t *hello);
 extern const char *thread_model_name (enum thread_model m);
 extern void backend_lower_thread_model (struct backend_proc *bp,
                                         const char *name);
+
+/* ---- backend-spawn.c: the process ---- */
+
+extern char *backend_locate (const char *name);
 /* Start a process and open the channel to it; false on failure. */
 extern bool backend_spawn (struct backend_proc *bp);
 extern pid_t backend_pid (const struct backend_proc *bp);
+/* SIGKILL for the backend and everything it started; SIGTERM for the
+ * backend alone.  Nothing if no process runs.  Its end is reported to
+ * the supervisor (supervisor_backend_exited) as always.
+ */
+extern void backend_kill (struct backend_proc *bp);
+extern void backend_terminate (struct backend_proc *bp);
 
 /* ---- supervisor.c: the backend's life cycle, and its handles ---- */
 
@@ -660,6 +668,11 @@ extern void backend_layer_close_then (void *handle,
                                       void (*done) (void *opaque),
                                       void *opaque);
 extern struct backend_proc *fopen_backend_proc (const struct fopen *o);
+/* The export's capabilities from the backend's OPEN reply: -1 and *why
+ * if the reply is not valid (no size, bad block size constraints).
+ */
+extern int caps_from_json (json_t *j, struct export_caps *caps,
+                           const char **why);
 extern bool fopen_wants_description (const struct fopen *o);
 
 #endif /* NBDKIT_INTERNAL_H */

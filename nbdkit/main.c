@@ -286,7 +286,10 @@ describe_backend (void)
   hello = call_sync (HP_HELLO, &msg);
   if (!hello)
     die ("%s: %s", opt.backend_name, msg);
-  backend_info_from_hello (bproc_first (), hello);
+  if (backend_info_from_hello (bproc_first (), hello) == -1)
+    die ("%s: the backend announced an unknown thread model '%s'",
+         opt.backend_name,
+         json_string_value (json_object_get (hello, "thread_model")));
   json_decref (hello);
   if (want_help)
     print_backend_help ();

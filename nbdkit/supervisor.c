@@ -33,13 +33,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 
 #include "backend-proc.h"
 
@@ -73,22 +71,6 @@ supervisor_may_hold (const struct backend_proc *bp)
 
 /* ---- killing ---- */
 
-/* SIGKILL for the backend and everything it started (a script that
- * runs, data's commands): the backend leads a process group of its
- * own (backend-spawn.c).  Its pid is not reaped yet, so the group's
- * id cannot have been reused.
- */
-static void
-kill_backend_group (struct backend_proc *bp)
-{
-  pid_t pid = backend_pid (bp);
-
-  if (pid <= 0)
-    return;
-  if (kill (-pid, SIGKILL) == -1)
-    kill (pid, SIGKILL);
-}
-
 static void
 on_kill_timer (struct ev_loop *l, ev_timer *w, int revents)
 {
@@ -97,7 +79,7 @@ on_kill_timer (struct ev_loop *l, ev_timer *w, int revents)
   if (backend_pid (bp) > 0) {
     nbdkit_debug ("%s: backend process %d still running, sending SIGKILL",
                   bproc_name (bp), (int) backend_pid (bp));
-    kill_backend_group (bp);
+    backend_kill (bp);
   }
 }
 
@@ -109,7 +91,7 @@ terminate_backend (struct backend_proc *bp)
 
   if (backend_pid (bp) <= 0)
     return;
-  kill (backend_pid (bp), SIGTERM);
+  backend_terminate (bp);
   ev_timer_stop (loop, &sup->kill_timer);
   ev_timer_set (&sup->kill_timer, TERM_GRACE, 0);
   ev_timer_start (loop, &sup->kill_timer);
@@ -136,7 +118,7 @@ supervisor_protocol_error (struct backend_proc *bp, const char *why)
 {
   nbdkit_error ("%s: backend protocol error: %s; restarting the backend",
                 bproc_name (bp), why);
-  kill_backend_group (bp);
+  backend_kill (bp);
   channel_close (bp, true);
 }
 
@@ -225,8 +207,11 @@ backend_close_then (struct bhandle *bh, void (*done) (void *opaque),
       done (opaque);
     return;
   }
-  ct = done ? malloc (sizeof *ct) : NULL;
   if (bh->valid && bh->bp->sup.state == READY) {
+    /* Only a READY backend is told (and done waits for its answer);
+     * for any other, done runs now and nothing is allocated.
+     */
+    ct = done ? malloc (sizeof *ct) : NULL;
     if (ct) {
       ct->done = done;
       ct->opaque = opaque;
@@ -700,7 +685,13 @@ on_hello (void *opaque, const struct hp_header *reply, void *payload,
     return;
   }
   if (!bp->info.name) {
-    backend_info_from_hello (bp, j);
+    if (backend_info_from_hello (bp, j) == -1) {
+      start_failed (bp, "the backend announced an unknown thread model "
+                    "'%s'", json_string_value (json_object_get
+                                               (j, "thread_model")));
+      json_decref (j);
+      return;
+    }
     if (sup->after_hello)
       sup->after_hello (bp);
   }
@@ -895,7 +886,7 @@ on_stop_timeout (struct ev_loop *l, ev_timer *w, int revents)
   if (backend_pid (bp) > 0) {
     nbdkit_error ("%s: the backend did not stop within %g seconds, "
                   "killing it", bproc_name (bp), STOP_TIMEOUT);
-    kill_backend_group (bp);
+    backend_kill (bp);
   }
 }
 

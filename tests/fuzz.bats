@@ -112,6 +112,30 @@ replay() {
     [ "$n" -ge 1 ] || skip "no target other than server yet"
 }
 
+@test "every target's committed seeds are what its make-corpus-T.py makes" {
+    requires python3
+    local gen target f n=0
+    for gen in "$top_srcdir"/tests/fuzz/make-corpus-*.py; do
+        [ -e "$gen" ] || continue
+        target=${gen##*/make-corpus-}
+        target=${target%.py}
+        echo "# target $target"
+        rm -rf "$BATS_TEST_TMPDIR/corpus"
+        /usr/bin/python3 "$gen" "$BATS_TEST_TMPDIR/corpus"
+        for f in "$BATS_TEST_TMPDIR"/corpus/*; do
+            cmp "$f" "$top_srcdir/tests/fuzz/corpus-$target/${f##*/}"
+        done
+        # No seed left over that the script no longer makes.
+        for f in "$top_srcdir/tests/fuzz/corpus-$target"/*; do
+            case ${f##*/} in crash-*) continue ;; esac
+            [ -e "$BATS_TEST_TMPDIR/corpus/${f##*/}" ] || {
+                echo "${f##*/} is not made by ${gen##*/}"; return 1; }
+        done
+        n=$((n + 1))
+    done
+    [ "$n" -ge 1 ] || skip "no make-corpus-T.py yet"
+}
+
 @test "contrib/fuzz refuses a bad target or option, naming it" {
     run "$top_srcdir/contrib/fuzz" no-such-target
     [ "$status" -eq 1 ]
