@@ -208,6 +208,7 @@ put_fill (struct blob *b, uint64_t off, unsigned char byte, uint64_t len,
       c = &b->v[b->n - 1];
       memset (c->data + c->len, byte, len);
       c->len += len;
+      b->data += len;
       grow (b, off, len);
       return 0;
     }
