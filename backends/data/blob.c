@@ -274,17 +274,48 @@ blob_insert (struct blob *dst, uint64_t off, const struct blob *src)
   return 0;
 }
 
+/* The first offset from a on that a chunk of src covers, or src->len
+ * if there is none: the bytes before it are a hole.
+ */
+static uint64_t
+src_next (const struct blob *src, uint64_t a)
+{
+  uint64_t next = src->len;
+  size_t i;
+
+  for (i = 0; i < src->n; i++) {
+    const struct chunk *c = &src->v[i];
+
+    if (c->off + c->len > a) {
+      uint64_t x = c->off > a ? c->off : a;
+
+      if (x < next)
+        next = x;
+    }
+  }
+  return next;
+}
+
 /* Are the bytes [a, b) of src (at most a page) all zeroes?  Later
- * chunks overwrite earlier ones, so the piece is put together first.
+ * chunks overwrite earlier ones, so the piece is put together first,
+ * from the last chunk that covers all of it (if any) on.
  */
 static bool
 src_zero (const struct blob *src, uint64_t a, uint64_t b)
 {
   unsigned char buf[SPARSE_PAGE];
-  size_t i;
+  size_t i, first = 0;
 
+  for (i = src->n; i > 0; i--) {
+    const struct chunk *c = &src->v[i - 1];
+
+    if (c->off <= a && c->off + c->len >= b) {
+      first = i - 1;
+      break;
+    }
+  }
   memset (buf, 0, b - a);
-  for (i = 0; i < src->n; i++) {
+  for (i = first; i < src->n; i++) {
     const struct chunk *c = &src->v[i];
     uint64_t x = c->off > a ? c->off : a;
     uint64_t y = c->off + c->len < b ? c->off + c->len : b;
@@ -310,10 +341,29 @@ blob_insert_blit (struct blob *dst, uint64_t off, const struct blob *src)
   end = off + src->len;
   while (pos < end) {
     uint64_t pe = (pos | (SPARSE_PAGE - 1)) + 1;
+    uint64_t next = off + src_next (src, pos - off);
 
     if (pe > end)
       pe = end;
-    if (src_zero (src, pos - off, pe - off)) {
+    if (next >= pe) {
+      /* The pages up to the one where src's next chunk starts are a
+       * hole of src: zeroed in one go (as one per page would, but
+       * '( @1T 1 )' is not 2^25 pieces).
+       */
+      uint64_t he = next >= end ? end : next & ~(uint64_t) (SPARSE_PAGE - 1);
+      struct chunk *c;
+
+      if (he < pe)
+        he = pe;
+      c = new_chunk (dst);
+      if (!c)
+        return -1;
+      *c = (struct chunk) { .off = pos, .len = he - pos, .fill = 0,
+                            .zero = true };
+      grow (dst, pos, he - pos);
+      pe = he;
+    }
+    else if (src_zero (src, pos - off, pe - off)) {
       struct chunk *c = new_chunk (dst);
 
       if (!c)
