@@ -412,6 +412,13 @@ assert h.pread(502, 10) == bytes(502)'
     "U\xaa"
 )
 END AST' ]
+    # Empty strings print (nbdkit leaves them out); memcpy was given
+    # their NULL bytes, which UBSan refused (found by fuzzing:
+    # tests/fuzz/corpus-data/crash-ast-empty-string).
+    run "$NBDKIT" -U - -v -D data.AST=1 data '"" "" @4 "ab" ""' --run true
+    [ "$status" -eq 0 ]
+    [[ "$output" == *'debug: '*'    "ab"'* ]]
+    [[ "$output" != *"runtime error"* ]]
     # Without the flag, nothing.
     run "$NBDKIT" -U - -v data '1 2 3' --run true
     [[ "$output" != *"BEGIN AST"* ]]
