@@ -404,7 +404,7 @@ parse_stderr (const char *label, const char *method, char *err,
               int def_errno, const char *note)
 {
   char empty[1] = "";
-  char *start = err ? err : empty;
+  char *start = err ? err : empty, *line;
   char *p, *q;
   size_t n;
   int e = 0;
@@ -423,19 +423,27 @@ parse_stderr (const char *label, const char *method, char *err,
   if (!e)
     e = def_errno;
 
-  /* One line: newlines become "; ", blanks at either end go. */
-  for (p = start, q = start; *p; ) {
+  /* One line: newlines become "; ", blanks at either end go.  "; " is
+   * longer than the newline it replaces, so the line is made in a
+   * buffer of its own (without memory, newlines become one blank, in
+   * place).
+   */
+  line = malloc (2 * strlen (start) + 1);
+  for (p = start, q = line ? line : start; *p; ) {
     if (*p == '\n' || *p == '\r') {
       p += strspn (p, " \t\r\n");
-      if (*p && q > start) {
-        *q++ = ';';
-        *q++ = ' ';
+      if (*p && q > (line ? line : start)) {
+        *q++ = line ? ';' : ' ';
+        if (line)
+          *q++ = ' ';
       }
       continue;
     }
     *q++ = *p++;
   }
   *q = '\0';
+  if (line)
+    start = line;
   start += strspn (start, " \t");
   for (n = strlen (start); n > 0 && (start[n-1] == ' ' || start[n-1] == '\t');
        --n)
@@ -449,5 +457,6 @@ parse_stderr (const char *label, const char *method, char *err,
   else
     nbdkit_error ("%s%s%s: %s", label, *label ? ": " : "", method,
                   note ? note : strerror (e));
+  free (line);
   nbdkit_set_error (e);
 }
