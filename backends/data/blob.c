@@ -19,10 +19,17 @@
 
 /* Limits that turn a runaway expression into an error rather than an
  * out-of-memory kill: chunks in one blob, and bytes of data (not
- * counting runs of one byte) in one blob.
+ * counting runs of one byte) in one blob.  The fuzzing harness
+ * (tests/fuzz/fuzz-data.c) builds this file with lower ones.
  */
-#define MAX_CHUNKS (UINT64_C (1) << 26)
-#define MAX_DATA   (UINT64_C (1) << 34)          /* 16 GiB */
+#ifndef BLOB_MAX_CHUNKS
+#define BLOB_MAX_CHUNKS (UINT64_C (1) << 26)
+#endif
+#ifndef BLOB_MAX_DATA
+#define BLOB_MAX_DATA   (UINT64_C (1) << 34)     /* 16 GiB */
+#endif
+#define MAX_CHUNKS BLOB_MAX_CHUNKS
+#define MAX_DATA BLOB_MAX_DATA
 
 /* Runs of one byte shorter than this are stored as bytes when that
  * lets them join their neighbour, so that '(0x55 0xAA)*N' becomes one
