@@ -508,6 +508,33 @@ for off, want in ((0, errno.ENOSPC), (512, errno.EPERM), (1024, errno.EIO),
     grep -q 'pread: no room here' "$log"
 }
 
+@test "an error of several lines on stderr is one line in the log" {
+    requires nbdsh
+    # Each newline became "; " in place, one byte longer: the message
+    # overran itself and the backend died of SIGSEGV (found by fuzzing:
+    # tests/fuzz/corpus-sh-output/crash-stderr-lines).
+    script lines.sh <<'EOF2'
+#!/bin/sh
+case "$1" in
+    get_size) echo 1M ;;
+    pread) printf 'warning: first\nEPERM second\nthird\n\n  fourth\n' >&2
+           exit 1 ;;
+    *) exit 2 ;;
+esac
+EOF2
+    start_server sh "$script"
+    nbd_py '
+for i in range(3):
+    try:
+        h.pread(1, 0)
+        sys.exit("a failing read succeeded")
+    except nbd.Error as e:
+        assert e.errnum == errno.EPERM, e
+'
+    grep -q 'pread: warning: first; second; third; fourth' "$log"
+    ! grep -q 'killed by signal' "$log"
+}
+
 @test "open loses exactly one trailing newline of the handle it prints" {
     requires nbdinfo
     script handle.sh <<'EOF2'

@@ -19,10 +19,17 @@
 
 /* Limits that turn a runaway expression into an error rather than an
  * out-of-memory kill: chunks in one blob, and bytes of data (not
- * counting runs of one byte) in one blob.
+ * counting runs of one byte) in one blob.  The fuzzing harness
+ * (tests/fuzz/fuzz-data.c) builds this file with lower ones.
  */
-#define MAX_CHUNKS (UINT64_C (1) << 26)
-#define MAX_DATA   (UINT64_C (1) << 34)          /* 16 GiB */
+#ifndef BLOB_MAX_CHUNKS
+#define BLOB_MAX_CHUNKS (UINT64_C (1) << 26)
+#endif
+#ifndef BLOB_MAX_DATA
+#define BLOB_MAX_DATA   (UINT64_C (1) << 34)     /* 16 GiB */
+#endif
+#define MAX_CHUNKS BLOB_MAX_CHUNKS
+#define MAX_DATA BLOB_MAX_DATA
 
 /* Runs of one byte shorter than this are stored as bytes when that
  * lets them join their neighbour, so that '(0x55 0xAA)*N' becomes one
@@ -208,6 +215,7 @@ put_fill (struct blob *b, uint64_t off, unsigned char byte, uint64_t len,
       c = &b->v[b->n - 1];
       memset (c->data + c->len, byte, len);
       c->len += len;
+      b->data += len;
       grow (b, off, len);
       return 0;
     }
@@ -273,17 +281,48 @@ blob_insert (struct blob *dst, uint64_t off, const struct blob *src)
   return 0;
 }
 
+/* The first offset from a on that a chunk of src covers, or src->len
+ * if there is none: the bytes before it are a hole.
+ */
+static uint64_t
+src_next (const struct blob *src, uint64_t a)
+{
+  uint64_t next = src->len;
+  size_t i;
+
+  for (i = 0; i < src->n; i++) {
+    const struct chunk *c = &src->v[i];
+
+    if (c->off + c->len > a) {
+      uint64_t x = c->off > a ? c->off : a;
+
+      if (x < next)
+        next = x;
+    }
+  }
+  return next;
+}
+
 /* Are the bytes [a, b) of src (at most a page) all zeroes?  Later
- * chunks overwrite earlier ones, so the piece is put together first.
+ * chunks overwrite earlier ones, so the piece is put together first,
+ * from the last chunk that covers all of it (if any) on.
  */
 static bool
 src_zero (const struct blob *src, uint64_t a, uint64_t b)
 {
   unsigned char buf[SPARSE_PAGE];
-  size_t i;
+  size_t i, first = 0;
 
+  for (i = src->n; i > 0; i--) {
+    const struct chunk *c = &src->v[i - 1];
+
+    if (c->off <= a && c->off + c->len >= b) {
+      first = i - 1;
+      break;
+    }
+  }
   memset (buf, 0, b - a);
-  for (i = 0; i < src->n; i++) {
+  for (i = first; i < src->n; i++) {
     const struct chunk *c = &src->v[i];
     uint64_t x = c->off > a ? c->off : a;
     uint64_t y = c->off + c->len < b ? c->off + c->len : b;
@@ -309,10 +348,29 @@ blob_insert_blit (struct blob *dst, uint64_t off, const struct blob *src)
   end = off + src->len;
   while (pos < end) {
     uint64_t pe = (pos | (SPARSE_PAGE - 1)) + 1;
+    uint64_t next = off + src_next (src, pos - off);
 
     if (pe > end)
       pe = end;
-    if (src_zero (src, pos - off, pe - off)) {
+    if (next >= pe) {
+      /* The pages up to the one where src's next chunk starts are a
+       * hole of src: zeroed in one go (as one per page would, but
+       * '( @1T 1 )' is not 2^25 pieces).
+       */
+      uint64_t he = next >= end ? end : next & ~(uint64_t) (SPARSE_PAGE - 1);
+      struct chunk *c;
+
+      if (he < pe)
+        he = pe;
+      c = new_chunk (dst);
+      if (!c)
+        return -1;
+      *c = (struct chunk) { .off = pos, .len = he - pos, .fill = 0,
+                            .zero = true };
+      grow (dst, pos, he - pos);
+      pe = he;
+    }
+    else if (src_zero (src, pos - off, pe - off)) {
       struct chunk *c = new_chunk (dst);
 
       if (!c)

@@ -810,7 +810,8 @@ ast_bytes_run (struct printer *pr, const struct node *seq, size_t i,
   if (!b)
     return j;
   for (; i < j; i++) {
-    memcpy (b + k, seq->items[i]->bytes, seq->items[i]->len);
+    if (seq->items[i]->len > 0)         /* "" has no bytes at all */
+      memcpy (b + k, seq->items[i]->bytes, seq->items[i]->len);
     k += seq->items[i]->len;
   }
   ast_string (pr, indent, b, len, "");

@@ -9,9 +9,9 @@
  * input and reads both outputs in one poll loop, so that a script that
  * writes a lot before reading (or the reverse) never deadlocks, then
  * turns the exit status into a call_status, with the errno name and
- * message of stderr on error.  Many calls may run at once, from any
- * worker thread: nothing here is shared but the one-time shutdown
- * request.
+ * message of stderr on error (parsed by parse.c).  Many calls may run
+ * at once, from any worker thread: nothing here is shared but the
+ * one-time shutdown request.
  */
 
 #include <config.h>
@@ -35,6 +35,7 @@
 
 #include "nbdkit-backend.h"
 #include "call.h"
+#include "parse.h"
 
 /* How much of a script's stderr is kept for the error message (the
  * rest is read and dropped).
@@ -81,113 +82,6 @@ buf_append (struct buf *b, const char *data, size_t n)
 }
 
 __thread int call_disconnect;
-
-/* ---- errno names on stderr ---- */
-
-static const struct { const char *name; int value; } errno_names[] = {
-  { "EPERM", EPERM }, { "ENOENT", ENOENT }, { "ESRCH", ESRCH },
-  { "EINTR", EINTR }, { "EIO", EIO }, { "ENXIO", ENXIO },
-  { "E2BIG", E2BIG }, { "ENOEXEC", ENOEXEC }, { "EBADF", EBADF },
-  { "ECHILD", ECHILD }, { "EAGAIN", EAGAIN }, { "EWOULDBLOCK", EAGAIN },
-  { "ENOMEM", ENOMEM }, { "EACCES", EACCES }, { "EFAULT", EFAULT },
-  { "EBUSY", EBUSY }, { "EEXIST", EEXIST }, { "EXDEV", EXDEV },
-  { "ENODEV", ENODEV }, { "ENOTDIR", ENOTDIR }, { "EISDIR", EISDIR },
-  { "EINVAL", EINVAL }, { "ENFILE", ENFILE }, { "EMFILE", EMFILE },
-  { "ENOTTY", ENOTTY }, { "ETXTBSY", ETXTBSY }, { "EFBIG", EFBIG },
-  { "ENOSPC", ENOSPC }, { "ESPIPE", ESPIPE }, { "EROFS", EROFS },
-  { "EMLINK", EMLINK }, { "EPIPE", EPIPE }, { "EDOM", EDOM },
-  { "ERANGE", ERANGE }, { "EDEADLK", EDEADLK },
-  { "ENAMETOOLONG", ENAMETOOLONG }, { "ENOLCK", ENOLCK },
-  { "ENOSYS", ENOSYS }, { "ENOTEMPTY", ENOTEMPTY }, { "ELOOP", ELOOP },
-  { "EOVERFLOW", EOVERFLOW }, { "ENOTSUP", ENOTSUP },
-  { "EOPNOTSUPP", EOPNOTSUPP }, { "ESHUTDOWN", ESHUTDOWN },
-  { "ETIMEDOUT", ETIMEDOUT }, { "ECONNREFUSED", ECONNREFUSED },
-  { "ECONNRESET", ECONNRESET }, { "EDQUOT", EDQUOT },
-  { "ESTALE", ESTALE }, { "ECANCELED", ECANCELED },
-};
-
-/* If s starts with a known errno name followed by a blank or the end,
- * return its value and set *len to the length of the name, else 0.
- * As nbdkit, the name's case does not matter: EIO, eio, Eio.
- */
-static int
-errno_at (const char *s, size_t *len)
-{
-  size_t n = 0, i;
-
-  while (s[n] && ((s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= 'a' && s[n] <= 'z') ||
-                  (s[n] >= '0' && s[n] <= '9')))
-    n++;
-  if (n == 0 || (s[n] && s[n] != ' ' && s[n] != '\t' && s[n] != '\n' &&
-                 s[n] != '\r'))
-    return 0;
-  for (i = 0; i < sizeof errno_names / sizeof errno_names[0]; ++i)
-    if (strlen (errno_names[i].name) == n &&
-        strncasecmp (s, errno_names[i].name, n) == 0) {
-      *len = n;
-      return errno_names[i].value;
-    }
-  return 0;
-}
-
-/* Report a failed call: the errno is the name at the start of stderr
- * (as nbdkit does), or else at the start of any line of it, or else
- * def_errno.  The message is the rest of stderr on one line, followed
- * by "(note)" if note is not NULL; without any text, note or else the
- * description of the errno.
- */
-static void
-report_error (const char *label, const char *method, char *err,
-              int def_errno, const char *note)
-{
-  char empty[1] = "";
-  char *start = err ? err : empty;
-  char *p, *q;
-  size_t n;
-  int e = 0;
-
-  /* The name comes first, as in nbdkit: " EIO" names none. */
-  if ((e = errno_at (start, &n)) != 0)
-    memmove (start, start + n, strlen (start + n) + 1);
-  else {
-    for (p = strchr (start, '\n'); p; p = strchr (p + 1, '\n')) {
-      if ((e = errno_at (p + 1, &n)) != 0) {
-        memmove (p + 1, p + 1 + n, strlen (p + 1 + n) + 1);
-        break;
-      }
-    }
-  }
-  if (!e)
-    e = def_errno;
-
-  /* One line: newlines become "; ", blanks at either end go. */
-  for (p = start, q = start; *p; ) {
-    if (*p == '\n' || *p == '\r') {
-      p += strspn (p, " \t\r\n");
-      if (*p && q > start) {
-        *q++ = ';';
-        *q++ = ' ';
-      }
-      continue;
-    }
-    *q++ = *p++;
-  }
-  *q = '\0';
-  start += strspn (start, " \t");
-  for (n = strlen (start); n > 0 && (start[n-1] == ' ' || start[n-1] == '\t');
-       --n)
-    start[n-1] = '\0';
-
-  if (*start && note)
-    nbdkit_error ("%s%s%s: %s (%s)", label, *label ? ": " : "", method,
-                  start, note);
-  else if (*start)
-    nbdkit_error ("%s%s%s: %s", label, *label ? ": " : "", method, start);
-  else
-    nbdkit_error ("%s%s%s: %s", label, *label ? ": " : "", method,
-                  note ? note : strerror (e));
-  nbdkit_set_error (e);
-}
 
 /* Exit statuses 4 and 5: ask the server to shut down, as
  * nbdkit_shutdown() does for a plugin.  The helper protocol has no
@@ -449,7 +343,7 @@ call_run (const char *const argv[], char *const envp[],
     char what[64];
 
     snprintf (what, sizeof what, "killed by signal %d", WTERMSIG (status));
-    report_error (label, method, ebuf.p, EIO, what);
+    parse_stderr (label, method, ebuf.p, EIO, what);
     goto out;
   }
 
@@ -497,20 +391,20 @@ call_run (const char *const argv[], char *const envp[],
     break;
   case 5:                       /* shut down, and the call failed */
     request_shutdown (label, method);
-    report_error (label, method, ebuf.p, ESHUTDOWN, NULL);
+    parse_stderr (label, method, ebuf.p, ESHUTDOWN, NULL);
     break;
   case 6:                       /* disconnect the client at once */
     /* stdout and stderr are ignored, as in nbdkit; the backend cannot
      * drop the connection, so the request fails with ESHUTDOWN.
      */
     call_disconnect = 6;
-    report_error (label, method, NULL, ESHUTDOWN,
+    parse_stderr (label, method, NULL, ESHUTDOWN,
                   "the script asked to disconnect the client (exit "
                   "status 6)");
     break;
   case 8:                       /* soft disconnect, and the call failed */
     call_disconnect = 8;
-    report_error (label, method, ebuf.p, ESHUTDOWN, NULL);
+    parse_stderr (label, method, ebuf.p, ESHUTDOWN, NULL);
     break;
   default: {
     char what[64];
@@ -524,7 +418,7 @@ call_run (const char *const argv[], char *const envp[],
       snprintf (what, sizeof what, "exit status %d is reserved", code);
     else
       snprintf (what, sizeof what, "failed with exit status %d", code);
-    report_error (label, method, ebuf.p, EIO,
+    parse_stderr (label, method, ebuf.p, EIO,
                   (code >= 9 && code <= 15) || !*text ? what : NULL);
   }
   }

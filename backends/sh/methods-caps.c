@@ -139,23 +139,11 @@ level_method (struct sh_handle *h, const char *method, int none,
   const char *args[] = { h->h, NULL };
   struct call_io io = { .want_out = 1 };
   enum call_status st = run_method (method, args, &io);
-  const char *s;
   int r;
 
   if (st != CALL_OK)
     return method_result (st, method, if_missing);
-  s = trim (io.out);
-  if (strcasecmp (s, "none") == 0)
-    r = none;
-  else if (strcasecmp (s, "emulate") == 0)
-    r = emulate;
-  else if (strcasecmp (s, "native") == 0)
-    r = native;
-  else {
-    method_error (EINVAL, method, "the script printed '%s' (print none, "
-                  "emulate or native)", s);
-    r = -1;
-  }
+  r = parse_level (method, io.out, none, emulate, native);
   free (io.out);
   return r;
 }

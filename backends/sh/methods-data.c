@@ -1,7 +1,7 @@
 /* backends/sh/methods-data.c: the data methods of the sh and eval
  * backends (pread, pwrite, flush, trim, zero, cache, extents): their
- * arguments as nbdkit-sh-plugin(3) gives them, the data through the
- * script's stdin and stdout, and the parsing of extents.
+ * arguments as nbdkit-sh-plugin(3) gives them, and the data through
+ * the script's stdin and stdout (extents are parsed by parse.c).
  */
 
 #include <config.h>
@@ -138,66 +138,6 @@ methods_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   return simple_handle_method (h, "cache", args, NULL, 0);
 }
 
-/* One line of extents: "offset length [type]", where type is a number,
- * or words hole and zero separated by commas, or nothing (data).
- */
-static int
-parse_extent (char *line, struct nbdkit_extents *extents)
-{
-  char *save = NULL, *word[3], *p = line;
-  char copy[256];
-  int64_t offset, length;
-  uint32_t type = 0;
-  int i;
-
-  snprintf (copy, sizeof copy, "%s", line);
-  for (i = 0; i < 3; ++i, p = NULL)
-    word[i] = strtok_r (p, " \t\r", &save);
-  if (!word[0])
-    return 0;                   /* a blank line */
-  if (!word[1] || strtok_r (NULL, " \t\r", &save)) {
-    method_error (EIO, "extents", "cannot parse the line '%s' (write "
-                  "'offset length [type]')", copy);
-    return -1;
-  }
-  offset = nbdkit_parse_size (word[0]);
-  length = nbdkit_parse_size (word[1]);
-  if (offset == -1 || length == -1) {
-    method_error (EIO, "extents", "cannot parse the line '%s': the offset "
-                  "and length must be sizes", copy);
-    return -1;
-  }
-  if (word[2]) {
-    char *end;
-    unsigned long t;
-
-    errno = 0;
-    t = strtoul (word[2], &end, 0);
-    if (word[2][0] >= '0' && word[2][0] <= '9' && !*end && !errno &&
-        t <= UINT32_MAX)
-      type = (uint32_t) t;
-    else {
-      char *w, *wsave = NULL;
-
-      for (w = strtok_r (word[2], ",", &wsave); w;
-           w = strtok_r (NULL, ",", &wsave)) {
-        if (strcmp (w, "hole") == 0)
-          type |= NBDKIT_EXTENT_HOLE;
-        else if (strcmp (w, "zero") == 0)
-          type |= NBDKIT_EXTENT_ZERO;
-        else {
-          method_error (EIO, "extents", "unknown extent type '%s' in the "
-                        "line '%s' (use a number, or hole and/or zero "
-                        "separated by a comma)", w, copy);
-          return -1;
-        }
-      }
-    }
-  }
-  return nbdkit_add_extent (extents, (uint64_t) offset, (uint64_t) length,
-                            type);
-}
-
 int
 methods_extents (void *handle, uint32_t count, uint64_t offset,
                  uint32_t flags, struct nbdkit_extents *extents)
@@ -206,8 +146,7 @@ methods_extents (void *handle, uint32_t count, uint64_t offset,
   char c[16], o[32], f[64];
   const char *args[] = { h->h, c, o, f, NULL };
   struct call_io io = { .want_out = 1 };
-  char *line, *save = NULL;
-  int r = 0;
+  int r;
 
   snprintf (c, sizeof c, "%" PRIu32, count);
   snprintf (o, sizeof o, "%" PRIu64, offset);
@@ -224,9 +163,7 @@ methods_extents (void *handle, uint32_t count, uint64_t offset,
   default:
     return -1;
   }
-  for (line = strtok_r (io.out, "\n", &save); r == 0 && line;
-       line = strtok_r (NULL, "\n", &save))
-    r = parse_extent (line, extents);
+  r = parse_extents (io.out, extents);
   free (io.out);
   return r;
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "call.h"
+#include "parse.h"
 
 /* The capability methods whose answers a handle keeps: each runs at
  * most once per connection, as in nbdkit.
@@ -47,9 +48,6 @@ extern int simple_handle_method (struct sh_handle *h, const char *method,
 /* The thread model the script's thread_model method printed. */
 extern int script_thread_model;
 
-/* nbdkit_error, prefixed with "LABEL: METHOD: ", and errno for it. */
-extern void method_error (int err, const char *method, const char *fmt, ...)
-  __attribute__ ((format (printf, 3, 4)));
 
 /* Exit status 3 from a method that is not a boolean. */
 extern int bad_false (const char *method);
@@ -64,9 +62,6 @@ extern int method_result (enum call_status r, const char *method,
  */
 extern int simple_method (const char *method, const char *const *args,
                           struct call_io *io, int if_missing);
-
-/* The output without blanks at either end. */
-extern char *trim (char *s);
 
 /* Flags as the scripts see them: comma-separated words. */
 extern void flags_string (uint32_t flags, char *buf, size_t len);

@@ -4,9 +4,9 @@
  * the program for the command and call.c to run it) and turns the exit
  * status and output into what libnbdkit-backend expects, following
  * nbdkit-sh-plugin(3): the arguments of each method, "true"/"false"
- * for booleans, flags as comma-separated words, the defaults of a
- * missing method (exit status 2), and the parsing of sizes, extents
- * and export lists.  Also owns the private temporary directory that
+ * for booleans, flags as comma-separated words and the defaults of a
+ * missing method (exit status 2); what a method prints is parsed by
+ * parse.c.  Also owns the private temporary directory that
  * scripts see as $tmpdir.  Callbacks may run on several worker threads
  * at once: after start-up, the state here is read-only, except the
  * handles, which belong to one connection each.
@@ -53,22 +53,6 @@ static struct name {
 static pthread_mutex_t default_names_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- messages ---- */
-
-void
-method_error (int err, const char *method, const char *fmt, ...)
-{
-  va_list ap;
-  char *msg = NULL;
-
-  va_start (ap, fmt);
-  if (vasprintf (&msg, fmt, ap) == -1)
-    msg = NULL;
-  va_end (ap);
-  nbdkit_error ("%s%s%s: %s", script_label, *script_label ? ": " : "",
-                method, msg ? msg : fmt);
-  free (msg);
-  nbdkit_set_error (err);
-}
 
 int
 bad_false (const char *method)
@@ -242,30 +226,6 @@ simple_method (const char *method, const char *const *args,
   return method_result (run_method (method, args, io), method, if_missing);
 }
 
-/* The output of a method without trailing newline characters. */
-static void
-chomp (char *s, size_t *len)
-{
-  size_t n = len ? *len : strlen (s);
-
-  while (n > 0 && (s[n-1] == '\n' || s[n-1] == '\r'))
-    s[--n] = '\0';
-  if (len)
-    *len = n;
-}
-
-char *
-trim (char *s)
-{
-  size_t n;
-
-  s += strspn (s, " \t\r\n");
-  n = strlen (s);
-  while (n > 0 && strchr (" \t\r\n", s[n-1]))
-    s[--n] = '\0';
-  return s;
-}
-
 void
 flags_string (uint32_t flags, char *buf, size_t len)
 {
@@ -326,29 +286,15 @@ methods_config_complete (void)
 int
 methods_thread_model (void)
 {
-  static const struct { const char *name; int model; } models[] = {
-    { "serialize_connections", NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS },
-    { "serialize_all_requests", NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS },
-    { "serialize_requests", NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS },
-    { "parallel", NBDKIT_THREAD_MODEL_PARALLEL },
-  };
   struct call_io io = { .want_out = 1 };
   int model = NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS;
-  size_t i;
 
   switch (run_method ("thread_model", NULL, &io)) {
   case CALL_OK: {
-    const char *s = trim (io.out);
+    int m = parse_thread_model (io.out);
 
-    for (i = 0; i < sizeof models / sizeof models[0]; ++i)
-      if (strcmp (s, models[i].name) == 0)
-        break;
-    if (i < sizeof models / sizeof models[0])
-      script_thread_model = model = models[i].model;
-    else
-      nbdkit_debug ("thread_model: unknown thread model '%s' ignored "
-                    "(use serialize_connections, serialize_all_requests, "
-                    "serialize_requests or parallel)", s);
+    if (m != -1)
+      script_thread_model = model = m;
     free (io.out);
     return model;
   }
@@ -414,53 +360,6 @@ methods_dump_plugin (void)
 
 /* ---- exports ---- */
 
-/* Split output into lines (in place); the mode line of nbdkit-sh(3),
- * if any, is left out and returned.
- */
-enum list_mode { LIST_NAMES, LIST_INTERLEAVED, LIST_NAMES_DESCRIPTIONS };
-
-static char **
-split_exports (char *s, size_t *n, enum list_mode *mode)
-{
-  char **lines = NULL;
-  size_t cap = 0;
-  char *p = s;
-
-  *n = 0;
-  *mode = LIST_NAMES;
-  while (*p) {
-    char *nl = strchr (p, '\n');
-
-    if (nl)
-      *nl = '\0';
-    if (*n == cap) {
-      char **l = realloc (lines, (cap = cap ? cap * 2 : 16) * sizeof *l);
-
-      if (!l) {
-        free (lines);
-        return NULL;
-      }
-      lines = l;
-    }
-    lines[(*n)++] = p;
-    if (!nl)
-      break;
-    p = nl + 1;
-  }
-  if (*n > 0) {
-    if (strcmp (lines[0], "NAMES") == 0)
-      *mode = LIST_NAMES;
-    else if (strcmp (lines[0], "INTERLEAVED") == 0)
-      *mode = LIST_INTERLEAVED;
-    else if (strcmp (lines[0], "NAMES+DESCRIPTIONS") == 0)
-      *mode = LIST_NAMES_DESCRIPTIONS;
-    else
-      return lines ? lines : calloc (1, sizeof *lines);
-    memmove (lines, lines + 1, --*n * sizeof *lines);
-  }
-  return lines ? lines : calloc (1, sizeof *lines);
-}
-
 static const char *
 intern_name (const char *s)
 {
@@ -488,21 +387,13 @@ methods_default_export (int readonly, int is_tls)
 {
   const char *args[] = { bool_string (readonly), bool_string (is_tls), NULL };
   struct call_io io = { .want_out = 1 };
-  enum list_mode mode;
   const char *name;
-  char **lines;
-  size_t n;
 
   switch (run_method ("default_export", args, &io)) {
   case CALL_OK:
-    lines = split_exports (io.out, &n, &mode);
-    if (!lines) {
-      free (io.out);
-      nbdkit_set_error (ENOMEM);
-      return NULL;
-    }
-    name = intern_name (n > 0 ? lines[0] : "");
-    free (lines);
+    name = parse_default_export (io.out);
+    if (name)
+      name = intern_name (name);
     free (io.out);
     return name;
   case CALL_MISSING:
@@ -521,10 +412,7 @@ methods_list_exports (int readonly, int is_tls,
 {
   const char *args[] = { bool_string (readonly), bool_string (is_tls), NULL };
   struct call_io io = { .want_out = 1 };
-  enum list_mode mode;
-  char **lines;
-  size_t n, i;
-  int r = 0;
+  int r;
 
   switch (run_method ("list_exports", args, &io)) {
   case CALL_OK:
@@ -545,36 +433,7 @@ methods_list_exports (int readonly, int is_tls,
     return -1;
   }
 
-  lines = split_exports (io.out, &n, &mode);
-  if (!lines) {
-    free (io.out);
-    nbdkit_set_error (ENOMEM);
-    return -1;
-  }
-  switch (mode) {
-  case LIST_NAMES:
-    for (i = 0; r == 0 && i < n; ++i)
-      r = nbdkit_add_export (exports, lines[i], NULL);
-    break;
-  case LIST_INTERLEAVED:
-    for (i = 0; r == 0 && i < n; i += 2)
-      r = nbdkit_add_export (exports, lines[i],
-                             i + 1 < n ? lines[i + 1] : NULL);
-    break;
-  case LIST_NAMES_DESCRIPTIONS: {
-    /* As nbdkit: the first half of the lines (rounded up) are the
-     * names, the rest their descriptions; with an odd number of lines
-     * the last name has none.
-     */
-    size_t names = (n + 1) / 2;
-
-    for (i = 0; r == 0 && i < names; ++i)
-      r = nbdkit_add_export (exports, lines[i],
-                             names + i < n ? lines[names + i] : NULL);
-    break;
-  }
-  }
-  free (lines);
+  r = parse_exports (io.out, exports);
   free (io.out);
   return r;
 }
@@ -609,9 +468,7 @@ methods_open (int readonly)
   }
   switch (run_method ("open", args, &io)) {
   case CALL_OK:
-    /* As nbdkit: exactly one trailing newline goes, nothing else. */
-    if (io.outlen > 0 && io.out[io.outlen - 1] == '\n')
-      io.out[--io.outlen] = '\0';
+    parse_handle (io.out, &io.outlen);
     h->h = io.out;
     break;
   case CALL_MISSING:
@@ -654,10 +511,7 @@ methods_get_size (void *handle)
 
   switch (run_method ("get_size", args, &io)) {
   case CALL_OK:
-    size = nbdkit_parse_size (trim (io.out));
-    if (size == -1)
-      method_error (EIO, "get_size", "the script printed '%s', which is "
-                    "not a size", trim (io.out));
+    size = parse_size (io.out);
     free (io.out);
     return size;
   case CALL_MISSING:
@@ -693,9 +547,7 @@ methods_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
   struct sh_handle *h = handle;
   const char *args[] = { h->h, NULL };
   struct call_io io = { .want_out = 1 };
-  uint32_t *out[3] = { minimum, preferred, maximum };
-  char *p, *word, *save = NULL;
-  int i;
+  int r;
 
   *minimum = *preferred = *maximum = 0;
   switch (run_method ("block_size", args, &io)) {
@@ -708,24 +560,7 @@ methods_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
   default:
     return -1;
   }
-  for (i = 0, p = io.out; i < 3; ++i, p = NULL) {
-    int64_t v;
-
-    word = strtok_r (p, " \t\r\n", &save);
-    if (!word) {
-      method_error (EIO, "block_size", "the script must print three sizes "
-                    "(minimum, preferred, maximum), got %d", i);
-      free (io.out);
-      return -1;
-    }
-    v = nbdkit_parse_size (word);
-    if (v == -1 || v > UINT32_MAX) {
-      method_error (EIO, "block_size", "'%s' is not a block size", word);
-      free (io.out);
-      return -1;
-    }
-    *out[i] = (uint32_t) v;
-  }
+  r = parse_block_size (io.out, minimum, preferred, maximum);
   free (io.out);
-  return 0;
+  return r;
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "methods.h"
+#include "parse.h"
 
 static char *script;            /* absolute path */
 static bool via_sh;             /* "#!" names nbdkit: run with /bin/sh */
@@ -127,9 +128,8 @@ set_script (const char *value)
   /* The script may name the key of the bare arguments after it. */
   switch (run_method ("magic_config_key", NULL, &io)) {
   case CALL_OK: {
-    char *key = io.out + strspn (io.out, " \t\r\n");
+    char *key = parse_magic_config_key (io.out);
 
-    key[strcspn (key, " \t\r\n")] = '\0';
     if (*key) {
       nbdkit_set_magic_config_key (key);
       has_magic_key = true;
