@@ -88,25 +88,31 @@ setup_file() {
     done
 }
 
-@test "the units run under a real systemd: the memory backend serves" {
+@test "the units' hardening lets memory, file and eval serve under systemd" {
     requires systemd-run nbdinfo
     [ -d /run/systemd/system ] ||
         skip "systemd is not the init system here (no /run/systemd/system)"
     [ "$(id -u)" -eq 0 ] || skip "needs root to start a system unit"
-    # The hardening of the units, on a transient service of the build's
-    # server, socket in a runtime directory as nbdkit@.service has it.
+    # The units' hardening on transient services of the build's server,
+    # its socket in a runtime directory as nbdkit@.service has it.
     props=()
     while read -r line; do
         case $line in ''|'#'*) continue ;; esac
         props+=(-p "$line")
     done < "$top_srcdir/contrib/systemd/hardening"
-    unit=nbdkit-test-$$
-    systemd-run --unit="$unit" -p Type=notify -p DynamicUser=yes \
-        -p RuntimeDirectory="$unit" "${props[@]}" \
-        "$NBDKIT" -f -U "/run/$unit/sock" memory 1M
-    run nbdinfo --size "nbd+unix:///?socket=/run/$unit/sock"
-    systemctl stop "$unit"
-    [ "$output" = 1048576 ]
+    i=0
+    for backend in "memory 1M" "-r file /etc/os-release" \
+                   "eval get_size='echo 512' pread='head -c \$3 /dev/zero'"; do
+        unit=nbdkit-test-$$-$i; i=$((i + 1))
+        eval "set -- $backend"
+        systemd-run --quiet --unit="$unit" -p Type=notify -p DynamicUser=yes \
+            -p RuntimeDirectory="$unit" "${props[@]}" \
+            "$NBDKIT" -f -U "/run/$unit/sock" "$@"
+        run nbdinfo --size "nbd+unix:///?socket=/run/$unit/sock"
+        systemctl stop "$unit"
+        echo "$backend: $output"
+        [ "$status" -eq 0 ]
+    done
 }
 
 @test "libnbdkit-backend.so exports only the nbdkit_ and hp_ API" {
@@ -121,4 +127,36 @@ setup_file() {
     diff <(sort "$BATS_TEST_TMPDIR/syms") \
          <(awk '/^ / { sub(/@.*/, "", $1); print $1 }' \
                "$top_srcdir/debian/libnbdkit-backend0.symbols" | sort)
+}
+
+# complete WORD...: what the completion offers for the last word, one a
+# line, in a bash without bash-completion, with the build's nbdkit first
+# in $PATH.
+complete_nbdkit() {
+    mkdir -p "$BATS_TEST_TMPDIR/bin"
+    ln -sf "$NBDKIT" "$BATS_TEST_TMPDIR/bin/nbdkit"
+    PATH=$BATS_TEST_TMPDIR/bin:$PATH bash --norc --noprofile -c '
+        source "$1"; shift
+        COMP_WORDS=(nbdkit "$@"); COMP_CWORD=$#
+        _nbdkit
+        printf "%s\n" "${COMPREPLY[@]}"' \
+        _ "$top_srcdir/contrib/bash-completion/nbdkit" "$@"
+}
+
+@test "completion works in the build tree without bash-completion" {
+    run complete_nbdkit me
+    [ "$output" = memory ]
+    run complete_nbdkit --filter=log --filter mu
+    [ "$output" = multi-conn ]
+    run complete_nbdkit --read-on
+    [ "$output" = --read-only ]
+    # Every filter with a man page is offered.
+    n=0
+    for f in "$top_srcdir"/docs/nbdkit-*-filter.pod; do
+        f=${f##*/nbdkit-}; f=${f%-filter.pod}
+        run complete_nbdkit --filter "$f"
+        echo "$output" | grep -qx -- "$f" || { echo "--filter $f is not completed"; return 1; }
+        n=$((n + 1))
+    done
+    [ "$n" -gt 20 ]
 }
