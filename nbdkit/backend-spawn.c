@@ -60,8 +60,10 @@ is_executable_file (const char *path)
 
 /* The directory of backends: $NBDKIT_BACKEND_DIR, else the build tree's
  * when this binary runs from the build tree, else the installed one.
+ * --dump-config reports it (as backenddir), so that the bash completion
+ * lists the backends this binary runs.
  */
-static const char *
+const char *
 backend_dir (void)
 {
   const char *env = getenv ("NBDKIT_BACKEND_DIR");
@@ -104,6 +106,8 @@ plugin_alias (const char *name)
     die ("out of memory");
   return alias;
 }
+
+static const char *backends_found (const char *dir);
 
 char *
 backend_locate (const char *name)
@@ -150,8 +154,70 @@ backend_locate (const char *name)
     die ("out of memory");
   if (is_executable_file (path))
     return path;
-  die ("backend '%s' not found: there is no executable %s "
-       "(is the name right? backends are looked up in %s)", name, path, dir);
+  die ("backend '%s' not found: no executable %s/%s/nbdkit-%s-backend "
+       "or %s/nbdkit-%s-backend; the backends in %s are: %s (or give a "
+       "backend's path, such as ./nbdkit-%s-backend)",
+       name, dir, name, name, dir, name, dir, backends_found (dir), name);
+}
+
+/* The names of the backends in DIR, in either layout, sorted and
+ * separated by ", "; "none" if there are none.  For the message of an
+ * unknown backend, just before exiting: the string is never freed.
+ */
+static int
+compare_names (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+static const char *
+backends_found (const char *dir)
+{
+  DIR *d = opendir (dir);
+  struct dirent *e;
+  char **names = NULL;
+  size_t n = 0, i, len = 0;
+  char *list, *p;
+
+  while (d && (e = readdir (d)) != NULL) {
+    char *path = NULL, *name;
+    size_t l = strlen (e->d_name);
+    bool found;
+
+    if (e->d_name[0] == '.')
+      continue;
+    if (l > 15 && strncmp (e->d_name, "nbdkit-", 7) == 0 &&
+        strcmp (e->d_name + l - 8, "-backend") == 0) {
+      name = strndup (e->d_name + 7, l - 15);
+      found = name && asprintf (&path, "%s/%s", dir, e->d_name) != -1;
+    }
+    else {
+      name = strdup (e->d_name);
+      found = name && asprintf (&path, "%s/%s/nbdkit-%s-backend",
+                                dir, name, name) != -1;
+    }
+    if (found && is_executable_file (path) &&
+        (names = realloc (names, (n + 1) * sizeof *names)) != NULL) {
+      names[n++] = name;
+      len += strlen (name) + 2;
+    }
+    else
+      free (name);
+    free (path);
+    if (!names)
+      n = 0;
+  }
+  if (d)
+    closedir (d);
+  if (n == 0)
+    return "none";
+  qsort (names, n, sizeof *names, compare_names);
+  list = p = malloc (len + 1);
+  if (!list)
+    return "(out of memory)";
+  for (i = 0; i < n; ++i)
+    p += sprintf (p, "%s%s", i ? ", " : "", names[i]);
+  return list;
 }
 
 /* ---- the child side, between fork and exec ---- */

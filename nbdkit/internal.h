@@ -455,6 +455,8 @@ extern void backend_lower_thread_model (struct backend_proc *bp,
 /* ---- backend-spawn.c: the process ---- */
 
 extern char *backend_locate (const char *name);
+/* Where backends given by name are looked for. */
+extern const char *backend_dir (void);
 /* Start a process and open the channel to it; false on failure. */
 extern bool backend_spawn (struct backend_proc *bp);
 extern pid_t backend_pid (const struct backend_proc *bp);

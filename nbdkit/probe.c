@@ -27,16 +27,17 @@ probe_dump_config (void)
   exe[n > 0 ? n : 0] = '\0';
   printf ("bindir=%s\n", BINDIR);
   printf ("binary=%s\n", exe);
-  printf ("backenddir=%s\n", BACKENDDIR);
+  printf ("backenddir=%s\n", backend_dir ());
   printf ("exit_with_parent=yes\n");
-  printf ("filterdir=%s\n", FILTERDIR);
+  /* Empty: the filters are compiled into the server. */
+  printf ("filterdir=\n");
   printf ("host_cpu=%s\n", HOST_CPU);
   printf ("host_os=%s\n", HOST_OS);
   printf ("libdir=%s\n", LIBDIR);
   printf ("mandir=%s\n", MANDIR);
   printf ("name=%s\n", PACKAGE_NAME);
   printf ("package_version=%s\n", PACKAGE_VERSION);
-  printf ("plugindir=%s\n", BACKENDDIR);
+  printf ("plugindir=%s\n", backend_dir ());
   printf ("root_tls_certificates_dir=%s/pki/%s\n", SYSCONFDIR, PROGRAM_NAME);
   printf ("sbindir=%s\n", SBINDIR);
 #ifdef HAVE_LIBSELINUX

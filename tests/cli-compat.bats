@@ -291,3 +291,25 @@ while h.aio_in_flight() > 0:
 assert order == [0, 1, 2], order
 "'
 }
+
+@test "an unknown backend's message lists the backends found and where it looked" {
+    run "$NBDKIT" -U - nosuchbackend --run true
+    [ "$status" -eq 1 ]
+    echo "$output"
+    echo "$output" | grep -q "backend 'nosuchbackend' not found"
+    echo "$output" | grep -q "the backends in $top_builddir/backends are: .*memory"
+    echo "$output" | grep -q "such as ./nbdkit-nosuchbackend-backend"
+    mkdir "$BATS_TEST_TMPDIR/empty"
+    run env NBDKIT_BACKEND_DIR="$BATS_TEST_TMPDIR/empty" "$NBDKIT" -U - memory 1M --run true
+    [ "$status" -eq 1 ]
+    echo "$output" | grep -q "the backends in $BATS_TEST_TMPDIR/empty are: none"
+}
+
+@test "--dump-config of the build tree's server names the build tree's backends" {
+    run "$NBDKIT" --dump-config
+    [ "$status" -eq 0 ]
+    echo "$output" | grep -qx "backenddir=$top_builddir/backends"
+    echo "$output" | grep -qx "plugindir=$top_builddir/backends"
+    # The filters are compiled in: there is no directory of them.
+    echo "$output" | grep -qx "filterdir="
+}

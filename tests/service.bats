@@ -198,14 +198,12 @@ PY
     fi
 }
 
-@test "the systemd unit files pass systemd-analyze verify" {
-    requires systemd-analyze
-    d=$BATS_TEST_TMPDIR/units
-    mkdir "$d"
-    sed "s|/usr/sbin/nbdkit|$NBDKIT|" "$top_srcdir/contrib/systemd/nbdkit.service" > "$d/nbdkit.service"
-    cp "$top_srcdir/contrib/systemd/nbdkit.socket" "$d/"
-    sed "s|/usr/sbin/nbdkit|$NBDKIT|" "$top_srcdir/contrib/systemd/nbdkit@.service" > "$d/nbdkit@.service"
-    run systemd-analyze verify "$d/nbdkit.socket" "$d/nbdkit.service" "$d/nbdkit@.service"
-    echo "$output"
-    [ "$status" -eq 0 ]
+@test "the generated unit files start the configured nbdkit" {
+    # tests/packaging.bats verifies them as installed, in a private root.
+    for u in nbdkit.service nbdkit@.service; do
+        f=$top_builddir/contrib/systemd/$u
+        [ -f "$f" ] || skip "$f is not generated (run make)"
+        grep -q '^ExecStart=/.*/nbdkit ' "$f"
+        ! grep -n '@[a-zA-Z_]*@' "$f"
+    done
 }
