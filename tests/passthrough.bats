@@ -269,3 +269,56 @@ finally:
     stop_server
     ! grep -q "passthrough:" "$log"
 }
+
+# The descriptors a backend passes: each is matched to the frame it came
+# with, and one that comes with a frame that does not take it is closed.
+server_fds() {
+    ls "/proc/$server_pid/fd" | wc -l
+}
+
+@test "a descriptor passed with a reply that takes none is closed" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    start_server -v "$FAULTY" "$BATS_TEST_TMPDIR/disk" fault=fd-on-pread
+    nbd_py 'h.pread(512, 0)'
+    before=$(server_fds)
+    nbd_py '
+data = open(os.environ["BATS_TEST_TMPDIR"] + "/disk", "rb").read()
+for i in range(100):
+    assert h.pread(4096, i * 4096) == data[i * 4096 : (i + 1) * 4096]
+'
+    after=$(server_fds)
+    echo "descriptors: $before before, $after after"
+    [ "$after" -le $((before + 2)) ]
+    grep -q "closing a descriptor that came with a PREAD reply" "$log"
+    stop_server
+    ! grep -q "passthrough:" "$log"
+}
+
+@test "an OPEN reply's descriptor is used only when the reply announces it" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    for how in offer silent nofd; do
+        for mode in "$ON" "$OFF"; do
+            start_server -v $mode "$FAULTY" "$BATS_TEST_TMPDIR/disk" openfd=$how
+            nbd_py '
+data = open(os.environ["BATS_TEST_TMPDIR"] + "/disk", "rb").read()
+assert h.pread(len(data), 0) == data
+h.pwrite(data[:4096], 8192, nbd.CMD_FLAG_FUA)
+assert h.pread(4096, 8192) == data[:4096]
+'
+            stop_server
+            if [ "$how" = offer ] && [ "$mode" = "$ON" ]; then
+                check_path "$ON"
+            else
+                ! grep -q "passthrough: the front end does the I/O" "$log"
+            fi
+            if [ "$how" = silent ] && [ "$mode" = "$ON" ]; then
+                grep -q "closing a descriptor that came with a OPEN reply" "$log"
+            fi
+            if [ "$how" = nofd ] && [ "$mode" = "$ON" ]; then
+                grep -q "passthrough: the OPEN reply came without a descriptor" "$log"
+            fi
+        done
+    done
+}
