@@ -502,8 +502,6 @@ extern void passthrough_put (struct passthrough *pt);
  * to do here (then send it to the backend).
  */
 extern bool passthrough_request (struct passthrough *pt, struct freq *r);
-/* Requests done by passthrough, ever. */
-extern uint64_t passthrough_served (void);
 
 /* First start, before listening: exits 1 with the reason on failure.
  * hello_done runs once the first backend has introduced itself.

@@ -53,9 +53,6 @@ struct passthrough {
   uint64_t served;              /* requests done here */
 };
 
-/* Requests done here, ever (for -v and the tests). */
-static uint64_t served;
-
 bool
 passthrough_enabled (void)
 {
@@ -64,12 +61,6 @@ passthrough_enabled (void)
   if (enabled == -1)
     enabled = server_debug_flag ("passthrough", 1) != 0;
   return enabled;
-}
-
-uint64_t
-passthrough_served (void)
-{
-  return served;
 }
 
 static bool
@@ -365,7 +356,6 @@ passthrough_request (struct passthrough *pt, struct freq *r)
   j->flags = r->flags;
   j->offset = r->offset;
   j->count = r->count;
-  served++;
   pt->served++;
   worker_submit (job_work, job_done, j);
   return true;
