@@ -14,6 +14,9 @@
  * first byte of its frame: the reader notes where in the stream each
  * one came, and the message takes the one that came with its own
  * frame.
+ * The other way, a reply to OPEN may carry the handle's passthrough
+ * descriptor: it is written alone in one sendmsg, the descriptor with
+ * its first byte, by a thread that waits to be the writer.
  *
  * Replies are written whole, never interleaved, by one thread at a
  * time: a thread with a reply to send becomes the writer if nobody is

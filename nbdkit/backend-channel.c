@@ -21,6 +21,12 @@
  * With a request timeout set, the oldest request in flight is watched:
  * if the backend has not answered it in time the supervisor is told.
  *
+ * A descriptor the backend passes (SCM_RIGHTS, only with an OPEN reply
+ * that announces passthrough) is matched to the frame it came with by
+ * stream position (stream_take_fd): the reply's callback may claim it
+ * with channel_take_reply_fd while it runs; one not claimed, or one
+ * that came with any other frame, is closed.
+ *
  * With the shared-memory arena active (nbdkit/arena.c), PREAD and
  * PWRITE name a slot instead of carrying the data: a write's payload
  * that is not in the arena yet is copied into a slot, a read gets a
