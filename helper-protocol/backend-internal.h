@@ -95,6 +95,7 @@ struct context {
   bool passthrough_wanted;
   int passthrough_fd;           /* the backend's own, not a copy; or -1 */
   unsigned passthrough_flags;
+  uint32_t passthrough_page;
 };
 extern struct context *nbdkit__context_get (void);
 /* Enter a callback (resets error state). */

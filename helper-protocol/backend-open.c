@@ -241,12 +241,16 @@ nbdkit__op_open (const struct hp_header *req, json_t *j)
     int fd = fcntl (nbdkit__context_get ()->passthrough_fd,
                     F_DUPFD_CLOEXEC, 3);
     unsigned flags = nbdkit__context_get ()->passthrough_flags;
+    uint32_t page = nbdkit__context_get ()->passthrough_page;
 
     if (fd >= 0) {
-      json_object_set_new (reply, "passthrough",
-                           json_pack ("{s:s}", "zero",
-                                      flags & NBDKIT_PASSTHROUGH_ZERO_PUNCH
-                                      ? "punch" : "allocate"));
+      json_t *pt = json_pack ("{s:s}", "zero",
+                              flags & NBDKIT_PASSTHROUGH_ZERO_PUNCH
+                              ? "punch" : "allocate");
+
+      if (pt && page)
+        json_object_set_new (pt, "page", json_integer (page));
+      json_object_set_new (reply, "passthrough", pt);
       nbdkit__context_end ();
       nbdkit__send_json_reply_fd (req, hd->id, reply, fd);
       return;

@@ -126,6 +126,7 @@ nbdkit__context_begin (bool log_errors, const char *export, bool tls)
   ctx.in_open = ctx.passthrough_wanted = false;
   ctx.passthrough_fd = -1;
   ctx.passthrough_flags = 0;
+  ctx.passthrough_page = 0;
   free (ctx.msg);
   ctx.msg = NULL;
   errno = 0;
@@ -247,7 +248,7 @@ nbdkit_memfd (void)
 }
 
 int
-nbdkit_passthrough_fd (int fd, unsigned flags)
+nbdkit_passthrough_fd (int fd, unsigned flags, uint32_t page)
 {
   int fl;
 
@@ -258,6 +259,13 @@ nbdkit_passthrough_fd (int fd, unsigned flags)
   }
   if (flags & ~NBDKIT_PASSTHROUGH_ZERO_PUNCH) {
     nbdkit_error ("nbdkit_passthrough_fd: unknown flags 0x%x", flags);
+    errno = EINVAL;
+    return -1;
+  }
+  if ((page & (page - 1)) || (page && !(flags & NBDKIT_PASSTHROUGH_ZERO_PUNCH))) {
+    nbdkit_error ("nbdkit_passthrough_fd: page %" PRIu32 " must be 0 or a "
+                  "power of 2, and only with NBDKIT_PASSTHROUGH_ZERO_PUNCH",
+                  page);
     errno = EINVAL;
     return -1;
   }
@@ -272,6 +280,7 @@ nbdkit_passthrough_fd (int fd, unsigned flags)
   /* Recorded even when the server does not take one: it is a hint. */
   ctx.passthrough_fd = fd;
   ctx.passthrough_flags = flags;
+  ctx.passthrough_page = page;
   return 0;
 }
 

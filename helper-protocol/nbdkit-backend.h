@@ -210,11 +210,13 @@ extern int nbdkit_memfd (void);
  * open, size, capabilities, extents and close, and every request if
  * the server does not take the descriptor.  flags: 0, or
  * NBDKIT_PASSTHROUGH_ZERO_PUNCH when zeroing may always punch a hole
- * (holes are how the backend stores zeroes).  Returns 0, or -1 after
- * nbdkit_error (not in open; fd not open for reading, or O_APPEND).
+ * (holes are how the backend stores zeroes); then page, if not 0 (a
+ * power of 2), is the backend's page: one that a zero or trim leaves
+ * all zeroes is punched whole.  Returns 0, or -1 after nbdkit_error
+ * (not in open; fd not open for reading, or O_APPEND; a bad page).
  */
 #define NBDKIT_PASSTHROUGH_ZERO_PUNCH 1
-extern int nbdkit_passthrough_fd (int fd, unsigned flags);
+extern int nbdkit_passthrough_fd (int fd, unsigned flags, uint32_t page);
 
 /* During config, for a key of fd_config_keys: the descriptor the
  * server passed for it, which the caller now owns; -1 when there is

@@ -25,6 +25,14 @@
  * Durability: FUA is fdatasync before the reply, FLUSH is fdatasync;
  * nothing is acknowledged before the kernel said it was done.
  *
+ * Pages: a backend that stores zeroes as holes in pages of its own
+ * (the memory backend's sparse array, 32 KiB) says so ("page"); a zero
+ * or trim then also punches a page it leaves all zeroes, as the
+ * backend does.  Checking that a page is all zeroes and punching it
+ * must not let a write to that page slip in between, so those zeroes
+ * hold page_lock for writing and every write to such a descriptor
+ * holds it for reading (one lock for all: handles may share a file).
+ *
  * The front end never opens anything here: it uses only the
  * descriptor the backend opened, with the access the backend gave it
  * (docs/nbdkit-security.pod).
@@ -35,6 +43,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,12 +56,17 @@ struct passthrough {
   int fd;
   unsigned refs;
   bool zero_punch;              /* zero may always punch a hole */
+  uint32_t page;                /* zero_punch: the backend's page, or 0 */
+  uint64_t size;                /* of the export */
   /* What the handle accepts (from the OPEN reply): a request it does
    * not is sent to the backend, which refuses it as before.
    */
   bool can_write, can_flush, can_trim, can_zero, can_fua, can_cache;
   uint64_t served;              /* requests done here */
 };
+
+/* See "Pages" above; only worker threads take it. */
+static pthread_rwlock_t page_lock = PTHREAD_RWLOCK_INITIALIZER;
 
 bool
 passthrough_enabled (void)
@@ -108,6 +123,13 @@ passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
   pt->fd = fd;
   pt->refs = 1;
   pt->zero_punch = zero && strcmp (zero, "punch") == 0;
+  if (pt->zero_punch && json_is_integer (json_object_get (p, "page"))) {
+    json_int_t page = json_integer_value (json_object_get (p, "page"));
+
+    if (page > 0 && page <= (1 << 24) && !(page & (page - 1)))
+      pt->page = (uint32_t) page;
+  }
+  pt->size = (uint64_t) json_integer_value (json_object_get (j, "size"));
   pt->can_write = !readonly && (fl & O_ACCMODE) == O_RDWR &&
     json_is_true (json_object_get (j, "can_write"));
   pt->can_flush = json_is_true (json_object_get (j, "can_flush"));
@@ -141,6 +163,8 @@ struct pt_job {
   struct freq *r;
   int fd;                       /* pt->fd: the job reads nothing of pt */
   bool zero_punch;
+  uint32_t page;
+  uint64_t size;
   uint16_t type, flags;
   uint64_t offset;
   uint32_t count;
@@ -151,13 +175,13 @@ struct pt_job {
 
 /* Whole-range reads and writes; reads past the end give zeros. */
 static int
-whole_io (struct pt_job *j, bool write, const void *buf, uint64_t n,
+whole_io (struct pt_job *j, bool write, void *buf, uint64_t n,
           uint64_t off)
 {
   while (n > 0) {
     /* never-blocks: whole_io runs on a worker thread (job_work) */
     ssize_t r = write ? pwrite (j->fd, buf, n, (off_t) off)
-      : pread (j->fd, (void *) buf, n, (off_t) off); /* never-blocks: as above */
+      : pread (j->fd, buf, n, (off_t) off); /* never-blocks: as above */
 
     if (r == -1 && errno == EINTR)
       continue;
@@ -171,10 +195,10 @@ whole_io (struct pt_job *j, bool write, const void *buf, uint64_t n,
         j->what = "pwrite";
         return -1;
       }
-      memset ((void *) buf, 0, n);
+      memset (buf, 0, n);
       return 0;
     }
-    buf = (const char *) buf + r;
+    buf = (char *) buf + r;
     n -= (uint64_t) r;
     off += (uint64_t) r;
   }
@@ -182,11 +206,78 @@ whole_io (struct pt_job *j, bool write, const void *buf, uint64_t n,
 }
 
 static int
-punch (struct pt_job *j)
+punch_at (struct pt_job *j, uint64_t off, uint64_t len)
 {
   /* never-blocks: on a worker thread (job_work) */
   return fallocate (j->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                    (off_t) j->offset, (off_t) j->count);
+                    (off_t) off, (off_t) len);
+}
+
+static int
+punch (struct pt_job *j)
+{
+  return punch_at (j, j->offset, j->count);
+}
+
+/* Punch the page [ps, pe) whole if it is all zeroes (under page_lock). */
+static int
+free_if_zero (struct pt_job *j, uint64_t ps, uint64_t pe)
+{
+  unsigned char *buf = malloc (pe - ps);
+  uint64_t i;
+  int r = 0;
+
+  if (!buf)
+    return -1;
+  if (whole_io (j, false, buf, pe - ps, ps) == -1)
+    r = -1;
+  else {
+    for (i = 0; i < pe - ps && !buf[i]; ++i)
+      ;
+    /* Past the end of the file too, or tmpfs keeps its tail. */
+    if (i == pe - ps &&
+        punch_at (j, ps, INT64_MAX - ps < j->page ? pe - ps : j->page) == -1)
+      r = -1;
+  }
+  free (buf);
+  return r;
+}
+
+/* Zero or trim with pages, as the memory backend's sparse_page_zero:
+ * the range becomes a hole, then the pages it covers in part are
+ * punched whole if what is left of them is zeroes.
+ */
+static int
+page_zero (struct pt_job *j)
+{
+  uint64_t page = j->page, off = j->offset, count = j->count;
+  uint64_t end, ps, pe, ls, le;
+  int r = -1;
+
+  if (off >= j->size || count == 0)
+    return 0;
+  if (count > j->size - off)
+    count = j->size - off;
+  end = off + count;
+  /* never-blocks: on a worker thread (job_work) */
+  pthread_rwlock_wrlock (&page_lock);
+  if (punch_at (j, off, end == j->size && j->size <= INT64_MAX - page
+                ? count + page : count) == -1)
+    goto out;
+  ps = off & ~(page - 1);
+  pe = ps + page < j->size ? ps + page : j->size;
+  if ((off > ps || end < pe) && free_if_zero (j, ps, pe) == -1)
+    goto out;
+  ls = (end - 1) & ~(page - 1);
+  le = ls + page < j->size ? ls + page : j->size;
+  if (ls != ps && end < le && free_if_zero (j, ls, le) == -1)
+    goto out;
+  r = 0;
+ out:
+  pthread_rwlock_unlock (&page_lock);
+  if (r == -1 && !j->what)
+    j->what = "punching a hole";
+  return r;
 }
 
 static int
@@ -198,7 +289,7 @@ write_zeroes (struct pt_job *j)
   while (n > 0) {
     uint64_t k = n < sizeof zeros ? n : sizeof zeros;
 
-    if (whole_io (j, true, zeros, k, off) == -1)
+    if (whole_io (j, true, (void *) zeros, k, off) == -1)
       return -1;
     off += k;
     n -= k;
@@ -215,6 +306,8 @@ do_zero (struct pt_job *j)
 {
   int r;
 
+  if (j->zero_punch && j->page)
+    return page_zero (j);
   if (j->zero_punch)
     r = punch (j);
   else {
@@ -261,12 +354,20 @@ job_work (void *arg)
     r = whole_io (j, false, j->buf, j->count, j->offset);
     break;
   case HP_PWRITE:
+    if (j->page)                /* never-blocks: on a worker thread */
+      pthread_rwlock_rdlock (&page_lock);
     r = whole_io (j, true, j->buf, j->count, j->offset);
+    if (j->page)
+      pthread_rwlock_unlock (&page_lock);
     break;
   case HP_ZERO:
     r = do_zero (j);
     break;
   case HP_TRIM:
+    if (j->zero_punch && j->page) {
+      r = page_zero (j);
+      break;
+    }
     /* Advisory, as in the file backend: no holes, the data stays. */
     if (punch (j) == -1 && errno != EOPNOTSUPP && errno != ENODEV) {
       j->what = "punching a hole";
@@ -335,13 +436,15 @@ passthrough_request (struct passthrough *pt, struct freq *r)
   }
   if (!ok || ((r->flags & HP_FLAG_FUA) && !pt->can_fua))
     return false;
+  /* Out of memory: an error, not the backend (whose writes would not
+   * be ordered with the zeroes done here).
+   */
   j = calloc (1, sizeof *j);
-  if (!j)
-    return false;               /* the backend can still do it */
-  if (r->type == HP_PREAD && r->count > 0 &&
-      !(j->buf = malloc (r->count))) {
+  if (!j || (r->type == HP_PREAD && r->count > 0 &&
+             !(j->buf = malloc (r->count)))) {
     free (j);
-    return false;
+    freq_reply_error (r, HP_ENOMEM, "passthrough: out of memory");
+    return true;
   }
   if (r->type == HP_PWRITE) {
     j->buf = r->data;           /* released in job_done */
@@ -352,6 +455,8 @@ passthrough_request (struct passthrough *pt, struct freq *r)
   j->r = r;
   j->fd = pt->fd;
   j->zero_punch = pt->zero_punch;
+  j->page = pt->page;
+  j->size = pt->size;
   j->type = r->type;
   j->flags = r->flags;
   j->offset = r->offset;

@@ -322,3 +322,28 @@ assert h.pread(4096, 8192) == data[:4096]
         done
     done
 }
+
+# The memory backend's 32K pages: a zero or trim done by the front end
+# frees the same pages as the backend's own (tests/backend-compat.bats
+# has nbdkit's map for this sequence).
+@test "memory: zero and trim free the same pages with and without passthrough" {
+    requires nbdsh nbdinfo
+    for mode in "$ON" "$OFF"; do
+        start_server -v $mode memory 1M
+        nbd_py '
+h.pwrite(b"x" * 512, 0); h.zero(512, 0)
+h.pwrite(b"x" * 512, 65536); h.pwrite(b"y", 66536)
+h.zero(512, 65536)
+h.pwrite(b"\0" * 512, 131072); h.trim(100, 131072)
+h.pwrite(b"z" * 65536, 196608); h.zero(65000, 196708)
+h.pwrite(b"x" * 10, 327680); h.pwrite(b"x" * 10, 360000)
+h.zero(65536, 327680)
+h.pwrite(b"q" * 100, 1048476); h.zero(100, 1048476)
+'
+        run bash -c "nbdinfo --map '$uri' | awk '{print \$1 \":\" \$2 \":\" \$3}' | tr '\n' ' '"
+        echo "$mode: $output"
+        [ "$output" = "0:65536:3 65536:32768:0 98304:98304:3 196608:65536:0 262144:786432:3 " ]
+        stop_server
+        check_path "$mode"
+    done
+}

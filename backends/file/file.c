@@ -445,7 +445,7 @@ file_open (int readonly)
    * O_APPEND (served read-only here; pwrite would append).
    */
   if (!cache_none && !(fcntl (h->fd, F_GETFL) & O_APPEND) &&
-      nbdkit_passthrough_fd (h->fd, 0) == -1)
+      nbdkit_passthrough_fd (h->fd, 0, 0) == -1)
     goto fail;
   pthread_mutex_init (&h->lock, NULL);
   return h;
