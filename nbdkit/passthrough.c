@@ -405,8 +405,8 @@ job_done (void *arg)
   if (j->err) {
     char msg[256];
 
-    snprintf (msg, sizeof msg, "passthrough: %s: %s", j->what,
-              strerror (j->err));
+    snprintf (msg, sizeof msg, "passthrough: %s: %s",
+              j->what ? j->what : hp_type_name (j->type), strerror (j->err));
     if (j->type == HP_PREAD)
       free (j->buf);
     freq_reply_error (j->r, hp_error_from_errno (j->err), msg);
