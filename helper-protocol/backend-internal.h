@@ -60,6 +60,11 @@ extern void nbdkit__send_reply_owned (const struct hp_header *req,
 extern void nbdkit__send_json_reply (const struct hp_header *req,
                                      uint32_t handle,
                                      json_t *j);  /* steals j */
+/* The same, with fd passed along (SCM_RIGHTS with the frame's first
+ * byte) and closed once sent: OPEN's passthrough descriptor.
+ */
+extern void nbdkit__send_json_reply_fd (const struct hp_header *req,
+                                        uint32_t handle, json_t *j, int fd);
 /* After a failed callback: reply with its error and message. */
 extern void nbdkit__send_error_reply (const struct hp_header *req,
                                       uint32_t def_status);
@@ -83,6 +88,14 @@ struct context {
   const char *config_value;     /* so parse errors can say "key=value" */
   uint64_t connection;          /* the server's number of the client */
   int disconnect;               /* nbdkit_disconnect: 1 soft, 2 at once */
+  /* In open: the server takes a passthrough descriptor (its OPEN said
+   * "passthrough": true), and the one nbdkit_passthrough_fd named.
+   */
+  bool in_open;
+  bool passthrough_wanted;
+  int passthrough_fd;           /* the backend's own, not a copy; or -1 */
+  unsigned passthrough_flags;
+  uint32_t passthrough_page;
 };
 extern struct context *nbdkit__context_get (void);
 /* Enter a callback (resets error state). */

@@ -14,6 +14,9 @@
  * first byte of its frame: the reader notes where in the stream each
  * one came, and the message takes the one that came with its own
  * frame.
+ * The other way, a reply to OPEN may carry the handle's passthrough
+ * descriptor: it is written alone in one sendmsg, the descriptor with
+ * its first byte, by a thread that waits to be the writer.
  *
  * Replies are written whole, never interleaved, by one thread at a
  * time: a thread with a reply to send becomes the writer if nobody is
@@ -377,6 +380,55 @@ write_all (struct iovec *iov, int n)
   }
 }
 
+/* As the writer: one frame whose first byte carries fd (SCM_RIGHTS),
+ * the frame alone in the sendmsg so that the server finds the
+ * descriptor with it (passthrough, docs/nbdkit-helper-protocol.pod).
+ * fd is closed once sent (the server has its own reference then).
+ */
+static void
+write_frame_fd (const unsigned char *hdr, const void *payload, uint32_t len,
+                int fd)
+{
+  union {
+    char buf[CMSG_SPACE (sizeof (int))];
+    struct cmsghdr align;
+  } u;
+  struct iovec iov[2] = {
+    { .iov_base = (void *) hdr, .iov_len = HP_HEADER_SIZE },
+    { .iov_base = (void *) payload, .iov_len = len },
+  };
+  struct msghdr msg = {
+    .msg_iov = iov, .msg_iovlen = len ? 2 : 1,
+    .msg_control = u.buf, .msg_controllen = sizeof u.buf,
+  };
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR (&msg);
+  ssize_t r;
+  int i, n = len ? 2 : 1;
+
+  memset (&u, 0, sizeof u);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN (sizeof (int));
+  memcpy (CMSG_DATA (cmsg), &fd, sizeof fd);
+  do
+    r = sendmsg (chan, &msg, MSG_NOSIGNAL);
+  while (r == -1 && errno == EINTR);
+  close (fd);
+  if (r == -1) {
+    if (errno != ENOTSOCK)
+      return;                   /* the server is gone */
+    r = 0;                      /* not a socket (fuzzing): no descriptor */
+  }
+  /* The rest, without the descriptor: it went with the first byte. */
+  for (i = 0; i < n && (size_t) r >= iov[i].iov_len; ++i)
+    r -= iov[i].iov_len;
+  if (i < n) {
+    iov[i].iov_base = (char *) iov[i].iov_base + r;
+    iov[i].iov_len -= r;
+    write_all (&iov[i], n - i);
+  }
+}
+
 /* As the writer: send hdr/payload (if hdr is not NULL), then everything
  * queued, until the queue is empty; then stop being the writer.
  */
@@ -513,6 +565,22 @@ send_frame (const unsigned char hdr[HP_HEADER_SIZE], const void *payload,
   drain (NULL, NULL, 0);
 }
 
+/* Send one frame with a descriptor (closed once sent): wait to be the
+ * writer, write it alone, then whatever others queued meanwhile.
+ */
+static void
+send_frame_fd (const unsigned char hdr[HP_HEADER_SIZE], const void *payload,
+               uint32_t len, int fd)
+{
+  pthread_mutex_lock (&write_lock);
+  while (writing)
+    pthread_cond_wait (&write_done, &write_lock);
+  writing = true;
+  pthread_mutex_unlock (&write_lock);
+  write_frame_fd (hdr, payload, len, fd);
+  drain (NULL, NULL, 0);
+}
+
 static void
 encode_reply (const struct hp_header *req, uint32_t status, uint16_t flags,
               uint32_t handle, uint32_t len,
@@ -560,6 +628,24 @@ nbdkit__send_reply_owned (const struct hp_header *req, uint16_t flags,
 
   encode_reply (req, 0, flags, 0, len, hdr);
   send_frame (hdr, buf, len, buf, size);
+}
+
+void
+nbdkit__send_json_reply_fd (const struct hp_header *req, uint32_t handle,
+                            json_t *j, int fd)
+{
+  unsigned char hdr[HP_HEADER_SIZE];
+  char *s = j ? json_dumps (j, JSON_COMPACT) : NULL;
+
+  json_decref (j);
+  if (!s) {
+    close (fd);
+    nbdkit__send_reply (req, HP_ENOMEM, 0, "out of memory", 13);
+    return;
+  }
+  encode_reply (req, 0, 0, handle, strlen (s), hdr);
+  send_frame_fd (hdr, s, strlen (s), fd);
+  free (s);
 }
 
 void

@@ -10,6 +10,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -162,7 +163,11 @@ nbdkit__op_open (const struct hp_header *req, json_t *j)
     hd->export = copy;
     nbdkit__context_get ()->export = hd->export;
   }
+  nbdkit__context_get ()->in_open = true;
+  nbdkit__context_get ()->passthrough_wanted =
+    json_is_true (json_object_get (j, "passthrough"));
   hd->h = nbdkit__be->open ? nbdkit__be->open (readonly) : hd;
+  nbdkit__context_get ()->in_open = false;
   if (!hd->h)
     goto fail_open;
   if (!nbdkit__be->get_size) {
@@ -226,6 +231,31 @@ nbdkit__op_open (const struct hp_header *req, json_t *j)
     nbdkit_error ("out of memory");
     nbdkit_set_error (ENOMEM);
     goto fail;
+  }
+  /* Passthrough: a copy of the backend's descriptor goes with the
+   * reply (the backend's own may be closed before the reply is
+   * written), announced by the reply's "passthrough" member.
+   */
+  if (nbdkit__context_get ()->passthrough_wanted &&
+      nbdkit__context_get ()->passthrough_fd >= 0) {
+    int fd = fcntl (nbdkit__context_get ()->passthrough_fd,
+                    F_DUPFD_CLOEXEC, 3);
+    unsigned flags = nbdkit__context_get ()->passthrough_flags;
+    uint32_t page = nbdkit__context_get ()->passthrough_page;
+
+    if (fd >= 0) {
+      json_t *pt = json_pack ("{s:s}", "zero",
+                              flags & NBDKIT_PASSTHROUGH_ZERO_PUNCH
+                              ? "punch" : "allocate");
+
+      if (pt && page)
+        json_object_set_new (pt, "page", json_integer (page));
+      json_object_set_new (reply, "passthrough", pt);
+      nbdkit__context_end ();
+      nbdkit__send_json_reply_fd (req, hd->id, reply, fd);
+      return;
+    }
+    nbdkit_debug ("passthrough: dup: %m; serving every request here");
   }
   nbdkit__context_end ();
   nbdkit__send_json_reply (req, hd->id, reply);

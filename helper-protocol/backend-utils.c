@@ -12,6 +12,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -122,6 +123,10 @@ nbdkit__context_begin (bool log_errors, const char *export, bool tls)
   ctx.config_key = ctx.config_value = NULL;
   ctx.connection = 0;
   ctx.disconnect = 0;
+  ctx.in_open = ctx.passthrough_wanted = false;
+  ctx.passthrough_fd = -1;
+  ctx.passthrough_flags = 0;
+  ctx.passthrough_page = 0;
   free (ctx.msg);
   ctx.msg = NULL;
   errno = 0;
@@ -240,6 +245,43 @@ int
 nbdkit_memfd (void)
 {
   return nbdkit__memfd;
+}
+
+int
+nbdkit_passthrough_fd (int fd, unsigned flags, uint32_t page)
+{
+  int fl;
+
+  if (!ctx.in_open) {
+    nbdkit_error ("nbdkit_passthrough_fd: call it from the open callback");
+    errno = EINVAL;
+    return -1;
+  }
+  if (flags & ~NBDKIT_PASSTHROUGH_ZERO_PUNCH) {
+    nbdkit_error ("nbdkit_passthrough_fd: unknown flags 0x%x", flags);
+    errno = EINVAL;
+    return -1;
+  }
+  if ((page & (page - 1)) || (page && !(flags & NBDKIT_PASSTHROUGH_ZERO_PUNCH))) {
+    nbdkit_error ("nbdkit_passthrough_fd: page %" PRIu32 " must be 0 or a "
+                  "power of 2, and only with NBDKIT_PASSTHROUGH_ZERO_PUNCH",
+                  page);
+    errno = EINVAL;
+    return -1;
+  }
+  fl = fcntl (fd, F_GETFL);
+  if (fl == -1 || (fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY ||
+      (fl & O_APPEND)) {
+    nbdkit_error ("nbdkit_passthrough_fd: descriptor %d is not open for "
+                  "reading in place (no O_PATH, O_WRONLY or O_APPEND)", fd);
+    errno = EBADF;
+    return -1;
+  }
+  /* Recorded even when the server does not take one: it is a hint. */
+  ctx.passthrough_fd = fd;
+  ctx.passthrough_flags = flags;
+  ctx.passthrough_page = page;
+  return 0;
 }
 
 /* How a parse error names the value: "key=value" while config runs

@@ -203,6 +203,21 @@ extern int nbdkit_is_tls (void);
  */
 extern int nbdkit_memfd (void);
 
+/* In open: the data of this handle is exactly the file or block device
+ * open on fd (the backend keeps fd open until close), so the server
+ * may read and write it itself instead of sending each request here
+ * (passthrough, see nbdkit-backend(3)).  The backend still answers
+ * open, size, capabilities, extents and close, and every request if
+ * the server does not take the descriptor.  flags: 0, or
+ * NBDKIT_PASSTHROUGH_ZERO_PUNCH when zeroing may always punch a hole
+ * (holes are how the backend stores zeroes); then page, if not 0 (a
+ * power of 2), is the backend's page: one that a zero or trim leaves
+ * all zeroes is punched whole.  Returns 0, or -1 after nbdkit_error
+ * (not in open; fd not open for reading, or O_APPEND; a bad page).
+ */
+#define NBDKIT_PASSTHROUGH_ZERO_PUNCH 1
+extern int nbdkit_passthrough_fd (int fd, unsigned flags, uint32_t page);
+
 /* During config, for a key of fd_config_keys: the descriptor the
  * server passed for it, which the caller now owns; -1 when there is
  * none (the library refuses such a parameter before config sees it,

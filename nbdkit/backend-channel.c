@@ -21,6 +21,12 @@
  * With a request timeout set, the oldest request in flight is watched:
  * if the backend has not answered it in time the supervisor is told.
  *
+ * A descriptor the backend passes (SCM_RIGHTS, only with an OPEN reply
+ * that announces passthrough) is matched to the frame it came with by
+ * stream position (stream_take_fd): the reply's callback may claim it
+ * with channel_take_reply_fd while it runs; one not claimed, or one
+ * that came with any other frame, is closed.
+ *
  * With the shared-memory arena active (nbdkit/arena.c), PREAD and
  * PWRITE name a slot instead of carrying the data: a write's payload
  * that is not in the arena yet is copied into a slot, a read gets a
@@ -268,6 +274,8 @@ process_input (struct backend_proc *bp)
 
   for (;;) {
     if (!c->cur_req) {
+      if (c->rhdr_got == 0)
+        c->frame_start = stream_position (&c->stream);
       c->rhdr_got += stream_take (&c->stream, c->rhdr + c->rhdr_got,
                                HP_HEADER_SIZE - c->rhdr_got);
       if (c->rhdr_got < HP_HEADER_SIZE)
@@ -331,10 +339,23 @@ process_input (struct backend_proc *bp)
       c->rpayload = NULL;
       if (payload)
         payload[reply.payload_len] = '\0';
+      /* A descriptor that came with this frame: its callback may claim
+       * it (channel_take_reply_fd); else it is closed.
+       */
+      c->reply_fd = stream_take_fd (&c->stream, c->frame_start,
+                                    c->frame_start + HP_HEADER_SIZE +
+                                    reply.payload_len);
       if (reply.flags & HP_FLAG_SHM)
         complete_from_slot (bp, p, &reply);
       else
         complete (bp, p, &reply, payload, reply.payload_len);
+      if (c->reply_fd >= 0) {
+        nbdkit_debug ("%s: closing a descriptor that came with a %s "
+                      "reply that does not take one", bproc_name (bp),
+                      hp_type_name (reply.type & ~HP_REPLY));
+        close (c->reply_fd);
+      }
+      c->reply_fd = -1;
       if (!c->stream.open)
         return -1;
     }
@@ -561,8 +582,18 @@ channel_init (struct backend_proc *bp)
   struct channel *c = &bp->chan;
 
   c->next_id = 1;
+  c->reply_fd = -1;
   c->held_tail = &c->held_head;
   ev_timer_init (&c->held_timer, on_held_timer, 0, 0);
+}
+
+int
+channel_take_reply_fd (struct backend_proc *bp)
+{
+  int fd = bp->chan.reply_fd;
+
+  bp->chan.reply_fd = -1;
+  return fd;
 }
 
 void
@@ -573,6 +604,8 @@ channel_open (struct backend_proc *bp, int fd)
   /* Cannot fail: channel_reserve made the buffer. */
   if (stream_init (&c->stream, fd, fd, INBUF_SIZE, &chan_ops, bp) == -1)
     abort ();
+  /* A descriptor comes only with OPEN's reply (passthrough). */
+  stream_take_fds (&c->stream);
   c->ready = false;
   c->bytes_queued = 0;
   c->rhdr_got = 0;

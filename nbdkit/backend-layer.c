@@ -6,7 +6,9 @@
  * member); each request becomes one data message on the open
  * handle, and its reply completes the request; close sends CLOSE.
  * Every request type has an entry here, so every request ends in this
- * layer or above it.
+ * layer or above it.  When the backend handed over the descriptor of
+ * the handle's data at open, the data requests are done on it by
+ * passthrough.c instead, without a message to the backend.
  */
 
 #include <config.h>
@@ -151,8 +153,12 @@ static void
 layer_request (void *handle, struct freq *r)
 {
   struct bhandle *bh = handle;
-  void *data = r->data;
+  void *data;
 
+  /* Passthrough: the I/O on the backend's descriptor, here. */
+  if (bh->pt && passthrough_request (bh->pt, r))
+    return;
+  data = r->data;
   r->data = NULL;               /* the channel has it now */
   bproc_data (bh->bp, bh, r->type, r->flags, r->offset, r->count, data,
               on_reply, r);

@@ -224,6 +224,10 @@ bproc_open_msg (struct backend_proc *bp, uint64_t connection,
                            "connection", (json_int_t) connection,
                            "description", description);
 
+  /* The front end takes a passthrough descriptor (passthrough.c). */
+  if (req && passthrough_enabled ())
+    json_object_set_new (req, "passthrough", json_true ());
+
   /* Never send {} for it: that would open the default export. */
   if (!req)
     return -1;

@@ -54,6 +54,8 @@ struct channel {
   struct pending *cur_req;
   unsigned char *rpayload;
   uint32_t rpayload_got;
+  uint64_t frame_start;         /* its stream position */
+  int reply_fd;                 /* came with it, during its callback */
   /* Request timeout. */
   double timeout_secs;
   ev_timer timeout_timer;

@@ -1,6 +1,7 @@
 /* nbdkit front end, filter framework: a small pool of threads for
- * CPU-heavy filter work (decompression, hashing) so that the event loop
- * never waits on it.
+ * CPU-heavy filter work (decompression, hashing) and blocking I/O
+ * (filter-tmpfile.c, passthrough.c) so that the event loop never waits
+ * on it.
  *
  * worker_submit queues (work, done, arg); a worker thread runs work
  * (arg), and the loop is woken through an ev_async to run done (arg).
@@ -38,6 +39,7 @@ static sem_t todo_count;        /* jobs in todo, not yet taken */
 static struct job *todo_head, *todo_tail;      /* for the workers */
 static struct job *done_head, *done_tail;      /* for the loop */
 static struct job *new_head, *new_tail;        /* the loop's, not handed over */
+static struct job *ready_head, *ready_tail;    /* done, taken by the loop */
 static ev_async wakeup;
 static bool started;
 static unsigned pending;        /* jobs whose done has not run */
@@ -116,25 +118,40 @@ hand_over (void)
     sem_post (&todo_count);
 }
 
+/* Done callbacks run per turn of the loop, at most: a burst of jobs
+ * (passthrough I/O finishing together) is spread over a few turns, so
+ * that the clients' sockets are served in between.
+ */
+#define DONE_PER_TURN 32
+
 static void
 on_wakeup (struct ev_loop *l, ev_async *w, int revents)
 {
-  struct job *j, *next;
+  struct job *j;
+  unsigned n;
 
   if (pthread_mutex_trylock (&lock) != 0)
     ev_async_send (loop, &wakeup);      /* a worker has it: next turn */
   else {
-    j = done_head;
+    if (done_head) {
+      if (ready_tail)
+        ready_tail->next = done_head;
+      else
+        ready_head = done_head;
+      ready_tail = done_tail;
+    }
     done_head = done_tail = NULL;
     pthread_mutex_unlock (&lock);
-    for (; j; j = next) {
-      next = j->next;
-      if (--pending == 0)
-        ev_unref (loop);        /* nothing to wait for */
-      j->done (j->arg);
-      free (j);
-    }
   }
+  for (n = 0; n < DONE_PER_TURN && (j = pop (&ready_head, &ready_tail));
+       ++n) {
+    if (--pending == 0)
+      ev_unref (loop);          /* nothing to wait for */
+    j->done (j->arg);
+    free (j);
+  }
+  if (ready_head)
+    ev_async_send (loop, &wakeup);      /* the rest on the next turn */
   hand_over ();
 }
 

@@ -485,6 +485,7 @@ struct bhandle {
   char *export;
   char *client;
   uint64_t size;
+  struct passthrough *pt;       /* the front end does its I/O, or NULL */
 };
 
 /* Opening: on success bh is set and caps is the OPEN reply (borrowed);
@@ -493,6 +494,24 @@ struct bhandle {
 typedef void (*backend_open_cb) (void *opaque, struct bhandle *bh,
                                  json_t *caps, uint32_t status,
                                  const char *msg);
+
+/* ---- passthrough.c: the I/O on a backend's descriptor ---- */
+
+struct passthrough;
+struct freq;
+/* -D nbdkit.passthrough (default 1): OPEN asks for the descriptor. */
+extern bool passthrough_enabled (void);
+/* In the callback of an OPEN reply j: the handle's passthrough, taking
+ * the descriptor that came with it, or NULL (the backend does the I/O).
+ */
+extern struct passthrough *passthrough_from_open (struct backend_proc *bp,
+                                                  json_t *j, bool readonly);
+/* Drop a reference (NULL: nothing); the last closes the descriptor. */
+extern void passthrough_put (struct passthrough *pt);
+/* Do r on the descriptor (later, completing r): false if it is not one
+ * to do here (then send it to the backend).
+ */
+extern bool passthrough_request (struct passthrough *pt, struct freq *r);
 
 /* First start, before listening: exits 1 with the reason on failure.
  * hello_done runs once the first backend has introduced itself.
@@ -576,6 +595,11 @@ typedef void (*channel_timeout_cb) (struct backend_proc *bp,
  */
 extern bool channel_reserve (struct backend_proc *bp);
 extern void channel_open (struct backend_proc *bp, int fd);
+/* In the callback of a reply: the descriptor that came with it (the
+ * caller owns it now), or -1.  One not taken is closed after the
+ * callback.
+ */
+extern int channel_take_reply_fd (struct backend_proc *bp);
 /* Stop using the channel.  keep_for_resend: requests in flight that are
  * safe to repeat wait for the next backend; the rest fail.
  */

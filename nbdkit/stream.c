@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "stream.h"
@@ -57,6 +59,9 @@ stream_init (struct stream *s, int rfd, int wfd, size_t inbuf_size,
   outq_init (&s->out);
   s->tls = NULL;
   s->bytes_written = 0;
+  s->bytes_read = 0;
+  s->take_fds = false;
+  s->nr_fds = 0;
   s->ops = ops;
   s->opaque = opaque;
   s->open = true;
@@ -88,6 +93,8 @@ stream_close (struct stream *s, bool say_bye)
   if (s->wfd != s->rfd)
     close (s->wfd);
   s->rfd = s->wfd = -1;
+  while (s->nr_fds > 0)
+    close (s->fds[--s->nr_fds].fd);
   outq_clear (&s->out);
   inbuf_free (&s->in);
 }
@@ -124,25 +131,99 @@ recv_tls (void *opaque, void *buf, size_t len)
   return tls_recv (opaque, buf, len);
 }
 
+/* Keep the descriptors of one recvmsg; those beyond room are closed. */
+static void
+keep_fds (struct stream *s, struct msghdr *msg, uint64_t pos)
+{
+  struct cmsghdr *cmsg;
+
+  for (cmsg = CMSG_FIRSTHDR (msg); cmsg; cmsg = CMSG_NXTHDR (msg, cmsg)) {
+    size_t n, i;
+
+    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
+      continue;
+    n = (cmsg->cmsg_len - CMSG_LEN (0)) / sizeof (int);
+    for (i = 0; i < n; ++i) {
+      int fd;
+
+      memcpy (&fd, CMSG_DATA (cmsg) + i * sizeof fd, sizeof fd);
+      if (s->nr_fds < STREAM_MAX_FDS) {
+        s->fds[s->nr_fds].fd = fd;
+        s->fds[s->nr_fds].pos = pos;
+        s->nr_fds++;
+      }
+      else
+        close (fd);
+    }
+  }
+}
+
+/* One read of the socket: recvmsg collecting descriptors, or read. */
+static ssize_t
+recv_plain (void *opaque, void *buf, size_t len)
+{
+  struct stream *s = opaque;
+  ssize_t r;
+
+  if (!s->take_fds) {
+    do
+      r = read (s->rfd, buf, len);
+    while (r == -1 && errno == EINTR);
+  }
+  else {
+    union {
+      char buf[CMSG_SPACE (STREAM_MAX_FDS * sizeof (int))];
+      struct cmsghdr align;
+    } u;
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg = {
+      .msg_iov = &iov, .msg_iovlen = 1,
+      .msg_control = u.buf, .msg_controllen = sizeof u.buf,
+    };
+
+    do
+      r = recvmsg (s->rfd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    while (r == -1 && errno == EINTR);
+    if (r > 0)
+      keep_fds (s, &msg, s->bytes_read + r - 1);
+  }
+  if (r > 0)
+    s->bytes_read += r;
+  return r;
+}
+
 ssize_t
 stream_fill (struct stream *s)
 {
   if (s->tls)
     return inbuf_fill_with (&s->in, recv_tls, s->tls);
-  return inbuf_fill (&s->in, s->rfd);
+  return inbuf_fill_with (&s->in, recv_plain, s);
 }
 
 ssize_t
 stream_recv (struct stream *s, void *buf, size_t len)
 {
-  ssize_t r;
-
   if (s->tls)
     return tls_recv (s->tls, buf, len);
-  do
-    r = read (s->rfd, buf, len);
-  while (r == -1 && errno == EINTR);
-  return r;
+  return recv_plain (s, buf, len);
+}
+
+int
+stream_take_fd (struct stream *s, uint64_t start, uint64_t end)
+{
+  unsigned i, j = 0;
+  int fd = -1;
+
+  for (i = 0; i < s->nr_fds; ++i) {
+    if (s->fds[i].pos < start)
+      close (s->fds[i].fd);
+    else if (fd == -1 && s->fds[i].pos < end)
+      fd = s->fds[i].fd;
+    else
+      s->fds[j++] = s->fds[i];
+  }
+  s->nr_fds = j;
+  return fd;
 }
 
 

@@ -39,6 +39,9 @@ struct stream_ops {
   void (*flush) (void *opaque);
 };
 
+/* Descriptors received and not yet claimed (stream_take_fd). */
+#define STREAM_MAX_FDS 4
+
 struct stream {
   int rfd, wfd;
   ev_io rio, wio;
@@ -47,6 +50,13 @@ struct stream {
   struct outq out;
   struct tls *tls;
   uint64_t bytes_written;       /* ever, through this stream */
+  uint64_t bytes_read;          /* ever, from this stream */
+  /* stream_take_fds: reads collect descriptors (SCM_RIGHTS), each with
+   * the stream position of the last byte of the read that brought it.
+   */
+  bool take_fds;
+  struct { int fd; uint64_t pos; } fds[STREAM_MAX_FDS];
+  unsigned nr_fds;
   bool open;
   const struct stream_ops *ops;
   void *opaque;
@@ -76,6 +86,22 @@ extern void stream_write_watch (struct stream *s, bool on);
 extern ssize_t stream_fill (struct stream *s);
 /* Read straight into buf, bypassing the buffer (large payloads). */
 extern ssize_t stream_recv (struct stream *s, void *buf, size_t len);
+/* From now on, collect the descriptors that come with the bytes (a
+ * backend channel: not over TLS).  Without it they are dropped.
+ */
+static inline void stream_take_fds (struct stream *s)
+{ s->take_fds = true; }
+/* The stream position of the next byte stream_take would give. */
+static inline uint64_t stream_position (const struct stream *s)
+{ return s->bytes_read - (s->in.end - s->in.start); }
+/* The descriptor that came with the bytes at stream positions [start,
+ * end) -- a sender passes one with the first byte of a message, and
+ * the kernel ends a read after the bytes that carry descriptors, so
+ * the read that brought it ends inside the message -- or -1.  Those
+ * that came before start belong to nothing and are closed; the caller
+ * owns the one returned.
+ */
+extern int stream_take_fd (struct stream *s, uint64_t start, uint64_t end);
 static inline size_t stream_take (struct stream *s, void *dst, size_t n)
 { return inbuf_take (&s->in, dst, n); }
 static inline size_t stream_buffered (const struct stream *s)

@@ -168,6 +168,7 @@ bhandle_unlink (struct bhandle *bh)
 static void
 bhandle_free (struct bhandle *bh)
 {
+  passthrough_put (bh->pt);
   free (bh->export);
   free (bh->client);
   free (bh);
@@ -272,6 +273,7 @@ on_open (void *opaque, const struct hp_header *reply, void *payload,
     bh->id = reply->handle;
     bh->valid = true;
     bh->size = json_integer_value (json_object_get (j, "size"));
+    bh->pt = passthrough_from_open (bp, j, bh->readonly);
     bh->next = sup->handles;
     if (sup->handles)
       sup->handles->prev = bh;
@@ -347,6 +349,14 @@ on_reopen (void *opaque, const struct hp_header *reply, void *payload,
   bh->reopening = false;
   if (reply && reply->status == 0 && reply->handle &&
       (j = bproc_parse_json (payload, len, &why)) != NULL) {
+    /* Passthrough: the new incarnation's descriptor replaces the one
+     * that served meanwhile (jobs still on the old one keep it until
+     * they end), or none if it gave none: the backend does the I/O.
+     */
+    struct passthrough *pt = passthrough_from_open (bp, j, bh->readonly);
+
+    passthrough_put (bh->pt);
+    bh->pt = pt;
     bh->id = reply->handle;
     if ((uint64_t) json_integer_value (json_object_get (j, "size")) !=
         bh->size)
@@ -361,6 +371,8 @@ on_reopen (void *opaque, const struct hp_header *reply, void *payload,
                   reply && reply->status && payload
                   ? (const char *) payload : "no handle");
     bh->valid = false;
+    passthrough_put (bh->pt);
+    bh->pt = NULL;
   }
   json_decref (j);
   payload_free (payload);
@@ -719,6 +731,7 @@ static void
 give_up (struct backend_proc *bp)
 {
   struct supervisor *sup = &bp->sup;
+  struct bhandle *bh;
 
   sup->state = FAILED;
   nbdkit_error ("%s: the backend failed %u times within %g seconds; "
@@ -727,6 +740,11 @@ give_up (struct backend_proc *bp)
                 opt.on_failure_error ? ": every request now fails with EIO"
                                      : ", the server exits");
   channel_fail_held (bp);
+  /* Every request fails from now on: passthrough ones too. */
+  for (bh = sup->handles; bh; bh = bh->next) {
+    passthrough_put (bh->pt);
+    bh->pt = NULL;
+  }
   if (!opt.on_failure_error)
     server_quit (EXIT_FAILURE);
 }

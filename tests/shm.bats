@@ -6,6 +6,10 @@
 
 load helpers
 
+# The arena is the data path of backends that do their own I/O: the
+# memory and file backends do so only without passthrough.
+PT_OFF="-D nbdkit.passthrough=0"
+
 arena_line="data through the shared-memory arena"
 
 # Copy $1 bytes of random data in and out of the server; compare.
@@ -18,14 +22,14 @@ copy_round_trip() {
 
 @test "the memory backend gets its data through the arena, byte for byte" {
     requires nbdcopy
-    start_server -v memory 64M
+    start_server -v $PT_OFF memory 64M
     grep -q "$arena_line" "$log"
     copy_round_trip 64M
 }
 
 @test "with -D nbdkit.shm=0 the data goes inline, byte for byte" {
     requires nbdcopy
-    start_server -v -D nbdkit.shm=0 memory 64M
+    start_server -v $PT_OFF -D nbdkit.shm=0 memory 64M
     ! grep -q "$arena_line" "$log"
     copy_round_trip 64M
 }
@@ -33,7 +37,7 @@ copy_round_trip() {
 @test "the file backend through the arena, byte for byte" {
     requires nbdcopy
     truncate -s 64M "$BATS_TEST_TMPDIR/disk"
-    start_server -v file "$BATS_TEST_TMPDIR/disk"
+    start_server -v $PT_OFF file "$BATS_TEST_TMPDIR/disk"
     grep -q "$arena_line" "$log"
     copy_round_trip 64M
 }
@@ -41,21 +45,21 @@ copy_round_trip() {
 @test "an arena too small for the requests in flight: they go inline, nothing is lost" {
     requires nbdcopy
     # 1 MiB holds four of nbdcopy's 256 KiB requests; it has 64 in flight.
-    start_server -v -D nbdkit.shm_mib=1 memory 64M
+    start_server -v $PT_OFF -D nbdkit.shm_mib=1 memory 64M
     grep -q "$arena_line (1048576 bytes)" "$log"
     copy_round_trip 64M
 }
 
 @test "through filters the payloads are copied into the arena, byte for byte" {
     requires nbdcopy
-    start_server -v --filter=offset --filter=cow memory 80M offset=16M
+    start_server -v $PT_OFF --filter=offset --filter=cow memory 80M offset=16M
     grep -q "$arena_line" "$log"
     copy_round_trip 64M
 }
 
 @test "requests of every size up to 32 MiB, at unaligned offsets" {
     requires nbdsh
-    start_server -v memory 100M
+    start_server -v $PT_OFF memory 100M
     grep -q "$arena_line" "$log"
     nbd_py '
 import random
@@ -77,7 +81,7 @@ for i in range(200):
 
 @test "killing the backend during copies through the arena loses no byte" {
     requires nbdcopy
-    start_server -v --backend-max-restarts=20 memory 256M
+    start_server -v $PT_OFF --backend-max-restarts=20 memory 256M
     grep -q "$arena_line" "$log"
     random_file "$BATS_TEST_TMPDIR/in" 256M
     kill_backend_during 2 nbdcopy "$BATS_TEST_TMPDIR/in" "$uri"
@@ -91,21 +95,21 @@ for i in range(200):
 @test "the python backend gets its data through the arena, byte for byte" {
     requires nbdcopy
     [ -x /usr/bin/python3 ] || skip "/usr/bin/python3 is not installed"
-    start_server -v python "$top_srcdir/tests/python/ramdisk.py" size=8M
+    start_server -v $PT_OFF python "$top_srcdir/tests/python/ramdisk.py" size=8M
     grep -q "$arena_line" "$log"
     copy_round_trip 8M
 }
 
 @test "the perl backend does not offer the arena and works inline" {
     requires nbdcopy perl
-    start_server -v perl "$top_srcdir/tests/perl/ramdisk.pl" size=4M
+    start_server -v $PT_OFF perl "$top_srcdir/tests/perl/ramdisk.pl" size=4M
     ! grep -q "$arena_line" "$log"
     copy_round_trip 4M
 }
 
 @test "the arena gives back the memory of a burst of large requests" {
     requires nbdsh
-    start_server memory 256M
+    start_server $PT_OFF memory 256M
     # Six concurrent 32 MiB writes and reads touch 192 MiB of the arena;
     # once they are done the server keeps at most its first 32 MiB.
     nbd_py '

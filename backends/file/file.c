@@ -438,6 +438,15 @@ file_open (int readonly)
     if (err)
       nbdkit_debug ("%s: posix_fadvise: %s", h->path, strerror (err));
   }
+  /* Passthrough (the server does the I/O on this descriptor itself),
+   * unless cache=none, which must follow every read and write with its
+   * evictions.  fadvise= is kept: the server gets the same open file,
+   * and the hint is the open file's.  Not an fd= descriptor opened
+   * O_APPEND (served read-only here; pwrite would append).
+   */
+  if (!cache_none && !(fcntl (h->fd, F_GETFL) & O_APPEND) &&
+      nbdkit_passthrough_fd (h->fd, 0, 0) == -1)
+    goto fail;
   pthread_mutex_init (&h->lock, NULL);
   return h;
 

@@ -82,9 +82,19 @@ memory_dump_plugin (void)
   printf ("zstd=no\n");
 }
 
+/* allocator=sparse: the data is exactly the memfd, holes are zeroes
+ * and the sparse array's pages are SPARSE_PAGE, so the server may do
+ * the I/O on it itself (passthrough), zeroing as sparse_page_zero
+ * does.  Not with allocator=malloc, whose zeroes (written when locked)
+ * and extents (all data) are its own.
+ */
 static void *
 memory_open (int readonly)
 {
+  if (allocator == ALLOC_SPARSE &&
+      nbdkit_passthrough_fd (fd, NBDKIT_PASSTHROUGH_ZERO_PUNCH,
+                             SPARSE_PAGE) == -1)
+    return NULL;
   return &fd;
 }
 

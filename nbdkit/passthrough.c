@@ -1,0 +1,467 @@
+/* nbdkit front end: the passthrough data path (in the spirit of Linux
+ * FUSE passthrough).
+ *
+ * Owns struct passthrough: a descriptor that a backend handed over
+ * with its OPEN reply (docs/nbdkit-helper-protocol.pod, "passthrough"),
+ * because the data of that handle is exactly that file, block device
+ * or memfd.  The bottom layer (backend-layer.c) then does PREAD,
+ * PWRITE, ZERO, TRIM, FLUSH and CACHE on it here, instead of sending
+ * them to the backend; the backend keeps open, size, capabilities,
+ * extents and close.  Filters see every request as before: this is
+ * only how the last layer does its I/O.
+ *
+ * Never on the loop's thread: every system call on the descriptor is a
+ * job of the worker pool (worker_submit); the job touches nothing but
+ * its own struct, and its completion runs back on the loop.
+ *
+ * Lifetime: a struct passthrough is counted -- one reference for the
+ * handle (struct bhandle's pt), one per job in flight -- so that a
+ * descriptor replaced after a backend restart (supervisor.c takes the
+ * new incarnation's) or released at close is closed only once no
+ * worker can still use it: its number is never reused under a job.
+ * The descriptor stays valid whatever happens to the backend process,
+ * which is why a crash or a restart does not interrupt this path.
+ *
+ * Durability: FUA is fdatasync before the reply, FLUSH is fdatasync;
+ * nothing is acknowledged before the kernel said it was done.
+ *
+ * Pages: a backend that stores zeroes as holes in pages of its own
+ * (the memory backend's sparse array, 32 KiB) says so ("page"); a zero
+ * or trim then also punches a page it leaves all zeroes, as the
+ * backend does.  Checking that a page is all zeroes and punching it
+ * must not let a write to that page slip in between, so those zeroes
+ * hold page_lock for writing and every write to such a descriptor
+ * holds it for reading (one lock for all: handles may share a file).
+ *
+ * The front end never opens anything here: it uses only the
+ * descriptor the backend opened, with the access the backend gave it
+ * (docs/nbdkit-security.pod).
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct passthrough {
+  int fd;
+  unsigned refs;
+  bool zero_punch;              /* zero may always punch a hole */
+  uint32_t page;                /* zero_punch: the backend's page, or 0 */
+  uint64_t size;                /* of the export */
+  /* What the handle accepts (from the OPEN reply): a request it does
+   * not is sent to the backend, which refuses it as before.
+   */
+  bool can_write, can_flush, can_trim, can_zero, can_fua, can_cache;
+  uint64_t served;              /* requests done here */
+};
+
+/* See "Pages" above; only worker threads take it. */
+static pthread_rwlock_t page_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+bool
+passthrough_enabled (void)
+{
+  static int enabled = -1;
+
+  if (enabled == -1)
+    enabled = server_debug_flag ("passthrough", 1) != 0;
+  return enabled;
+}
+
+static bool
+level_on (json_t *v)
+{
+  if (json_is_string (v))
+    return strcmp (json_string_value (v), "none") != 0;
+  return json_is_true (v);
+}
+
+struct passthrough *
+passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
+{
+  json_t *p = json_object_get (j, "passthrough");
+  const char *zero = json_string_value (json_object_get (p, "zero"));
+  struct passthrough *pt;
+  int fd, fl;
+
+  if (!json_is_object (p))
+    return NULL;                /* its descriptor, if any, is closed */
+  fd = channel_take_reply_fd (bp);
+  if (fd == -1) {
+    nbdkit_debug ("%s: passthrough: the OPEN reply came without a "
+                  "descriptor; the backend does the I/O",
+                  bproc_name (bp));
+    return NULL;
+  }
+  /* Only as the backend opened it: reading in place, and writing when
+   * the handle may write.
+   */
+  fl = fcntl (fd, F_GETFL);
+  if (fl == -1 || (fl & O_PATH) || (fl & O_APPEND) ||
+      (fl & O_ACCMODE) == O_WRONLY) {
+    nbdkit_debug ("%s: passthrough: the descriptor is not open for "
+                  "reading in place; the backend does the I/O",
+                  bproc_name (bp));
+    close (fd);
+    return NULL;
+  }
+  pt = calloc (1, sizeof *pt);
+  if (!pt) {
+    close (fd);
+    return NULL;
+  }
+  pt->fd = fd;
+  pt->refs = 1;
+  pt->zero_punch = zero && strcmp (zero, "punch") == 0;
+  if (pt->zero_punch && json_is_integer (json_object_get (p, "page"))) {
+    json_int_t page = json_integer_value (json_object_get (p, "page"));
+
+    if (page > 0 && page <= (1 << 24) && !(page & (page - 1)))
+      pt->page = (uint32_t) page;
+  }
+  pt->size = (uint64_t) json_integer_value (json_object_get (j, "size"));
+  pt->can_write = !readonly && (fl & O_ACCMODE) == O_RDWR &&
+    json_is_true (json_object_get (j, "can_write"));
+  pt->can_flush = json_is_true (json_object_get (j, "can_flush"));
+  pt->can_trim = pt->can_write &&
+    json_is_true (json_object_get (j, "can_trim"));
+  pt->can_zero = pt->can_write &&
+    json_is_true (json_object_get (j, "can_zero"));
+  pt->can_fua = pt->can_write && level_on (json_object_get (j, "can_fua"));
+  pt->can_cache = level_on (json_object_get (j, "can_cache"));
+  nbdkit_debug ("%s: passthrough: the front end does the I/O on the "
+                "backend's descriptor (zero by %s)", bproc_name (bp),
+                pt->zero_punch ? "punching holes" : "zeroing in place");
+  return pt;
+}
+
+void
+passthrough_put (struct passthrough *pt)
+{
+  if (pt && --pt->refs == 0) {
+    nbdkit_debug ("passthrough: %" PRIu64 " requests were done in the "
+                  "front end on this descriptor", pt->served);
+    close (pt->fd);
+    free (pt);
+  }
+}
+
+/* ---- on a worker thread ---- */
+
+struct pt_job {
+  struct passthrough *pt;
+  struct freq *r;
+  int fd;                       /* pt->fd: the job reads nothing of pt */
+  bool zero_punch;
+  uint32_t page;
+  uint64_t size;
+  uint16_t type, flags;
+  uint64_t offset;
+  uint32_t count;
+  void *buf;                    /* PREAD: malloc'd; PWRITE: r's data */
+  int err;                      /* errno, set by the worker */
+  const char *what;             /* the call that failed */
+};
+
+/* Whole-range reads and writes; reads past the end give zeros. */
+static int
+whole_io (struct pt_job *j, bool write, void *buf, uint64_t n,
+          uint64_t off)
+{
+  while (n > 0) {
+    /* never-blocks: whole_io runs on a worker thread (job_work) */
+    ssize_t r = write ? pwrite (j->fd, buf, n, (off_t) off)
+      : pread (j->fd, buf, n, (off_t) off); /* never-blocks: as above */
+
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1) {
+      j->what = write ? "pwrite" : "pread";
+      return -1;
+    }
+    if (r == 0) {
+      if (write) {
+        errno = ENOSPC;
+        j->what = "pwrite";
+        return -1;
+      }
+      memset (buf, 0, n);
+      return 0;
+    }
+    buf = (char *) buf + r;
+    n -= (uint64_t) r;
+    off += (uint64_t) r;
+  }
+  return 0;
+}
+
+static int
+punch_at (struct pt_job *j, uint64_t off, uint64_t len)
+{
+  /* never-blocks: on a worker thread (job_work) */
+  return fallocate (j->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    (off_t) off, (off_t) len);
+}
+
+static int
+punch (struct pt_job *j)
+{
+  return punch_at (j, j->offset, j->count);
+}
+
+/* Punch the page [ps, pe) whole if it is all zeroes (under page_lock). */
+static int
+free_if_zero (struct pt_job *j, uint64_t ps, uint64_t pe)
+{
+  unsigned char *buf = malloc (pe - ps);
+  uint64_t i;
+  int r = 0;
+
+  if (!buf)
+    return -1;
+  if (whole_io (j, false, buf, pe - ps, ps) == -1)
+    r = -1;
+  else {
+    for (i = 0; i < pe - ps && !buf[i]; ++i)
+      ;
+    /* Past the end of the file too, or tmpfs keeps its tail. */
+    if (i == pe - ps &&
+        punch_at (j, ps, INT64_MAX - ps < j->page ? pe - ps : j->page) == -1)
+      r = -1;
+  }
+  free (buf);
+  return r;
+}
+
+/* Zero or trim with pages, as the memory backend's sparse_page_zero:
+ * the range becomes a hole, then the pages it covers in part are
+ * punched whole if what is left of them is zeroes.
+ */
+static int
+page_zero (struct pt_job *j)
+{
+  uint64_t page = j->page, off = j->offset, count = j->count;
+  uint64_t end, ps, pe, ls, le;
+  int r = -1;
+
+  if (off >= j->size || count == 0)
+    return 0;
+  if (count > j->size - off)
+    count = j->size - off;
+  end = off + count;
+  /* never-blocks: on a worker thread (job_work) */
+  pthread_rwlock_wrlock (&page_lock);
+  if (punch_at (j, off, end == j->size && j->size <= INT64_MAX - page
+                ? count + page : count) == -1)
+    goto out;
+  ps = off & ~(page - 1);
+  pe = ps + page < j->size ? ps + page : j->size;
+  if ((off > ps || end < pe) && free_if_zero (j, ps, pe) == -1)
+    goto out;
+  ls = (end - 1) & ~(page - 1);
+  le = ls + page < j->size ? ls + page : j->size;
+  if (ls != ps && end < le && free_if_zero (j, ls, le) == -1)
+    goto out;
+  r = 0;
+ out:
+  pthread_rwlock_unlock (&page_lock);
+  if (r == -1 && !j->what)
+    j->what = "punching a hole";
+  return r;
+}
+
+static int
+write_zeroes (struct pt_job *j)
+{
+  static const unsigned char zeros[65536];
+  uint64_t n = j->count, off = j->offset;
+
+  while (n > 0) {
+    uint64_t k = n < sizeof zeros ? n : sizeof zeros;
+
+    if (whole_io (j, true, (void *) zeros, k, off) == -1)
+      return -1;
+    off += k;
+    n -= k;
+  }
+  return 0;
+}
+
+/* ZERO: a hole (zero_punch: always; else with MAY_TRIM, when zeroing in
+ * place cannot be done), FALLOC_FL_ZERO_RANGE, or zeroes written --
+ * except for a fast zero, which fails with ENOTSUP then.
+ */
+static int
+do_zero (struct pt_job *j)
+{
+  int r;
+
+  if (j->zero_punch && j->page)
+    return page_zero (j);
+  if (j->zero_punch)
+    r = punch (j);
+  else {
+    /* never-blocks: on a worker thread (job_work) */
+    r = fallocate (j->fd, FALLOC_FL_ZERO_RANGE, (off_t) j->offset,
+                   (off_t) j->count);
+    if (r == -1 && (errno == EOPNOTSUPP || errno == ENODEV) &&
+        (j->flags & HP_FLAG_MAY_TRIM))
+      r = punch (j);
+  }
+  if (r == 0)
+    return 0;
+  if (errno != EOPNOTSUPP && errno != ENODEV && errno != EINVAL) {
+    j->what = "fallocate";
+    return -1;
+  }
+  if (j->flags & HP_FLAG_FAST_ZERO) {
+    errno = ENOTSUP;
+    j->what = "fast zero";
+    return -1;
+  }
+  return write_zeroes (j);
+}
+
+static int
+sync_data (struct pt_job *j)
+{
+  /* never-blocks: on a worker thread (job_work) */
+  if (fdatasync (j->fd) == -1 && errno != EINVAL) {
+    j->what = "fdatasync";
+    return -1;
+  }
+  return 0;
+}
+
+static void
+job_work (void *arg)
+{
+  struct pt_job *j = arg;
+  int r = 0;
+
+  switch (j->type) {
+  case HP_PREAD:
+    r = whole_io (j, false, j->buf, j->count, j->offset);
+    break;
+  case HP_PWRITE:
+    if (j->page)                /* never-blocks: on a worker thread */
+      pthread_rwlock_rdlock (&page_lock);
+    r = whole_io (j, true, j->buf, j->count, j->offset);
+    if (j->page)
+      pthread_rwlock_unlock (&page_lock);
+    break;
+  case HP_ZERO:
+    r = do_zero (j);
+    break;
+  case HP_TRIM:
+    if (j->zero_punch && j->page) {
+      r = page_zero (j);
+      break;
+    }
+    /* Advisory, as in the file backend: no holes, the data stays. */
+    if (punch (j) == -1 && errno != EOPNOTSUPP && errno != ENODEV) {
+      j->what = "punching a hole";
+      r = -1;
+    }
+    break;
+  case HP_FLUSH:
+    r = sync_data (j);
+    break;
+  case HP_CACHE:
+    r = posix_fadvise (j->fd, (off_t) j->offset, (off_t) j->count,
+                       POSIX_FADV_WILLNEED);
+    if (r) {
+      errno = r;
+      j->what = "posix_fadvise";
+      r = -1;
+    }
+    break;
+  }
+  if (r == 0 && (j->flags & HP_FLAG_FUA) &&
+      (j->type == HP_PWRITE || j->type == HP_ZERO || j->type == HP_TRIM))
+    r = sync_data (j);
+  j->err = r == -1 ? (errno ? errno : EIO) : 0;
+}
+
+/* ---- back on the loop ---- */
+
+static void
+job_done (void *arg)
+{
+  struct pt_job *j = arg;
+
+  if (j->type == HP_PWRITE)
+    payload_free (j->buf);
+  if (j->err) {
+    char msg[256];
+
+    snprintf (msg, sizeof msg, "passthrough: %s: %s",
+              j->what ? j->what : hp_type_name (j->type), strerror (j->err));
+    if (j->type == HP_PREAD)
+      free (j->buf);
+    freq_reply_error (j->r, hp_error_from_errno (j->err), msg);
+  }
+  else if (j->type == HP_PREAD)
+    freq_reply (j->r, j->buf, j->count, 0);
+  else
+    freq_reply (j->r, NULL, 0, 0);
+  passthrough_put (j->pt);
+  free (j);
+}
+
+bool
+passthrough_request (struct passthrough *pt, struct freq *r)
+{
+  struct pt_job *j;
+  bool ok;
+
+  switch (r->type) {
+  case HP_PREAD: ok = true; break;
+  case HP_PWRITE: ok = pt->can_write; break;
+  case HP_ZERO: ok = pt->can_zero; break;
+  case HP_TRIM: ok = pt->can_trim; break;
+  case HP_FLUSH: ok = pt->can_flush; break;
+  case HP_CACHE: ok = pt->can_cache; break;
+  default: ok = false;          /* EXTENTS: the backend's */
+  }
+  if (!ok || ((r->flags & HP_FLAG_FUA) && !pt->can_fua))
+    return false;
+  /* Out of memory: an error, not the backend (whose writes would not
+   * be ordered with the zeroes done here).
+   */
+  j = calloc (1, sizeof *j);
+  if (!j || (r->type == HP_PREAD && r->count > 0 &&
+             !(j->buf = malloc (r->count)))) {
+    free (j);
+    freq_reply_error (r, HP_ENOMEM, "passthrough: out of memory");
+    return true;
+  }
+  if (r->type == HP_PWRITE) {
+    j->buf = r->data;           /* released in job_done */
+    r->data = NULL;
+  }
+  j->pt = pt;
+  pt->refs++;
+  j->r = r;
+  j->fd = pt->fd;
+  j->zero_punch = pt->zero_punch;
+  j->page = pt->page;
+  j->size = pt->size;
+  j->type = r->type;
+  j->flags = r->flags;
+  j->offset = r->offset;
+  j->count = r->count;
+  pt->served++;
+  worker_submit (job_work, job_done, j);
+  return true;
+}

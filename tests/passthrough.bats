@@ -1,0 +1,349 @@
+# Passthrough: the memory and file backends hand their descriptor to
+# the front end at OPEN, which then does the data I/O itself
+# (docs/nbdkit-internals.pod).  Every test runs with passthrough on and
+# off (-D nbdkit.passthrough=0), with real clients, every byte checked.
+
+load helpers
+
+ON="-D nbdkit.passthrough=1"
+OFF="-D nbdkit.passthrough=0"
+
+# check_path MODE: after stop_server, the log says whether the front end
+# did the I/O (on) or the backend did (off).
+check_path() {
+    if [ "$1" = "$ON" ]; then
+        grep -q "passthrough: the front end does the I/O" "$log"
+        grep -Eq "passthrough: [1-9][0-9]* requests were done in the front end" "$log"
+    else
+        ! grep -q "passthrough:" "$log"
+    fi
+}
+
+copy_in_and_out() {
+    local conns=$1
+    nbdcopy --connections="$conns" "$BATS_TEST_TMPDIR/in" "$uri"
+    nbdcopy --connections="$conns" "$uri" "$BATS_TEST_TMPDIR/out"
+    [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
+}
+
+@test "nbdcopy in and out of the memory backend, 1 and 4 connections" {
+    requires nbdcopy
+    random_file "$BATS_TEST_TMPDIR/in" 64M
+    for mode in "$ON" "$OFF"; do
+        for conns in 1 4; do
+            start_server -v $mode memory 64M
+            copy_in_and_out "$conns"
+            stop_server
+            check_path "$mode"
+        done
+    done
+}
+
+@test "nbdcopy in and out of the file backend, 1 and 4 connections" {
+    requires nbdcopy
+    random_file "$BATS_TEST_TMPDIR/in" 64M
+    for mode in "$ON" "$OFF"; do
+        for conns in 1 4; do
+            rm -f "$BATS_TEST_TMPDIR/disk"
+            truncate -s 64M "$BATS_TEST_TMPDIR/disk"
+            start_server -v $mode file "$BATS_TEST_TMPDIR/disk"
+            copy_in_and_out "$conns"
+            stop_server
+            check_path "$mode"
+            cmp "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/disk"
+        done
+    done
+}
+
+@test "qemu-img compare finds the copy equal" {
+    requires qemu-img nbdcopy
+    random_file "$BATS_TEST_TMPDIR/in" 16M
+    for mode in "$ON" "$OFF"; do
+        start_server -v $mode memory 16M
+        nbdcopy "$BATS_TEST_TMPDIR/in" "$uri"
+        qemu-img compare -f raw -F raw "$BATS_TEST_TMPDIR/in" "$uri"
+        stop_server
+        check_path "$mode"
+    done
+}
+
+zero_trim_fua() {
+    nbd_py '
+data = os.urandom(4 << 20)
+h.pwrite(data, 0, nbd.CMD_FLAG_FUA)
+assert h.pread(4 << 20, 0) == data
+h.zero(1 << 20, 1 << 20)
+h.zero(4096, 3 << 20, nbd.CMD_FLAG_NO_HOLE | nbd.CMD_FLAG_FUA)
+h.trim(65536, 2 << 20)
+h.flush()
+got = h.pread(4 << 20, 0)
+want = bytearray(data)
+want[1 << 20 : 2 << 20] = bytes(1 << 20)
+want[3 << 20 : (3 << 20) + 4096] = bytes(4096)
+want[2 << 20 : (2 << 20) + 65536] = bytes(65536)
+assert got == want
+if h.can_fast_zero():
+    h.zero(8192, 0, nbd.CMD_FLAG_FAST_ZERO)
+    assert h.pread(8192, 0) == bytes(8192)
+h.cache(1 << 20, 0)
+'
+}
+
+@test "zero, trim and FUA writes read back as expected (memory)" {
+    requires nbdsh
+    for mode in "$ON" "$OFF"; do
+        start_server -v $mode memory 8M
+        zero_trim_fua
+        stop_server
+        check_path "$mode"
+    done
+}
+
+@test "zero, trim and FUA writes read back as expected (file)" {
+    requires nbdsh
+    for mode in "$ON" "$OFF"; do
+        rm -f "$BATS_TEST_TMPDIR/disk"
+        truncate -s 8M "$BATS_TEST_TMPDIR/disk"
+        start_server -v $mode file "$BATS_TEST_TMPDIR/disk"
+        zero_trim_fua
+        stop_server
+        check_path "$mode"
+    done
+}
+
+@test "a FUA write is in the file when it is acknowledged" {
+    requires nbdsh
+    for mode in "$ON" "$OFF"; do
+        truncate -s 1M "$BATS_TEST_TMPDIR/disk"
+        start_server -v $mode file "$BATS_TEST_TMPDIR/disk"
+        nbd_py '
+data = os.urandom(65536)
+h.pwrite(data, 131072, nbd.CMD_FLAG_FUA)
+with open(os.environ["BATS_TEST_TMPDIR"] + "/disk", "rb") as f:
+    f.seek(131072)
+    assert f.read(65536) == data
+'
+        stop_server
+        check_path "$mode"
+        rm -f "$BATS_TEST_TMPDIR/disk"
+    done
+}
+
+@test "filters over a passthrough backend see every request (cow, blocksize)" {
+    requires nbdcopy nbdsh
+    random_file "$BATS_TEST_TMPDIR/in" 8M
+    for mode in "$ON" "$OFF"; do
+        cp "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/disk"
+        start_server -v $mode --filter=blocksize --filter=cow file \
+            "$BATS_TEST_TMPDIR/disk" minblock=4096
+        nbd_py '
+data = open(os.environ["BATS_TEST_TMPDIR"] + "/in", "rb").read()
+assert h.pread(len(data), 0) == data
+h.pwrite(b"x" * 100, 5000)
+assert h.pread(100, 5000) == b"x" * 100
+'
+        stop_server
+        check_path "$mode"
+        # cow keeps the write: the file is as it was.
+        cmp "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/disk"
+        # The filters traced their own calls above the backend's.
+        grep -q "debug: blocksize: pwrite count=100 offset=5000" "$log"
+        grep -q "debug: file: pread count=" "$log"
+    done
+}
+
+@test "-r and a read-only descriptor: reads pass through, writes are refused" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    for mode in "$ON" "$OFF"; do
+        for ro in "-r file $BATS_TEST_TMPDIR/disk" "file fd=7"; do
+            start_server -v $mode $ro 7<"$BATS_TEST_TMPDIR/disk"
+            nbd_py '
+assert h.is_read_only()
+data = open(os.environ["BATS_TEST_TMPDIR"] + "/disk", "rb").read()
+assert h.pread(len(data), 0) == data
+h.set_strict_mode(0)
+try:
+    h.pwrite(b"x" * 512, 0)
+    sys.exit("a write succeeded")
+except nbd.Error as e:
+    assert e.errnum == errno.EPERM, e
+'
+            stop_server
+            check_path "$mode"
+        done
+    done
+}
+
+# kill_during N CMD...: SIGKILL each new incarnation of the backend,
+# N times, 0.2 s apart, while CMD runs.
+kill_during() {
+    local times=$1; shift
+    (
+        local pid= last=
+        for i in $(seq "$times"); do
+            wait_until eval 'pid=$(backend_pid) && [ -n "$pid" ] &&
+                             [ "$pid" != "$last" ]' || exit 0
+            sleep 0.2
+            kill -KILL "$pid" 2>/dev/null || true
+            last=$pid
+        done
+    ) 3>&- &
+    local killer=$! status=0
+    "$@" || status=$?
+    wait "$killer" || true
+    return "$status"
+}
+
+kill_drill() {
+    random_file "$BATS_TEST_TMPDIR/in" 256M
+    kill_during 4 nbdcopy --connections=4 "$BATS_TEST_TMPDIR/in" "$uri"
+    kill_during 4 nbdcopy --connections=4 "$uri" "$BATS_TEST_TMPDIR/out"
+    [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
+    grep -q "killed by signal SIGKILL" "$log"
+    [ "$(zombies)" -eq 0 ]
+}
+
+@test "SIGKILL of the memory backend during passthrough copies loses no byte" {
+    requires nbdcopy
+    start_server -v --backend-max-restarts=20 $ON memory 256M
+    kill_drill
+    stop_server
+    check_path "$ON"
+}
+
+@test "SIGKILL of the file backend during passthrough copies loses no byte" {
+    requires nbdcopy
+    truncate -s 256M "$BATS_TEST_TMPDIR/disk"
+    start_server -v --backend-max-restarts=20 $ON file "$BATS_TEST_TMPDIR/disk"
+    kill_drill
+    stop_server
+    check_path "$ON"
+    cmp "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/disk"
+}
+
+# The proof that the backend does not see the data requests: with the
+# backend process stopped (SIGSTOP), an open connection still reads,
+# writes, zeroes and flushes.  Without passthrough this would wait for
+# the backend (and the test fails on its timeout).
+@test "a stopped backend does not stop the I/O of an open connection" {
+    requires nbdsh
+    for backend in "memory 8M" "file $BATS_TEST_TMPDIR/disk"; do
+        truncate -s 8M "$BATS_TEST_TMPDIR/disk"
+        start_server -v $ON $backend
+        backend=$(backend_pid) timeout 20 /usr/bin/python3 -c "
+import nbd, os, signal
+h = nbd.NBD()
+h.connect_uri('$uri')
+pid = int(os.environ['backend'])
+os.kill(pid, signal.SIGSTOP)
+try:
+    data = os.urandom(1 << 20)
+    h.pwrite(data, 0, nbd.CMD_FLAG_FUA)
+    assert h.pread(1 << 20, 0) == data
+    h.zero(65536, 0)
+    assert h.pread(65536, 0) == bytes(65536)
+    h.flush()
+finally:
+    os.kill(pid, signal.SIGCONT)
+"
+        stop_server
+        check_path "$ON"
+        rm -f "$BATS_TEST_TMPDIR/disk"
+    done
+}
+
+@test "the memory backend offers no passthrough with allocator=malloc" {
+    requires nbdsh
+    start_server -v $ON memory 1M allocator=malloc
+    nbd_py 'h.pwrite(b"y" * 512, 0); assert h.pread(512, 0) == b"y" * 512'
+    stop_server
+    ! grep -q "passthrough:" "$log"
+}
+
+@test "the file backend offers no passthrough with cache=none" {
+    requires nbdsh
+    truncate -s 1M "$BATS_TEST_TMPDIR/disk"
+    start_server -v $ON file "$BATS_TEST_TMPDIR/disk" cache=none
+    nbd_py 'h.pwrite(b"y" * 512, 0); assert h.pread(512, 0) == b"y" * 512'
+    stop_server
+    ! grep -q "passthrough:" "$log"
+}
+
+# The descriptors a backend passes: each is matched to the frame it came
+# with, and one that comes with a frame that does not take it is closed.
+server_fds() {
+    ls "/proc/$server_pid/fd" | wc -l
+}
+
+@test "a descriptor passed with a reply that takes none is closed" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    start_server -v "$FAULTY" "$BATS_TEST_TMPDIR/disk" fault=fd-on-pread
+    nbd_py 'h.pread(512, 0)'
+    before=$(server_fds)
+    nbd_py '
+data = open(os.environ["BATS_TEST_TMPDIR"] + "/disk", "rb").read()
+for i in range(100):
+    assert h.pread(4096, i * 4096) == data[i * 4096 : (i + 1) * 4096]
+'
+    after=$(server_fds)
+    echo "descriptors: $before before, $after after"
+    [ "$after" -le $((before + 2)) ]
+    grep -q "closing a descriptor that came with a PREAD reply" "$log"
+    stop_server
+    ! grep -q "passthrough:" "$log"
+}
+
+@test "an OPEN reply's descriptor is used only when the reply announces it" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    for how in offer silent nofd; do
+        for mode in "$ON" "$OFF"; do
+            start_server -v $mode "$FAULTY" "$BATS_TEST_TMPDIR/disk" openfd=$how
+            nbd_py '
+data = open(os.environ["BATS_TEST_TMPDIR"] + "/disk", "rb").read()
+assert h.pread(len(data), 0) == data
+h.pwrite(data[:4096], 8192, nbd.CMD_FLAG_FUA)
+assert h.pread(4096, 8192) == data[:4096]
+'
+            stop_server
+            if [ "$how" = offer ] && [ "$mode" = "$ON" ]; then
+                check_path "$ON"
+            else
+                ! grep -q "passthrough: the front end does the I/O" "$log"
+            fi
+            if [ "$how" = silent ] && [ "$mode" = "$ON" ]; then
+                grep -q "closing a descriptor that came with a OPEN reply" "$log"
+            fi
+            if [ "$how" = nofd ] && [ "$mode" = "$ON" ]; then
+                grep -q "passthrough: the OPEN reply came without a descriptor" "$log"
+            fi
+        done
+    done
+}
+
+# The memory backend's 32K pages: a zero or trim done by the front end
+# frees the same pages as the backend's own (tests/backend-compat.bats
+# has nbdkit's map for this sequence).
+@test "memory: zero and trim free the same pages with and without passthrough" {
+    requires nbdsh nbdinfo
+    for mode in "$ON" "$OFF"; do
+        start_server -v $mode memory 1M
+        nbd_py '
+h.pwrite(b"x" * 512, 0); h.zero(512, 0)
+h.pwrite(b"x" * 512, 65536); h.pwrite(b"y", 66536)
+h.zero(512, 65536)
+h.pwrite(b"\0" * 512, 131072); h.trim(100, 131072)
+h.pwrite(b"z" * 65536, 196608); h.zero(65000, 196708)
+h.pwrite(b"x" * 10, 327680); h.pwrite(b"x" * 10, 360000)
+h.zero(65536, 327680)
+h.pwrite(b"q" * 100, 1048476); h.zero(100, 1048476)
+'
+        run bash -c "nbdinfo --map '$uri' | awk '{print \$1 \":\" \$2 \":\" \$3}' | tr '\n' ' '"
+        echo "$mode: $output"
+        [ "$output" = "0:65536:3 65536:32768:0 98304:98304:3 196608:65536:0 262144:786432:3 " ]
+        stop_server
+        check_path "$mode"
+    done
+}
