@@ -12,6 +12,7 @@ fuzz_frames_front_end = \
 	nbdkit/buffer.c \
 	nbdkit/filter-open.c \
 	nbdkit/liveness.c \
+	nbdkit/passthrough.c \
 	nbdkit/stream.c \
 	nbdkit/supervisor.c
 fuzz_frames_headers = \
@@ -46,6 +47,7 @@ fuzz_frames_files = \
 	$(top_srcdir)/nbdkit/buffer.c \
 	$(top_srcdir)/nbdkit/filter-open.c \
 	$(top_srcdir)/nbdkit/liveness.c \
+	$(top_srcdir)/nbdkit/passthrough.c \
 	$(top_srcdir)/nbdkit/stream.c \
 	$(top_srcdir)/nbdkit/supervisor.c \
 	$(top_srcdir)/helper-protocol/wire.c

@@ -126,6 +126,29 @@ struct options opt;
 static char fd_value[16];        /* an inherited descriptor, for fd=N */
 static bool no_shm;             /* -D nbdkit.shm=0 */
 
+/* nbdkit/passthrough.c is linked (its reading of OPEN's "passthrough"
+ * member is fuzzed), but passthrough needs a descriptor with the OPEN
+ * reply, which this harness's backend never sends: no request may
+ * reach passthrough's I/O, which these stand-ins would be.
+ */
+void
+freq_reply (struct freq *r, void *data, uint32_t len, uint16_t rflags)
+{
+  fuzz_bug ("a request went to passthrough without a descriptor");
+}
+
+void
+freq_reply_error (struct freq *r, uint32_t status, const char *msg)
+{
+  fuzz_bug ("a request went to passthrough without a descriptor");
+}
+
+void
+worker_submit (void (*work) (void *), void (*done) (void *), void *arg)
+{
+  fuzz_bug ("passthrough I/O without a descriptor");
+}
+
 int
 server_debug_flag (const char *flag, int def)
 {
