@@ -171,7 +171,22 @@ struct pt_job {
   void *buf;                    /* PREAD: malloc'd; PWRITE: r's data */
   int err;                      /* errno, set by the worker */
   const char *what;             /* the call that failed */
+  bool zeros;                   /* PREAD: a hole, answered HP_FLAG_ZEROS */
 };
+
+/* A PREAD that may be answered as zeros without data (HP_FLAG_ZEROS,
+ * as the backend library does for a hole): is the range a hole of the
+ * descriptor?  One lseek; a file system without SEEK_DATA says no.
+ */
+static bool
+range_is_hole (int fd, uint64_t off, uint32_t count)
+{
+  off_t d = lseek (fd, (off_t) off, SEEK_DATA);
+
+  if (d == -1)
+    return errno == ENXIO;      /* no data from off to the end */
+  return (uint64_t) d >= off + count;
+}
 
 /* Whole-range reads and writes; reads past the end give zeros. */
 static int
@@ -351,6 +366,11 @@ job_work (void *arg)
 
   switch (j->type) {
   case HP_PREAD:
+    if ((j->flags & HP_FLAG_ZEROS) && range_is_hole (j->fd, j->offset,
+                                                     j->count)) {
+      j->zeros = true;
+      break;
+    }
     r = whole_io (j, false, j->buf, j->count, j->offset);
     break;
   case HP_PWRITE:
@@ -410,6 +430,10 @@ job_done (void *arg)
     if (j->type == HP_PREAD)
       free (j->buf);
     freq_reply_error (j->r, hp_error_from_errno (j->err), msg);
+  }
+  else if (j->type == HP_PREAD && j->zeros) {
+    free (j->buf);
+    freq_reply (j->r, NULL, 0, HP_FLAG_ZEROS);
   }
   else if (j->type == HP_PREAD)
     freq_reply (j->r, j->buf, j->count, 0);
