@@ -55,6 +55,7 @@
 struct passthrough {
   int fd;
   unsigned refs;
+  struct backend_proc *bp;      /* whose arena holds the reads' buffers */
   bool zero_punch;              /* zero may always punch a hole */
   uint32_t page;                /* zero_punch: the backend's page, or 0 */
   uint64_t size;                /* of the export */
@@ -122,6 +123,7 @@ passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
   }
   pt->fd = fd;
   pt->refs = 1;
+  pt->bp = bp;
   pt->zero_punch = zero && strcmp (zero, "punch") == 0;
   if (pt->zero_punch && json_is_integer (json_object_get (p, "page"))) {
     json_int_t page = json_integer_value (json_object_get (p, "page"));
@@ -168,7 +170,9 @@ struct pt_job {
   uint16_t type, flags;
   uint64_t offset;
   uint32_t count;
-  void *buf;                    /* PREAD: malloc'd; PWRITE: r's data */
+  void *buf;                    /* PREAD: an arena slot (or malloc'd, as
+                                 * bproc_payload_alloc gives); PWRITE:
+                                 * r's data; payload_free releases both */
   int err;                      /* errno, set by the worker */
   const char *what;             /* the call that failed */
   bool zeros;                   /* PREAD: a hole, answered HP_FLAG_ZEROS */
@@ -428,11 +432,11 @@ job_done (void *arg)
     snprintf (msg, sizeof msg, "passthrough: %s: %s",
               j->what ? j->what : hp_type_name (j->type), strerror (j->err));
     if (j->type == HP_PREAD)
-      free (j->buf);
+      payload_free (j->buf);
     freq_reply_error (j->r, hp_error_from_errno (j->err), msg);
   }
   else if (j->type == HP_PREAD && j->zeros) {
-    free (j->buf);
+    payload_free (j->buf);
     freq_reply (j->r, NULL, 0, HP_FLAG_ZEROS);
   }
   else if (j->type == HP_PREAD)
@@ -464,8 +468,11 @@ passthrough_request (struct passthrough *pt, struct freq *r)
    * be ordered with the zeroes done here).
    */
   j = calloc (1, sizeof *j);
+  /* A read's buffer comes from the arena, as the backend's replies do:
+   * its pages are the arena's to keep or give back, not malloc's.
+   */
   if (!j || (r->type == HP_PREAD && r->count > 0 &&
-             !(j->buf = malloc (r->count)))) {
+             !(j->buf = bproc_payload_alloc (pt->bp, r->count)))) {
     free (j);
     freq_reply_error (r, HP_ENOMEM, "passthrough: out of memory");
     return true;
