@@ -16,6 +16,7 @@ fuzz_frames_front_end = \
 	nbdkit/stream.c \
 	nbdkit/supervisor.c
 fuzz_frames_headers = \
+	tests/fuzz/fuzz-bug.h \
 	nbdkit/backend-proc.h \
 	nbdkit/buffer.h \
 	nbdkit/errors.h \
@@ -54,6 +55,7 @@ fuzz_frames_files = \
 
 fuzz_frames_deps = \
 	$(top_builddir)/config.h \
+	$(top_srcdir)/tests/fuzz/fuzz-bug.h \
 	$(top_srcdir)/nbdkit/backend-proc.h \
 	$(top_srcdir)/nbdkit/buffer.h \
 	$(top_srcdir)/nbdkit/errors.h \

@@ -88,6 +88,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fuzz-bug.h"
 #include "backend-proc.h"
 #include "byte-order.h"
 
@@ -101,22 +102,6 @@ extern int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 #define OP_FIRST    0xfff0
 
 #define MAX_TURNS   200000      /* far more than an input of 4 KiB needs */
-
-static void fuzz_bug (const char *fmt, ...)
-  __attribute__ ((format (printf, 1, 2), noreturn));
-
-static void
-fuzz_bug (const char *fmt, ...)
-{
-  va_list args;
-
-  fprintf (stderr, "*** fuzz: BUG: ");
-  va_start (args, fmt);
-  vfprintf (stderr, fmt, args);
-  va_end (args);
-  fprintf (stderr, "\n");
-  abort ();
-}
 
 static bool verbose;
 

@@ -41,6 +41,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "fuzz-bug.h"
 #include "backend-internal.h"
 #include "byte-order.h"
 
@@ -49,19 +50,6 @@ extern int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
 #define DISK_SIZE (1024 * 1024)
 #define ARENA_SIZE (1024 * 1024)
-
-static void __attribute__ ((noreturn, format (printf, 1, 2)))
-fuzz_bug (const char *fmt, ...)
-{
-  va_list args;
-
-  fprintf (stderr, "*** fuzz: BUG: ");
-  va_start (args, fmt);
-  vfprintf (stderr, fmt, args);
-  va_end (args);
-  fprintf (stderr, "\n");
-  abort ();
-}
 
 /* ---- the backend: a 1 MiB disk with every callback ---- */
 

@@ -13,6 +13,7 @@ fuzz_library_sources = \
 	helper-protocol/backend-lists.c \
 	helper-protocol/wire.c
 fuzz_library_headers = \
+	tests/fuzz/fuzz-bug.h \
 	helper-protocol/backend-internal.h \
 	helper-protocol/nbdkit-backend.h \
 	helper-protocol/helper-protocol.h \
