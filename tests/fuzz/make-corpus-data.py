@@ -95,6 +95,10 @@ SEEDS = {
     "big-fragmented": "(1 @+1)*100000000",
     "big-nested": "((1 2 3)*1000)*1000000",
     "big-blit": "( 0x55*1G @+0 )",
+    # Blits of many overlapping or scattered pieces: once quadratic
+    # (every chunk looked at for every page), found by a fuzzing run.
+    "slow-blit-align": "(0 @+922337203@^547758071)*000100002",
+    "slow-blit-nested": "( 4 @1 ( @492323 ( ) 3 @-2 )*312 0 )*34",
 }
 
 
