@@ -856,9 +856,21 @@ nbdkit_backend_main_with_model (const struct nbdkit_backend *backend,
   errno = 0;
   fd = env ? strtol (env, &end, 10) : -1;
   if (!env || errno || *end || fd < 0 || fd > 1024) {
-    fprintf (stderr,
-             "%s: this program is an nbdkit backend: run it with "
-             "'nbdkit %s' (see nbdkit(1))\n", argv[0], nbdkit__be->name);
+    /* Run from a build tree or any directory, the path is what works
+     * ('nbdkit NAME' only finds installed backends); found on PATH,
+     * the name.
+     */
+    if (strchr (argv[0], '/'))
+      fprintf (stderr,
+               "%s: this program is an nbdkit backend: run it with "
+               "'nbdkit %s%s' (or 'nbdkit %s' where it is installed; "
+               "see nbdkit(1))\n", argv[0],
+               argv[0][0] == '/' || argv[0][0] == '.' ? "" : "./",
+               argv[0], nbdkit__be->name);
+    else
+      fprintf (stderr,
+               "%s: this program is an nbdkit backend: run it with "
+               "'nbdkit %s' (see nbdkit(1))\n", argv[0], nbdkit__be->name);
     return EXIT_FAILURE;
   }
   chan = (int) fd;

@@ -88,3 +88,24 @@ for i in range(100):
     [ "$status" -eq 1 ]
     [[ "$output" == *"backend_procs=0: the number of backend processes must be 1 to 64"* ]]
 }
+
+@test "a backend run by hand suggests the command that runs it" {
+    requires nbdinfo
+    be=$top_builddir/backends/memory/nbdkit-memory-backend
+    # By its path: that path, which nbdkit runs as it is.
+    run env -u NBDKIT_HELPER_FD "$be"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"run it with 'nbdkit $be'"* ]]
+    [[ "$output" == *"or 'nbdkit memory' where it is installed"* ]]
+    cd "$top_builddir/backends/memory"
+    run env -u NBDKIT_HELPER_FD ./nbdkit-memory-backend
+    [[ "$output" == *"run it with 'nbdkit ./nbdkit-memory-backend'"* ]]
+    # The suggestion works.
+    run "$NBDKIT" -U - ./nbdkit-memory-backend 1M --run 'nbdinfo --size "$uri"'
+    [ "$status" -eq 0 ]
+    [ "$output" = 1048576 ]
+    # Found on PATH: the backend's name.
+    run env -u NBDKIT_HELPER_FD PATH="$PWD:$PATH" nbdkit-memory-backend
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"run it with 'nbdkit memory' (see nbdkit(1))"* ]]
+}
