@@ -120,7 +120,8 @@ maybe_fail (int t, struct freq *r)
   const struct error_setting *s = &settings[t];
 
   if (should_fail (s)) {
-    nbdkit_debug ("error filter: injecting %s into %s",
+    /* As nbdkit's filter: an error message, with or without -v. */
+    nbdkit_error ("error: injecting %s error into %s",
                   hp_error_name (s->error), type_names[t]);
     freq_reply_error (r, s->error, "injected by the error filter");
   }

@@ -16,6 +16,22 @@ except nbd.Error as e:
 "
 }
 
+@test "each injected error is logged, as nbdkit logs it, without -v" {
+    requires nbdsh
+    run "$NBDKIT" -U - --filter=error memory 1M error-pread-rate=1 \
+        error-zero=ENOSPC error-zero-rate=1 --run 'nbdsh -u "$uri" -c "
+for f in (lambda: h.pread(512, 0), lambda: h.zero(512, 0)):
+    try:
+        f()
+    except nbd.Error:
+        pass
+"'
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"error: injecting EIO error into pread"* ]]
+    [[ "$output" == *"error: injecting ENOSPC error into zero"* ]]
+    [[ "$output" != *"into pwrite"* ]]
+}
+
 @test "error= picks the error, and error-file= turns it on and off" {
     start_server --filter=error memory 1M error=ENOSPC error-rate=1 \
         error-file="$BATS_TEST_TMPDIR/fail"
