@@ -105,7 +105,7 @@ replay() {
     local h
     for h in "$top_srcdir"/tests/fuzz/fuzz-*.c; do
         h=${h##*/fuzz-}; h=${h%.c}
-        case $h in server|backend) continue ;; esac
+        case $h in server|backend|backend-disk) continue ;; esac
         [ -d "$top_srcdir/tests/fuzz/corpus-$h" ] || {
             echo "tests/fuzz/fuzz-$h.c has no corpus-$h"; return 1; }
     done
