@@ -6,9 +6,9 @@
  * (exportdesc=keep|none|fixed:STRING|script:SCRIPT).
  *
  * The default export is mapped with the filter API's export_below, so
- * the layers below open the chosen name.  Description scripts run on
- * the worker pool (a fork and a read of the script's output), never on
- * the loop.
+ * the layers below open the chosen name.  Description scripts run as
+ * child processes whose output and exit the loop watches (ev_io,
+ * ev_child): nothing waits for them.
  */
 
 #include <config.h>
@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,119 +124,174 @@ exportname_below (const char *export)
   return name;
 }
 
-/* ---- description scripts, on a worker thread ---- */
+/* ---- description scripts ---- */
 
-/* The output of sh -c SCRIPT with $name set, trailing newlines cut;
- * NULL if it failed or printed nothing.  Runs on a worker.
+/* One run of sh -c SCRIPT with $name set: its output is read through a
+ * non-blocking pipe (ev_io) and its exit seen by an ev_child watcher
+ * (libev reaps the server's children), so nothing waits on the loop.
+ * done (opaque, desc) gets the output, trailing newlines cut, or NULL
+ * if the script failed or printed nothing; desc is the callee's.
  */
-static char *
-run_script (const char *name)
+typedef void (*described_fn) (void *opaque, char *desc);
+
+struct script_run {
+  ev_io io;
+  ev_child child;
+  int fd;
+  char out[MAX_DESC + 1];
+  size_t len;
+  bool eof, exited;
+  int status;
+  described_fn done;
+  void *opaque;
+};
+
+static void
+script_finish (struct script_run *sr)
+{
+  char *desc = NULL;
+
+  if (!sr->eof || !sr->exited)
+    return;
+  while (sr->len > 0 && sr->out[sr->len - 1] == '\n')
+    sr->len--;
+  sr->out[sr->len] = '\0';
+  if (WIFEXITED (sr->status) && WEXITSTATUS (sr->status) == 0 &&
+      sr->len > 0 && !memchr (sr->out, '\0', sr->len))
+    desc = strdup (sr->out);
+  else
+    nbdkit_debug ("exportname: exportdesc script gave no description");
+  sr->done (sr->opaque, desc);
+  free (sr);
+}
+
+static void
+on_script_output (struct ev_loop *l, ev_io *w, int revents)
+{
+  struct script_run *sr = w->data;
+  char buf[4096];
+  ssize_t r;
+
+  for (;;) {
+    r = read (sr->fd, buf, sizeof buf);
+    if (r > 0) {
+      /* Keep at most MAX_DESC bytes, but read all: the script must not
+       * stall on a full pipe.
+       */
+      size_t k = (size_t) r > MAX_DESC - sr->len ? MAX_DESC - sr->len
+                                                 : (size_t) r;
+
+      memcpy (sr->out + sr->len, buf, k);
+      sr->len += k;
+      continue;
+    }
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return;
+    break;                      /* end of file, or an error */
+  }
+  ev_io_stop (loop, &sr->io);
+  close (sr->fd);
+  sr->eof = true;
+  script_finish (sr);
+}
+
+static void
+on_script_exit (struct ev_loop *l, ev_child *w, int revents)
+{
+  struct script_run *sr = w->data;
+
+  ev_child_stop (loop, w);
+  sr->status = w->rstatus;
+  sr->exited = true;
+  script_finish (sr);
+}
+
+/* Start the script for name; done runs later (at once, with NULL, if
+ * it cannot start).
+ */
+static void
+run_script (const char *name, described_fn done, void *opaque)
 {
   extern char **environ;
-  size_t n = 0, i, len = 0;
-  char **envp, *namevar, *out;
-  int fd[2], status;
+  struct script_run *sr = calloc (1, sizeof *sr);
+  size_t n = 0, i, k = 0;
+  char **envp = NULL, *namevar = NULL;
+  int fd[2] = { -1, -1 };
   pid_t pid;
-  ssize_t r;
 
   while (environ[n])
     n++;
-  envp = calloc (n + 2, sizeof *envp);
-  out = malloc (MAX_DESC + 1);
-  namevar = malloc (strlen (name) + 6);
-  if (!envp || !out || !namevar || pipe (fd) == -1)
+  if (!sr || !(envp = calloc (n + 2, sizeof *envp)) ||
+      !(namevar = malloc (strlen (name) + 6)) ||
+      pipe2 (fd, O_CLOEXEC) == -1) {
+    nbdkit_error ("exportname: cannot run the exportdesc script: %m");
     goto fail;
+  }
   sprintf (namevar, "name=%s", name);
   for (i = 0; i < n; ++i)
     if (strncmp (environ[i], "name=", 5) != 0)
-      envp[len++] = environ[i];
-  envp[len] = namevar;
+      envp[k++] = environ[i];
+  envp[k] = namevar;
   pid = fork ();
   if (pid == -1) {
-    close (fd[0]);
-    close (fd[1]);
+    nbdkit_error ("exportname: fork: %m");
     goto fail;
   }
   if (pid == 0) {
     int null = open ("/dev/null", O_RDONLY);
 
-    dup2 (null, 0);
-    dup2 (fd[1], 1);
-    execle ("/bin/sh", "sh", "-c", desc_arg, (char *) NULL, envp);
+    if (null >= 0)
+      dup2 (null, STDIN_FILENO);
+    dup2 (fd[1], STDOUT_FILENO);
+    signal (SIGPIPE, SIG_DFL);
+    execve ("/bin/sh", (char *[]) { "sh", "-c", (char *) desc_arg, NULL },
+            envp);
     _exit (127);
   }
   close (fd[1]);
-  len = 0;
-  /* Read all of it (the script must not block on a full pipe); keep
-   * at most MAX_DESC bytes.
-   */
-  for (;;) {
-    char buf[4096];
-
-    r = read (fd[0], buf, sizeof buf);
-    if (r <= 0)
-      break;
-    if (len < MAX_DESC) {
-      size_t k = (size_t) r > MAX_DESC - len ? MAX_DESC - len : (size_t) r;
-
-      memcpy (out + len, buf, k);
-      len += k;
-    }
-  }
-  close (fd[0]);
-  while (waitpid (pid, &status, 0) == -1)
-    ;
-  while (len > 0 && out[len - 1] == '\n')
-    len--;
-  out[len] = '\0';
-  if (!WIFEXITED (status) || WEXITSTATUS (status) != 0 || len == 0 ||
-      memchr (out, '\0', len))
-    goto fail;
   free (envp);
   free (namevar);
-  return out;
+  fcntl (fd[0], F_SETFL, fcntl (fd[0], F_GETFL) | O_NONBLOCK);
+  sr->fd = fd[0];
+  sr->done = done;
+  sr->opaque = opaque;
+  ev_io_init (&sr->io, on_script_output, fd[0], EV_READ);
+  sr->io.data = sr;
+  ev_io_start (loop, &sr->io);
+  ev_child_init (&sr->child, on_script_exit, pid, 0);
+  sr->child.data = sr;
+  ev_child_start (loop, &sr->child);
+  return;
 
  fail:
+  if (fd[0] >= 0) {
+    close (fd[0]);
+    close (fd[1]);
+  }
   free (envp);
   free (namevar);
-  free (out);
-  return NULL;
+  free (sr);
+  done (opaque, NULL);
 }
 
 /* ---- open ---- */
 
-struct opening {
-  struct fopen *o;
-  char *name;
-  char *desc;
-};
-
 static void
-describe_work (void *arg)
+described (void *opaque, char *desc)
 {
-  struct opening *op = arg;
+  struct fopen *o = opaque;
 
-  op->desc = run_script (op->name);
-}
-
-static void
-described (void *arg)
-{
-  struct opening *op = arg;
-  struct export_caps *c = op->o->caps;
-
-  free (c->description);
-  c->description = op->desc;
-  fopen_done (op->o, NULL);
-  free (op->name);
-  free (op);
+  free (o->caps->description);
+  o->caps->description = desc;
+  fopen_done (o, NULL);
 }
 
 static void
 exportname_open (struct fopen *o)
 {
   struct export_caps *c = o->caps;
-  struct opening *op;
 
   /* The canonical name of "" is the export it opened. */
   if (!c->name && default_export && *default_export) {
@@ -256,14 +313,7 @@ exportname_open (struct fopen *o)
     c->description = *desc_arg ? strdup (desc_arg) : NULL;
     break;
   case D_SCRIPT:
-    op = calloc (1, sizeof *op);
-    if (!op || !(op->name = strdup (c->name ? c->name : o->export))) {
-      free (op);
-      fopen_fail (o, HP_ENOMEM, "out of memory");
-      return;
-    }
-    op->o = o;
-    worker_submit (describe_work, described, op);
+    run_script (c->name ? c->name : o->export, described, o);
     return;
   }
   fopen_done (o, NULL);
@@ -271,34 +321,26 @@ exportname_open (struct fopen *o)
 
 /* ---- listing ---- */
 
+/* Describing a list with the script, one export after the other. */
 struct listing {
   struct flist *l;
-  char **descs;                 /* the scripts' answers, per export */
+  size_t i;                     /* the export being described */
 };
 
 static void
-list_describe_work (void *arg)
+list_described (void *opaque, char *desc)
 {
-  struct listing *ls = arg;
-  size_t i;
+  struct listing *ls = opaque;
+  struct flist *l = ls->l;
 
-  for (i = 0; i < ls->l->nr_exports; ++i)
-    ls->descs[i] = run_script (ls->l->exports[i].name);
-}
-
-static void
-list_described (void *arg)
-{
-  struct listing *ls = arg;
-  size_t i;
-
-  for (i = 0; i < ls->l->nr_exports; ++i) {
-    free (ls->l->exports[i].description);
-    ls->l->exports[i].description = ls->descs[i];
+  free (l->exports[ls->i].description);
+  l->exports[ls->i].description = desc;
+  if (++ls->i < l->nr_exports) {
+    run_script (l->exports[ls->i].name, list_described, ls);
+    return;
   }
-  flist_done (ls->l);
-  free (ls->descs);
   free (ls);
+  flist_done (l);
 }
 
 /* The list is made: set its descriptions, then end. */
@@ -326,13 +368,12 @@ list_finish (struct flist *l)
     return;
   }
   ls = calloc (1, sizeof *ls);
-  if (!ls || !(ls->descs = calloc (l->nr_exports, sizeof *ls->descs))) {
-    free (ls);
+  if (!ls) {
     flist_fail (l, HP_ENOMEM, "out of memory");
     return;
   }
   ls->l = l;
-  worker_submit (list_describe_work, list_described, ls);
+  run_script (l->exports[0].name, list_described, ls);
 }
 
 static void

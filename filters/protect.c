@@ -122,9 +122,13 @@ on_checked (void *opaque, bool differs, uint32_t status, const char *msg)
 
   if (status)
     freq_reply_error (g->r, status, msg);
-  else if (differs)
+  else if (differs) {
+    nbdkit_error ("protect filter: %s refused: it would change the "
+                  "protected range %" PRIu64 "-%" PRIu64, g->r->peer,
+                  ranges[g->i - 1].lo, ranges[g->i - 1].hi);
     freq_reply_error (g->r, HP_EPERM,
                       "the request would change a protected range");
+  }
   else {
     check_next (g);
     return;

@@ -141,6 +141,9 @@ for f in (lambda: h.zero(512, 0), lambda: h.trim(512, 4096),
     run nbdinfo --list --json "$uri"
     echo "$output" | grep -q '"description": "desc of '
     stop_server
+    start_server --filter=exportname memory 1M exportdesc='script:exit 1'
+    [ "$(field description)" = none ]
+    stop_server
     start_server --filter=exportname memory 1M exportdesc=none
     [ "$(field description)" = none ]
 }
