@@ -8,6 +8,8 @@
 
 #include <config.h>
 
+#include <inttypes.h>
+
 #include "filter.h"
 #include "readcheck.h"
 
@@ -32,12 +34,15 @@ on_checked (void *opaque, bool differs, uint32_t status, const char *msg)
 
   if (status)
     freq_reply_error (r, status, msg);
-  else if (differs)
-    freq_reply_error (r, HP_EIO, r->type == HP_PWRITE
-                      ? "checkwrite: the data written differs from the "
-                        "data below"
-                      : "checkwrite: the range zeroed or trimmed is not "
-                        "zero below");
+  else if (differs) {
+    const char *why = r->type == HP_PWRITE
+      ? "checkwrite: the data written differs from the data below"
+      : "checkwrite: the range zeroed or trimmed is not zero below";
+
+    nbdkit_error ("%s (%s, offset %" PRIu64 ", count %" PRIu32 ")",
+                  why, r->peer, r->offset, r->count);
+    freq_reply_error (r, HP_EIO, why);
+  }
   else
     freq_reply (r, NULL, 0, 0);
 }

@@ -105,23 +105,22 @@ listed (const char *name)
   return false;
 }
 
-/* "" opens default-export=; with exportname-strict=true only the names
- * of exportname= open.
+/* With exportname-strict=true only the names of exportname= open: the
+ * name as the client asked it, as nbdkit checks it ("" too, even with
+ * default-export=).  "" opens default-export=.
  */
 static const char *
 exportname_below (const char *export)
 {
-  const char *name = export;
-
-  if (!*name && default_export && *default_export)
-    name = default_export;
-  if (strict && !listed (name)) {
+  if (strict && !listed (export)) {
     nbdkit_error ("exportname: export \"%s\" is not permitted "
                   "(exportname-strict=true allows only the exportname= "
-                  "names)", name);
+                  "names)", export);
     return NULL;
   }
-  return name;
+  if (!*export && default_export && *default_export)
+    return default_export;
+  return export;
 }
 
 /* ---- description scripts ---- */

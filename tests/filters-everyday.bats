@@ -131,6 +131,16 @@ for f in (lambda: h.zero(512, 0), lambda: h.trim(512, 4096),
     [ "$status" -ne 0 ]
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
+    stop_server
+    # The name asked is checked: "" too, even with default-export=.
+    start_server --filter=exportname memory 1M exportname-strict=true \
+        exportname=a default-export=a
+    run nbdinfo "$uri"
+    [ "$status" -ne 0 ]
+    stop_server
+    start_server --filter=exportname memory 1M exportname-strict=true \
+        exportname=a exportname= default-export=a
+    [ "$(field export-name)" = a ]
 }
 
 @test "exportname: exportdesc=script: runs the script with \$name" {
@@ -329,6 +339,18 @@ for f in (lambda: h.pwrite(b"abc", 1), lambda: h.pread(512, 1),
         assert e.errnum == errno.EINVAL, e
 h.pwrite(b"a" * 512, 512)
 assert h.pread(512, 512) == b"a" * 512
+'
+}
+
+@test "blocksize-policy over blocksize: small writes of clients that ignore the minimum are done by read-modify-write" {
+    requires nbdsh nbdinfo
+    start_server --filter=blocksize-policy --filter=blocksize memory 1M \
+        blocksize-minimum=64K minblock=64K
+    [ "$(field block_size_minimum)" = 65536 ]
+    nbdsh -u "$uri" -c '
+h.set_strict_mode(0)
+h.pwrite(b"abc", 5)
+assert h.pread(10, 0) == bytes(5) + b"abc" + bytes(2)
 '
 }
 
