@@ -91,6 +91,12 @@ struct export_caps {
    */
   bool fua_emulated;
   uint32_t block_min, block_pref, block_max;   /* 0 = not given */
+  /* The block sizes are advice to clients only: the front end passes
+   * requests that break them down the chain (nbdkit's behaviour, and
+   * blocksize-policy's error policy "allow") instead of failing them
+   * with EINVAL.
+   */
+  bool block_advisory;
   char *name;                   /* canonical name, NULL = as asked */
   char *description;
 };
@@ -148,6 +154,16 @@ struct filter {
    * request of the connection is in flight in any layer.
    */
   bool readonly_below;
+  /* The export name the layers below are opened with (nbdkit's filters
+   * give next_open a name of their choice): called at each open
+   * (not a reopen), before any layer opens, from the top down, with
+   * the name asked of this filter.  Returns the name for below -- the
+   * same, or a string of the filter's that lives until unload (the
+   * chain copies it) -- or NULL after nbdkit_error to refuse the
+   * export (the client gets NBD_REP_ERR_UNKNOWN).  NULL member = the
+   * same name.
+   */
+  const char *(*export_below) (const char *export);
   void (*open) (struct fopen *o);
   void (*close) (void *handle);
 
@@ -275,6 +291,14 @@ extern int flist_add (struct flist *l, const char *name, const char *desc);
 extern void flist_clear (struct flist *l);
 extern void flist_done (struct flist *l);
 extern void flist_fail (struct flist *l, uint32_t status, const char *msg);
+/* The canonical name of the backend's default export (what "" opens),
+ * asked of the backend process (filters between are not asked): done
+ * runs later with name (valid during the call), or name NULL and an
+ * error (status HP_E*, msg).
+ */
+typedef void (*flist_default_fn) (struct flist *l, const char *name,
+                                  uint32_t status, const char *msg);
+extern void flist_default_export (struct flist *l, flist_default_fn done);
 
 /* CPU-heavy work off the loop: work (arg) runs on a worker thread,
  * then done (arg) on the loop.  work must not touch front-end state.

@@ -38,6 +38,7 @@
 #include <config.h>
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,7 @@ struct chain {
   unsigned refs;
   char *peer;
   char *export;
+  char **exports;               /* exports[i]: the name layer i opens */
   /* The first opening. */
   struct fopen o;
   chain_open_cb open_cb;
@@ -241,6 +243,17 @@ close_layers (struct chain *ch, size_t from)
 }
 
 static void
+free_exports (struct chain *ch)
+{
+  size_t i;
+
+  if (ch->exports)
+    for (i = 0; i < ch->n; ++i)
+      free (ch->exports[i]);
+  free (ch->exports);
+}
+
+static void
 chain_free (struct chain *ch)
 {
   close_layers (ch, 0);
@@ -252,6 +265,7 @@ chain_free (struct chain *ch)
   free (ch->links);
   free (ch->peer);
   free (ch->export);
+  free_exports (ch);
   free (ch->o.priv);
   free (ch);
 }
@@ -607,6 +621,7 @@ open_next (struct fopen_private *p)
       continue;
     }
     o->readonly = ch->readonly[i];
+    o->export = ch->exports[i];
     o->next = i + 1 < ch->n ? &ch->links[i] : NULL;
     p->in_call = true;
     p->done_early = false;
@@ -683,6 +698,47 @@ open_finished (struct fopen_private *p, uint32_t status, const char *msg)
     cb (opaque, ch, &ch->caps, 0, NULL);
 }
 
+/* The name each layer is opened with, from the top down: a filter's
+ * export_below chooses the name of the layers below it.  -1 if one
+ * refused the export or memory is short (the open has failed: the
+ * callback has run and the chain is gone).
+ */
+static int
+export_names (struct chain *ch)
+{
+  char msg[256];
+  size_t i;
+
+  ch->exports = calloc (ch->n, sizeof *ch->exports);
+  if (!ch->exports || !(ch->exports[0] = strdup (ch->export)))
+    goto nomem;
+  for (i = 0; i + 1 < ch->n; ++i) {
+    const struct filter *f = layer_at (i);
+    const char *below = ch->exports[i];
+
+    if (f->export_below) {
+      depth++;
+      below = f->export_below (ch->exports[i]);
+      depth--;
+      if (!below) {
+        snprintf (msg, sizeof msg, "%s filter: export \"%.100s\" is not "
+                  "permitted", f->name, ch->exports[i]);
+        ch->open_cb (ch->open_opaque, NULL, NULL, HP_EINVAL, msg);
+        chain_unref (ch);
+        return -1;
+      }
+    }
+    if (!(ch->exports[i + 1] = strdup (below)))
+      goto nomem;
+  }
+  return 0;
+
+ nomem:
+  ch->open_cb (ch->open_opaque, NULL, NULL, HP_ENOMEM, "out of memory");
+  chain_unref (ch);
+  return -1;
+}
+
 void
 chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
             bool readonly, bool tls, bool description, const char *client,
@@ -732,13 +788,16 @@ chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
     ch->links[i].layer = i + 1;
     ch->readonly[i + 1] = layer_at (i)->readonly_below || ch->readonly[i];
   }
+  if (export_names (ch) == -1)
+    return;
   /* From the bottom (the backend) up; traced from the top down, as
    * nbdkit's layers call each other.
    */
   for (i = 0; i < n && chain_tracing (false); ++i)
     log_conn_debug (bproc_name (bp), connection,
                     "%s: open readonly=%d exportname=\"%s\" tls=%d",
-                    layer_name (ch, i), ch->readonly[i], export, tls);
+                    layer_name (ch, i), ch->readonly[i], ch->exports[i],
+                    tls);
   p = ch->o.priv;
   p->ch = ch;
   p->o = &ch->o;

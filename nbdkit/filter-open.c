@@ -190,6 +190,54 @@ flist_fail (struct flist *l, uint32_t status, const char *msg)
            msg ? msg : "listing the exports failed");
 }
 
+/* flist_default_export: the backend's DEFAULT_EXPORT. */
+struct default_ask {
+  struct flist *l;
+  flist_default_fn done;
+};
+
+static void
+on_backend_default (void *opaque, const struct hp_header *reply,
+                    void *payload, uint32_t len)
+{
+  struct default_ask *a = opaque;
+  const char *why = "the backend is not running", *name = NULL;
+  uint32_t status = HP_ESHUTDOWN;
+  json_t *j = NULL;
+
+  if (reply && reply->status) {
+    status = reply->status;
+    why = payload ? (const char *) payload : hp_error_name (reply->status);
+  }
+  else if (reply && (j = bproc_parse_json (payload, len, &why)) != NULL &&
+           (name = json_string_value (json_object_get (j, "name"))) != NULL)
+    status = 0;
+  else if (reply) {
+    status = HP_EIO;
+    if (j)
+      why = "the backend's default export is not valid";
+  }
+  a->done (a->l, status ? NULL : name, status, status ? why : NULL);
+  json_decref (j);
+  payload_free (payload);
+  free (a);
+}
+
+void
+flist_default_export (struct flist *l, flist_default_fn done)
+{
+  struct default_ask *a = malloc (sizeof *a);
+
+  if (!a) {
+    done (l, NULL, HP_ENOMEM, "out of memory");
+    return;
+  }
+  a->l = l;
+  a->done = done;
+  bproc_default_export (l->priv->bp, l->connection, l->readonly, l->tls,
+                        on_backend_default, a);
+}
+
 void
 chain_list_exports (struct backend_proc *bp, uint64_t connection,
                     bool readonly, bool tls, const char *peer,

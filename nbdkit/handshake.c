@@ -176,7 +176,10 @@ send_infos (struct conn *conn, const struct open_ctx *ctx)
     memcpy (buf + 2, s->caps.description, len);
     send_reply (conn, ctx->option, NBD_REP_INFO, buf, 2 + len);
   }
-  if (wants_info (ctx, NBD_INFO_BLOCK_SIZE) || s->caps.block_min) {
+  /* As nbdkit: only an export with constraints (from the backend or a
+   * filter) has block sizes to tell, asked for or not.
+   */
+  if (s->caps.block_min) {
     put_be16 (buf, NBD_INFO_BLOCK_SIZE);
     put_be32 (buf + 2, s->caps.block_min ? s->caps.block_min : 1);
     put_be32 (buf + 6, s->caps.block_pref ? s->caps.block_pref : 4096);

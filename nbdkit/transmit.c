@@ -363,12 +363,14 @@ validate (const struct session *s, const struct request *r,
   }
   if (ranged) {
     /* The backend's block size constraints, as advertised. */
-    if (c->block_min > 1 && ((r->offset | r->count) & (c->block_min - 1))) {
+    if (c->block_min > 1 && !c->block_advisory &&
+        ((r->offset | r->count) & (c->block_min - 1))) {
       *why = "the request is not aligned to the export's minimum "
              "block size";
       return NBD_EINVAL;
     }
-    if (payload && c->block_max && r->count > c->block_max) {
+    if (payload && c->block_max && !c->block_advisory &&
+        r->count > c->block_max) {
       *why = "the request is longer than the export's maximum block size";
       return NBD_EINVAL;
     }
