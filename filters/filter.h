@@ -200,6 +200,11 @@ extern void fnext_request (struct fnext *next, uint16_t type, uint16_t flags,
                            backend_cb cb, void *opaque);
 /* The peer and export the connection is for. */
 extern const char *fnext_peer (const struct fnext *next);
+/* The client has let the export go (it disconnected, or only looked
+ * with NBD_OPT_INFO): requests still in flight complete, but a filter
+ * doing work of its own in the background (scan) should start no more.
+ */
+extern bool fnext_closed (const struct fnext *next);
 
 /* Reopen the layers below next (nbdkit's next->reopen, what the retry
  * filter does before each retry).  From a filter whose open is done,

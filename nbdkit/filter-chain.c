@@ -63,6 +63,7 @@ struct chain {
   unsigned *busy;               /* busy[i]: requests at layer i now */
   struct fnext *links;          /* links[i]: below layer i */
   unsigned refs;
+  bool owner_gone;              /* chain_close: the client let it go */
   char *peer;
   char *export;
   /* The first opening. */
@@ -266,8 +267,10 @@ chain_unref (struct chain *ch)
 void
 chain_close (struct chain *ch)
 {
-  if (ch)
+  if (ch) {
+    ch->owner_gone = true;
     chain_unref (ch);
+  }
 }
 
 /* ---- requests ---- */
@@ -582,6 +585,12 @@ const char *
 fnext_peer (const struct fnext *next)
 {
   return next->ch->peer;
+}
+
+bool
+fnext_closed (const struct fnext *next)
+{
+  return next->ch->owner_gone;
 }
 
 /* ---- opening ---- */
