@@ -148,6 +148,14 @@ struct filter {
    * request of the connection is in flight in any layer.
    */
   bool readonly_below;
+  /* NULL, or whether the layers below are to be opened for a
+   * connection to this export (tls: the client is on TLS).  false:
+   * they are not opened at all, the filter's open sees o->caps all
+   * zero, and the filter answers every request itself (one sent below
+   * fails with EIO).  tls-fallback keeps plaintext clients from ever
+   * reaching the backend this way.
+   */
+  bool (*opens_below) (const char *export, bool tls);
   void (*open) (struct fopen *o);
   void (*close) (void *handle);
 

@@ -2,8 +2,9 @@
  * (nbdkit-tls-fallback-filter(1)), for servers run with --tls=on.
  *
  * A client that negotiated TLS (o->tls at open) is served by the layers
- * below, unchanged.  A client that did not gets, whatever export name
- * it asked for, a read-only export of 512 bytes: the message of
+ * below, unchanged.  For a client that did not, the layers below are
+ * not even opened (opens_below), and it gets, whatever export name it
+ * asked for, a read-only export of 512 bytes: the message of
  * tlsreadme= (default: a note that the server needs TLS) padded with
  * NULs, or cut at 512 bytes.  None of the capabilities of the layers
  * below shows through (no write, flush, trim, zero, cache, extents,
@@ -58,6 +59,15 @@ tlsf_get_ready (void)
   return 0;
 }
 
+/* A plaintext client never reaches the layers below: not even their
+ * open, which could be slow, fail, or depend on the name it asked.
+ */
+static bool
+tlsf_opens_below (const char *export, bool tls)
+{
+  return tls;
+}
+
 static void
 tlsf_open (struct fopen *o)
 {
@@ -66,7 +76,7 @@ tlsf_open (struct fopen *o)
     fopen_done (o, NULL);
     return;
   }
-  /* Nothing of the export below: a fixed small read-only disk. */
+  /* Nothing below was opened: a fixed small read-only disk. */
   free (c->name);
   free (c->description);
   memset (c, 0, sizeof *c);
@@ -147,6 +157,7 @@ const struct filter tls_fallback_filter = {
   .keys = keys,
   .config = tlsf_config,
   .get_ready = tlsf_get_ready,
+  .opens_below = tlsf_opens_below,
   .open = tlsf_open,
   .pread = tlsf_pread,
   .pwrite = tlsf_write,

@@ -354,6 +354,24 @@ assert h.pread(8, 4) == b'TLS, ple'
     nbd_py "assert h.pread(512, 0) == b'ab' * 256"
 }
 
+@test "tls-fallback: the layers below are never opened for a plaintext client" {
+    start_tls_fallback --filter=log memory 1M logfile="$BATS_TEST_TMPDIR/log"
+    nbd_py "assert h.pread(4, 0) == b'This'"
+    nbd_py "assert h.get_size() == 512"
+    /usr/bin/python3 -c "
+import nbd
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri('$tls_uri')
+assert h.get_size() == 1 << 20
+"
+    stop_server
+    cat "$BATS_TEST_TMPDIR/log"
+    # The log filter below saw only the TLS client.
+    [ "$(grep -c ' Connect ' "$BATS_TEST_TMPDIR/log")" -eq 1 ]
+    grep ' Connect ' "$BATS_TEST_TMPDIR/log" | grep -q 'tls=1'
+}
+
 @test "tls-fallback: a plaintext export listing shows only the empty name" {
     requires nbdinfo
     start_tls_fallback memory 1M
