@@ -23,9 +23,10 @@
  *    replies come to its own callbacks.
  *  - Completions never run inside the call that started the work: a
  *    callback may complete a request and return without surprises.
- *  - open runs once the layers below are open, with their capabilities
- *    in o->caps; the filter adjusts them to what it offers, may read
- *    from below (o->next), and ends with fopen_done.
+ *  - open runs once the layers below are open (or kept closed by its
+ *    opens_below), with their capabilities in o->caps; the filter
+ *    adjusts them to what it offers, may read from below (o->next),
+ *    and ends with fopen_done.
  *  - Payloads (a write's r->data, a reply's bytes) are released with
  *    payload_free, never free: the bottom layer may have put them in
  *    shared memory.  Memory a filter allocates with malloc may be
