@@ -23,9 +23,10 @@
  *    replies come to its own callbacks.
  *  - Completions never run inside the call that started the work: a
  *    callback may complete a request and return without surprises.
- *  - open runs once the layers below are open, with their capabilities
- *    in o->caps; the filter adjusts them to what it offers, may read
- *    from below (o->next), and ends with fopen_done.
+ *  - open runs once the layers below are open (or kept closed by its
+ *    opens_below), with their capabilities in o->caps; the filter
+ *    adjusts them to what it offers, may read from below (o->next),
+ *    and ends with fopen_done.
  *  - Payloads (a write's r->data, a reply's bytes) are released with
  *    payload_free, never free: the bottom layer may have put them in
  *    shared memory.  Memory a filter allocates with malloc may be
@@ -164,6 +165,15 @@ struct filter {
    * same name.
    */
   const char *(*export_below) (const char *export);
+
+  /* NULL, or whether the layers below are to be opened for a
+   * connection to this export (tls: the client is on TLS).  false:
+   * they are not opened at all, the filter's open sees o->caps all
+   * zero, and the filter answers every request itself (one sent below
+   * fails with EIO).  tls-fallback keeps plaintext clients from ever
+   * reaching the backend this way.
+   */
+  bool (*opens_below) (const char *export, bool tls);
   void (*open) (struct fopen *o);
   void (*close) (void *handle);
 
@@ -216,6 +226,11 @@ extern void fnext_request (struct fnext *next, uint16_t type, uint16_t flags,
                            backend_cb cb, void *opaque);
 /* The peer and export the connection is for. */
 extern const char *fnext_peer (const struct fnext *next);
+/* The client has let the export go (it disconnected, or only looked
+ * with NBD_OPT_INFO): requests still in flight complete, but a filter
+ * doing work of its own in the background (scan) should start no more.
+ */
+extern bool fnext_closed (const struct fnext *next);
 
 /* Reopen the layers below next (nbdkit's next->reopen, what the retry
  * filter does before each retry).  From a filter whose open is done,

@@ -28,7 +28,8 @@
  * down and opened again from the bottom up, with their capabilities
  * gathered in the reopen's own struct export_caps.  The held requests
  * then go on to the new layers -- or fail, if the reopen failed and
- * the layers stay closed.
+ * the layers stay closed.  A filter's opens_below may keep the layers
+ * below it closed for a connection (kept_closed): they are never opened.
  *
  * Payload buffers come from the bottom layer's allocator
  * (chain_data_alloc) and are released with payload_free wherever they
@@ -64,6 +65,7 @@ struct chain {
   unsigned *busy;               /* busy[i]: requests at layer i now */
   struct fnext *links;          /* links[i]: below layer i */
   unsigned refs;
+  bool owner_gone;              /* chain_close: the client let it go */
   char *peer;
   char *export;
   char **exports;               /* exports[i]: the name layer i opens */
@@ -76,6 +78,7 @@ struct chain {
   struct reopen *reopens, *reopens_tail;
   size_t hold_from;             /* requests entering layers >= this wait */
   size_t closed_from;           /* layers >= this closed by a failed reopen */
+  size_t kept_closed;           /* layers >= this never opened (opens_below) */
   struct freq_private *held, *held_tail;
 };
 
@@ -280,8 +283,10 @@ chain_unref (struct chain *ch)
 void
 chain_close (struct chain *ch)
 {
-  if (ch)
+  if (ch) {
+    ch->owner_gone = true;
     chain_unref (ch);
+  }
 }
 
 /* ---- requests ---- */
@@ -598,6 +603,12 @@ fnext_peer (const struct fnext *next)
   return next->ch->peer;
 }
 
+bool
+fnext_closed (const struct fnext *next)
+{
+  return next->ch->owner_gone;
+}
+
 /* ---- opening ---- */
 
 static void
@@ -804,6 +815,20 @@ chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
   p->top = 0;
   p->opening = n;
   p->finished = open_finished;
+  /* A filter may keep the layers below it closed for this connection
+   * (tls-fallback, for a plaintext client): they are not opened, and a
+   * request sent to them fails.
+   */
+  ch->kept_closed = n;
+  for (i = 0; i + 1 < n; ++i)
+    if (layer_at (i)->opens_below &&
+        !layer_at (i)->opens_below (export, tls)) {
+      if (chain_tracing (false))
+        log_conn_debug (bproc_name (bp), connection, "%s: the layers below "
+                        "are not opened", layer_name (ch, i));
+      ch->kept_closed = ch->closed_from = p->opening = i + 1;
+      break;
+    }
   open_next (p);
 }
 
@@ -909,7 +934,7 @@ reopen_closed (void *opaque)
   re->p.ch = ch;
   re->p.o = &re->o;
   re->p.top = re->top;
-  re->p.opening = ch->n;
+  re->p.opening = ch->kept_closed > re->top ? ch->kept_closed : ch->n;
   re->p.finished = reopen_opened;
   open_next (&re->p);
 }
@@ -931,7 +956,7 @@ reopen_finish (struct reopen *re)
       ch->closed_from = re->top;
   }
   else if (ch->closed_from >= re->top)
-    ch->closed_from = ch->n;
+    ch->closed_from = ch->kept_closed;
   ch->reopens = re->next;
   if (!ch->reopens)
     ch->reopens_tail = NULL;
