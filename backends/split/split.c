@@ -169,6 +169,13 @@ split_can_multi_conn (void *handle)
   return 1;                     /* every connection uses the same files */
 }
 
+/* A fast zero: FALLOC_FL_ZERO_RANGE, or ENOTSUP at once (piece_zero). */
+static int
+split_can_fast_zero (void *handle)
+{
+  return 1;
+}
+
 static int
 split_can_fua (void *handle)
 {
@@ -405,6 +412,7 @@ static struct nbdkit_backend split = {
   .close = split_close,
   .get_size = split_get_size,
   .can_multi_conn = split_can_multi_conn,
+  .can_fast_zero = split_can_fast_zero,
   .can_fua = split_can_fua,
   .can_cache = split_can_cache,
   .pread = split_pread,
