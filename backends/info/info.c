@@ -100,7 +100,9 @@ info_get_ready (void)
   return 0;
 }
 
-/* Strict base64 (RFC 4648, with '=' padding, no white space). */
+/* Base64 (RFC 4648, with '=' padding); white space is skipped, as
+ * nbdkit's decoder does.
+ */
 static int
 b64_value (int c)
 {
@@ -113,15 +115,21 @@ b64_value (int c)
 }
 
 static int
-b64_decode (const char *s, char **out, size_t *outlen)
+b64_decode (const char *text, char **out, size_t *outlen)
 {
-  size_t n = strlen (s), i, o = 0;
-  char *r;
+  size_t n = 0, i, o = 0;
+  char *r, *s;
 
-  if (n % 4 != 0)
+  if (!(s = malloc (strlen (text) + 1)))
     return -1;
-  if (!(r = malloc (n / 4 * 3 + 1)))
+  for (i = 0; text[i]; i++)
+    if (!strchr (" \t\r\n\f\v", text[i]))
+      s[n++] = text[i];
+  s[n] = '\0';
+  if (n % 4 != 0 || !(r = malloc (n / 4 * 3 + 1))) {
+    free (s);
     return -1;
+  }
   for (i = 0; i < n; i += 4) {
     int v[4], k, pad = 0;
 
@@ -133,6 +141,7 @@ b64_decode (const char *s, char **out, size_t *outlen)
       }
       if (pad || (v[k] = b64_value ((unsigned char) s[i + k])) == -1) {
         free (r);
+        free (s);
         return -1;
       }
     }
@@ -142,6 +151,7 @@ b64_decode (const char *s, char **out, size_t *outlen)
     if (pad < 1)
       r[o++] = ((v[2] & 3) << 6) | v[3];
   }
+  free (s);
   *out = r;
   *outlen = o;
   return 0;
