@@ -82,6 +82,7 @@ struct context {
   bool log_errors;              /* also print nbdkit_error on stderr */
   const char *export;
   bool tls;
+  const char *peer;             /* OPEN's "client" (nbdkit_peer_name) */
   int err;                      /* from nbdkit_set_error, or 0 */
   char *msg;                    /* last nbdkit_error, malloc'd */
   const char *config_key;       /* during config: its key and value, */
@@ -120,6 +121,7 @@ struct handle {
   uint32_t id;
   void *h;
   char *export;
+  char *peer;                   /* OPEN's "client": where it is */
   bool tls;
   bool readonly;
   uint64_t size;                /* get_size at open: requests stay below */

@@ -121,6 +121,7 @@ handle_free (struct handle *hd)
 {
   pthread_mutex_destroy (&hd->lock);
   free (hd->export);
+  free (hd->peer);
   free (hd);
 }
 
@@ -128,6 +129,7 @@ void
 nbdkit__op_open (const struct hp_header *req, json_t *j)
 {
   const char *export = json_string_value (json_object_get (j, "export"));
+  const char *client = json_string_value (json_object_get (j, "client"));
   bool readonly = json_is_true (json_object_get (j, "readonly"));
   bool tls = json_is_true (json_object_get (j, "tls"));
   uint64_t connection = json_integer_value (json_object_get (j,
@@ -139,7 +141,10 @@ nbdkit__op_open (const struct hp_header *req, json_t *j)
   uint32_t min = 0, pref = 0, max = 0;
   const char *desc = NULL;
 
-  if (!hd || !(hd->export = strdup (export ? export : ""))) {
+  if (!hd || !(hd->export = strdup (export ? export : "")) ||
+      (client && !(hd->peer = strdup (client)))) {
+    if (hd)
+      free (hd->export);
     free (hd);
     nbdkit__send_reply (req, HP_ENOMEM, 0, "out of memory", 13);
     return;
@@ -149,6 +154,7 @@ nbdkit__op_open (const struct hp_header *req, json_t *j)
   hd->tls = tls;
 
   nbdkit__context_begin (true, hd->export, tls);
+  nbdkit__context_get ()->peer = hd->peer;
   if (nbdkit__connection_start (connection, readonly) == -1)
     goto fail_open;
   /* The default export has the name the backend gives it, which is
@@ -281,6 +287,7 @@ nbdkit__op_close (const struct hp_header *req)
 
   if (hd) {
     nbdkit__context_begin (true, hd->export, hd->tls);
+    nbdkit__context_get ()->peer = hd->peer;
     if (nbdkit__be->close)
       nbdkit__be->close (hd->h);
     nbdkit__context_end ();
@@ -298,6 +305,7 @@ nbdkit__op_close_all (void)
   for (i = 0; all && i < n; ++i) {
     nbdkit__handle_remove (all[i]->id);
     nbdkit__context_begin (true, all[i]->export, all[i]->tls);
+    nbdkit__context_get ()->peer = all[i]->peer;
     if (nbdkit__be->close)
       nbdkit__be->close (all[i]->h);
     nbdkit__context_end ();

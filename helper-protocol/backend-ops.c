@@ -598,6 +598,7 @@ op_data (const struct hp_header *req, const unsigned char *payload)
     return;
   }
   nbdkit__context_begin (true, hd->export, hd->tls);
+  nbdkit__context_get ()->peer = hd->peer;
 
   /* The server checks every request against the size; so does the
    * library, so that the backend's code never sees one of zero length

@@ -119,6 +119,7 @@ nbdkit__context_begin (bool log_errors, const char *export, bool tls)
   ctx.log_errors = log_errors;
   ctx.export = export;
   ctx.tls = tls;
+  ctx.peer = NULL;
   ctx.err = 0;
   ctx.config_key = ctx.config_value = NULL;
   ctx.connection = 0;

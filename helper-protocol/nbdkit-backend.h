@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <sys/socket.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -197,6 +198,13 @@ extern void nbdkit_set_magic_config_key (const char *key);
 /* The connection being opened or served by the calling thread. */
 extern const char *nbdkit_export_name (void);
 extern int nbdkit_is_tls (void);
+/* The client's address, as nbdkit's: filled in as getpeername(2)
+ * would (truncated to *addrlen, which is set to the real size).  In
+ * open, close and the data and capability callbacks; 0, or -1 after
+ * nbdkit_error (no connection here, or nbdkit -s: ENOTSOCK).
+ */
+struct sockaddr;
+extern int nbdkit_peer_name (struct sockaddr *addr, socklen_t *addrlen);
 
 /* With wants_memfd: the memory file the server keeps across restarts
  * of this backend (empty at first), or -1.  Valid from config on.
