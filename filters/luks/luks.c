@@ -686,7 +686,8 @@ luks_pread (void *handle, struct freq *r)
     return;
   }
   op->out = malloc (r->count);
-  op->buf = malloc (CHUNK);
+  op->buf = malloc (up (op->end) - down (op->pos) < CHUNK
+                    ? up (op->end) - down (op->pos) : CHUNK);
   if (!op->out || !op->buf) {
     op->status = HP_ENOMEM;
     snprintf (op->msg, sizeof op->msg, "out of memory");
