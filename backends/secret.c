@@ -12,7 +12,9 @@
  * kept in the memory file that the server keeps for this backend
  * (nbdkit_memfd), under KEY=VALUE, so that a restarted backend uses it
  * again instead of asking or reading a second time (a pipe can be read
- * once; there may be nobody at the terminal any more).  This file owns
+ * once; there may be nobody at the terminal any more).  Reading a file,
+ * a descriptor or the terminal is helper-protocol/secret-read.c's,
+ * shared with the front end's filters.  This file owns
  * that record format: for each value, a 4-byte length and KEY=VALUE,
  * then a 4-byte length and the secret.
  */
@@ -27,22 +29,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "nbdkit-backend.h"
 #include "secret.h"
+#include "secret-read.h"
 
-#define MAX_SECRET (1024 * 1024)
-
-void
-secret_free (char *s)
-{
-  if (s) {
-    explicit_bzero (s, strlen (s));
-    free (s);
-  }
-}
+#define MAX_SECRET SECRET_MAX
 
 /* ---- the store in the memory file ---- */
 
@@ -121,107 +114,24 @@ secret_keep (const char *name, const char *secret)
 
 /* ---- reading ---- */
 
-/* Read fd to its end (or, with line, to the first newline), without the
- * final newline.  Malloc'd, or NULL with errno.
- */
-static char *
-read_all (int fd, bool line)
-{
-  char *s = NULL;
-  size_t len = 0;
-
-  for (;;) {
-    char c;
-    ssize_t r = read (fd, &c, 1);
-    char *s2;
-
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1) {
-      secret_free (s);
-      return NULL;
-    }
-    if (r == 0 || (line && c == '\n'))
-      break;
-    if (len >= MAX_SECRET) {
-      secret_free (s);
-      errno = EFBIG;
-      return NULL;
-    }
-    s2 = realloc (s, len + 2);
-    if (!s2) {
-      secret_free (s);
-      return NULL;
-    }
-    s = s2;
-    s[len++] = c;
-    s[len] = '\0';
-  }
-  if (!s && (s = strdup ("")) == NULL)
-    return NULL;
-  if (len > 0 && s[len - 1] == '\n')
-    s[--len] = '\0';
-  if (len > 0 && s[len - 1] == '\r')
-    s[--len] = '\0';
-  return s;
-}
-
-static char *
-from_file (const char *key, const char *value)
-{
-  const char *path = value + 1;
-  int fd;
-  char *s;
-
-  if (*path == '\0') {
-    nbdkit_error ("%s=+: no file name after '+' (use %s=+FILE)", key, key);
-    return NULL;
-  }
-  fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    nbdkit_error ("%s=%s: %s: %m", key, value, path);
-    return NULL;
-  }
-  s = read_all (fd, false);
-  if (!s)
-    nbdkit_error ("%s=%s: reading %s: %m", key, value, path);
-  close (fd);
-  return s;
-}
-
 /* -FD: the server's descriptor FD, opened again through /proc (a
  * duplicate of what the server has: a pipe is the same pipe).
  */
 static char *
 from_fd (const char *key, const char *value)
 {
-  char path[64], info[256], *end, *s;
-  long n;
-  int fd;
+  char path[64], info[256], *s;
+  int n, fd;
   FILE *fp;
   unsigned long flags = 0;
   bool inherited = false;
 
-  errno = 0;
-  n = strtol (value + 1, &end, 10);
-  if (errno || end == value + 1 || *end || n < 0 || n > 65535 ||
-      value[1] == '-' || value[1] == '+') {
-    nbdkit_error ("%s=%s: not a file descriptor number after '-' (use %s=- "
-                  "to be asked, %s=-FD, %s=+FILE, or a value that does not "
-                  "start with - or +)", key, value, key, key, key);
+  if (secret_parse_fd (key, value, &n) == -1)
     return NULL;
-  }
-  if (n <= 2) {
-    nbdkit_error ("%s=%s: descriptors 0, 1 and 2 are the server's standard "
-                  "input, output and error (use %s=- to be asked on the "
-                  "terminal, or a descriptor greater than 2)", key, value,
-                  key);
-    return NULL;
-  }
   /* Like an nbdkit plugin, read only what the server inherited (not
    * what it opened itself, which is close-on-exec).
    */
-  snprintf (path, sizeof path, "/proc/%d/fdinfo/%ld", (int) getppid (), n);
+  snprintf (path, sizeof path, "/proc/%d/fdinfo/%d", (int) getppid (), n);
   if ((fp = fopen (path, "re")) != NULL) {
     while (fgets (info, sizeof info, fp))
       if (sscanf (info, "flags: %lo", &flags) == 1)
@@ -229,21 +139,21 @@ from_fd (const char *key, const char *value)
     fclose (fp);
   }
   if (!inherited) {
-    nbdkit_error ("%s=%s: the server did not inherit a file descriptor %ld "
-                  "(start it with one open, as in '%s=-%ld %ld<FILE')", key,
+    nbdkit_error ("%s=%s: the server did not inherit a file descriptor %d "
+                  "(start it with one open, as in '%s=-%d %d<FILE')", key,
                   value, n, key, n, n);
     return NULL;
   }
-  snprintf (path, sizeof path, "/proc/%d/fd/%ld", (int) getppid (), n);
+  snprintf (path, sizeof path, "/proc/%d/fd/%d", (int) getppid (), n);
   fd = open (path, O_RDONLY | O_CLOEXEC);
   if (fd == -1) {
-    nbdkit_error ("%s=%s: cannot read the server's descriptor %ld: %m", key,
+    nbdkit_error ("%s=%s: cannot read the server's descriptor %d: %m", key,
                   value, n);
     return NULL;
   }
-  s = read_all (fd, true);
+  s = secret_read_fd (fd, true);
   if (!s)
-    nbdkit_error ("%s=%s: reading descriptor %ld: %m", key, value, n);
+    nbdkit_error ("%s=%s: reading descriptor %d: %m", key, value, n);
   close (fd);
   return s;
 }
@@ -253,9 +163,8 @@ static char *
 from_terminal (const char *key)
 {
   struct sigaction ign = { .sa_handler = SIG_IGN }, old_ttou, old_ttin;
-  struct termios saved, quiet;
   pid_t fg;
-  bool moved = false, echo_off = false;
+  bool moved = false;
   char *s = NULL, prompt[64];
   int tty, e;
 
@@ -273,20 +182,9 @@ from_terminal (const char *key)
   fg = tcgetpgrp (tty);
   if (fg != -1 && fg != getpgrp ())
     moved = tcsetpgrp (tty, getpgrp ()) == 0;
-  if (tcgetattr (tty, &saved) == 0) {
-    quiet = saved;
-    quiet.c_lflag &= ~ECHO;
-    quiet.c_lflag |= ECHONL;
-    echo_off = tcsetattr (tty, TCSAFLUSH, &quiet) == 0;
-  }
   snprintf (prompt, sizeof prompt, "%s: ", key);
-  if (write (tty, prompt, strlen (prompt)) == -1) {
-    /* asked all the same */
-  }
-  s = read_all (tty, true);
+  s = secret_ask_tty (tty, prompt);
   e = errno;
-  if (echo_off)
-    tcsetattr (tty, TCSAFLUSH, &saved);
   if (moved)
     tcsetpgrp (tty, fg);
   sigaction (SIGTTOU, &old_ttou, NULL);
@@ -320,7 +218,7 @@ secret_read (const char *key, const char *value, char **ret)
     nbdkit_debug ("%s: using the value read at the first start", name);
   else {
     if (value[0] == '+')
-      s = from_file (key, value);
+      s = secret_from_file (key, value);
     else if (value[1] == '\0')
       s = from_terminal (key);
     else

@@ -16,8 +16,8 @@
  */
 extern int secret_read (const char *key, const char *value, char **ret);
 
-/* Free s after clearing it. */
-extern void secret_free (char *s);
+/* secret_free: see helper-protocol/secret-read.h. */
+#include "secret-read.h"
 
 /* The value kept under name by this backend or an earlier incarnation
  * of it, malloc'd; NULL if there is none.
