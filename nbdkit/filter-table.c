@@ -18,6 +18,7 @@ extern const struct filter
   exitlast_filter,
   exitwhen_filter,
   fua_filter,
+  gzip_filter,
   ip_filter,
   limit_filter,
   log_filter,
@@ -32,6 +33,7 @@ extern const struct filter
   readahead_filter,
   retry_filter,
   stats_filter,
+  tar_filter,
   truncate_filter,
   xz_filter;
 
@@ -44,6 +46,7 @@ static const struct filter *const filters[] = {
   &exitlast_filter,
   &exitwhen_filter,
   &fua_filter,
+  &gzip_filter,
   &ip_filter,
   &limit_filter,
   &log_filter,
@@ -58,6 +61,7 @@ static const struct filter *const filters[] = {
   &readahead_filter,
   &retry_filter,
   &stats_filter,
+  &tar_filter,
   &truncate_filter,
   &xz_filter,
 };
