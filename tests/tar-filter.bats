@@ -179,6 +179,19 @@ except nbd.Error as e:
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
     grep -q "not a regular file (its type is '2')" "$log"
+    stop_server
+    # A symlink with a long name and a long target: GNU tar writes a
+    # long link name ('K') and a long name ('L') before its header.
+    long=$(printf 'a-long-link-name-%03d-' $(seq 1 8))
+    target=$(printf 'a-long-target-%03d-' $(seq 1 8))
+    ln -s "$target" "$d/$long"
+    tar cf "$BATS_TEST_TMPDIR/k.tar" --format=gnu -C "$d" "$long" disk.img
+    start_server --filter=tar file "$BATS_TEST_TMPDIR/k.tar" tar-entry="$long"
+    run nbdinfo --size "$uri"
+    [ "$status" -ne 0 ]
+    grep -q "the tar entry '$long' is not a regular file (its type is '2')" "$log"
+    stop_server
+    serve_and_compare "$BATS_TEST_TMPDIR/k.tar" disk.img "$d/disk.img"
 }
 
 @test "tar: a damaged header refuses the open with the reason" {

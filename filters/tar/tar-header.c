@@ -354,6 +354,18 @@ tar_scan_header (struct tar_scan *s, const unsigned char *block)
     return TAR_SCAN_META;
   }
 
+  /* A GNU long link name ('K') or a pax global header ('g'): skipped,
+   * keeping what is pending for the next entry (GNU tar may write a
+   * 'K' between an 'L' and its entry).
+   */
+  if (h.type == 'K' || h.type == 'g') {
+    if (!tar_data_blocks (h.size, &blocks) || start > UINT64_MAX - blocks)
+      return scan_error (s, "the tar header at offset %" PRIu64 " has an "
+                         "impossible size", s->pos);
+    s->pos = start + blocks;
+    return TAR_SCAN_NEXT;
+  }
+
   /* An entry: its name and size, as the headers before it set them. */
   name = s->pax_path ? s->pax_path : s->long_name ? s->long_name : h.name;
   size = s->pax_has_size ? s->pax_size : h.size;
