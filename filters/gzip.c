@@ -160,7 +160,7 @@ finish (struct gz *g, uint32_t status, const char *fmt, ...)
 
       c->size = size;
       c->can_write = c->can_trim = c->can_zero = c->can_fast_zero = false;
-      c->can_flush = c->can_fua = false;
+      c->can_fua = false;        /* can_flush as below, as in nbdkit */
       c->can_extents = false;
       c->can_cache = true;      /* all of it is local already */
       c->can_multi_conn = true;
@@ -392,7 +392,7 @@ gzip_open (struct fopen *o)
 
     c->size = size;
     c->can_write = c->can_trim = c->can_zero = c->can_fast_zero = false;
-    c->can_flush = c->can_fua = false;
+    c->can_fua = false;          /* can_flush as below, as in nbdkit */
     c->can_extents = false;
     c->can_cache = true;
     c->can_multi_conn = true;
