@@ -124,10 +124,15 @@ ondemand_list_exports (int readonly, int is_tls,
       close (fd);
     return -1;
   }
+  /* As nbdkit: the default export first, as "", which is the file
+   * "default".
+   */
+  r = nbdkit_add_export (exports, "", NULL);
   while (r == 0 && (errno = 0, e = readdir (d)) != NULL) {
     struct stat st;
 
-    if (bad_name (e->d_name) || !*e->d_name)
+    if (bad_name (e->d_name) || !*e->d_name ||
+        strcmp (e->d_name, "default") == 0)
       continue;
     if (fstatat (dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
         !S_ISREG (st.st_mode))
