@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbdkit-backend.h"
@@ -201,6 +202,63 @@ tool_rmdir (const char *dir)
     closedir (d);
   }
   rmdir (dir);
+}
+
+/* The start of the parent process, in clock ticks after boot, from
+ * field 22 of /proc/PPID/stat; 0 if unknown.
+ */
+static unsigned long long
+parent_start_ticks (void)
+{
+  char path[64], buf[1024];
+  unsigned long long ticks = 0;
+  const char *p;
+  FILE *f;
+  size_t n;
+
+  snprintf (path, sizeof path, "/proc/%ld/stat", (long) getppid ());
+  f = fopen (path, "re");
+  if (!f)
+    return 0;
+  n = fread (buf, 1, sizeof buf - 1, f);
+  fclose (f);
+  buf[n] = '\0';
+  p = strrchr (buf, ')');         /* the name may hold spaces */
+  if (!p)
+    return 0;
+  /* After ")": state (field 3) ... starttime (field 22). */
+  for (int field = 2; p && field < 22; field++)
+    p = strchr (p + 1, ' ');
+  if (p)
+    ticks = strtoull (p + 1, NULL, 10);
+  return ticks;
+}
+
+int64_t
+tool_server_start (void)
+{
+  unsigned long long ticks = parent_start_ticks (), btime = 0;
+  long hz = sysconf (_SC_CLK_TCK);
+  char line[256];
+  FILE *f;
+
+  f = fopen ("/proc/stat", "re");
+  if (f) {
+    while (fgets (line, sizeof line, f))
+      if (sscanf (line, "btime %llu", &btime) == 1)
+        break;
+    fclose (f);
+  }
+  if (!ticks || !btime || hz <= 0)
+    return (int64_t) time (NULL);
+  return (int64_t) (btime + ticks / (unsigned long long) hz);
+}
+
+uint64_t
+tool_server_id (void)
+{
+  return (uint64_t) getppid () * UINT64_C (0x9e3779b97f4a7c15) ^
+    parent_start_ticks ();
 }
 
 bool

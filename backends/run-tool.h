@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Run script with /bin/sh -c.  env: NULL, or a NULL-terminated list of
  * "NAME=VALUE" strings added to (or replacing in) the environment.
@@ -38,6 +39,15 @@ extern void tool_rmdir (const char *dir);
  * $PATH.
  */
 extern bool tool_found (const char *prog);
+
+/* The time the server (this backend's parent) started, in seconds
+ * since the epoch, and a number that names that server among all that
+ * ran on this machine.  Both are the same in every incarnation of the
+ * backend, so that a restarted backend can make the same disk (same
+ * times, same UUIDs) for the clients it re-opens.
+ */
+extern int64_t tool_server_start (void);
+extern uint64_t tool_server_id (void);
 
 /* value quoted for the shell ('...'), malloc'd, or NULL (ENOMEM). */
 extern char *tool_shell_quote (const char *value);

@@ -144,3 +144,17 @@ except nbd.Error as e:
     [ "$status" -eq 1 ]
     [[ "$output" == *"unknown parameter 'colour'"* ]]
 }
+
+@test "a restarted backend makes the same image, byte for byte (xorriso)" {
+    make_tree
+    start_server iso "$files" params=-JrT
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/before.iso"
+    local pid
+    pid=$(backend_pid)
+    kill -KILL "$pid"
+    wait_until grep -q "backend restarted" "$log"
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/after.iso"
+    [ "$(backend_pid)" != "$pid" ]
+    cmp "$BATS_TEST_TMPDIR/before.iso" "$BATS_TEST_TMPDIR/after.iso"
+    [ -z "$(ls -A "$TMPDIR")" ]
+}

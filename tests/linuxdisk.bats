@@ -160,3 +160,17 @@ except nbd.Error as e:
     [ "$status" -eq 1 ]
     [[ "$output" == *"mke2fs is not on \$PATH"*"install e2fsprogs"* ]]
 }
+
+@test "a restarted backend makes the same disk, byte for byte" {
+    make_tree
+    start_server linuxdisk "$files" type=ext4
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/before.img"
+    local pid
+    pid=$(backend_pid)
+    kill -KILL "$pid"
+    wait_until grep -q "backend restarted" "$log"
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/after.img"
+    [ "$(backend_pid)" != "$pid" ]
+    cmp "$BATS_TEST_TMPDIR/before.img" "$BATS_TEST_TMPDIR/after.img"
+    [ -z "$(ls -A "$TMPDIR")" ]
+}

@@ -140,6 +140,8 @@ iso_get_ready (void)
   size_t len = 1;
   struct stat st;
   int fd, r;
+  char epoch[64];
+  char *env[] = { NULL, NULL };
 
   for (size_t i = 0; i < nr_dirs; i++)
     len += strlen (dirs[i]) + 1;
@@ -181,7 +183,15 @@ iso_get_ready (void)
   }
   unlink (path);                /* the descriptor keeps it */
   free (path);
-  r = run_tool (prog, script, NULL, fd);
+  /* xorriso then writes the same image in every incarnation, so that
+   * a restarted backend serves the clients it re-opens the same bytes.
+   */
+  if (!getenv ("SOURCE_DATE_EPOCH")) {
+    snprintf (epoch, sizeof epoch, "SOURCE_DATE_EPOCH=%" PRIi64,
+              tool_server_start ());
+    env[0] = epoch;
+  }
+  r = run_tool (prog, script, env, fd);
   free (script);
   if (r == -1) {
     close (fd);

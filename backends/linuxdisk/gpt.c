@@ -4,9 +4,7 @@
 
 #include <config.h>
 
-#include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "gpt.h"
 
@@ -50,14 +48,13 @@ le64 (unsigned char *p, uint64_t v)
     p[i] = (unsigned char) (v >> (8 * i));
 }
 
-/* A random (version 4) GUID. */
+/* A GUID made from seed and salt, marked as version 4 (random). */
 static void
-random_guid (unsigned char g[16])
+seeded_guid (unsigned char g[16], const unsigned char seed[16],
+             unsigned char salt)
 {
-  if (getrandom (g, 16, 0) != 16) {
-    for (int i = 0; i < 16; i++)
-      g[i] = (unsigned char) random ();
-  }
+  for (int i = 0; i < 16; i++)
+    g[i] = seed[i] ^ (unsigned char) (salt * (i + 1) * 0x3b);
   g[7] = (g[7] & 0x0f) | 0x40;          /* version, in the LE third field */
   g[8] = (g[8] & 0x3f) | 0x80;          /* variant */
 }
@@ -83,7 +80,7 @@ header (unsigned char *h, uint64_t my_lba, uint64_t alt_lba,
 }
 
 void
-gpt_make (uint64_t part_sectors,
+gpt_make (uint64_t part_sectors, const unsigned char seed[16],
           unsigned char primary[GPT_PRIMARY_SECTORS * GPT_SECTOR],
           unsigned char backup[GPT_BACKUP_SECTORS * GPT_SECTOR])
 {
@@ -108,13 +105,13 @@ gpt_make (uint64_t part_sectors,
 
   /* The one partition entry. */
   memcpy (entries, linux_fs_guid, 16);
-  random_guid (entries + 16);
+  seeded_guid (entries + 16, seed, 1);
   le64 (entries + 32, GPT_PART_START);
   le64 (entries + 40, GPT_PART_START + part_sectors - 1);
   le64 (entries + 48, UINT64_C (1) << 2);       /* legacy BIOS bootable */
   entries_crc = crc32 (entries, NR_ENTRIES * ENTRY_SIZE);
 
-  random_guid (disk_guid);
+  seeded_guid (disk_guid, seed, 2);
   header (primary + GPT_SECTOR, 1, last, last_usable, disk_guid, 2,
           entries_crc);
   memcpy (backup, entries, NR_ENTRIES * ENTRY_SIZE);

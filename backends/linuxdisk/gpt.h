@@ -18,9 +18,10 @@
 /* The sectors of a disk whose partition has part_sectors sectors:
  * primary gets GPT_PRIMARY_SECTORS, backup GPT_BACKUP_SECTORS (the last
  * ones of the disk).  The disk has GPT_PART_START + part_sectors +
- * GPT_BACKUP_SECTORS sectors.  The GUIDs are random.
+ * GPT_BACKUP_SECTORS sectors.  The GUIDs are made from seed, so that
+ * the same seed makes the same disk.
  */
-extern void gpt_make (uint64_t part_sectors,
+extern void gpt_make (uint64_t part_sectors, const unsigned char seed[16],
                       unsigned char primary[GPT_PRIMARY_SECTORS * GPT_SECTOR],
                       unsigned char backup[GPT_BACKUP_SECTORS * GPT_SECTOR]);
 

@@ -45,6 +45,37 @@ static uint64_t disk_size;
 static unsigned char primary[GPT_PRIMARY_SECTORS * GPT_SECTOR];
 static unsigned char backup[GPT_BACKUP_SECTORS * GPT_SECTOR];
 
+/* The UUIDs of the disk come from this seed, which depends only on the
+ * server and dir=, and the times mke2fs writes are the server's start:
+ * so a restarted backend makes the same disk again, byte for byte, for
+ * the clients it re-opens.
+ */
+static unsigned char seed[16];
+static char fs_uuid[37];
+
+static void
+make_seed (void)
+{
+  uint64_t h[2] = { UINT64_C (0xcbf29ce484222325), UINT64_C (0x84222325cbf29ce4) };
+  uint64_t id = tool_server_id ();
+
+  for (int k = 0; k < 2; k++) {
+    for (int i = 0; i < 8; i++)
+      h[k] = (h[k] ^ ((id >> (8 * i)) & 0xff)) * UINT64_C (0x100000001b3);
+    for (const char *p = dir; *p; p++)
+      h[k] = (h[k] ^ (unsigned char) *p) * UINT64_C (0x100000001b3);
+  }
+  for (int i = 0; i < 16; i++)
+    seed[i] = (unsigned char) (h[i / 8] >> (8 * (i % 8)));
+  snprintf (fs_uuid, sizeof fs_uuid,
+            "%02x%02x%02x%02x-%02x%02x-4%x%02x-%x%x%02x-"
+            "%02x%02x%02x%02x%02x%02x",
+            seed[0], seed[1], seed[2], seed[3], seed[4], seed[5],
+            seed[6] & 0xf, seed[7], 8 | (seed[8] & 3), seed[8] >> 4,
+            seed[9], seed[10], seed[11], seed[12], seed[13], seed[14],
+            seed[15]);
+}
+
 static void
 linuxdisk_unload (void)
 {
@@ -154,6 +185,8 @@ make_image (uint64_t bytes)
 {
   char *path, *script, *qdir, *qlabel = NULL, *qpath;
   char what[] = "mke2fs";
+  char fake_time[64];
+  char *env[] = { fake_time, NULL };
   int fd, r;
 
   if (asprintf (&path, "%s/linuxdisk-XXXXXX", tool_tmpdir ()) == -1) {
@@ -177,8 +210,9 @@ make_image (uint64_t bytes)
   if (label)
     qlabel = tool_shell_quote (label);
   r = qdir && qpath && (!label || qlabel) &&
-    asprintf (&script, "exec mke2fs -q -F -t %s -E root_owner=%ld:%ld "
-              "%s%s -d %s %s", type, (long) getuid (), (long) getgid (),
+    asprintf (&script, "exec mke2fs -q -F -t %s -U %s "
+              "-E root_owner=%ld:%ld,hash_seed=%s %s%s -d %s %s",
+              type, fs_uuid, (long) getuid (), (long) getgid (), fs_uuid,
               label ? "-L " : "", label ? qlabel : "", qdir, qpath) != -1;
   free (qdir);
   free (qpath);
@@ -187,7 +221,9 @@ make_image (uint64_t bytes)
     nbdkit_error ("out of memory");
     goto fail_unlink;
   }
-  r = run_tool (what, script, NULL, -1);
+  snprintf (fake_time, sizeof fake_time, "E2FSPROGS_FAKE_TIME=%" PRIi64,
+            tool_server_start ());
+  r = run_tool (what, script, env, -1);
   free (script);
   if (r == -1)
     goto fail_unlink;
@@ -212,6 +248,7 @@ linuxdisk_get_ready (void)
   uint64_t guess;
   int tries;
 
+  make_seed ();
   if (nftw (dir, measure, 64, FTW_PHYS) == -1) {
     nbdkit_error ("dir=%s: cannot read the whole directory: %m", dir);
     return -1;
@@ -248,7 +285,7 @@ linuxdisk_get_ready (void)
     }
   }
   part_sectors = image_size / GPT_SECTOR;
-  gpt_make (part_sectors, primary, backup);
+  gpt_make (part_sectors, seed, primary, backup);
   disk_size = (GPT_PART_START + part_sectors + GPT_BACKUP_SECTORS)
     * GPT_SECTOR;
   nbdkit_debug ("linuxdisk: dir=%s: %" PRIu64 " inodes, %s of %" PRIu64
