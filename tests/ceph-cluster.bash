@@ -78,6 +78,7 @@ run dir = $d/run
 admin socket = $d/run/\$cluster-\$name.\$pid.asok
 log file = $d/log/\$name.log
 crash dir = $d/crash
+mon cluster log file = $d/log/\$cluster.\$channel.log
 pid file = $d/run/\$name.pid
 exporter sock dir = $d/run
 auth cluster required = cephx
@@ -151,23 +152,33 @@ EOF
         return 0
     fi
     if [ "$with_rgw" = rgw ]; then
-        local rgw_port
-        rgw_port=$(ceph_free_port)
-        radosgw -c "$CEPH_CONF" -n client.rgw.a \
-            --rgw-frontends "beast endpoint=127.0.0.1:$rgw_port" \
-            --rgw-dns-name=127.0.0.1 \
-            >> "$d/log/start.log" 2>&1 || {
-            ceph_fail "radosgw did not start: $(tail -n 3 "$d/log/start.log" | tr '\n' ' ')"
-            return 0
-        }
-        if ! wait_until ceph_port_open "$rgw_port"; then
-            ceph_fail "radosgw does not listen on 127.0.0.1:$rgw_port"
+        export RGW_PORT
+        RGW_PORT=$(ceph_free_port)
+        if ! rgw_start; then
+            ceph_fail "radosgw did not start on 127.0.0.1:$RGW_PORT: $(tail -n 3 "$d/log/start.log" | tr '\n' ' ')"
             return 0
         fi
-        RGW_URL=http://127.0.0.1:$rgw_port
+        RGW_URL=http://127.0.0.1:$RGW_PORT
     fi
     export CEPH_START_SECS=$(( $(date +%s) - start ))
     echo "ceph-cluster: started in $CEPH_START_SECS s" > "$d/log/started"
+}
+
+# Start radosgw (again) on $RGW_PORT; wait until it listens.
+rgw_start() {
+    radosgw -c "$CEPH_CONF" -n client.rgw.a \
+        --rgw-frontends "beast endpoint=127.0.0.1:$RGW_PORT" \
+        --rgw-dns-name=127.0.0.1 >> "$CEPH_DIR/log/start.log" 2>&1 &&
+    wait_until ceph_port_open "$RGW_PORT"
+}
+
+# Stop radosgw alone (the cluster stays), and wait until it is gone.
+rgw_stop() {
+    local pid
+    pid=$(cat "$CEPH_DIR/run/client.rgw.a.pid" 2>/dev/null) || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    wait_until eval '! kill -0 '"$pid"' 2>/dev/null' || kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$CEPH_DIR/run/client.rgw.a.pid"
 }
 
 # Stop every daemon started from $CEPH_DIR (by their pid files), then

@@ -239,3 +239,21 @@ except nbd.Error as e:
     kill -TERM "$pid2"
     wait "$pid2" || true
 }
+
+@test "rbd: the backend killed during and between copies is restarted and no byte is lost" {
+    rbd_requires
+    rbdc create --size 32M rbd/killed
+    random_file "$BATS_TEST_TMPDIR/in" 32M
+    start_server -v --backend-max-restarts=20 rbd "${RBDP[@]}" killed
+    kill_backend_during 3 nbdcopy "$BATS_TEST_TMPDIR/in" "$uri"
+    # A copy may end before a kill: one more, between the copies, for
+    # sure.
+    kill -KILL "$(backend_pid)"
+    kill_backend_during 3 nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
+    [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
+    grep -q "killed by signal SIGKILL" "$log"
+    grep -q "backend restarted" "$log"
+    echo "# backend kills: $(grep -c "killed by signal SIGKILL" "$log")" >&3
+    stop_server
+    rbdc export rbd/killed - 2>/dev/null | cmp - "$BATS_TEST_TMPDIR/in"
+}
