@@ -1,0 +1,209 @@
+# tests/ceph-cluster.bash: a one-node Ceph cluster for the tests of the
+# rbd and s3 backends, started from Debian's ceph packages on 127.0.0.1
+# in a private directory, without systemd, and torn down after.  It
+# owns the cluster's configuration, start, readiness and stop.
+#
+# A bats file loads it after helpers and calls, from setup_file,
+#   ceph_start [rgw]     monitor + OSD (memstore), and radosgw with 'rgw'
+# and, from teardown_file,
+#   ceph_stop
+# ceph_start never fails: when the cluster cannot start it writes why to
+# $CEPH_SKIP, and each test calls ceph_requires, which skips saying so.
+# Set: $CEPH_DIR, $CEPH_CONF (the configuration, with the admin keyring
+# named in it), $CEPH_KEYRING, $RGW_URL (http://127.0.0.1:PORT), and
+# $CEPH_START_SECS (how long the start took, for the log).
+#
+# The daemons run as the test's user (root in CI) with every path of
+# theirs (data, run dir, admin sockets, logs, crash dumps) under
+# $CEPH_DIR, so nothing is left in /var or /run.  The monitor gets no
+# manager: neither RBD nor radosgw needs one.  The OSD is memstore (in
+# RAM, about twice what is written), enough for tests of some hundreds
+# of MiB.
+
+CEPH_BINS="ceph-mon ceph-osd ceph ceph-authtool monmaptool rbd rados"
+
+ceph_free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+ceph_port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# ceph ARGS: the ceph(8) tool against this cluster, bounded in time.
+ceph_cmd() {
+    timeout 60 ceph -c "$CEPH_CONF" --connect-timeout 20 "$@"
+}
+
+# ceph_fail MESSAGE: note why the cluster is not there, stop what runs.
+ceph_fail() {
+    local logs=
+    logs=$(tail -n 3 "$CEPH_DIR"/log/*.log 2>/dev/null | tr '\n' ' ' | cut -c1-600)
+    echo "$1${logs:+ (logs: $logs)}" > "$CEPH_SKIP"
+    ceph_stop
+}
+
+ceph_start() {
+    local with_rgw=${1:-} b start d fsid mon_port osd_uuid osd_id
+    export CEPH_DIR=$BATS_FILE_TMPDIR/ceph
+    export CEPH_SKIP=$BATS_FILE_TMPDIR/ceph-skip
+    export CEPH_CONF=$CEPH_DIR/ceph.conf
+    export CEPH_KEYRING=$CEPH_DIR/keyring
+    export RGW_URL=
+    d=$CEPH_DIR
+    rm -f "$CEPH_SKIP"
+    for b in $CEPH_BINS; do
+        if ! command -v "$b" >/dev/null; then
+            echo "$b is not installed: the Ceph cluster for this test needs Debian's ceph-mon, ceph-osd and ceph-common (contrib/quickstart test installs them)" > "$CEPH_SKIP"
+            return 0
+        fi
+    done
+    if [ "$with_rgw" = rgw ] && ! command -v radosgw >/dev/null; then
+        echo "radosgw is not installed (Debian package radosgw; contrib/quickstart test installs it)" > "$CEPH_SKIP"
+        return 0
+    fi
+    start=$(date +%s)
+    mkdir -p "$d"/{mon,osd/ceph-0,run,log,crash,rgw}
+    fsid=$(cat /proc/sys/kernel/random/uuid)
+    mon_port=$(ceph_free_port)
+    cat > "$CEPH_CONF" <<EOF
+[global]
+fsid = $fsid
+mon host = v2:127.0.0.1:$mon_port
+mon initial members = a
+public addr = 127.0.0.1
+ms bind ipv6 = false
+keyring = $CEPH_KEYRING
+run dir = $d/run
+admin socket = $d/run/\$cluster-\$name.\$pid.asok
+log file = $d/log/\$name.log
+crash dir = $d/crash
+mon cluster log file = $d/log/\$cluster.\$channel.log
+pid file = $d/run/\$name.pid
+exporter sock dir = $d/run
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon max pg per osd = 1000
+mon warn on pool no redundancy = false
+osd objectstore = memstore
+memstore device bytes = 3221225472
+osd data = $d/osd/\$cluster-\$id
+mon data = $d/mon/\$cluster-\$id
+rgw data = $d/rgw/\$cluster-\$id
+osd max object name len = 256
+mon data avail warn = 2
+mon data avail crit = 1
+osd max object namespace len = 64
+debug ms = 0
+[client]
+rbd cache = false
+EOF
+    {
+        ceph-authtool --create-keyring "$CEPH_KEYRING" --gen-key -n mon. \
+            --cap mon 'allow *' &&
+        ceph-authtool "$CEPH_KEYRING" --gen-key -n client.admin \
+            --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' &&
+        ceph-authtool "$CEPH_KEYRING" --gen-key -n osd.0 \
+            --cap mon 'allow profile osd' --cap osd 'allow *' &&
+        ceph-authtool "$CEPH_KEYRING" --gen-key -n client.rgw.a \
+            --cap mon 'allow rw' --cap osd 'allow rwx' &&
+        monmaptool --create --addv a "[v2:127.0.0.1:$mon_port]" \
+            --fsid "$fsid" "$d/monmap" &&
+        ceph-mon -c "$CEPH_CONF" --mkfs -i a --monmap "$d/monmap" \
+            --keyring "$CEPH_KEYRING"
+    } > "$d/log/mkfs.log" 2>&1 || {
+        ceph_fail "the Ceph monitor could not be made: $(tail -n 3 "$d/log/mkfs.log" | tr '\n' ' ')"
+        return 0
+    }
+    ceph-mon -c "$CEPH_CONF" -i a >> "$d/log/start.log" 2>&1 || {
+        ceph_fail "ceph-mon did not start"
+        return 0
+    }
+    if ! ceph_cmd -s > "$d/log/status.log" 2>&1; then
+        ceph_fail "the Ceph monitor on 127.0.0.1:$mon_port does not answer: $(tail -n 2 "$d/log/status.log" | tr '\n' ' ')"
+        return 0
+    fi
+    # One OSD in memory.
+    osd_uuid=$(cat /proc/sys/kernel/random/uuid)
+    osd_id=$(ceph_cmd osd new "$osd_uuid" 2>>"$d/log/start.log") && [ "$osd_id" = 0 ] &&
+    ceph-osd -c "$CEPH_CONF" -i 0 --mkfs --osd-uuid "$osd_uuid" \
+        >> "$d/log/start.log" 2>&1 &&
+    ceph-osd -c "$CEPH_CONF" -i 0 >> "$d/log/start.log" 2>&1 || {
+        ceph_fail "the Ceph OSD could not be made or started: $(tail -n 3 "$d/log/start.log" | tr '\n' ' ')"
+        return 0
+    }
+    if ! wait_until eval 'ceph_cmd osd stat 2>/dev/null | grep -q "1 up"'; then
+        ceph_fail "the Ceph OSD did not come up"
+        return 0
+    fi
+    if ! { ceph_cmd osd pool create rbd 8 &&
+           ceph_cmd osd pool application enable rbd rbd; } \
+           >> "$d/log/start.log" 2>&1; then
+        ceph_fail "the pool rbd could not be made: $(tail -n 2 "$d/log/start.log" | tr '\n' ' ')"
+        return 0
+    fi
+    if [ "$with_rgw" = rgw ]; then
+        export RGW_PORT
+        RGW_PORT=$(ceph_free_port)
+        if ! rgw_start; then
+            ceph_fail "radosgw did not start on 127.0.0.1:$RGW_PORT: $(tail -n 3 "$d/log/start.log" | tr '\n' ' ')"
+            return 0
+        fi
+        RGW_URL=http://127.0.0.1:$RGW_PORT
+    fi
+    export CEPH_START_SECS=$(( $(date +%s) - start ))
+    echo "ceph-cluster: started in $CEPH_START_SECS s" > "$d/log/started"
+}
+
+# Start radosgw (again) on $RGW_PORT; wait until it listens.
+rgw_start() {
+    radosgw -c "$CEPH_CONF" -n client.rgw.a \
+        --rgw-frontends "beast endpoint=127.0.0.1:$RGW_PORT" \
+        --rgw-dns-name=127.0.0.1 >> "$CEPH_DIR/log/start.log" 2>&1 &&
+    wait_until ceph_port_open "$RGW_PORT"
+}
+
+# Stop radosgw alone (the cluster stays), and wait until it is gone.
+rgw_stop() {
+    local pid
+    pid=$(cat "$CEPH_DIR/run/client.rgw.a.pid" 2>/dev/null) || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    wait_until eval '! kill -0 '"$pid"' 2>/dev/null' || kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$CEPH_DIR/run/client.rgw.a.pid"
+}
+
+# Stop every daemon started from $CEPH_DIR (by their pid files), then
+# remove the directory.
+ceph_stop() {
+    local d=${CEPH_DIR:-} f pid
+    [ -n "$d" ] && [ -d "$d" ] || return 0
+    for f in "$d"/run/*.pid; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f")
+        [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for f in "$d"/run/*.pid; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f")
+        [ -n "$pid" ] || continue
+        wait_until eval '! kill -0 '"$pid"' 2>/dev/null' ||
+            kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$d"
+}
+
+# In each test: skip, saying why, when the cluster is not there.
+ceph_requires() {
+    if [ -s "$CEPH_SKIP" ]; then
+        skip "no Ceph cluster: $(cat "$CEPH_SKIP")"
+    fi
+}
