@@ -6,8 +6,9 @@
  * Opening an export reads the header from below (fnext_request), then
  * the part of the L1 table that maps the virtual size, and keeps it.
  * L2 tables are read on demand into a per-connection cache of at most
- * qcow2dec-l2-cache tables (least recently used first out); every
- * request that wants a table being read waits for the same read.
+ * qcow2dec-l2-cache tables (least recently used first out), converted
+ * to host byte order on a worker thread; every request that wants a
+ * table being loaded waits for the same load.
  *
  * A read walks its clusters: unallocated and zero clusters are left as
  * zeros, data clusters are read from below (neighbours that are
@@ -75,6 +76,8 @@ struct l2table {
   uint64_t offset;              /* in the image */
   bool ready;
   uint64_t *entries;            /* host order, once ready */
+  void *raw;                    /* as read (a payload), while converted */
+  uint32_t raw_len;
   struct l2wait *waiters;       /* while loading */
 };
 
@@ -167,30 +170,52 @@ table_finish (struct l2table *t, uint32_t status, const char *msg)
   cache_trim (h);
 }
 
+/* Runs on a worker thread: the table's entries in host order (a big
+ * table is 2 MiB, too much to convert on the loop).  Touches only the
+ * table's raw bytes and entries.
+ */
+static void
+table_work (void *arg)
+{
+  struct l2table *t = arg;
+  const unsigned char *p = t->raw;
+  uint64_t i;
+
+  t->entries = malloc (t->raw_len);
+  if (!t->entries)
+    return;
+  for (i = 0; i < t->raw_len / 8; ++i)
+    t->entries[i] = qcow2_be64 (p + i * 8);
+}
+
+static void
+table_done (void *arg)
+{
+  struct l2table *t = arg;
+
+  payload_free (t->raw);
+  t->raw = NULL;
+  if (!t->entries)
+    table_finish (t, HP_ENOMEM, "out of memory");
+  else
+    table_finish (t, 0, NULL);
+}
+
 static void
 on_table (void *opaque, const struct hp_header *reply, void *payload,
           uint32_t len)
 {
   struct l2table *t = opaque;
-  uint64_t cs = t->h->hdr.cluster_size, i;
-  const unsigned char *p = payload;
 
-  if (!reply || reply->status || len != cs) {
+  if (!reply || reply->status || len != t->h->hdr.cluster_size) {
     payload_free (payload);
     table_finish (t, reply && reply->status ? reply->status : HP_EIO,
                   "could not read it from the layer below");
     return;
   }
-  t->entries = malloc (cs);
-  if (!t->entries) {
-    payload_free (payload);
-    table_finish (t, HP_ENOMEM, "out of memory");
-    return;
-  }
-  for (i = 0; i < cs / 8; ++i)
-    t->entries[i] = qcow2_be64 (p + i * 8);
-  payload_free (payload);
-  table_finish (t, 0, NULL);
+  t->raw = payload;
+  t->raw_len = len;
+  worker_submit (table_work, table_done, t);
 }
 
 /* The L2 table of L1 entry l1_index, at l2_offset: cached, loading, or
@@ -761,20 +786,34 @@ opening_fail (struct opening *s, uint32_t status, const char *fmt, ...)
   free (s);
 }
 
+/* Runs on a worker thread (an L1 table may have millions of entries):
+ * the table in host order.  Touches only the opening's table.
+ */
 static void
-opening_done (struct opening *s)
+l1_work (void *arg)
 {
-  struct fopen *o = s->o;
+  struct opening *s = arg;
   struct qh *h = s->h;
   uint64_t i;
 
   h->l1 = malloc (h->hdr.l1_needed ? h->hdr.l1_needed * 8 : 1);
+  if (!h->l1)
+    return;
+  for (i = 0; i < h->hdr.l1_needed; ++i)
+    h->l1[i] = qcow2_be64 (s->l1raw + i * 8);
+}
+
+static void
+opening_done (void *arg)
+{
+  struct opening *s = arg;
+  struct fopen *o = s->o;
+  struct qh *h = s->h;
+
   if (!h->l1) {
     opening_fail (s, HP_ENOMEM, "out of memory for the L1 table");
     return;
   }
-  for (i = 0; i < h->hdr.l1_needed; ++i)
-    h->l1[i] = qcow2_be64 (s->l1raw + i * 8);
   h->next = o->next;
   nbdkit_debug ("qcow2dec: qcow2 version %" PRIu32 ", cluster size %"
                 PRIu64 ", virtual size %" PRIu64 ", %" PRIu64 " L1 "
@@ -823,7 +862,7 @@ on_l1 (void *opaque, const struct hp_header *reply, void *payload,
   if (s->l1_done < s->l1_bytes)
     l1_read_more (s);
   else
-    opening_done (s);
+    worker_submit (l1_work, opening_done, s);
 }
 
 static void
@@ -873,7 +912,7 @@ on_header (void *opaque, const struct hp_header *reply, void *payload,
   s->h->hdr = hdr;
   s->h->file_size = s->o->caps->size;
   if (s->l1_bytes == 0)
-    opening_done (s);
+    worker_submit (l1_work, opening_done, s);
   else
     l1_read_more (s);
 }
