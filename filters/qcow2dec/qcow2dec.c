@@ -497,6 +497,7 @@ read_resolve (struct readop *op)
       t->waiters = &op->wait;
       return;
     }
+    c.kind = QCOW2_UNALLOCATED;         /* no L2 table */
     if (rc == 1) {
       l2_index = (op->pos >> h->hdr.cluster_bits) &
         ((UINT64_C(1) << h->hdr.l2_bits) - 1);
@@ -506,13 +507,19 @@ read_resolve (struct readop *op)
         op_error (op, HP_EIO, msg);
         break;
       }
-      if (c.kind == QCOW2_DATA)
-        run_add (op, c.offset + in, dst, len);
-      else if (c.kind == QCOW2_COMPRESSED) {
-        run_flush (op);
-        compressed_add (op, &c, in, dst, len);
-      }
-      /* Unallocated and zero clusters: the buffer is zeros already. */
+    }
+    switch (c.kind) {
+    case QCOW2_DATA:
+      run_add (op, c.offset + in, dst, len);
+      break;
+    case QCOW2_COMPRESSED:
+      run_flush (op);
+      compressed_add (op, &c, in, dst, len);
+      break;
+    case QCOW2_UNALLOCATED:
+    case QCOW2_ZERO:
+      memset (op->buf + dst, 0, len);
+      break;
     }
     op->pos += len;
   }
@@ -545,7 +552,10 @@ qcow2dec_pread (void *handle, struct freq *r)
     return;
   }
   op = calloc (1, sizeof *op);
-  if (!op || !(op->buf = calloc (1, r->count ? r->count : 1))) {
+  /* Not zeroed: every part is written, as zeros or data, or the read
+   * fails.
+   */
+  if (!op || !(op->buf = malloc (r->count ? r->count : 1))) {
     free (op);
     freq_reply_error (r, HP_ENOMEM, "out of memory");
     return;
