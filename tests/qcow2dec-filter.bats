@@ -41,7 +41,8 @@ import random
 want = open('$img.raw', 'rb').read()
 size = h.get_size()
 rng = random.Random(7)
-cases = [(0, 1), (size - 1, 1), (1048576 - 100, 200), (7000000, 300000)]
+cases = [(0, 1), (size - 1, 1), (1048576 - 100, 200), (7000000, 300000),
+         (100, 3 * 1048576), (6 * 1048576 + 1, 2 * 1048576)]
 for _ in range(100):
     n = rng.randint(1, 200000)
     cases.append((rng.randint(0, size - n), n))

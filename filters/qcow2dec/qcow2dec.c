@@ -467,6 +467,26 @@ compressed_add (struct readop *op, const struct qcow2_cluster *c,
                  NULL, on_compressed, j);
 }
 
+static void read_resolve (struct readop *op);
+
+/* A read of many small clusters (32 MiB of 512-byte clusters is 65536
+ * of them, each perhaps a read from below) is resolved a slice at a
+ * time, each on its own turn of the loop: a no-op job on the worker
+ * pool brings the next slice back on the loop.
+ */
+#define CLUSTERS_PER_TURN 1024
+
+static void
+nop_work (void *arg)
+{
+}
+
+static void
+read_continue (void *arg)
+{
+  read_resolve (arg);
+}
+
 /* Resolve the clusters of the read from op->pos on, until the end, an
  * error, or an L2 table that is still loading (then resumed by it).
  */
@@ -475,6 +495,7 @@ read_resolve (struct readop *op)
 {
   struct qh *h = op->h;
   uint64_t cs = h->hdr.cluster_size;
+  unsigned done = 0;
   char msg[256];
 
   while (op->pos < op->end && !op->status) {
@@ -495,6 +516,11 @@ read_resolve (struct readop *op)
       run_flush (op);
       op->wait.next = t->waiters;
       t->waiters = &op->wait;
+      return;
+    }
+    if (++done > CLUSTERS_PER_TURN) {
+      run_flush (op);
+      worker_submit (nop_work, read_continue, op);
       return;
     }
     c.kind = QCOW2_UNALLOCATED;         /* no L2 table */
