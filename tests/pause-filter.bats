@@ -62,16 +62,22 @@ assert ask(b'r', 1) == b'R'           # not paused: still R
 @test "pause: P is answered only once the requests in flight are done" {
     requires nbdsh
     ctl=$BATS_TEST_TMPDIR/ctl go=$BATS_TEST_TMPDIR/go
+    started=$BATS_TEST_TMPDIR/started
     head -c 1M /dev/urandom > "$BATS_TEST_TMPDIR/disk"
-    # Reads wait in the backend until the file go exists.
+    # Reads say they have reached the backend, then wait there until
+    # the file go exists.
     start_server --filter=pause eval get_size='echo 1048576' \
-        pread="while [ ! -e $go ]; do sleep 0.05; done
+        pread="touch $started; while [ ! -e $go ]; do sleep 0.05; done
                dd if=$BATS_TEST_TMPDIR/disk skip=\$4 count=\$3 iflag=skip_bytes,count_bytes status=none" \
         pause-control="$ctl"
     pause_py "
 want = open('$BATS_TEST_TMPDIR/disk', 'rb').read()
 buf = nbd.Buffer(4096)
 rd = h.aio_pread(buf, 8192)
+# The pause must come after the read is in flight below: the two
+# sockets race otherwise.
+while not os.path.exists('$started'):
+    h.poll(100)
 c.sendall(b'p')
 assert quiet()                        # the read is still in the backend
 open('$go', 'w').close()
