@@ -48,8 +48,25 @@ setup_file() {
                 echo "${f##*/}: $path: not installed (looked for $root$p)"
                 missing=1
             fi
+            # shellcheck disable=SC2086
+            ls -d "$root"$p 2>/dev/null >> "$BATS_TEST_TMPDIR/covered"
         done < "$f"
     done
+    [ "$missing" -eq 0 ]
+    # And the other way, as dh_missing checks: every file make install
+    # puts is shipped by a package or listed in debian/not-installed
+    # (libtool's .la, which debian/rules deletes, apart).
+    while read -r file; do
+        case $file in *.la) continue ;; esac
+        covered=0
+        while read -r c; do
+            case $file in "$c"|"$c"/*) covered=1; break ;; esac
+        done < "$BATS_TEST_TMPDIR/covered"
+        if [ "$covered" -eq 0 ]; then
+            echo "${file#"$root"}: installed, but in no debian/*.install nor debian/not-installed"
+            missing=1
+        fi
+    done < <(find "$root" -type f -o -type l)
     [ "$missing" -eq 0 ]
     # Completion from the source tree, as dh_bash-completion installs it.
     cmp "$root$compdir/nbdkit" "$top_srcdir/contrib/bash-completion/nbdkit"
