@@ -32,6 +32,7 @@
 #endif
 
 #include "filter.h"
+#include "lru.h"
 
 /* The most a block may hold (uncompressed), and how many blocks each
  * connection keeps, as in nbdkit.
@@ -132,7 +133,7 @@ struct waiter {
 
 /* One compressed block, loading or loaded. */
 struct block {
-  struct block *prev, *next;    /* in h->blocks, most recently used first */
+  struct lru_link lru;          /* in h->lru, most recently used first */
   struct xz_handle *h;
   uint64_t uoff, usize;         /* where it is on the disk */
   uint64_t coff, csize;         /* where it is in the file (whole block) */
@@ -153,8 +154,7 @@ struct xz_handle {
   lzma_index *idx;
   uint64_t size;                /* uncompressed */
   struct fnext *next;
-  struct block *head, *tail;    /* LRU list */
-  unsigned nr_blocks;
+  struct lru lru;               /* the blocks */
 };
 
 /* A client's read (or cache) in progress: done when pending is 0. */
@@ -165,34 +165,6 @@ struct readop {
   uint32_t status;              /* the first error, 0 = none */
   char *msg;
 };
-
-static void
-list_unlink (struct xz_handle *h, struct block *b)
-{
-  if (b->prev)
-    b->prev->next = b->next;
-  else
-    h->head = b->next;
-  if (b->next)
-    b->next->prev = b->prev;
-  else
-    h->tail = b->prev;
-  b->prev = b->next = NULL;
-  h->nr_blocks--;
-}
-
-static void
-list_push (struct xz_handle *h, struct block *b)
-{
-  b->prev = NULL;
-  b->next = h->head;
-  if (h->head)
-    h->head->prev = b;
-  else
-    h->tail = b;
-  h->head = b;
-  h->nr_blocks++;
-}
 
 static void
 block_free (struct block *b)
@@ -209,13 +181,13 @@ block_free (struct block *b)
 static void
 cache_trim (struct xz_handle *h)
 {
-  struct block *b = h->tail;
+  struct block *b = LRU_ENTRY (h->lru.tail, struct block, lru);
 
-  while (b && h->nr_blocks > max_depth) {
-    struct block *prev = b->prev;
+  while (b && h->lru.n > max_depth) {
+    struct block *prev = LRU_ENTRY (b->lru.prev, struct block, lru);
 
     if (b->ready) {
-      list_unlink (h, b);
+      lru_unlink (&h->lru, &b->lru);
       block_free (b);
     }
     b = prev;
@@ -262,7 +234,7 @@ block_fail (struct block *b, uint32_t status, const char *msg)
   nbdkit_error ("xz: the block at uncompressed offset %" PRIu64
                 " (compressed offset %" PRIu64 ", %" PRIu64 " bytes): %s",
                 b->uoff, b->coff, b->csize, msg);
-  list_unlink (b->h, b);
+  lru_unlink (&b->h->lru, &b->lru);
   for (w = b->waiters; w; w = next) {
     next = w->next;
     op_error (w->op, status, msg);
@@ -430,12 +402,10 @@ block_get (struct xz_handle *h, uint64_t pos, uint32_t *status)
   lzma_index_iter it;
   struct block *b;
 
-  for (b = h->head; b; b = b->next)
+  for (b = LRU_ENTRY (h->lru.head, struct block, lru); b;
+       b = LRU_ENTRY (b->lru.next, struct block, lru))
     if (pos >= b->uoff && pos - b->uoff < b->usize) {
-      if (b != h->head) {
-        list_unlink (h, b);
-        list_push (h, b);
-      }
+      lru_touch (&h->lru, &b->lru);
       return b;
     }
 
@@ -456,7 +426,7 @@ block_get (struct xz_handle *h, uint64_t pos, uint32_t *status)
   b->csize = it.block.total_size;
   b->unpadded = it.block.unpadded_size;
   b->check = it.stream.flags->check;
-  list_push (h, b);
+  lru_push (&h->lru, &b->lru);
   cache_trim (h);
   read_chunk (b);
   return b;
@@ -554,8 +524,8 @@ xz_close (void *handle)
   /* Every block's loading is done by now: each had a waiting request,
    * and close comes once no request is in flight.
    */
-  for (b = h->head; b; b = next) {
-    next = b->next;
+  for (b = LRU_ENTRY (h->lru.head, struct block, lru); b; b = next) {
+    next = LRU_ENTRY (b->lru.next, struct block, lru);
     block_free (b);
   }
   lzma_index_end (h->idx, NULL);

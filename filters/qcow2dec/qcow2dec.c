@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "../filter.h"
+#include "../lru.h"
 #include "qcow2.h"
 
 /* Tables kept per connection unless qcow2dec-l2-cache says otherwise:
@@ -70,7 +71,7 @@ struct l2wait {
 };
 
 struct l2table {
-  struct l2table *prev, *next;  /* in h->head, most recently used first */
+  struct lru_link lru;          /* in h->lru, most recently used first */
   struct qh *h;
   uint64_t l1_index;
   uint64_t offset;              /* in the image */
@@ -86,37 +87,8 @@ struct qh {
   uint64_t file_size;
   uint64_t *l1;                 /* hdr.l1_needed entries, host order */
   struct fnext *next;
-  struct l2table *head, *tail;
-  unsigned nr_tables;
+  struct lru lru;               /* the L2 tables */
 };
-
-static void
-list_unlink (struct qh *h, struct l2table *t)
-{
-  if (t->prev)
-    t->prev->next = t->next;
-  else
-    h->head = t->next;
-  if (t->next)
-    t->next->prev = t->prev;
-  else
-    h->tail = t->prev;
-  t->prev = t->next = NULL;
-  h->nr_tables--;
-}
-
-static void
-list_push (struct qh *h, struct l2table *t)
-{
-  t->prev = NULL;
-  t->next = h->head;
-  if (h->head)
-    h->head->prev = t;
-  else
-    h->tail = t;
-  h->head = t;
-  h->nr_tables++;
-}
 
 static void
 table_free (struct l2table *t)
@@ -131,13 +103,13 @@ table_free (struct l2table *t)
 static void
 cache_trim (struct qh *h)
 {
-  struct l2table *t = h->tail;
+  struct l2table *t = LRU_ENTRY (h->lru.tail, struct l2table, lru);
 
-  while (t && h->nr_tables > l2_cache) {
-    struct l2table *prev = t->prev;
+  while (t && h->lru.n > l2_cache) {
+    struct l2table *prev = LRU_ENTRY (t->lru.prev, struct l2table, lru);
 
     if (t->ready) {
-      list_unlink (h, t);
+      lru_unlink (&h->lru, &t->lru);
       table_free (t);
     }
     t = prev;
@@ -154,7 +126,7 @@ table_finish (struct l2table *t, uint32_t status, const char *msg)
   if (status) {
     nbdkit_error ("qcow2dec: the L2 table at offset %" PRIu64 ": %s",
                   t->offset, msg);
-    list_unlink (h, t);
+    lru_unlink (&h->lru, &t->lru);
     table_free (t);
   }
   else
@@ -226,12 +198,10 @@ table_get (struct qh *h, uint64_t l1_index, uint64_t l2_offset)
 {
   struct l2table *t;
 
-  for (t = h->head; t; t = t->next)
+  for (t = LRU_ENTRY (h->lru.head, struct l2table, lru); t;
+       t = LRU_ENTRY (t->lru.next, struct l2table, lru))
     if (t->l1_index == l1_index) {
-      if (t != h->head) {
-        list_unlink (h, t);
-        list_push (h, t);
-      }
+      lru_touch (&h->lru, &t->lru);
       return t;
     }
   t = calloc (1, sizeof *t);
@@ -240,7 +210,7 @@ table_get (struct qh *h, uint64_t l1_index, uint64_t l2_offset)
   t->h = h;
   t->l1_index = l1_index;
   t->offset = l2_offset;
-  list_push (h, t);
+  lru_push (&h->lru, &t->lru);
   cache_trim (h);
   fnext_request (h->next, HP_PREAD, 0, l2_offset, (uint32_t)
                  h->hdr.cluster_size, NULL, on_table, t);
@@ -783,8 +753,8 @@ qcow2dec_close (void *handle)
   /* Every table's load is done by now: each had a waiting request,
    * and close comes once no request is in flight.
    */
-  for (t = h->head; t; t = next) {
-    next = t->next;
+  for (t = LRU_ENTRY (h->lru.head, struct l2table, lru); t; t = next) {
+    next = LRU_ENTRY (t->lru.next, struct l2table, lru);
     table_free (t);
   }
   free (h->l1);
