@@ -10,8 +10,14 @@
  * extents and close.  Filters see every request as before: this is
  * only how the last layer does its I/O.
  *
- * Never on the loop's thread: every system call on the descriptor is a
- * job of the worker pool (worker_submit); the job touches nothing but
+ * Where: a descriptor whose data lives in memory -- a memfd or a file
+ * on tmpfs or hugetlbfs, on a machine without swap -- never waits for
+ * a device: a small PREAD, PWRITE, ZERO, TRIM or FLUSH on it (up to
+ * -D nbdkit.passthrough_inline=BYTES, 256 KiB by default, and four
+ * such per turn of the loop) is done right away on the loop's thread,
+ * as a memcpy would be, saving the two thread hand-offs that cost more
+ * than the copy itself.  Every other request, and any that would have
+ * to wait for page_lock, is a job of the worker pool (worker_submit); the job touches nothing but
  * its own struct, and its completion runs back on the loop.
  *
  * Lifetime: a struct passthrough is counted -- one reference for the
@@ -48,7 +54,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 #include "internal.h"
 
@@ -63,7 +72,9 @@ struct passthrough {
    * not is sent to the backend, which refuses it as before.
    */
   bool can_write, can_flush, can_trim, can_zero, can_fua, can_cache;
+  bool in_memory;               /* memfd, tmpfs or hugetlbfs */
   uint64_t served;              /* requests done here */
+  uint64_t served_inline;       /* of which on the loop's thread */
 };
 
 /* See "Pages" above; only worker threads take it. */
@@ -77,6 +88,77 @@ passthrough_enabled (void)
   if (enabled == -1)
     enabled = server_debug_flag ("passthrough", 1) != 0;
   return enabled;
+}
+
+/* -D nbdkit.passthrough_inline=BYTES: the largest request done on the
+ * loop's thread (0: none).
+ */
+static uint32_t
+inline_max (void)
+{
+  static int max = -1;
+
+  if (max == -1) {
+    max = server_debug_flag ("passthrough_inline", 256 * 1024);
+    if (max < 0)
+      max = 0;
+    if (max > 32 * 1024 * 1024)
+      max = 32 * 1024 * 1024;
+  }
+  return (uint32_t) max;
+}
+
+/* What one turn of the loop may do here: four of the largest
+ * requests, counting each as at least 4 KiB; the rest of that turn's
+ * requests go to the worker pool.  So a burst of requests never holds
+ * the loop long (tests/loop-watchdog's "worked too long").
+ */
+static bool
+inline_budget (uint32_t count)
+{
+  static unsigned int turn;
+  static uint64_t spent;
+  unsigned int now = ev_iteration (loop);
+  uint64_t cost = count < 4096 ? 4096 : count;
+
+  if (now != turn) {
+    turn = now;
+    spent = 0;
+  }
+  if (spent + cost > 4 * (uint64_t) inline_max ())
+    return false;
+  spent += cost;
+  return true;
+}
+
+/* Is the data of fd in memory that no device backs?  A file on tmpfs
+ * or hugetlbfs (a memfd is one), unless the machine has swap.
+ */
+static bool
+fd_in_memory (int fd)
+{
+  struct statfs fs;
+
+  if (fstatfs (fd, &fs) == -1)
+    return false;
+  return fs.f_type == TMPFS_MAGIC || fs.f_type == HUGETLBFS_MAGIC;
+}
+
+/* Swap can be turned on at any time: looked at again once a second. */
+static bool
+swap_on (void)
+{
+  static ev_tstamp checked = -1;
+  static bool on = true;
+  ev_tstamp now = ev_now (loop);
+
+  if (checked < 0 || now - checked >= 1.0) {
+    struct sysinfo si;
+
+    on = sysinfo (&si) == -1 || si.totalswap > 0;
+    checked = now;
+  }
+  return on;
 }
 
 static bool
@@ -141,9 +223,12 @@ passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
     json_is_true (json_object_get (j, "can_zero"));
   pt->can_fua = pt->can_write && level_on (json_object_get (j, "can_fua"));
   pt->can_cache = level_on (json_object_get (j, "can_cache"));
+  pt->in_memory = fd_in_memory (fd);
   nbdkit_debug ("%s: passthrough: the front end does the I/O on the "
-                "backend's descriptor (zero by %s)", bproc_name (bp),
-                pt->zero_punch ? "punching holes" : "zeroing in place");
+                "backend's descriptor (zero by %s%s)", bproc_name (bp),
+                pt->zero_punch ? "punching holes" : "zeroing in place",
+                pt->in_memory ? "; in memory: small requests on the loop"
+                : "");
   return pt;
 }
 
@@ -152,7 +237,8 @@ passthrough_put (struct passthrough *pt)
 {
   if (pt && --pt->refs == 0) {
     nbdkit_debug ("passthrough: %" PRIu64 " requests were done in the "
-                  "front end on this descriptor", pt->served);
+                  "front end on this descriptor, %" PRIu64 " of them on "
+                  "the loop's thread", pt->served, pt->served_inline);
     close (pt->fd);
     free (pt);
   }
@@ -176,6 +262,7 @@ struct pt_job {
   int err;                      /* errno, set by the worker */
   const char *what;             /* the call that failed */
   bool zeros;                   /* PREAD: a hole, answered HP_FLAG_ZEROS */
+  bool locked;                  /* on the loop: page_lock is held already */
 };
 
 /* A PREAD that may be answered as zeros without data (HP_FLAG_ZEROS,
@@ -278,8 +365,8 @@ page_zero (struct pt_job *j)
   if (count > j->size - off)
     count = j->size - off;
   end = off + count;
-  /* never-blocks: on a worker thread (job_work) */
-  pthread_rwlock_wrlock (&page_lock);
+  if (!j->locked)      /* never-blocks: on a worker thread (job_work) */
+    pthread_rwlock_wrlock (&page_lock);
   if (punch_at (j, off, end == j->size && j->size <= INT64_MAX - page
                 ? count + page : count) == -1)
     goto out;
@@ -293,7 +380,8 @@ page_zero (struct pt_job *j)
     goto out;
   r = 0;
  out:
-  pthread_rwlock_unlock (&page_lock);
+  if (!j->locked)
+    pthread_rwlock_unlock (&page_lock);
   if (r == -1 && !j->what)
     j->what = "punching a hole";
   return r;
@@ -378,10 +466,10 @@ job_work (void *arg)
     r = whole_io (j, false, j->buf, j->count, j->offset);
     break;
   case HP_PWRITE:
-    if (j->page)                /* never-blocks: on a worker thread */
+    if (j->page && !j->locked)  /* never-blocks: on a worker thread */
       pthread_rwlock_rdlock (&page_lock);
     r = whole_io (j, true, j->buf, j->count, j->offset);
-    if (j->page)
+    if (j->page && !j->locked)
       pthread_rwlock_unlock (&page_lock);
     break;
   case HP_ZERO:
@@ -419,11 +507,10 @@ job_work (void *arg)
 
 /* ---- back on the loop ---- */
 
+/* The reply to j's request, and j's buffers released. */
 static void
-job_done (void *arg)
+job_reply (struct pt_job *j)
 {
-  struct pt_job *j = arg;
-
   if (j->type == HP_PWRITE)
     payload_free (j->buf);
   if (j->err) {
@@ -443,8 +530,83 @@ job_done (void *arg)
     freq_reply (j->r, j->buf, j->count, 0);
   else
     freq_reply (j->r, NULL, 0, 0);
+}
+
+static void
+job_done (void *arg)
+{
+  struct pt_job *j = arg;
+
+  job_reply (j);
   passthrough_put (j->pt);
   free (j);
+}
+
+/* Fill in j for r. */
+static void
+job_init (struct pt_job *j, struct passthrough *pt, struct freq *r)
+{
+  j->pt = pt;
+  j->r = r;
+  j->fd = pt->fd;
+  j->zero_punch = pt->zero_punch;
+  j->page = pt->page;
+  j->size = pt->size;
+  j->type = r->type;
+  j->flags = r->flags;
+  j->offset = r->offset;
+  j->count = r->count;
+  if (r->type == HP_PWRITE) {
+    j->buf = r->data;           /* released in job_reply */
+    r->data = NULL;
+  }
+}
+
+/* On the loop's thread (see "Where" above): r done here and now, if
+ * its data is in memory, it is small and page_lock is free.  False if
+ * it must be a job; true when it was done (or failed).
+ */
+static bool
+run_inline (struct passthrough *pt, struct freq *r)
+{
+  struct pt_job j = { .locked = false };
+  bool lock = false;
+
+  if (!pt->in_memory || inline_max () == 0 || r->count > inline_max () ||
+      swap_on () || !inline_budget (r->count))
+    return false;
+  switch (r->type) {
+  case HP_PWRITE:
+    lock = pt->page != 0;
+    if (lock && pthread_rwlock_tryrdlock (&page_lock) != 0)
+      return false;
+    break;
+  case HP_ZERO:
+  case HP_TRIM:
+    lock = pt->zero_punch && pt->page != 0;
+    if (lock && pthread_rwlock_trywrlock (&page_lock) != 0)
+      return false;
+    break;
+  default:
+    break;
+  }
+  if (r->type == HP_PREAD && r->count > 0 &&
+      !(j.buf = bproc_payload_alloc (pt->bp, r->count))) {
+    if (lock)
+      pthread_rwlock_unlock (&page_lock);
+    freq_reply_error (r, HP_ENOMEM, "passthrough: out of memory");
+    return true;
+  }
+  job_init (&j, pt, r);
+  j.locked = lock;
+  pt->served++;
+  pt->served_inline++;
+  /* never-blocks: the data is in memory no device backs (run_inline) */
+  job_work (&j);
+  if (lock)
+    pthread_rwlock_unlock (&page_lock);
+  job_reply (&j);
+  return true;
 }
 
 bool
@@ -464,6 +626,8 @@ passthrough_request (struct passthrough *pt, struct freq *r)
   }
   if (!ok || ((r->flags & HP_FLAG_FUA) && !pt->can_fua))
     return false;
+  if (run_inline (pt, r))
+    return true;
   /* Out of memory: an error, not the backend (whose writes would not
    * be ordered with the zeroes done here).
    */
@@ -477,21 +641,8 @@ passthrough_request (struct passthrough *pt, struct freq *r)
     freq_reply_error (r, HP_ENOMEM, "passthrough: out of memory");
     return true;
   }
-  if (r->type == HP_PWRITE) {
-    j->buf = r->data;           /* released in job_done */
-    r->data = NULL;
-  }
-  j->pt = pt;
+  job_init (j, pt, r);
   pt->refs++;
-  j->r = r;
-  j->fd = pt->fd;
-  j->zero_punch = pt->zero_punch;
-  j->page = pt->page;
-  j->size = pt->size;
-  j->type = r->type;
-  j->flags = r->flags;
-  j->offset = r->offset;
-  j->count = r->count;
   pt->served++;
   worker_submit (job_work, job_done, j);
   return true;

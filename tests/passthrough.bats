@@ -2,11 +2,22 @@
 # the front end at OPEN, which then does the data I/O itself
 # (docs/nbdkit-internals.pod).  Every test runs with passthrough on and
 # off (-D nbdkit.passthrough=0), with real clients, every byte checked.
+# On, a descriptor whose data is in memory (the memory backend's memfd,
+# a file on tmpfs) has its small requests done on the loop's thread;
+# WORKERS turns that off, so that the worker pool's path is tested too.
 
 load helpers
 
 ON="-D nbdkit.passthrough=1"
+WORKERS="-D nbdkit.passthrough=1 -D nbdkit.passthrough_inline=0"
 OFF="-D nbdkit.passthrough=0"
+
+# A directory on tmpfs, for the file backend's in-memory case.
+shm_dir() {
+    local d=/dev/shm
+    [ -d "$d" ] && [ -w "$d" ] || skip "no writable /dev/shm here"
+    mktemp -d "$d/nbdkit-passthrough.XXXXXX"
+}
 
 # check_path MODE: after stop_server, the log says whether the front end
 # did the I/O (on) or the backend did (off).
@@ -14,8 +25,20 @@ check_path() {
     if [ "$1" = "$ON" ]; then
         grep -q "passthrough: the front end does the I/O" "$log"
         grep -Eq "passthrough: [1-9][0-9]* requests were done in the front end" "$log"
+    elif [ "$1" = "$WORKERS" ]; then
+        grep -Eq "passthrough: [1-9][0-9]* requests were done in the front end on this descriptor, 0 of them on the loop" "$log"
+        ! grep -Eq "passthrough: .*, [1-9][0-9]* of them on the loop" "$log"
     else
         ! grep -q "passthrough:" "$log"
+    fi
+}
+
+# check_inline MODE: with ON, the log shows requests done on the loop's
+# thread (the data was in memory).
+check_inline() {
+    if [ "$1" = "$ON" ]; then
+        grep -q "in memory: small requests on the loop" "$log"
+        grep -Eq "passthrough: .*, [1-9][0-9]* of them on the loop" "$log"
     fi
 }
 
@@ -29,12 +52,13 @@ copy_in_and_out() {
 @test "nbdcopy in and out of the memory backend, 1 and 4 connections" {
     requires nbdcopy
     random_file "$BATS_TEST_TMPDIR/in" 64M
-    for mode in "$ON" "$OFF"; do
+    for mode in "$ON" "$WORKERS" "$OFF"; do
         for conns in 1 4; do
             start_server -v $mode memory 64M
             copy_in_and_out "$conns"
             stop_server
             check_path "$mode"
+            check_inline "$mode"
         done
     done
 }
@@ -53,6 +77,26 @@ copy_in_and_out() {
             cmp "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/disk"
         done
     done
+}
+
+@test "nbdcopy in and out of a file on tmpfs, 1 and 4 connections" {
+    requires nbdcopy
+    local dir
+    dir=$(shm_dir)
+    random_file "$BATS_TEST_TMPDIR/in" 64M
+    for mode in "$ON" "$WORKERS" "$OFF"; do
+        for conns in 1 4; do
+            rm -f "$dir/disk"
+            truncate -s 64M "$dir/disk"
+            start_server -v $mode file "$dir/disk"
+            copy_in_and_out "$conns"
+            stop_server
+            check_path "$mode"
+            check_inline "$mode"
+            cmp "$BATS_TEST_TMPDIR/in" "$dir/disk"
+        done
+    done
+    rm -rf "$dir"
 }
 
 @test "qemu-img compare finds the copy equal" {
@@ -91,11 +135,12 @@ h.cache(1 << 20, 0)
 
 @test "zero, trim and FUA writes read back as expected (memory)" {
     requires nbdsh
-    for mode in "$ON" "$OFF"; do
+    for mode in "$ON" "$WORKERS" "$OFF"; do
         start_server -v $mode memory 8M
         zero_trim_fua
         stop_server
         check_path "$mode"
+        check_inline "$mode"
     done
 }
 
@@ -109,6 +154,22 @@ h.cache(1 << 20, 0)
         stop_server
         check_path "$mode"
     done
+}
+
+@test "zero, trim and FUA writes read back as expected (file on tmpfs)" {
+    requires nbdsh
+    local dir
+    dir=$(shm_dir)
+    for mode in "$ON" "$WORKERS" "$OFF"; do
+        rm -f "$dir/disk"
+        truncate -s 8M "$dir/disk"
+        start_server -v $mode file "$dir/disk"
+        zero_trim_fua
+        stop_server
+        check_path "$mode"
+        check_inline "$mode"
+    done
+    rm -rf "$dir"
 }
 
 @test "a FUA write is in the file when it is acknowledged" {
@@ -328,7 +389,7 @@ assert h.pread(4096, 8192) == data[:4096]
 # has nbdkit's map for this sequence).
 @test "memory: zero and trim free the same pages with and without passthrough" {
     requires nbdsh nbdinfo
-    for mode in "$ON" "$OFF"; do
+    for mode in "$ON" "$WORKERS" "$OFF"; do
         start_server -v $mode memory 1M
         nbd_py '
 h.pwrite(b"x" * 512, 0); h.zero(512, 0)
@@ -345,5 +406,6 @@ h.pwrite(b"q" * 100, 1048476); h.zero(100, 1048476)
         [ "$output" = "0:65536:3 65536:32768:0 98304:98304:3 196608:65536:0 262144:786432:3 " ]
         stop_server
         check_path "$mode"
+        check_inline "$mode"
     done
 }
