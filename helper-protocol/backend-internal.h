@@ -116,6 +116,15 @@ extern void nbdkit__context_end (void);
 extern void *nbdkit__buf_alloc (size_t size);
 extern void nbdkit__buf_free (void *p, size_t size);
 
+/* backend-main.c: the reader's side of keeping the lead (see
+ * backend-workers.c).  Whether frames not yet handled are in the read
+ * buffer; whether a watcher thread runs (started by a server); and
+ * watching the channel for input (on) or only for its end (off).
+ */
+extern bool nbdkit__input_buffered (void);
+extern bool nbdkit__can_watch_input (void);
+extern void nbdkit__watch_input (bool on);
+
 /* backend-workers.c */
 struct handle {
   uint32_t id;
@@ -165,6 +174,11 @@ extern void nbdkit__workers_start (unsigned n);
  * was dropped: one read but not started when the channel ended).
  */
 extern void nbdkit__workers_serve (int (*read) (struct job **job));
+/* The watcher of the channel saw input (or the channel's end) while
+ * input was watched (nbdkit__watch_input): a reader that kept the lead
+ * for a job gives it up, so that a thread reads at once.
+ */
+extern void nbdkit__workers_input_arrived (void);
 extern struct handle *nbdkit__handle_lookup (uint32_t id);
 extern uint32_t nbdkit__handle_add (struct handle *h);
 extern struct handle *nbdkit__handle_remove (uint32_t id);

@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -102,22 +103,50 @@ on_sigterm (int sig)
   raise (sig);
 }
 
+/* The watcher's epoll set: the channel, for its end (EPOLLRDHUP), and
+ * for input too while the reader runs a job with the lead kept
+ * (nbdkit__watch_input; backend-workers.c).
+ */
+static int watch_ep = -1;
+
+bool
+nbdkit__can_watch_input (void)
+{
+  return watch_ep >= 0;
+}
+
+void
+nbdkit__watch_input (bool on)
+{
+  struct epoll_event ev = {
+    .events = on ? EPOLLIN | EPOLLRDHUP | EPOLLONESHOT : EPOLLRDHUP,
+  };
+
+  epoll_ctl (watch_ep, EPOLL_CTL_MOD, chan, &ev);
+}
+
 static void *
 watch_channel (void *arg)
 {
-  struct pollfd p = { .fd = chan, .events = POLLRDHUP };
   int i;
 
   for (;;) {
-    p.revents = 0;
-    if (poll (&p, 1, -1) == -1) {
-      if (errno == EINTR)
-        continue;
+    struct epoll_event ev;
+    int r = epoll_wait (watch_ep, &ev, 1, -1);
+
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1)
       return NULL;
-    }
-    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+    if (r == 0)
+      continue;
+    if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
       break;
+    if (ev.events & EPOLLIN)
+      nbdkit__workers_input_arrived ();
   }
+  /* Whoever holds the lead meets the end of the channel. */
+  nbdkit__workers_input_arrived ();
   atomic_store (&channel_gone, true);
   for (i = 0; i < GONE_GRACE_MS / 10 && atomic_load (&busy) > 0; ++i)
     nanosleep (&(struct timespec) { .tv_nsec = 10 * 1000 * 1000 }, NULL);
@@ -159,6 +188,13 @@ die_with_server (void)
     own_group = getpid ();
   sigfillset (&sa.sa_mask);
   sigaction (SIGTERM, &sa, NULL);
+  watch_ep = epoll_create1 (EPOLL_CLOEXEC);
+  if (watch_ep == -1 ||
+      epoll_ctl (watch_ep, EPOLL_CTL_ADD, chan,
+                 &(struct epoll_event) { .events = EPOLLRDHUP }) == -1) {
+    perror ("epoll");
+    exit (EXIT_FAILURE);
+  }
   err = pthread_create (&t, NULL, watch_channel, NULL);
   if (err) {
     fprintf (stderr, "error: pthread_create: %s\n", strerror (err));
@@ -186,6 +222,12 @@ out_of_memory (void)
 static unsigned char *rbuf;
 static size_t rstart, rend;
 static uint64_t rpos;           /* bytes received on the channel so far */
+
+bool
+nbdkit__input_buffered (void)
+{
+  return rend > rstart;
+}
 
 /* File descriptors received and not yet claimed by ATTACH_FD, each with
  * the stream position of the last byte of the read that brought it
@@ -221,6 +263,12 @@ keep_fds (struct msghdr *msg, uint64_t pos)
 
 /* One recvmsg of at most n bytes into buf.  Returns the number of bytes
  * (at least 1), or -1 on EOF or error.
+ *
+ * With nothing to read it waits in poll(2) for POLLIN, not in recvmsg:
+ * a thread asleep in a unix socket's recvmsg is also woken each time
+ * the server takes in one of our replies (the kernel's "write space"
+ * wake-up of the socket's waiters), a wasted wake-up per request;
+ * poll's waits only wake for what they asked for.
  */
 static ssize_t
 recv_some (void *buf, size_t n)
@@ -235,10 +283,17 @@ recv_some (void *buf, size_t n)
       .msg_iov = &iov, .msg_iovlen = 1,
       .msg_control = u.buf, .msg_controllen = sizeof u.buf,
     };
-    ssize_t r = recvmsg (chan, &msg, MSG_CMSG_CLOEXEC);
+    ssize_t r = recvmsg (chan, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 
     if (r == -1 && errno == EINTR)
       continue;
+    if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd p = { .fd = chan, .events = POLLIN };
+
+      if (poll (&p, 1, -1) == -1 && errno != EINTR)
+        return -1;
+      continue;
+    }
     if (r <= 0)
       return -1;
     keep_fds (&msg, rpos + r - 1);

@@ -13,6 +13,16 @@
  * threads on its way, while the next request is already being read by
  * another thread.  The main thread is one of the pool.
  *
+ * Keeping the lead: handing the reading over wakes a thread, which on a
+ * small machine costs more than a fast job.  So when the read buffer
+ * holds nothing more, the reader keeps the lead while it runs the job
+ * itself (lead_in_job), and asks the watcher of the channel
+ * (backend-main.c) to watch for input meanwhile, with epoll: no thread
+ * wakes unless a frame comes.  If one comes before the job ends, the
+ * watcher takes the lead away (nbdkit__workers_input_arrived) and an
+ * idle thread reads it, as it would have; if not, the reader goes back
+ * to reading when its job is done, and no thread was woken.
+ *
  * The channel is never left unread: a leader that finds no idle thread
  * to hand the reading to keeps it, and queues the job for the next
  * thread that finishes one.  So a PING (which the reader answers) and
@@ -40,6 +50,8 @@
 static pthread_mutex_t lead_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lead_cond = PTHREAD_COND_INITIALIZER;
 static bool leader_busy;        /* a thread is reading the channel */
+static bool lead_in_job;        /* ... or runs a job, keeping the lead */
+static bool input_watched;      /* nbdkit__watch_input (true) is on */
 static bool done;               /* the channel ended: all threads stop */
 static unsigned nr_idle;        /* threads waiting for the lead */
 /* Jobs read while no thread was idle to take over the reading, oldest
@@ -272,6 +284,26 @@ serve (void *arg)
       if (!job)
         continue;
       pthread_mutex_lock (&lead_lock);
+      if (nr_idle > 0 && nr_threads > 1 && !done &&
+          !nbdkit__input_buffered () && nbdkit__can_watch_input ()) {
+        /* Keep the lead while running the job (see above). */
+        lead_in_job = input_watched = true;
+        nbdkit__watch_input (true);
+        pthread_mutex_unlock (&lead_lock);
+        run (job);
+        job = NULL;
+        pthread_mutex_lock (&lead_lock);
+        if (lead_in_job) {
+          lead_in_job = false;
+          if (input_watched) {
+            input_watched = false;
+            nbdkit__watch_input (false);
+          }
+          pthread_mutex_unlock (&lead_lock);
+          continue;             /* still the leader */
+        }
+        break;                  /* the lead was passed on meanwhile */
+      }
       /* Before the pool starts (nr_threads 0) the reader runs it. */
       if (nr_idle > 0 || nr_threads <= 1)
         break;
@@ -283,6 +315,11 @@ serve (void *arg)
     }
 
     /* lead_lock is held. */
+    if (r != -1 && !job) {
+      /* The watcher passed the lead on during our job: not ours. */
+      pthread_mutex_unlock (&lead_lock);
+      continue;
+    }
     leader_busy = false;
     if (r == -1) {
       done = true;
@@ -294,6 +331,22 @@ serve (void *arg)
     if (job)
       run (job);
   }
+}
+
+void
+nbdkit__workers_input_arrived (void)
+{
+  pthread_mutex_lock (&lead_lock);
+  if (input_watched) {          /* EPOLLONESHOT disarmed it: the end only */
+    input_watched = false;
+    nbdkit__watch_input (false);
+  }
+  if (lead_in_job) {
+    lead_in_job = false;
+    leader_busy = false;
+    pthread_cond_signal (&lead_cond);
+  }
+  pthread_mutex_unlock (&lead_lock);
 }
 
 void

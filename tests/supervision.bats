@@ -203,8 +203,12 @@ time.sleep(30)
     start_server memory 1M
     b=$(backend_pid)
     fds=$(ls /proc/$b/fd | sort -n | tr '\n' ' ')
-    [ "$fds" = "0 1 2 3 4 " ]
-    [[ "$(readlink /proc/$b/fd/4)" == "/memfd:nbdkit-memory"* ]]
+    # 0-2, the channel (3), the library's epoll set that watches the
+    # channel, and the memfd.
+    [ "$fds" = "0 1 2 3 4 5 " ]
+    links=$(for fd in 4 5; do readlink /proc/$b/fd/$fd; done | sort)
+    echo "$links"
+    [[ "$links" == "/memfd:nbdkit-memory"*$'\n'"anon_inode:[eventpoll]" ]]
 }
 
 @test "--backend-rlimit limits the backend" {
