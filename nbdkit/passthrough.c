@@ -10,15 +10,24 @@
  * extents and close.  Filters see every request as before: this is
  * only how the last layer does its I/O.
  *
+ * /dev/zero (the null backend's) is a descriptor whose reads are zeroes
+ * and whose writes are thrown away: the front end knows it by its
+ * device number and answers every request on it at once, without a
+ * system call.
+ *
  * Where: a descriptor whose data lives in memory -- a memfd or a file
  * on tmpfs or hugetlbfs, on a machine without swap -- never waits for
  * a device: a small PREAD, PWRITE, ZERO, TRIM or FLUSH on it (up to
  * -D nbdkit.passthrough_inline=BYTES, 256 KiB by default, and four
  * such per turn of the loop) is done right away on the loop's thread,
  * as a memcpy would be, saving the two thread hand-offs that cost more
- * than the copy itself.  Every other request, and any that would have
- * to wait for page_lock, is a job of the worker pool (worker_submit); the job touches nothing but
- * its own struct, and its completion runs back on the loop.
+ * than the copy itself.  Every other request, any that would have to
+ * wait for page_lock, and any change to the file while a worker may be
+ * changing it (and so hold its inode lock), is a job of the worker
+ * pool (worker_submit); the job touches nothing but its own struct,
+ * and its completion runs back on the loop.  (The backend process
+ * could hold that lock too, with a long write of its own to the file:
+ * docs/nbdkit-security.pod, LIMITS.)
  *
  * Lifetime: a struct passthrough is counted -- one reference for the
  * handle (struct bhandle's pt), one per job in flight -- so that a
@@ -54,7 +63,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 #include <linux/magic.h>
@@ -73,12 +84,27 @@ struct passthrough {
    */
   bool can_write, can_flush, can_trim, can_zero, can_fua, can_cache;
   bool in_memory;               /* memfd, tmpfs or hugetlbfs */
+  bool dev_zero;                /* /dev/zero: zeroes, writes discarded */
   uint64_t served;              /* requests done here */
   uint64_t served_inline;       /* of which on the loop's thread */
 };
 
 /* See "Pages" above; only worker threads take it. */
 static pthread_rwlock_t page_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+/* Jobs on the worker threads that change a file (PWRITE, ZERO, TRIM):
+ * while one runs, it may hold the file's inode lock (a tmpfs write
+ * or fallocate does, for as long as it takes), and a change made on
+ * the loop would wait for it.  So changes go to the workers then too.
+ * Only the loop touches it.
+ */
+static unsigned changes_on_workers;
+
+static bool
+changes_file (uint16_t type)
+{
+  return type == HP_PWRITE || type == HP_ZERO || type == HP_TRIM;
+}
 
 bool
 passthrough_enabled (void)
@@ -142,6 +168,16 @@ fd_in_memory (int fd)
   if (fstatfs (fd, &fs) == -1)
     return false;
   return fs.f_type == TMPFS_MAGIC || fs.f_type == HUGETLBFS_MAGIC;
+}
+
+/* Is fd /dev/zero (character device 1:5)? */
+static bool
+fd_is_dev_zero (int fd)
+{
+  struct stat st;
+
+  return fstat (fd, &st) == 0 && S_ISCHR (st.st_mode) &&
+    major (st.st_rdev) == 1 && minor (st.st_rdev) == 5;
 }
 
 /* Swap can be turned on at any time: looked at again once a second. */
@@ -223,10 +259,13 @@ passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
     json_is_true (json_object_get (j, "can_zero"));
   pt->can_fua = pt->can_write && level_on (json_object_get (j, "can_fua"));
   pt->can_cache = level_on (json_object_get (j, "can_cache"));
-  pt->in_memory = fd_in_memory (fd);
+  pt->dev_zero = fd_is_dev_zero (fd);
+  pt->in_memory = pt->dev_zero || fd_in_memory (fd);
   nbdkit_debug ("%s: passthrough: the front end does the I/O on the "
-                "backend's descriptor (zero by %s%s)", bproc_name (bp),
-                pt->zero_punch ? "punching holes" : "zeroing in place",
+                "backend's descriptor (%s%s)", bproc_name (bp),
+                pt->dev_zero ? "/dev/zero: zeroes, writes discarded"
+                : pt->zero_punch ? "zero by punching holes"
+                : "zero by zeroing in place",
                 pt->in_memory ? "; in memory: small requests on the loop"
                 : "");
   return pt;
@@ -263,6 +302,7 @@ struct pt_job {
   const char *what;             /* the call that failed */
   bool zeros;                   /* PREAD: a hole, answered HP_FLAG_ZEROS */
   bool locked;                  /* on the loop: page_lock is held already */
+  bool dev_zero;                /* pt->dev_zero */
 };
 
 /* A PREAD that may be answered as zeros without data (HP_FLAG_ZEROS,
@@ -450,12 +490,29 @@ sync_data (struct pt_job *j)
   return 0;
 }
 
+/* /dev/zero: reads are holes, the rest is done as soon as asked. */
+static void
+dev_zero_work (struct pt_job *j)
+{
+  if (j->type == HP_PREAD) {
+    if (j->flags & HP_FLAG_ZEROS)
+      j->zeros = true;
+    else
+      memset (j->buf, 0, j->count);
+  }
+  j->err = 0;
+}
+
 static void
 job_work (void *arg)
 {
   struct pt_job *j = arg;
   int r = 0;
 
+  if (j->dev_zero) {
+    dev_zero_work (j);
+    return;
+  }
   switch (j->type) {
   case HP_PREAD:
     if ((j->flags & HP_FLAG_ZEROS) && range_is_hole (j->fd, j->offset,
@@ -537,6 +594,8 @@ job_done (void *arg)
 {
   struct pt_job *j = arg;
 
+  if (changes_file (j->type) && !j->dev_zero)
+    changes_on_workers--;
   job_reply (j);
   passthrough_put (j->pt);
   free (j);
@@ -552,6 +611,7 @@ job_init (struct pt_job *j, struct passthrough *pt, struct freq *r)
   j->zero_punch = pt->zero_punch;
   j->page = pt->page;
   j->size = pt->size;
+  j->dev_zero = pt->dev_zero;
   j->type = r->type;
   j->flags = r->flags;
   j->offset = r->offset;
@@ -572,8 +632,13 @@ run_inline (struct passthrough *pt, struct freq *r)
   struct pt_job j = { .locked = false };
   bool lock = false;
 
-  if (!pt->in_memory || inline_max () == 0 || r->count > inline_max () ||
-      swap_on () || !inline_budget (r->count))
+  if (pt->dev_zero && (r->type != HP_PREAD || (r->flags & HP_FLAG_ZEROS)) &&
+      inline_max () > 0)
+    ;                           /* nothing to copy, whatever the size */
+  else if (!pt->in_memory || inline_max () == 0 ||
+           r->count > inline_max () || swap_on () ||
+           (changes_file (r->type) && changes_on_workers > 0) ||
+           !inline_budget (r->count))
     return false;
   switch (r->type) {
   case HP_PWRITE:
@@ -591,6 +656,7 @@ run_inline (struct passthrough *pt, struct freq *r)
     break;
   }
   if (r->type == HP_PREAD && r->count > 0 &&
+      !(pt->dev_zero && (r->flags & HP_FLAG_ZEROS)) &&
       !(j.buf = bproc_payload_alloc (pt->bp, r->count))) {
     if (lock)
       pthread_rwlock_unlock (&page_lock);
@@ -644,6 +710,8 @@ passthrough_request (struct passthrough *pt, struct freq *r)
   job_init (j, pt, r);
   pt->refs++;
   pt->served++;
+  if (changes_file (j->type) && !j->dev_zero)
+    changes_on_workers++;
   worker_submit (job_work, job_done, j);
   return true;
 }

@@ -99,6 +99,34 @@ copy_in_and_out() {
     rm -rf "$dir"
 }
 
+@test "the null backend: /dev/zero reads zeroes and discards writes" {
+    requires nbdsh nbdcopy
+    random_file "$BATS_TEST_TMPDIR/in" 8M
+    for mode in "$ON" "$WORKERS" "$OFF"; do
+        start_server -v $mode null 64M
+        nbdcopy "$BATS_TEST_TMPDIR/in" "$uri"
+        nbdcopy --no-extents "$uri" "$BATS_TEST_TMPDIR/out"
+        [ "$(stat -c %s "$BATS_TEST_TMPDIR/out")" -eq $((64 << 20)) ]
+        cmp "$BATS_TEST_TMPDIR/out" <(head -c 64M /dev/zero)
+        nbd_py '
+h.pwrite(b"x" * 4096, 0, nbd.CMD_FLAG_FUA)
+assert h.pread(4096, 0) == bytes(4096)
+h.zero(64 << 20, 0, nbd.CMD_FLAG_FAST_ZERO)
+h.trim(1 << 20, 4096)
+h.flush()
+h.cache(4096, 0)
+assert h.pread(1 << 20, 1 << 20) == bytes(1 << 20)
+'
+        stop_server
+        check_path "$mode"
+        check_inline "$mode"
+        if [ "$mode" != "$OFF" ]; then
+            grep -q "passthrough: .*/dev/zero: zeroes, writes discarded" "$log"
+        fi
+        rm -f "$BATS_TEST_TMPDIR/out"
+    done
+}
+
 @test "qemu-img compare finds the copy equal" {
     requires qemu-img nbdcopy
     random_file "$BATS_TEST_TMPDIR/in" 16M
