@@ -229,6 +229,46 @@ open('$BATS_TEST_TMPDIR/slow-done', 'w').close()
     [ -e "$BATS_TEST_TMPDIR/slow-done" ]
 }
 
+@test "a pread blocked in a connection does not hold back its next request" {
+    requires nbdsh mkfifo
+    mkfifo "$BATS_TEST_TMPDIR/fifo"
+    script slow.sh <<EOF
+#!/bin/sh
+case "\$1" in
+    thread_model) echo parallel ;;
+    get_size) echo 1M ;;
+    pread)
+        if [ "\$4" = 0 ]; then
+            touch "$BATS_TEST_TMPDIR/slow-started"
+            cat "$BATS_TEST_TMPDIR/fifo" > /dev/null
+        fi
+        head -c "\$3" /dev/zero ;;
+    *) exit 2 ;;
+esac
+EOF
+    start_server sh "$script"
+    # The backend's reader runs the first read itself, keeping the lead
+    # (nothing else was buffered); the second must still be read and
+    # answered while the first is stuck in its script.
+    fifo="$BATS_TEST_TMPDIR/fifo" started="$BATS_TEST_TMPDIR/slow-started" \
+        nbd_py '
+import time
+slow = h.aio_pread(nbd.Buffer(512), 0)
+while not os.path.exists(os.environ["started"]):
+    time.sleep(0.05)
+fast = h.aio_pread(nbd.Buffer(512), 4096)
+deadline = time.time() + 60
+while not h.aio_command_completed(fast):
+    assert time.time() < deadline, "the second read was held back"
+    h.poll(1000)
+assert not h.aio_command_completed(slow)
+with open(os.environ["fifo"], "w") as f:
+    f.write("release\n")
+while not h.aio_command_completed(slow):
+    h.poll(-1)
+'
+}
+
 @test "a script failing without an errno name gives the client EIO" {
     requires nbdsh
     script crash.sh <<'EOF'
