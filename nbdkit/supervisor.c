@@ -7,7 +7,8 @@
  *
  *   STARTING  process spawned; HELLO, CONFIG..., CONFIG_COMPLETE,
  *             GET_READY, then every open handle re-opened with the same
- *             export name and flags.  Ordinary requests are held.
+ *             export name and flags, and the descriptor of its data if
+ *             the backend handed one over.  Ordinary requests are held.
  *   READY     requests flow.
  *   WAITING   the backend died; a restart is due after a backoff that
  *             doubles with each restart in the window.  Requests are
@@ -38,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "backend-proc.h"
 
@@ -166,9 +168,19 @@ bhandle_unlink (struct bhandle *bh)
 }
 
 static void
+close_fd (int *fd)
+{
+  if (*fd >= 0)
+    close (*fd);
+  *fd = -1;
+}
+
+static void
 bhandle_free (struct bhandle *bh)
 {
   passthrough_put (bh->pt);
+  close_fd (&bh->kept_fd);
+  close_fd (&bh->reopen_fd);
   free (bh->export);
   free (bh->client);
   free (bh);
@@ -233,6 +245,38 @@ backend_close (struct bhandle *bh)
   backend_close_then (bh, NULL, NULL);
 }
 
+/* The descriptor of the handle's data that an OPEN reply j may bring:
+ * the front end does the I/O on it (passthrough.c) ...
+ */
+static struct passthrough *
+pt_from_open (struct backend_proc *bp, json_t *j, bool readonly)
+{
+  return passthrough_enabled () ? passthrough_from_open (bp, j, readonly)
+                                : NULL;
+}
+
+/* ... or, with -D nbdkit.passthrough=0, OPEN asked for it all the same
+ * ("keep"): the front end does no I/O on it, and only gives it back to
+ * the next incarnation at the handle's re-open ("previous_fd"), so that
+ * a backend whose data is a file only its process had open (tmpdisk's)
+ * finds it again.  The descriptor, or -1.
+ */
+static int
+kept_fd_from_open (struct backend_proc *bp, json_t *j)
+{
+  int fd;
+
+  if (passthrough_enabled () ||
+      !json_is_object (json_object_get (j, "passthrough")))
+    return -1;                  /* its descriptor, if any, is closed */
+  fd = channel_take_reply_fd (bp);
+  if (fd >= 0)
+    nbdkit_debug ("%s: keeping the handle's descriptor for a re-open "
+                  "(passthrough is off: the backend does the I/O)",
+                  bproc_name (bp));
+  return fd;
+}
+
 struct open_ctx {
   struct bhandle *bh;
   backend_open_cb cb;
@@ -273,7 +317,8 @@ on_open (void *opaque, const struct hp_header *reply, void *payload,
     bh->id = reply->handle;
     bh->valid = true;
     bh->size = json_integer_value (json_object_get (j, "size"));
-    bh->pt = passthrough_from_open (bp, j, bh->readonly);
+    bh->pt = pt_from_open (bp, j, bh->readonly);
+    bh->kept_fd = kept_fd_from_open (bp, j);
     bh->next = sup->handles;
     if (sup->handles)
       sup->handles->prev = bh;
@@ -302,6 +347,7 @@ backend_open (struct backend_proc *bp, uint64_t connection,
     return;
   }
   bh->bp = bp;
+  bh->kept_fd = bh->reopen_fd = -1;
   bh->connection = connection;
   bh->description = description;
   bh->readonly = readonly;
@@ -310,7 +356,7 @@ backend_open (struct backend_proc *bp, uint64_t connection,
   ctx->cb = cb;
   ctx->opaque = opaque;
   if (bproc_open_msg (bp, connection, export, readonly, tls, description,
-                      client, 0, on_open, ctx) == -1) {
+                      client, -1, 0, on_open, ctx) == -1) {
     /* Never send {} for it: that would open the default export. */
     free (ctx);
     bhandle_free (bh);
@@ -347,16 +393,20 @@ on_reopen (void *opaque, const struct hp_header *reply, void *payload,
   const char *why;
 
   bh->reopening = false;
+  close_fd (&bh->reopen_fd);    /* sent, or never will be */
   if (reply && reply->status == 0 && reply->handle &&
       (j = bproc_parse_json (payload, len, &why)) != NULL) {
     /* Passthrough: the new incarnation's descriptor replaces the one
      * that served meanwhile (jobs still on the old one keep it until
      * they end), or none if it gave none: the backend does the I/O.
      */
-    struct passthrough *pt = passthrough_from_open (bp, j, bh->readonly);
+    struct passthrough *pt = pt_from_open (bp, j, bh->readonly);
+    int kept = kept_fd_from_open (bp, j);
 
     passthrough_put (bh->pt);
     bh->pt = pt;
+    close_fd (&bh->kept_fd);
+    bh->kept_fd = kept;
     bh->id = reply->handle;
     if ((uint64_t) json_integer_value (json_object_get (j, "size")) !=
         bh->size)
@@ -373,6 +423,7 @@ on_reopen (void *opaque, const struct hp_header *reply, void *payload,
     bh->valid = false;
     passthrough_put (bh->pt);
     bh->pt = NULL;
+    close_fd (&bh->kept_fd);
   }
   json_decref (j);
   payload_free (payload);
@@ -390,13 +441,31 @@ reopen_handles (struct backend_proc *bp)
 
   sup->nr_reopening = 1;        /* guard while sending */
   for (bh = sup->handles; bh; bh = bh->next) {
+    int fd;
+
     if (!bh->valid)
       continue;
     sup->nr_reopening++;
     bh->reopening = true;
+    /* The descriptor of the handle's data goes back to the backend
+     * (nbdkit_previous_fd): its data may be a file that only the dead
+     * process had open.  A copy, open until the re-open is answered,
+     * whatever happens meanwhile to the handle's own.
+     */
+    fd = bh->pt ? passthrough_fd (bh->pt) : bh->kept_fd;
+    if (fd >= 0) {
+      bh->reopen_fd = fcntl (fd, F_DUPFD_CLOEXEC, 3);
+      if (bh->reopen_fd == -1)
+        nbdkit_error ("%s: export '%s': cannot give the handle's "
+                      "descriptor back to the backend (%m): it re-opens "
+                      "the export without it", bproc_name (bp), bh->export);
+      else
+        nbdkit_debug ("%s: export '%s': giving the handle's descriptor "
+                      "back with its re-open", bproc_name (bp), bh->export);
+    }
     if (bproc_open_msg (bp, bh->connection, bh->export, bh->readonly,
-                        bh->tls, bh->description, bh->client, CH_STARTUP,
-                        on_reopen, bh) == -1)
+                        bh->tls, bh->description, bh->client, bh->reopen_fd,
+                        CH_STARTUP, on_reopen, bh) == -1)
       on_reopen (bh, NULL, NULL, 0);
   }
   if (--sup->nr_reopening == 0 && sup->state == STARTING)
