@@ -12,7 +12,8 @@
  *   struct backend_proc  backend-proc.c  one backend process, and every
  *                    message sent to it; its parts: backend-spawn.c
  *                    (process), backend-channel.c (frames),
- *                    supervisor.c (life cycle), liveness.c (PING),
+ *                    supervisor.c (life cycle), backend-handles.c
+ *                    (the handles opened in it), liveness.c (PING),
  *                    arena.c (shared memory) -- see backend-proc.h
  *   daemonizing      daemon.c     fork into the background, readiness
  *   TLS              tls.c        gnutls credentials and sessions
@@ -471,7 +472,8 @@ extern pid_t backend_pid (const struct backend_proc *bp);
 extern void backend_kill (struct backend_proc *bp);
 extern void backend_terminate (struct backend_proc *bp);
 
-/* ---- supervisor.c: the backend's life cycle, and its handles ---- */
+/* ---- supervisor.c: the backend's life cycle; backend-handles.c: the
+ * handles opened in it ---- */
 
 /* A handle opened in the backend for one client.  The id changes when
  * the backend restarts and the handle is re-opened.
