@@ -90,13 +90,18 @@ struct context {
   uint64_t connection;          /* the server's number of the client */
   int disconnect;               /* nbdkit_disconnect: 1 soft, 2 at once */
   /* In open: the server takes a passthrough descriptor (its OPEN said
-   * "passthrough": true), and the one nbdkit_passthrough_fd named.
+   * "passthrough": true or "keep"), and the one nbdkit_passthrough_fd
+   * named.
    */
   bool in_open;
   bool passthrough_wanted;
   int passthrough_fd;           /* the backend's own, not a copy; or -1 */
   unsigned passthrough_flags;
   uint32_t passthrough_page;
+  /* In open: the descriptor the server gave back with a re-open, until
+   * nbdkit_previous_fd takes it (op_open closes one left); or -1.
+   */
+  int previous_fd;
 };
 extern struct context *nbdkit__context_get (void);
 /* Enter a callback (resets error state). */
@@ -145,6 +150,8 @@ struct job {
   struct job *next;
   struct hp_header req;
   unsigned char *payload;       /* buf_alloc (payload_size (&req)) or NULL */
+  int fd;                       /* OPEN: the descriptor that came with it,
+                                 * or -1 (job_free closes it) */
 };
 
 /* The size of the buffer that holds a request's payload: control
@@ -158,7 +165,7 @@ payload_size (const struct hp_header *h)
 }
 
 /* Jobs come from a free list: job_new never fails (it exits on ENOMEM);
- * job_free also frees the payload.
+ * job_free also frees the payload and closes the descriptor.
  */
 extern struct job *nbdkit__job_new (void);
 extern void nbdkit__job_free (struct job *job);
@@ -206,7 +213,9 @@ extern void nbdkit__op_dump (const struct hp_header *req);
 extern void nbdkit__op_attach_fd (const struct hp_header *req, json_t *j,
                                   int fd);
 extern void nbdkit__op_run_job (struct job *job);   /* on a worker thread */
-extern void nbdkit__op_open (const struct hp_header *req, json_t *j);
+/* prev_fd: the descriptor that came with the OPEN, or -1; taken. */
+extern void nbdkit__op_open (const struct hp_header *req, json_t *j,
+                             int prev_fd);
 extern void nbdkit__op_close (const struct hp_header *req);
 extern void nbdkit__op_close_all (void);
 

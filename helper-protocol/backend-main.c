@@ -10,10 +10,10 @@
  * The rest become jobs that the thread which read them runs, after
  * passing the reading on (or that wait for a worker, when none is
  * free to read).  A file descriptor passed with ATTACH_FD (or with the
- * CONFIG of a descriptor parameter) arrives as ancillary data with the
- * first byte of its frame: the reader notes where in the stream each
- * one came, and the message takes the one that came with its own
- * frame.
+ * CONFIG of a descriptor parameter, or given back with a re-open's
+ * OPEN) arrives as ancillary data with the first byte of its frame:
+ * the reader notes where in the stream each one came, and the message
+ * takes the one that came with its own frame.
  * The other way, a reply to OPEN may carry the handle's passthrough
  * descriptor: it is written alone in one sendmsg, the descriptor with
  * its first byte, by a thread that waits to be the writer.
@@ -229,9 +229,10 @@ nbdkit__input_buffered (void)
   return rend > rstart;
 }
 
-/* File descriptors received and not yet claimed by ATTACH_FD, each with
- * the stream position of the last byte of the read that brought it
- * (the kernel ends a read after the message that carries descriptors).
+/* File descriptors received and not yet claimed by ATTACH_FD, CONFIG
+ * or OPEN, each with the stream position of the last byte of the read
+ * that brought it (the kernel ends a read after the message that
+ * carries descriptors).
  */
 #define MAX_FDS 4
 static struct { int fd; uint64_t pos; } received_fds[MAX_FDS];
@@ -365,7 +366,7 @@ read_payload (unsigned char *p, size_t n)
 
 /* The descriptor that came with the frame at stream positions
  * [start, end), or -1.  Descriptors that came before it belong to no
- * ATTACH_FD or CONFIG and are closed.
+ * ATTACH_FD, CONFIG or OPEN and are closed.
  */
 static int
 take_fd (uint64_t start, uint64_t end)
@@ -866,6 +867,9 @@ read_one (struct job **jobp)
 
     job->req = h;
     job->payload = payload;
+    /* A re-open gives back the handle's descriptor (previous_fd). */
+    if (h.type == HP_OPEN)
+      job->fd = take_fd (start, start + HP_HEADER_SIZE + h.payload_len);
     payload = NULL;
     *jobp = job;
     break;

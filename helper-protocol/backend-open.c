@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend-internal.h"
 
@@ -126,7 +127,7 @@ handle_free (struct handle *hd)
 }
 
 void
-nbdkit__op_open (const struct hp_header *req, json_t *j)
+nbdkit__op_open (const struct hp_header *req, json_t *j, int prev_fd)
 {
   const char *export = json_string_value (json_object_get (j, "export"));
   const char *client = json_string_value (json_object_get (j, "client"));
@@ -134,6 +135,7 @@ nbdkit__op_open (const struct hp_header *req, json_t *j)
   bool tls = json_is_true (json_object_get (j, "tls"));
   uint64_t connection = json_integer_value (json_object_get (j,
                                                             "connection"));
+  json_t *pw = json_object_get (j, "passthrough");
   struct handle *hd = calloc (1, sizeof *hd);
   json_t *reply;
   int64_t size;
@@ -141,11 +143,20 @@ nbdkit__op_open (const struct hp_header *req, json_t *j)
   uint32_t min = 0, pref = 0, max = 0;
   const char *desc = NULL;
 
+  /* A descriptor given back with a re-open ("previous_fd"), for
+   * nbdkit_previous_fd; any other is closed unused.
+   */
+  if (prev_fd >= 0 && !json_is_true (json_object_get (j, "previous_fd"))) {
+    close (prev_fd);
+    prev_fd = -1;
+  }
   if (!hd || !(hd->export = strdup (export ? export : "")) ||
       (client && !(hd->peer = strdup (client)))) {
     if (hd)
       free (hd->export);
     free (hd);
+    if (prev_fd >= 0)
+      close (prev_fd);
     nbdkit__send_reply (req, HP_ENOMEM, 0, "out of memory", 13);
     return;
   }
@@ -170,10 +181,22 @@ nbdkit__op_open (const struct hp_header *req, json_t *j)
     nbdkit__context_get ()->export = hd->export;
   }
   nbdkit__context_get ()->in_open = true;
-  nbdkit__context_get ()->passthrough_wanted =
-    json_is_true (json_object_get (j, "passthrough"));
+  /* true: the server does the I/O on it; "keep": it only keeps it to
+   * give it back at a re-open after a restart.  Either way it is sent.
+   */
+  nbdkit__context_get ()->passthrough_wanted = json_is_true (pw) ||
+    (json_is_string (pw) && strcmp (json_string_value (pw), "keep") == 0);
+  nbdkit__context_get ()->previous_fd = prev_fd;
+  prev_fd = -1;
   hd->h = nbdkit__be->open ? nbdkit__be->open (readonly) : hd;
   nbdkit__context_get ()->in_open = false;
+  if (nbdkit__context_get ()->previous_fd >= 0) {
+    int saved_errno = errno;    /* open's, if it failed */
+
+    close (nbdkit__context_get ()->previous_fd);
+    nbdkit__context_get ()->previous_fd = -1;
+    errno = saved_errno;
+  }
   if (!hd->h)
     goto fail_open;
   if (!nbdkit__be->get_size) {
@@ -275,6 +298,12 @@ nbdkit__op_open (const struct hp_header *req, json_t *j)
     errno = saved_errno;
   }
  fail_open:
+  if (prev_fd >= 0) {           /* open was not reached */
+    int saved_errno = errno;
+
+    close (prev_fd);
+    errno = saved_errno;
+  }
   nbdkit__send_error_reply (req, HP_EINVAL);
   nbdkit__context_end ();
   handle_free (hd);

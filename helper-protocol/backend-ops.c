@@ -754,7 +754,8 @@ nbdkit__op_run_job (struct job *job)
 
   switch (req->type) {
   case HP_OPEN:
-    nbdkit__op_open (req, j);
+    nbdkit__op_open (req, j, job->fd);
+    job->fd = -1;
     break;
   case HP_CLOSE:
     nbdkit__op_close (req);

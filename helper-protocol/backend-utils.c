@@ -128,6 +128,7 @@ nbdkit__context_begin (bool log_errors, const char *export, bool tls)
   ctx.passthrough_fd = -1;
   ctx.passthrough_flags = 0;
   ctx.passthrough_page = 0;
+  ctx.previous_fd = -1;
   free (ctx.msg);
   ctx.msg = NULL;
   errno = 0;
@@ -283,6 +284,16 @@ nbdkit_passthrough_fd (int fd, unsigned flags, uint32_t page)
   ctx.passthrough_flags = flags;
   ctx.passthrough_page = page;
   return 0;
+}
+
+int
+nbdkit_previous_fd (void)
+{
+  int fd = ctx.in_open ? ctx.previous_fd : -1;
+
+  if (ctx.in_open)
+    ctx.previous_fd = -1;
+  return fd;
 }
 
 /* How a parse error names the value: "key=value" while config runs

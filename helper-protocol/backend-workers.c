@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend-internal.h"
 
@@ -96,6 +97,7 @@ nbdkit__job_new (void)
     }
   }
   memset (job, 0, sizeof *job);
+  job->fd = -1;
   return job;
 }
 
@@ -105,6 +107,9 @@ nbdkit__job_free (struct job *job)
   if (job->payload)
     nbdkit__buf_free (job->payload, payload_size (&job->req));
   job->payload = NULL;
+  if (job->fd >= 0)
+    close (job->fd);
+  job->fd = -1;
   pthread_mutex_lock (&free_lock);
   if (nr_free_jobs < MAX_FREE_JOBS) {
     job->next = free_jobs;

@@ -226,6 +226,15 @@ extern int nbdkit_memfd (void);
 #define NBDKIT_PASSTHROUGH_ZERO_PUNCH 1
 extern int nbdkit_passthrough_fd (int fd, unsigned flags, uint32_t page);
 
+/* In open, when the server re-opens a handle after a restart of the
+ * backend: the descriptor that the handle's open in the previous
+ * process gave with nbdkit_passthrough_fd, kept by the server and now
+ * given back, which the caller owns (the library closes one nobody
+ * took); -1 when there is none (a first open, none was given, or not
+ * in open).  A second call returns -1.
+ */
+extern int nbdkit_previous_fd (void);
+
 /* During config, for a key of fd_config_keys: the descriptor the
  * server passed for it, which the caller now owns; -1 when there is
  * none (the library refuses such a parameter before config sees it,

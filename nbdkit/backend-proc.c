@@ -215,23 +215,29 @@ bproc_default_export (struct backend_proc *bp, uint64_t connection,
 int
 bproc_open_msg (struct backend_proc *bp, uint64_t connection,
                 const char *export, bool readonly, bool tls, bool description,
-                const char *client, unsigned flags, backend_cb cb,
-                void *opaque)
+                const char *client, int previous_fd, unsigned flags,
+                backend_cb cb, void *opaque)
 {
-  json_t *req = json_pack ("{s:s, s:b, s:b, s:s, s:I, s:b}", "export", export,
+  json_t *req = json_pack ("{s:s, s:b, s:b, s:s, s:I, s:b, s:o}",
+                           "export", export,
                            "readonly", readonly, "tls", tls,
                            "client", client,
                            "connection", (json_int_t) connection,
-                           "description", description);
+                           "description", description,
+                           /* The front end takes a passthrough
+                            * descriptor (passthrough.c), or with
+                            * -D nbdkit.passthrough=0 keeps it only for
+                            * a re-open (supervisor.c).
+                            */
+                           "passthrough", passthrough_enabled ()
+                           ? json_true () : json_string ("keep"));
 
-  /* The front end takes a passthrough descriptor (passthrough.c). */
-  if (req && passthrough_enabled ())
-    json_object_set_new (req, "passthrough", json_true ());
-
+  if (req && previous_fd >= 0)
+    json_object_set_new (req, "previous_fd", json_true ());
   /* Never send {} for it: that would open the default export. */
   if (!req)
     return -1;
-  send_json (bp, HP_OPEN, 0, req, -1, flags, cb, opaque);
+  send_json (bp, HP_OPEN, 0, req, previous_fd, flags, cb, opaque);
   return 0;
 }
 

@@ -8,7 +8,8 @@
  *   struct backend_info   backend-info.c   what HELLO said
  *   struct spawn_state    backend-spawn.c  the process, its stderr
  *   struct channel        backend-channel.c  frames, requests in flight
- *   struct supervisor     supervisor.c     life cycle, handles, restarts
+ *   struct supervisor     supervisor.c     life cycle, restarts
+ *   struct handles        backend-handles.c  the handles opened in it
  *   struct liveness       liveness.c       PING
  *   struct arena *        arena.c          shared memory of the data path
  *
@@ -70,15 +71,18 @@ struct supervisor {
   char *start_error;            /* why the first start failed */
   void (*after_hello) (struct backend_proc *bp);
   size_t config_index;
-  unsigned nr_reopening;
   unsigned restarts;            /* total, for the log and tests */
   ev_tstamp *restart_times;     /* within the window */
   unsigned nr_restart_times;
   ev_timer restart_timer, kill_timer;
-  struct bhandle *handles;
   int memfd;                    /* kept across restarts (HP_ATTACH_FD) */
   unsigned attach_step;         /* where attach_next is */
   int shutdown_result;          /* SHUTDOWN: 0 waiting, 1 ok, -1 failed */
+};
+
+struct handles {
+  struct bhandle *list;         /* open (or being re-opened) */
+  unsigned nr_reopening;        /* re-opens not answered yet */
 };
 
 struct liveness {
@@ -96,6 +100,7 @@ struct backend_proc {
   struct spawn_state spawn;
   struct channel chan;
   struct supervisor sup;
+  struct handles hdl;
   struct liveness live;
   struct arena *arena;          /* NULL until the first "shm" backend */
 };
@@ -103,6 +108,17 @@ struct backend_proc {
 /* The part that owns the struct it is in. */
 #define BPROC_OF(ptr, member) \
   ((struct backend_proc *) ((char *) (ptr) - offsetof (struct backend_proc, member)))
+
+/* Between the supervisor and the handles (backend-handles.c): in a
+ * new incarnation, re-open every handle, then call
+ * supervisor_handles_reopened once all are answered; when the backend
+ * has failed, passthrough ends; at an orderly stop, close them all.
+ */
+extern void handles_reopen (struct backend_proc *bp);
+extern void supervisor_handles_reopened (struct backend_proc *bp);
+extern bool supervisor_has_failed (const struct backend_proc *bp);
+extern void handles_drop_passthrough (struct backend_proc *bp);
+extern void handles_close_all (struct backend_proc *bp);
 
 /* Each part's start: what it needs set before the process runs. */
 extern void channel_init (struct backend_proc *bp);

@@ -12,7 +12,8 @@
  *   struct backend_proc  backend-proc.c  one backend process, and every
  *                    message sent to it; its parts: backend-spawn.c
  *                    (process), backend-channel.c (frames),
- *                    supervisor.c (life cycle), liveness.c (PING),
+ *                    supervisor.c (life cycle), backend-handles.c
+ *                    (the handles opened in it), liveness.c (PING),
  *                    arena.c (shared memory) -- see backend-proc.h
  *   daemonizing      daemon.c     fork into the background, readiness
  *   TLS              tls.c        gnutls credentials and sessions
@@ -414,14 +415,18 @@ extern void bproc_list_exports (struct backend_proc *bp, uint64_t connection,
 extern void bproc_default_export (struct backend_proc *bp,
                                   uint64_t connection, bool readonly,
                                   bool tls, backend_cb cb, void *opaque);
-/* OPEN: flags 0 for a client's, CH_STARTUP for a re-open.  -1 (and cb
- * is not called) if the request cannot be made (the export name is not
- * valid UTF-8, or out of memory).
+/* OPEN: flags 0 for a client's, CH_STARTUP for a re-open.
+ * previous_fd: at a re-open, the handle's descriptor given back to the
+ * backend with the frame ("previous_fd"), which the caller keeps open
+ * until cb runs; else -1.  -1 (and cb is not called) if the request
+ * cannot be made (the export name is not valid UTF-8, or out of
+ * memory).
  */
 extern int bproc_open_msg (struct backend_proc *bp, uint64_t connection,
                            const char *export, bool readonly, bool tls,
                            bool description, const char *client,
-                           unsigned flags, backend_cb cb, void *opaque);
+                           int previous_fd, unsigned flags, backend_cb cb,
+                           void *opaque);
 /* CLOSE; cb (may be NULL) gets the reply. */
 extern void bproc_close_msg (struct backend_proc *bp, uint32_t handle,
                              backend_cb cb, void *opaque);
@@ -467,7 +472,8 @@ extern pid_t backend_pid (const struct backend_proc *bp);
 extern void backend_kill (struct backend_proc *bp);
 extern void backend_terminate (struct backend_proc *bp);
 
-/* ---- supervisor.c: the backend's life cycle, and its handles ---- */
+/* ---- supervisor.c: the backend's life cycle; backend-handles.c: the
+ * handles opened in it ---- */
 
 /* A handle opened in the backend for one client.  The id changes when
  * the backend restarts and the handle is re-opened.
@@ -486,6 +492,12 @@ struct bhandle {
   char *client;
   uint64_t size;
   struct passthrough *pt;       /* the front end does its I/O, or NULL */
+  /* With -D nbdkit.passthrough=0: the descriptor of the handle's data
+   * that the backend handed over all the same (OPEN said "keep"), kept
+   * only to be given back at a re-open; else -1.
+   */
+  int kept_fd;
+  int reopen_fd;                /* the copy a re-open in flight carries */
 };
 
 /* Opening: on success bh is set and caps is the OPEN reply (borrowed);
@@ -508,6 +520,8 @@ extern struct passthrough *passthrough_from_open (struct backend_proc *bp,
                                                   json_t *j, bool readonly);
 /* Drop a reference (NULL: nothing); the last closes the descriptor. */
 extern void passthrough_put (struct passthrough *pt);
+/* The descriptor (still pt's: valid while pt is). */
+extern int passthrough_fd (const struct passthrough *pt);
 /* Do r on the descriptor (later, completing r): false if it is not one
  * to do here (then send it to the backend).
  */

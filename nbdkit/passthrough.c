@@ -283,6 +283,12 @@ passthrough_put (struct passthrough *pt)
   }
 }
 
+int
+passthrough_fd (const struct passthrough *pt)
+{
+  return pt->fd;
+}
+
 /* ---- on a worker thread ---- */
 
 struct pt_job {

@@ -2,12 +2,14 @@
  *
  * Owns struct supervisor, the part of a backend_proc (backend-proc.h)
  * that is the backend's life cycle (in the manner of an OTP supervisor or
- * systemd's Restart=) and struct bhandle, the front end's record of each
- * handle opened in the backend.
+ * systemd's Restart=).  The handles opened in the backend are
+ * backend-handles.c's.
  *
  *   STARTING  process spawned; HELLO, CONFIG..., CONFIG_COMPLETE,
  *             GET_READY, then every open handle re-opened with the same
- *             export name and flags.  Ordinary requests are held.
+ *             export name and flags, and the descriptor of its data if
+ *             the backend handed one over (handles_reopen).  Ordinary
+ *             requests are held.
  *   READY     requests flow.
  *   WAITING   the backend died; a restart is due after a backoff that
  *             doubles with each restart in the window.  Requests are
@@ -38,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "backend-proc.h"
 
@@ -60,6 +63,12 @@ bool
 supervisor_is_ready (const struct backend_proc *bp)
 {
   return bp->sup.state == READY;
+}
+
+bool
+supervisor_has_failed (const struct backend_proc *bp)
+{
+  return bp->sup.state == FAILED;
 }
 
 /* Requests wait for the backend in every state but these two. */
@@ -149,176 +158,6 @@ on_request_timeout (struct backend_proc *bp, const struct hp_header *req,
   supervisor_backend_hung (bp);
 }
 
-/* ---- handles ---- */
-
-static void
-bhandle_unlink (struct bhandle *bh)
-{
-  struct supervisor *sup = &bh->bp->sup;
-
-  if (bh->prev)
-    bh->prev->next = bh->next;
-  else if (sup->handles == bh)
-    sup->handles = bh->next;
-  if (bh->next)
-    bh->next->prev = bh->prev;
-  bh->next = bh->prev = NULL;
-}
-
-static void
-bhandle_free (struct bhandle *bh)
-{
-  passthrough_put (bh->pt);
-  free (bh->export);
-  free (bh->client);
-  free (bh);
-}
-
-struct close_then {
-  void (*done) (void *opaque);
-  void *opaque;
-};
-
-static void
-on_closed (void *opaque, const struct hp_header *reply, void *payload,
-           uint32_t len)
-{
-  struct close_then *ct = opaque;
-
-  payload_free (payload);
-  ct->done (ct->opaque);
-  free (ct);
-}
-
-void
-backend_close_then (struct bhandle *bh, void (*done) (void *opaque),
-                    void *opaque)
-{
-  struct close_then *ct;
-
-  if (!bh) {
-    if (done)
-      done (opaque);
-    return;
-  }
-  bhandle_unlink (bh);
-  if (bh->reopening) {
-    bh->closing = true;         /* freed when the re-open answers */
-    if (done)
-      done (opaque);
-    return;
-  }
-  if (bh->valid && bh->bp->sup.state == READY) {
-    /* Only a READY backend is told (and done waits for its answer);
-     * for any other, done runs now and nothing is allocated.
-     */
-    ct = done ? malloc (sizeof *ct) : NULL;
-    if (ct) {
-      ct->done = done;
-      ct->opaque = opaque;
-      bproc_close_msg (bh->bp, bh->id, on_closed, ct);
-      done = NULL;
-    }
-    else
-      bproc_close_msg (bh->bp, bh->id, NULL, NULL);
-  }
-  bhandle_free (bh);
-  if (done)
-    done (opaque);
-}
-
-void
-backend_close (struct bhandle *bh)
-{
-  backend_close_then (bh, NULL, NULL);
-}
-
-struct open_ctx {
-  struct bhandle *bh;
-  backend_open_cb cb;
-  void *opaque;
-};
-
-static void
-on_open (void *opaque, const struct hp_header *reply, void *payload,
-         uint32_t len)
-{
-  struct open_ctx *ctx = opaque;
-  struct bhandle *bh = ctx->bh;
-  struct backend_proc *bp = bh->bp;
-  struct supervisor *sup = &bp->sup;
-  const char *why = NULL;
-  json_t *j = NULL;
-
-  if (!reply) {
-    ctx->cb (ctx->opaque, NULL, NULL, HP_EIO,
-             sup->state == FAILED ? "the backend has failed"
-             : "the backend stopped before it answered");
-    bhandle_free (bh);
-  }
-  else if (reply->status) {
-    ctx->cb (ctx->opaque, NULL, NULL, reply->status,
-             payload ? payload : hp_error_name (reply->status));
-    bhandle_free (bh);
-  }
-  else if (reply->handle == 0 ||
-           (j = bproc_parse_json (payload, len, &why)) == NULL) {
-    ctx->cb (ctx->opaque, NULL, NULL, HP_EIO,
-             why ? why : "the backend's OPEN reply has no handle");
-    if (reply->handle)
-      bproc_close_msg (bp, reply->handle, NULL, NULL);
-    bhandle_free (bh);
-  }
-  else {
-    bh->id = reply->handle;
-    bh->valid = true;
-    bh->size = json_integer_value (json_object_get (j, "size"));
-    bh->pt = passthrough_from_open (bp, j, bh->readonly);
-    bh->next = sup->handles;
-    if (sup->handles)
-      sup->handles->prev = bh;
-    sup->handles = bh;
-    ctx->cb (ctx->opaque, bh, j, 0, NULL);
-  }
-  json_decref (j);
-  payload_free (payload);
-  free (ctx);
-}
-
-void
-backend_open (struct backend_proc *bp, uint64_t connection,
-              const char *export, bool readonly, bool tls, bool description,
-              const char *client, backend_open_cb cb, void *opaque)
-{
-  struct open_ctx *ctx = calloc (1, sizeof *ctx);
-  struct bhandle *bh = calloc (1, sizeof *bh);
-
-  if (!ctx || !bh || !(bh->export = strdup (export)) ||
-      !(bh->client = strdup (client))) {
-    free (ctx);
-    if (bh)
-      bhandle_free (bh);
-    cb (opaque, NULL, NULL, HP_ENOMEM, "out of memory");
-    return;
-  }
-  bh->bp = bp;
-  bh->connection = connection;
-  bh->description = description;
-  bh->readonly = readonly;
-  bh->tls = tls;
-  ctx->bh = bh;
-  ctx->cb = cb;
-  ctx->opaque = opaque;
-  if (bproc_open_msg (bp, connection, export, readonly, tls, description,
-                      client, 0, on_open, ctx) == -1) {
-    /* Never send {} for it: that would open the default export. */
-    free (ctx);
-    bhandle_free (bh);
-    cb (opaque, NULL, NULL, HP_EINVAL,
-        "the export name cannot be passed to the backend");
-  }
-}
-
 /* ---- starting an incarnation ---- */
 
 static void
@@ -336,70 +175,11 @@ become_ready (struct backend_proc *bp)
   channel_set_ready (bp);
 }
 
-static void
-on_reopen (void *opaque, const struct hp_header *reply, void *payload,
-           uint32_t len)
+/* handles_reopen is done: every re-open was answered. */
+void
+supervisor_handles_reopened (struct backend_proc *bp)
 {
-  struct bhandle *bh = opaque;
-  struct backend_proc *bp = bh->bp;
-  struct supervisor *sup = &bp->sup;
-  json_t *j = NULL;
-  const char *why;
-
-  bh->reopening = false;
-  if (reply && reply->status == 0 && reply->handle &&
-      (j = bproc_parse_json (payload, len, &why)) != NULL) {
-    /* Passthrough: the new incarnation's descriptor replaces the one
-     * that served meanwhile (jobs still on the old one keep it until
-     * they end), or none if it gave none: the backend does the I/O.
-     */
-    struct passthrough *pt = passthrough_from_open (bp, j, bh->readonly);
-
-    passthrough_put (bh->pt);
-    bh->pt = pt;
-    bh->id = reply->handle;
-    if ((uint64_t) json_integer_value (json_object_get (j, "size")) !=
-        bh->size)
-      nbdkit_error ("%s: export '%s' changed size after the backend "
-                    "restarted", bproc_name (bp), bh->export);
-    if (bh->closing)
-      bproc_close_msg (bp, bh->id, NULL, NULL);
-  }
-  else if (!bh->closing) {
-    nbdkit_error ("%s: could not re-open export '%s' after the restart: "
-                  "%s; its client gets errors", bproc_name (bp), bh->export,
-                  reply && reply->status && payload
-                  ? (const char *) payload : "no handle");
-    bh->valid = false;
-    passthrough_put (bh->pt);
-    bh->pt = NULL;
-  }
-  json_decref (j);
-  payload_free (payload);
-  if (bh->closing)
-    bhandle_free (bh);
-  if (--sup->nr_reopening == 0 && sup->state == STARTING)
-    become_ready (bp);
-}
-
-static void
-reopen_handles (struct backend_proc *bp)
-{
-  struct supervisor *sup = &bp->sup;
-  struct bhandle *bh;
-
-  sup->nr_reopening = 1;        /* guard while sending */
-  for (bh = sup->handles; bh; bh = bh->next) {
-    if (!bh->valid)
-      continue;
-    sup->nr_reopening++;
-    bh->reopening = true;
-    if (bproc_open_msg (bp, bh->connection, bh->export, bh->readonly,
-                        bh->tls, bh->description, bh->client, CH_STARTUP,
-                        on_reopen, bh) == -1)
-      on_reopen (bh, NULL, NULL, 0);
-  }
-  if (--sup->nr_reopening == 0 && sup->state == STARTING)
+  if (bp->sup.state == STARTING)
     become_ready (bp);
 }
 
@@ -452,7 +232,7 @@ on_get_ready (void *opaque, const struct hp_header *reply, void *payload,
   backend_lower_thread_model (bp, json_string_value (json_object_get
                                                      (j, "thread_model")));
   json_decref (j);
-  reopen_handles (bp);
+  handles_reopen (bp);
 }
 
 static void
@@ -731,7 +511,6 @@ static void
 give_up (struct backend_proc *bp)
 {
   struct supervisor *sup = &bp->sup;
-  struct bhandle *bh;
 
   sup->state = FAILED;
   nbdkit_error ("%s: the backend failed %u times within %g seconds; "
@@ -740,11 +519,7 @@ give_up (struct backend_proc *bp)
                 opt.on_failure_error ? ": every request now fails with EIO"
                                      : ", the server exits");
   channel_fail_held (bp);
-  /* Every request fails from now on: passthrough ones too. */
-  for (bh = sup->handles; bh; bh = bh->next) {
-    passthrough_put (bh->pt);
-    bh->pt = NULL;
-  }
+  handles_drop_passthrough (bp);    /* passthrough requests fail too */
   if (!opt.on_failure_error)
     server_quit (EXIT_FAILURE);
 }
@@ -941,7 +716,6 @@ supervisor_stop (struct backend_proc *bp)
   struct supervisor *sup = &bp->sup;
 
   ev_timer timer;
-  struct bhandle *bh;
 
   sup->state = STOPPING;
   ev_timer_stop (loop, &sup->restart_timer);
@@ -958,17 +732,7 @@ supervisor_stop (struct backend_proc *bp)
   channel_fail_held (bp);
   while (still_busy (bp))
     ev_run (loop, EVRUN_ONCE);
-  /* A handle belongs to the chain of its connection, which may still
-   * exist (a connection is freed when its last reference goes, perhaps
-   * on a later turn of the loop): close it in the backend and leave it
-   * to backend_close to free.
-   */
-  while ((bh = sup->handles) != NULL) {
-    bhandle_unlink (bh);
-    if (bh->valid && channel_is_open (bp))
-      bproc_close_msg (bp, bh->id, NULL, NULL);
-    bh->valid = false;
-  }
+  handles_close_all (bp);
   while (still_busy (bp))
     ev_run (loop, EVRUN_ONCE);
   if (backend_pid (bp) > 0 && channel_is_open (bp) && sup->started_once) {

@@ -128,3 +128,87 @@ h.pwrite(b"x" * 512, 0)'
     [ "$status" -eq 1 ]
     [[ "$output" == *"command=: empty"* ]]
 }
+
+# Two connections write, the backend is killed twice (SIGKILL, as a
+# crash), and each connection reads its whole disk back unchanged after
+# each restart, then writes on; a new connection still gets a new disk.
+# The server gives each handle's descriptor back with its re-open.
+disks_survive_kills() {
+    start_server -v "$@" tmpdisk 20M
+    nbd_py '
+import hashlib, signal, subprocess, time
+log = os.environ["BATS_TEST_TMPDIR"] + "/server.log"
+
+def whole(c):
+    return hashlib.sha256(b"".join(c.pread(1 << 20, i << 20)
+                                   for i in range(20))).hexdigest()
+
+def restarts():
+    return open(log, errors="replace").read().count("backend restarted")
+
+def kill_backend():
+    n = restarts()
+    pid = int(subprocess.run(["pgrep", "-P", os.environ["server_pid"]],
+                             capture_output=True, text=True,
+                             check=True).stdout.split()[0])
+    os.kill(pid, signal.SIGKILL)
+    # Readiness only: the restarted backend has re-opened the handles.
+    for _ in range(300):
+        if restarts() > n:
+            return
+        time.sleep(0.1)
+    sys.exit("the backend did not restart")
+
+h2 = nbd.NBD()
+h2.connect_uri(os.environ["uri"])
+data, data2 = os.urandom(1 << 20), os.urandom(1 << 20)
+h.pwrite(data, 5 << 20)
+h2.pwrite(data2, 5 << 20)
+h.pwrite(b"first".ljust(4096, b"1"), 19 << 20, nbd.CMD_FLAG_FUA)
+h2.pwrite(b"second".ljust(4096, b"2"), 19 << 20)
+h2.flush()
+uuid, uuid2 = h.pread(16, 1024 + 104), h2.pread(16, 1024 + 104)
+assert uuid != uuid2
+for k in range(2):
+    sums = whole(h), whole(h2)
+    kill_backend()
+    assert (whole(h), whole(h2)) == sums, "a disk changed in the restart"
+    assert h.pread(1 << 20, 5 << 20) == data
+    assert h2.pread(1 << 20, 5 << 20) == data2
+    # And the restarted backend serves writes on the same disk.
+    data = os.urandom(1 << 20)
+    h.pwrite(data, 5 << 20)
+    h.flush()
+    assert h.pread(1 << 20, 5 << 20) == data
+# A new connection: a new disk, not one of those.
+h3 = nbd.NBD()
+h3.connect_uri(os.environ["uri"])
+assert h3.pread(16, 1024 + 104) not in (uuid, uuid2)
+assert h3.pread(1 << 20, 5 << 20) not in (data, data2)
+assert not h3.pread(6, 19 << 20).startswith((b"first", b"second"))
+h3.shutdown()
+h2.shutdown()
+'
+    [ "$(grep -c "backend process .* was killed by signal SIGKILL" "$log")" -eq 2 ]
+    [ "$(grep -c "giving the handle's descriptor back" "$log")" -ge 4 ]
+    # Passthrough on: the front end did the I/O; off: only kept them.
+    if [ "$*" = "" ]; then
+        grep -q "passthrough: the front end does the I/O" "$log"
+    else
+        ! grep -q "passthrough: the front end does the I/O" "$log"
+        grep -q "keeping the handle's descriptor for a re-open" "$log"
+    fi
+    # A new connection after the restarts: an empty, valid file system.
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/new.img"
+    e2fsck -fn "$BATS_TEST_TMPDIR/new.img"
+    ! grep -q "first\|second" "$BATS_TEST_TMPDIR/new.img"
+    [ -z "$(ls -A "$TMPDIR")" ]
+}
+
+@test "a crash of the backend loses no connection's disk (passthrough)" {
+    disks_survive_kills
+}
+
+@test "a crash of the backend loses no connection's disk (passthrough off)" {
+    disks_survive_kills -D nbdkit.passthrough=0
+}

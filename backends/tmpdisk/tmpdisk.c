@@ -5,8 +5,11 @@
  * directory in $TMPDIR (or /var/tmp), runs mkfs or command= there to
  * make "disk", opens it and removes the file and the directory at once,
  * so that nothing is left behind however the process ends; the open
- * descriptor is the disk until close.  The parameters and the serving
- * of the data are mkfs-disk.c's.
+ * descriptor is the disk until close.  It is handed to the server
+ * (mkfs_handle_new), which gives it back when it re-opens the handle
+ * after a crash of this process: the re-open serves the same disk
+ * (nbdkit_previous_fd) instead of making a new one.  The parameters and
+ * the serving of the data are mkfs-disk.c's.
  */
 
 #include <config.h>
@@ -43,9 +46,15 @@ tmpdisk_config_complete (void)
 static void *
 tmpdisk_open (int readonly)
 {
-  char *dir = tool_mkdtemp ("tmpdisk"), *disk = NULL;
-  int fd = -1, err;
+  char *dir, *disk = NULL;
+  int fd = nbdkit_previous_fd (), err;
 
+  if (fd >= 0) {
+    nbdkit_debug ("tmpdisk: re-opened after a restart: serving the "
+                  "connection's disk as it was");
+    return mkfs_handle_new (fd, -1, "tmpdisk");
+  }
+  dir = tool_mkdtemp ("tmpdisk");
   if (!dir)
     return NULL;
   if (asprintf (&disk, "%s/disk", dir) == -1) {

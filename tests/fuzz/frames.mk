@@ -7,6 +7,7 @@ fuzz_frames_front_end = \
 	nbdkit/arena.c \
 	nbdkit/backend-channel.c \
 	nbdkit/backend-info.c \
+	nbdkit/backend-handles.c \
 	nbdkit/backend-layer.c \
 	nbdkit/backend-proc.c \
 	nbdkit/buffer.c \
@@ -43,6 +44,7 @@ fuzz_frames_files = \
 	$(top_srcdir)/nbdkit/arena.c \
 	$(top_srcdir)/nbdkit/backend-channel.c \
 	$(top_srcdir)/nbdkit/backend-info.c \
+	$(top_srcdir)/nbdkit/backend-handles.c \
 	$(top_srcdir)/nbdkit/backend-layer.c \
 	$(top_srcdir)/nbdkit/backend-proc.c \
 	$(top_srcdir)/nbdkit/buffer.c \

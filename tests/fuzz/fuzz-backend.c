@@ -710,7 +710,7 @@ serve (struct fq *q)
   }
 }
 
-/* ---- supervisor.c: opening and closing handles ---- */
+/* ---- backend-handles.c: opening and closing handles ---- */
 
 /* The harness's handles have no passthrough descriptor. */
 bool

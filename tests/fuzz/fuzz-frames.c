@@ -5,9 +5,10 @@
  * ------------
  * The real nbdkit/backend-channel.c (reading reply frames), backend-proc.c
  * (the messages, bproc_parse_json), supervisor.c (start-up, protocol
- * errors, restarts, handles, the orderly stop), backend-info.c (the HELLO
- * reply), liveness.c (PING), backend-layer.c (the OPEN reply's
- * capabilities, data requests), filter-open.c (the LIST_EXPORTS reply),
+ * errors, restarts, the orderly stop), backend-handles.c (opens, closes,
+ * re-opens), backend-info.c (the HELLO reply), liveness.c (PING),
+ * backend-layer.c (the OPEN reply's capabilities, data requests),
+ * filter-open.c (the LIST_EXPORTS reply),
  * arena.c, stream.c, buffer.c and helper-protocol/wire.c.  This file
  * stands in for what touches the outside world: the process
  * (backend-spawn.c: a "process" is one end of a socketpair that this file
@@ -873,7 +874,7 @@ check_idle (struct backend_proc *bp)
   if (channel_is_open (bp) || channel_in_flight (bp) || bp->chan.held_head ||
       bp->chan.cur_req || bp->chan.rpayload)
     fuzz_bug ("requests left in the channel");
-  if (bp->sup.handles)
+  if (bp->hdl.list)
     fuzz_bug ("handles left open");
   if (bp->arena && arena_pages_in_use (bp->arena))
     fuzz_bug ("%zu arena pages still in use",
