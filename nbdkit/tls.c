@@ -27,6 +27,26 @@
  */
 #define DEFAULT_PRIORITY "NORMAL"
 #define PSK_PRIORITY ":+ECDHE-PSK:+DHE-PSK:+PSK"
+/* A TLS 1.3 external PSK is bound to SHA-256, which leaves
+ * CHACHA20-POLY1305 and AES-128-GCM, in that order in NORMAL, and
+ * gnutls follows the client's order: so every PSK session used
+ * ChaCha20 -- a tenth of AES-GCM's speed on a CPU with AES
+ * instructions (gnutls-cli --benchmark-ciphers: 0.37 against 3.3
+ * GB/s here).  On such a CPU, by default, the server puts ChaCha20
+ * last and its own order first.
+ */
+#define PSK_AES_FIRST ":-CHACHA20-POLY1305:+CHACHA20-POLY1305:%SERVER_PRECEDENCE"
+
+static bool
+cpu_has_aes (void)
+{
+#if defined (__x86_64__) || defined (__i386__)
+  __builtin_cpu_init ();
+  return __builtin_cpu_supports ("aes") && __builtin_cpu_supports ("pclmul");
+#else
+  return false;
+#endif
+}
 
 static gnutls_certificate_credentials_t x509_creds;
 static gnutls_psk_server_credentials_t psk_creds;
@@ -200,8 +220,11 @@ tls_init (void)
   else
     load_x509 ();
 
-  if (asprintf (&prio, "%s%s", base, opt.tls_psk ? PSK_PRIORITY : "") == -1)
+  if (asprintf (&prio, "%s%s%s", base, opt.tls_psk ? PSK_PRIORITY : "",
+                !opt.tls_priority && opt.tls_psk && cpu_has_aes ()
+                ? PSK_AES_FIRST : "") == -1)
     die ("out of memory");
+  nbdkit_debug ("TLS priority: %s", prio);
   r = gnutls_priority_init (&priority, prio, &err);
   if (r < 0)
     die ("--tls-priority=%s: %s (at '%s')", base, gnutls_strerror (r),

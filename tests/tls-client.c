@@ -302,6 +302,8 @@ load_credentials (void)
   }
 }
 
+static const char *cipher;      /* --cipher: the only one offered */
+
 static const char *
 priority (void)
 {
@@ -310,8 +312,9 @@ priority (void)
     strcmp (tls_version, "1.2") == 0 ? ":-VERS-ALL:+VERS-TLS1.2"
     : strcmp (tls_version, "1.3") == 0 ? ":-VERS-ALL:+VERS-TLS1.3" : "";
 
-  snprintf (buf, sizeof buf, "NORMAL%s%s", vers,
-            psk_user ? ":+ECDHE-PSK:+DHE-PSK:+PSK" : "");
+  snprintf (buf, sizeof buf, "NORMAL%s%s%s%s", vers,
+            psk_user ? ":+ECDHE-PSK:+DHE-PSK:+PSK" : "",
+            cipher ? ":-CIPHER-ALL:+" : "", cipher ? cipher : "");
   return buf;
 }
 
@@ -549,7 +552,8 @@ usage (void)
            "usage: tls-client SOCKET (--x509 DIR | --psk USER:HEXKEY)\n"
            "       [--count N] [--parallel N] [--tls 1.2|1.3|any]\n"
            "       [--false-start] [--pipeline] [--key-update]\n"
-           "       [--close-with-request] [--timeout S] [--max-stalls N]\n");
+           "       [--close-with-request] [--timeout S] [--max-stalls N]\n"
+           "       [--cipher GNUTLS-CIPHER-NAME]\n");
   exit (2);
 }
 
@@ -600,6 +604,8 @@ main (int argc, char *argv[])
         parse_psk (v);
       else if (strcmp (a, "--tls") == 0)
         tls_version = v;
+      else if (strcmp (a, "--cipher") == 0)
+        cipher = v;
       else if (strcmp (a, "--count") == 0)
         count = atoi (v);
       else if (strcmp (a, "--parallel") == 0)
