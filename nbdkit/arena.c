@@ -26,7 +26,10 @@
  * Every arena is listed here, so that payload_free releases any payload
  * -- a slot of whichever arena, or malloc'd memory -- without its
  * caller knowing which: the arena is a property of how the bottom
- * layer of the chain allocates buffers, invisible above it.
+ * layer of the chain allocates buffers, invisible above it.  So are
+ * the other ranges a payload may point into without being a buffer of
+ * its own (payload_range_add: passthrough.c's mappings of a memfd):
+ * payload_free then tells the owner of the range (release) instead.
  */
 
 #include <config.h>
@@ -60,6 +63,44 @@ struct arena {
 };
 
 static struct arena *arenas;
+
+struct payload_range {
+  struct payload_range *next;
+  const char *lo, *hi;
+  void (*release) (void *opaque);
+  void *opaque;
+};
+static struct payload_range *ranges;
+
+int
+payload_range_add (const void *lo, size_t len, void (*release) (void *),
+                   void *opaque)
+{
+  struct payload_range *r = malloc (sizeof *r);
+
+  if (!r)
+    return -1;
+  r->lo = lo;
+  r->hi = (const char *) lo + len;
+  r->release = release;
+  r->opaque = opaque;
+  r->next = ranges;
+  ranges = r;
+  return 0;
+}
+
+void
+payload_range_remove (const void *lo)
+{
+  struct payload_range **pp, *r;
+
+  for (pp = &ranges; (r = *pp) != NULL; pp = &r->next)
+    if (r->lo == lo) {
+      *pp = r->next;
+      free (r);
+      return;
+    }
+}
 
 struct arena *
 arena_create (size_t bytes)
@@ -285,8 +326,15 @@ payload_free (void *p)
 {
   struct arena *a;
 
+  struct payload_range *r;
+
   if (!p)
     return;
+  for (r = ranges; r; r = r->next)
+    if ((const char *) p >= r->lo && (const char *) p < r->hi) {
+      r->release (r->opaque);
+      return;
+    }
   for (a = arenas; a; a = a->next)
     if (arena_contains (a, p)) {
       arena_free (a, p);

@@ -539,6 +539,14 @@ freq_next (struct freq *r)
   dispatch (rf);
 }
 
+bool
+freq_unfiltered (const struct freq *r)
+{
+  const struct freq_full *rf = (const struct freq_full *) r;
+
+  return rf->priv.ch->n == 1;
+}
+
 struct fnext *
 freq_below (struct freq *r)
 {

@@ -595,8 +595,13 @@ extern void arena_release_quarantine (struct arena *a);
 /* A slot if the arena is active and has room, else malloc'd memory. */
 extern void *arena_payload_alloc (struct arena *a, size_t len);
 /* payload_free (filter.h) releases any payload: a slot of any
- * arena, or malloc'd memory.
+ * arena, malloc'd memory, or a pointer into a range added here, for
+ * which it calls release (opaque) instead.
  */
+extern int payload_range_add (const void *lo, size_t len,
+                              void (*release) (void *opaque),
+                              void *opaque);
+extern void payload_range_remove (const void *lo);
 
 /* ---- backend-channel.c: frames over the socketpair ---- */
 
@@ -679,6 +684,10 @@ extern void chain_send (struct chain *ch, const struct hp_header *h,
  * layer's kind; released with payload_free).
  */
 extern void *chain_data_alloc (struct chain *ch, size_t len);
+/* Does r go from the client straight to the bottom layer, with no
+ * filter to see (or change) its reply's payload on the way?
+ */
+extern bool freq_unfiltered (const struct freq *r);
 /* NBD_OPT_LIST through the layers: cb gets the list (status 0) or an
  * error; the list is freed after cb returns.
  */

@@ -29,6 +29,21 @@
  * could hold that lock too, with a long write of its own to the file:
  * docs/nbdkit-security.pod, LIMITS.)
  *
+ * Without a copy: a memfd sealed against shrinking (the memory
+ * backend seals the server's) is also mapped here, read-only.  A read
+ * of at least ZERO_COPY_MIN bytes, from a client with no filter in
+ * between (nothing can change the buffer), whose pages are all in
+ * memory (mincore), is answered with a pointer into the mapping: the
+ * reply is written to the client straight from the memfd, one copy
+ * less.  The seal is what makes that safe (a mapping past the end of
+ * a file faults), mincore that no page is made for a hole, and the
+ * mapping is counted by the replies in flight (payload_range_add): it
+ * goes when the last of them is written.  The bytes are read when the
+ * reply is written, not when the request was handled: a write to the
+ * same range in between is one the client sent before it had the
+ * read's reply, which NBD lets the read see or not.
+ * -D nbdkit.passthrough_mmap=0 turns it off.
+ *
  * Lifetime: a struct passthrough is counted -- one reference for the
  * handle (struct bhandle's pt), one per job in flight -- so that a
  * descriptor replaced after a backend restart (supervisor.c takes the
@@ -63,6 +78,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/sysmacros.h>
@@ -71,6 +87,18 @@
 #include <linux/magic.h>
 
 #include "internal.h"
+
+/* The smallest read answered from the mapping: below it a copy costs
+ * less than the mincore that must come first.
+ */
+#define ZERO_COPY_MIN (64 * 1024)
+
+/* A read-only mapping of a sealed memfd (see "Without a copy"). */
+struct pt_map {
+  char *base;
+  size_t len;
+  unsigned refs;                /* the passthrough's, and one per reply */
+};
 
 struct passthrough {
   int fd;
@@ -87,6 +115,8 @@ struct passthrough {
   bool dev_zero;                /* /dev/zero: zeroes, writes discarded */
   uint64_t served;              /* requests done here */
   uint64_t served_inline;       /* of which on the loop's thread */
+  uint64_t served_mapped;       /* of which reads without a copy */
+  struct pt_map *map;           /* or NULL */
 };
 
 /* See "Pages" above; only worker threads take it. */
@@ -197,6 +227,46 @@ swap_on (void)
   return on;
 }
 
+static void
+map_put (void *opaque)
+{
+  struct pt_map *m = opaque;
+
+  if (--m->refs == 0) {
+    payload_range_remove (m->base);
+    munmap (m->base, m->len);
+    free (m);
+  }
+}
+
+/* Map fd if it is sealed against shrinking and holds size bytes. */
+static struct pt_map *
+map_sealed (int fd, uint64_t size)
+{
+  int seals = fcntl (fd, F_GET_SEALS);
+  struct pt_map *m;
+  struct stat st;
+  void *base;
+
+  if (seals == -1 || !(seals & F_SEAL_SHRINK) || size == 0 ||
+      size > SIZE_MAX || fstat (fd, &st) == -1 ||
+      (uint64_t) st.st_size < size)
+    return NULL;
+  base = mmap (NULL, (size_t) size, PROT_READ, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED)
+    return NULL;
+  m = malloc (sizeof *m);
+  if (!m || payload_range_add (base, (size_t) size, map_put, m) == -1) {
+    free (m);
+    munmap (base, (size_t) size);
+    return NULL;
+  }
+  m->base = base;
+  m->len = (size_t) size;
+  m->refs = 1;
+  return m;
+}
+
 static bool
 level_on (json_t *v)
 {
@@ -261,13 +331,16 @@ passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
   pt->can_cache = level_on (json_object_get (j, "can_cache"));
   pt->dev_zero = fd_is_dev_zero (fd);
   pt->in_memory = pt->dev_zero || fd_in_memory (fd);
+  if (pt->in_memory && !pt->dev_zero &&
+      server_debug_flag ("passthrough_mmap", 1))
+    pt->map = map_sealed (fd, pt->size);
   nbdkit_debug ("%s: passthrough: the front end does the I/O on the "
-                "backend's descriptor (%s%s)", bproc_name (bp),
+                "backend's descriptor (%s%s%s)", bproc_name (bp),
                 pt->dev_zero ? "/dev/zero: zeroes, writes discarded"
                 : pt->zero_punch ? "zero by punching holes"
                 : "zero by zeroing in place",
                 pt->in_memory ? "; in memory: small requests on the loop"
-                : "");
+                : "", pt->map ? "; reads without a copy" : "");
   return pt;
 }
 
@@ -277,7 +350,10 @@ passthrough_put (struct passthrough *pt)
   if (pt && --pt->refs == 0) {
     nbdkit_debug ("passthrough: %" PRIu64 " requests were done in the "
                   "front end on this descriptor, %" PRIu64 " of them on "
-                  "the loop's thread", pt->served, pt->served_inline);
+                  "the loop's thread (%" PRIu64 " reads without a copy)",
+                  pt->served, pt->served_inline, pt->served_mapped);
+    if (pt->map)
+      map_put (pt->map);
     close (pt->fd);
     free (pt);
   }
@@ -628,6 +704,54 @@ job_init (struct pt_job *j, struct passthrough *pt, struct freq *r)
   }
 }
 
+/* Are the pages of [off, off+count) of the mapping all in memory (1),
+ * none of them (0), or some (-1)?
+ */
+static int
+pages_in_memory (const struct pt_map *m, uint64_t off, uint32_t count)
+{
+  static unsigned char vec[(32 << 20) / 4096 + 2];
+  const uint64_t page = 4096;
+  uint64_t start = off & ~(page - 1);
+  size_t n = (size_t) ((off + count - start + page - 1) / page), i, in = 0;
+
+  if (n > sizeof vec || mincore (m->base + start, n * page, vec) == -1)
+    return -1;
+  for (i = 0; i < n; ++i)
+    in += vec[i] & 1;
+  return in == n ? 1 : in == 0 ? 0 : -1;
+}
+
+/* A PREAD answered from the mapping (see "Without a copy"), or as a
+ * hole; false if it must be read.
+ */
+static bool
+read_mapped (struct passthrough *pt, struct freq *r)
+{
+  struct pt_map *m = pt->map;
+  int in;
+
+  if (!m || r->type != HP_PREAD || r->count < ZERO_COPY_MIN ||
+      r->offset > m->len || r->count > m->len - r->offset ||
+      swap_on () || !freq_unfiltered (r))
+    return false;
+  in = pages_in_memory (m, r->offset, r->count);
+  if (in == 0 && (r->flags & HP_FLAG_ZEROS)) {
+    pt->served++;
+    pt->served_inline++;
+    freq_reply (r, NULL, 0, HP_FLAG_ZEROS);
+    return true;
+  }
+  if (in != 1)
+    return false;
+  m->refs++;                    /* payload_free of the reply: map_put */
+  pt->served++;
+  pt->served_inline++;
+  pt->served_mapped++;
+  freq_reply (r, m->base + r->offset, r->count, 0);
+  return true;
+}
+
 /* On the loop's thread (see "Where" above): r done here and now, if
  * its data is in memory, it is small and page_lock is free.  False if
  * it must be a job; true when it was done (or failed).
@@ -698,7 +822,7 @@ passthrough_request (struct passthrough *pt, struct freq *r)
   }
   if (!ok || ((r->flags & HP_FLAG_FUA) && !pt->can_fua))
     return false;
-  if (run_inline (pt, r))
+  if (read_mapped (pt, r) || run_inline (pt, r))
     return true;
   /* Out of memory: an error, not the backend (whose writes would not
    * be ordered with the zeroes done here).

@@ -383,7 +383,10 @@ attach_memfd (struct backend_proc *bp)
   static int memfd = -1;
 
   if (memfd == -1) {
-    memfd = memfd_create ("nbdkit-memory", MFD_CLOEXEC);
+    /* Sealing allowed: the memory backend seals its size, which lets
+     * passthrough.c map it.
+     */
+    memfd = memfd_create ("nbdkit-memory", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (memfd == -1) {
       start_failed (bp, "memfd_create: %m");
       return;

@@ -4,12 +4,13 @@
 # off (-D nbdkit.passthrough=0), with real clients, every byte checked.
 # On, a descriptor whose data is in memory (the memory backend's memfd,
 # a file on tmpfs) has its small requests done on the loop's thread;
-# WORKERS turns that off, so that the worker pool's path is tested too.
+# WORKERS turns that off (and the reads from a mapping of the memfd),
+# so that the worker pool's path is tested too.
 
 load helpers
 
 ON="-D nbdkit.passthrough=1"
-WORKERS="-D nbdkit.passthrough=1 -D nbdkit.passthrough_inline=0"
+WORKERS="-D nbdkit.passthrough=1 -D nbdkit.passthrough_inline=0 -D nbdkit.passthrough_mmap=0"
 OFF="-D nbdkit.passthrough=0"
 
 # A directory on tmpfs, for the file backend's in-memory case.
@@ -124,6 +125,51 @@ assert h.pread(1 << 20, 1 << 20) == bytes(1 << 20)
             grep -q "passthrough: .*/dev/zero: zeroes, writes discarded" "$log"
         fi
         rm -f "$BATS_TEST_TMPDIR/out"
+    done
+}
+
+# The memory backend seals its memfd, and the front end answers large
+# reads from a mapping of it, without a copy, when no filter is in the
+# way: over plain sockets and TLS, every byte checked; with a filter,
+# or -D nbdkit.passthrough_mmap=0, the reads are copied as before.
+@test "memory: reads without a copy, plain and TLS; copied under a filter" {
+    requires nbdcopy psktool
+    random_file "$BATS_TEST_TMPDIR/in" 32M
+    mkdir -p "$BATS_TEST_TMPDIR/psk"
+    psktool -u alice -p "$BATS_TEST_TMPDIR/psk/keys.psk" >/dev/null
+    tls_uri() {
+        echo "nbds+unix://alice@/?socket=$sock&tls-psk-file=$BATS_TEST_TMPDIR/psk/keys.psk"
+    }
+    for how in plain tls filter nommap; do
+        case $how in
+            plain) start_server -v memory 32M ;;
+            tls) start_server -v --tls=require \
+                     --tls-psk="$BATS_TEST_TMPDIR/psk/keys.psk" memory 32M
+                 uri=$(tls_uri) ;;
+            filter) start_server -v --filter=noparallel memory 32M ;;
+            nommap) start_server -v -D nbdkit.passthrough_mmap=0 memory 32M ;;
+        esac
+        nbdcopy --connections=4 "$BATS_TEST_TMPDIR/in" "$uri"
+        nbdcopy --connections=4 "$uri" "$BATS_TEST_TMPDIR/out"
+        cmp "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/out"
+        # A sparse read: holes are not read through the mapping.
+        /usr/bin/python3 -c "
+import nbd
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri('$uri')
+h.zero(1 << 20, 0)
+assert h.pread(2 << 20, 0)[: 1 << 20] == bytes(1 << 20)
+"
+        stop_server
+        rm -f "$BATS_TEST_TMPDIR/out"
+        case $how in
+            plain|tls)
+                grep -q "reads without a copy)" "$log"
+                grep -Eq "\([1-9][0-9]* reads without a copy\)" "$log" ;;
+            *)
+                ! grep -Eq "\([1-9][0-9]* reads without a copy\)" "$log" ;;
+        esac
     done
 }
 

@@ -28,6 +28,12 @@ ok (int cond, const char *what)
 
 struct slot { unsigned char *p; size_t len; };
 
+static void
+count_release (void *opaque)
+{
+  ++*(int *) opaque;
+}
+
 int
 main (void)
 {
@@ -143,6 +149,24 @@ main (void)
   payload_free (b);
   ok (arena_pages_in_use (other) == 0 && arena_pages_in_use (ar) == 0,
       "payload_free releases slots of either arena");
+
+  /* A range that is not a buffer (passthrough.c's mapping of a memfd):
+   * payload_free tells its owner, and frees nothing.
+   */
+  {
+    static char range[8192];
+    int released = 0;
+
+    ok (payload_range_add (range, sizeof range, count_release,
+                           &released) == 0, "a range is added");
+    payload_free (range + 4096);
+    payload_free (range);
+    ok (released == 2, "payload_free of a pointer into it calls release");
+    payload_range_remove (range);
+    a = malloc (16);
+    payload_free (a);           /* malloc'd: freed as before */
+    ok (released == 2, "after payload_range_remove it is no range");
+  }
 
   printf ("1..%d\n", test_nr);
   return failures ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -70,6 +70,12 @@ memory_config_complete (void)
     nbdkit_error ("cannot make a memory disk of %" PRId64 " bytes: %m", size);
     return -1;
   }
+  /* The size never changes: sealed, the server may map the memfd and
+   * answer reads from it without a copy (passthrough).  A memfd that
+   * does not allow sealing is simply not sealed.
+   */
+  if (allocator == ALLOC_SPARSE)
+    fcntl (fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
   if (locked && sparse_mlock ("memory", fd, size) == -1)
     return -1;
   return 0;
