@@ -83,7 +83,7 @@ s3_requires() {
     run "$NBDKIT" s3 --help
     [ "$status" -eq 0 ]
     for k in access-key secret-key session-token endpoint-url bucket key \
-             size object-size region profile; do
+             size object-size region profile write-whole-object; do
         echo "$output" | grep -qE "^(\[)?$k(\])?=" || { echo "no $k=" >&2; false; }
     done
 }

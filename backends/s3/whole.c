@@ -248,8 +248,12 @@ int
 whole_pread (void *buf, uint32_t count, uint64_t offset)
 {
   uint64_t pos = offset, end = offset + count;
+  bool have_copy;
 
-  if (fd == -1)
+  pthread_mutex_lock (&state_lock);
+  have_copy = fd >= 0;
+  pthread_mutex_unlock (&state_lock);
+  if (!have_copy)
     return one_read (buf, -1, count, offset);
   while (pos < end) {
     /* A run of blocks that are all present, or all not. */
