@@ -141,7 +141,7 @@ except nbd.Error as e:
 '
 }
 
-@test "s3: split: 64 MiB in and out with 1 and 4 connections, objects KEY/%016x as nbdkit names them" {
+@test "s3: split: 64 MiB in and out with 1 and 4 connections and requests of several objects, objects KEY/%016x as nbdkit names them" {
     s3_requires
     random_file "$BATS_TEST_TMPDIR/in.img" 64M
     start_server s3 "${S3P[@]}" "${KEYS[@]}" key=split size=64M object-size=1M
@@ -153,6 +153,9 @@ except nbd.Error as e:
     [ "$(sha "$BATS_TEST_TMPDIR/out1.img")" = "$(sha "$BATS_TEST_TMPDIR/in.img")" ]
     nbdcopy -C 4 "$uri" "$BATS_TEST_TMPDIR/out4.img"
     [ "$(sha "$BATS_TEST_TMPDIR/out4.img")" = "$(sha "$BATS_TEST_TMPDIR/in.img")" ]
+    # Requests of 4 objects each, fetched at once.
+    nbdcopy -C 4 --request-size=4194304 "$uri" "$BATS_TEST_TMPDIR/out4m.img"
+    [ "$(sha "$BATS_TEST_TMPDIR/out4m.img")" = "$(sha "$BATS_TEST_TMPDIR/in.img")" ]
     s3list split%2F > "$BATS_TEST_TMPDIR/keys"
     [ "$(wc -l < "$BATS_TEST_TMPDIR/keys")" -eq 64 ]
     [ "$(head -n 1 "$BATS_TEST_TMPDIR/keys")" = split/0000000000000000 ]

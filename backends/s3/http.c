@@ -15,8 +15,9 @@
  * a thread each, and requests of different NBD requests proceed in
  * parallel on their own threads.  A request that fails transiently
  * (5xx, 429, SlowDown and other throttling codes, a connection refused
- * or cut) is taken off the multi and added again after its backoff
- * (100 ms, doubling to 5 s, retries= times) while the others go on.
+ * or cut, or stalled for STALL_SECS) is taken off the multi and added
+ * again after its backoff (100 ms, doubling to 5 s, retries= times)
+ * while the others go on.
  * At most S3_PARALLEL transfers of a set run at once; the others wait
  * for a place.  The easy handles come from one pool and share DNS
  * answers and TLS sessions (../curl-share.c); the connections are the
@@ -50,6 +51,11 @@
 #include "nbdkit-backend.h"
 #include "s3defs.h"
 #include "../curl-share.h"
+
+/* Seconds without a byte sent or received after which a transfer is
+ * given up and tried again.
+ */
+#define STALL_SECS 60
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static CURL **pool;                     /* idle handles */
@@ -400,6 +406,11 @@ setup (struct xfer *x)
   curl_easy_setopt (c, CURLOPT_SSL_VERIFYPEER, sslverify ? 1L : 0L);
   curl_easy_setopt (c, CURLOPT_SSL_VERIFYHOST, sslverify ? 2L : 0L);
   curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT, 30L);
+  /* A transfer that moves nothing for STALL_SECS is abandoned (and,
+   * as a timeout, tried again).
+   */
+  curl_easy_setopt (c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt (c, CURLOPT_LOW_SPEED_TIME, (long) STALL_SECS);
   curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, write_cb);
   curl_easy_setopt (c, CURLOPT_WRITEDATA, x);
   curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, header_cb);
@@ -650,9 +661,7 @@ s3_perform_all (struct s3_request *q, struct s3_response *r, size_t n)
       nanosleep (&ts, NULL);
       continue;
     }
-    if (curl_multi_perform (m, &still) != CURLM_OK ||
-        curl_multi_poll (m, NULL, 0, wait_ms, NULL) != CURLM_OK ||
-        curl_multi_perform (m, &still) != CURLM_OK) {
+    if (curl_multi_perform (m, &still) != CURLM_OK) {
       nbdkit_error ("curl_multi_perform failed");
       break;
     }
@@ -665,6 +674,14 @@ s3_perform_all (struct s3_request *q, struct s3_response *r, size_t n)
       finish (m, x, msg->data.result);
       if (x->state == X_DONE)
         left--;
+    }
+    /* Wait for the transfers still running (or a retry to be due);
+     * with none, go round at once to start the next ones.
+     */
+    if (left > 0 && still > 0 &&
+        curl_multi_poll (m, NULL, 0, wait_ms, NULL) != CURLM_OK) {
+      nbdkit_error ("curl_multi_poll failed");
+      break;
     }
   }
 
