@@ -61,6 +61,7 @@ secret_kept_find (const char *name)
   struct stat st;
   off_t off = 0;
   uint32_t klen, vlen;
+  char *found = NULL;
 
   if (fd == -1 || fstat (fd, &st) == -1)
     return NULL;
@@ -69,27 +70,27 @@ secret_kept_find (const char *name)
 
     if (read_full (fd, &klen, 4, off) == -1 || klen > MAX_SECRET ||
         read_full (fd, &vlen, 4, off + 4 + klen) == -1 || vlen > MAX_SECRET)
-      return NULL;
+      break;                    /* a record cut short: the end */
     k = malloc (klen + 1);
     if (!k || read_full (fd, k, klen, off + 4) == -1) {
       free (k);
-      return NULL;
+      break;
     }
     k[klen] = '\0';
-    if (strcmp (k, name) == 0) {
-      free (k);
-      v = malloc (vlen + 1);
+    if (strcmp (k, name) == 0) {      /* the last one kept counts */
+      free (found);
+      found = v = malloc (vlen + 1);
       if (!v || read_full (fd, v, vlen, off + 8 + klen) == -1) {
+        free (k);
         free (v);
         return NULL;
       }
       v[vlen] = '\0';
-      return v;
     }
     free (k);
     off += 8 + klen + vlen;
   }
-  return NULL;
+  return found;
 }
 
 void

@@ -19,8 +19,8 @@ extern int secret_read (const char *key, const char *value, char **ret);
 /* secret_free: see helper-protocol/secret-read.h. */
 #include "secret-read.h"
 
-/* The value kept under name by this backend or an earlier incarnation
- * of it, malloc'd; NULL if there is none.
+/* The value last kept under name by this backend or an earlier
+ * incarnation of it, malloc'd; NULL if there is none.
  */
 extern char *secret_kept_find (const char *name);
 

@@ -4,21 +4,32 @@
 # owns the cluster's configuration, start, readiness and stop.
 #
 # A bats file loads it after helpers and calls, from setup_file,
-#   ceph_start [rgw]     monitor + OSD (memstore), and radosgw with 'rgw'
-# and, from teardown_file,
+#   ceph_start [rgw] [bluestore] [mgr]
+# (a monitor and one OSD; with 'rgw' radosgw too; with 'bluestore' the
+# OSD keeps its data in a sparse file under $CEPH_DIR instead of in
+# memory, so that it survives a restart; with 'mgr' a manager too) and,
+# from teardown_file,
 #   ceph_stop
 # ceph_start never fails: when the cluster cannot start it writes why to
 # $CEPH_SKIP, and each test calls ceph_requires, which skips saying so.
+# In between, a test may stop every daemon and start them again on the
+# same data (ceph_stop_daemons, ceph_restart: needs 'bluestore'), or
+# radosgw alone (rgw_stop, rgw_start).
 # Set: $CEPH_DIR, $CEPH_CONF (the configuration, with the admin keyring
 # named in it), $CEPH_KEYRING, $RGW_URL (http://127.0.0.1:PORT), and
 # $CEPH_START_SECS (how long the start took, for the log).
 #
 # The daemons run as the test's user (root in CI) with every path of
 # theirs (data, run dir, admin sockets, logs, crash dumps) under
-# $CEPH_DIR, so nothing is left in /var or /run.  The monitor gets no
-# manager: neither RBD nor radosgw needs one.  The OSD is memstore (in
-# RAM, about twice what is written), enough for tests of some hundreds
-# of MiB.
+# $CEPH_DIR, so nothing is left in /var or /run.  Without 'mgr' the
+# monitor gets no manager: neither RBD I/O nor radosgw needs one.  The
+# memstore OSD (the default) holds in RAM about twice what is written,
+# enough for tests of some hundreds of MiB, and loses it when it stops.
+# A bluestore OSD writes to a sparse 8 GiB file (only what is written
+# takes room), with a 512 MiB cache.  A client that dies keeps its
+# watch on an RBD image (and so the image's exclusive lock) until the
+# OSD times it out: 5 s here (osd client watch timeout) instead of 30,
+# so that a killed rbd backend's successor gets the lock sooner.
 
 CEPH_BINS="ceph-mon ceph-osd ceph ceph-authtool monmaptool rbd rados"
 
@@ -44,7 +55,17 @@ ceph_fail() {
 }
 
 ceph_start() {
-    local with_rgw=${1:-} b start d fsid mon_port osd_uuid osd_id
+    local with_rgw= store=memstore with_mgr= a b start d fsid mon_port osd_uuid osd_id
+    for a in "$@"; do
+        case $a in
+            rgw) with_rgw=rgw ;;
+            bluestore) store=bluestore ;;
+            mgr) with_mgr=mgr ;;
+            *) echo "ceph_start: unknown option '$a' (rgw, bluestore, mgr)" >&2
+               return 1 ;;
+        esac
+    done
+    export CEPH_WITH_RGW=$with_rgw CEPH_WITH_MGR=$with_mgr CEPH_STORE=$store
     export CEPH_DIR=$BATS_FILE_TMPDIR/ceph
     export CEPH_SKIP=$BATS_FILE_TMPDIR/ceph-skip
     export CEPH_CONF=$CEPH_DIR/ceph.conf
@@ -62,8 +83,12 @@ ceph_start() {
         echo "radosgw is not installed (Debian package radosgw; contrib/quickstart test installs it)" > "$CEPH_SKIP"
         return 0
     fi
+    if [ "$with_mgr" = mgr ] && ! command -v ceph-mgr >/dev/null; then
+        echo "ceph-mgr is not installed (Debian package ceph-mgr; contrib/quickstart test installs it)" > "$CEPH_SKIP"
+        return 0
+    fi
     start=$(date +%s)
-    mkdir -p "$d"/{mon,osd/ceph-0,run,log,crash,rgw}
+    mkdir -p "$d"/{mon,osd/ceph-0,mgr/ceph-x,run,log,crash,rgw}
     fsid=$(cat /proc/sys/kernel/random/uuid)
     mon_port=$(ceph_free_port)
     cat > "$CEPH_CONF" <<EOF
@@ -94,12 +119,20 @@ mon allow pool size one = true
 mon allow pool delete = true
 mon max pg per osd = 1000
 mon warn on pool no redundancy = false
-osd objectstore = memstore
+osd objectstore = $store
 memstore device bytes = 3221225472
+bluestore block create = true
+bluestore block size = 8589934592
+bluestore fsck on mount = false
+bluestore cache autotune = false
+bluestore cache size = 536870912
+osd memory target = 1073741824
 osd data = $d/osd/\$cluster-\$id
 mon data = $d/mon/\$cluster-\$id
+mgr data = $d/mgr/\$cluster-\$id
 rgw data = $d/rgw/\$cluster-\$id
 osd max object name len = 256
+osd client watch timeout = 5
 mon data avail warn = 2
 mon data avail crit = 1
 osd max object namespace len = 64
@@ -116,6 +149,8 @@ EOF
             --cap mon 'allow profile osd' --cap osd 'allow *' &&
         ceph-authtool "$CEPH_KEYRING" --gen-key -n client.rgw.a \
             --cap mon 'allow rw' --cap osd 'allow rwx' &&
+        ceph-authtool "$CEPH_KEYRING" --gen-key -n mgr.x \
+            --cap mon 'allow profile mgr' --cap osd 'allow *' &&
         monmaptool --create --addv a "[v2:127.0.0.1:$mon_port]" \
             --fsid "$fsid" "$d/monmap" &&
         ceph-mon -c "$CEPH_CONF" --mkfs -i a --monmap "$d/monmap" \
@@ -138,11 +173,16 @@ EOF
     ceph-osd -c "$CEPH_CONF" -i 0 --mkfs --osd-uuid "$osd_uuid" \
         >> "$d/log/start.log" 2>&1 &&
     ceph-osd -c "$CEPH_CONF" -i 0 >> "$d/log/start.log" 2>&1 || {
-        ceph_fail "the Ceph OSD could not be made or started: $(tail -n 3 "$d/log/start.log" | tr '\n' ' ')"
+        ceph_fail "the Ceph OSD ($store) could not be made or started: $(tail -n 3 "$d/log/start.log" | tr '\n' ' ')"
         return 0
     }
     if ! wait_until eval 'ceph_cmd osd stat 2>/dev/null | grep -q "1 up"'; then
-        ceph_fail "the Ceph OSD did not come up"
+        ceph_fail "the Ceph OSD ($store) did not come up"
+        return 0
+    fi
+    if [ "$with_mgr" = mgr ] &&
+       ! ceph-mgr -c "$CEPH_CONF" -i x >> "$d/log/start.log" 2>&1; then
+        ceph_fail "ceph-mgr did not start: $(tail -n 3 "$d/log/start.log" | tr '\n' ' ')"
         return 0
     fi
     if ! { ceph_cmd osd pool create rbd 8 &&
@@ -172,6 +212,56 @@ rgw_start() {
     wait_until ceph_port_open "$RGW_PORT"
 }
 
+# Every daemon's pid (by the pid files of $CEPH_DIR/run).
+ceph_pids() {
+    local f
+    for f in "$CEPH_DIR"/run/*.pid; do
+        [ -f "$f" ] && cat "$f"
+    done
+}
+
+# Stop every daemon, keep their data: with SIGTERM (then SIGKILL for
+# one that hangs), or with -9 all at once with SIGKILL, as a power cut
+# would.
+ceph_stop_daemons() {
+    local sig=TERM pid pids
+    [ "${1:-}" != -9 ] || sig=KILL
+    pids=$(ceph_pids)
+    for pid in $pids; do
+        kill -"$sig" "$pid" 2>/dev/null || true
+    done
+    for pid in $pids; do
+        wait_until eval '! kill -0 '"$pid"' 2>/dev/null' ||
+            kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -f "$CEPH_DIR"/run/*.pid
+}
+
+# Start the daemons stopped by ceph_stop_daemons again on their data
+# (bluestore: a memstore OSD would come back empty), in the order of a
+# cold start, and wait until the OSD is up and the pool's placement
+# groups are active.  Returns non-zero, naming what failed, if not.
+ceph_restart() {
+    local d=$CEPH_DIR
+    if [ "$CEPH_STORE" != bluestore ]; then
+        echo "ceph_restart: the OSD is $CEPH_STORE; start the cluster with 'bluestore'" >&2
+        return 1
+    fi
+    ceph-mon -c "$CEPH_CONF" -i a >> "$d/log/start.log" 2>&1 ||
+        { echo "ceph-mon did not start again" >&2; return 1; }
+    ceph-osd -c "$CEPH_CONF" -i 0 >> "$d/log/start.log" 2>&1 ||
+        { echo "ceph-osd did not start again" >&2; return 1; }
+    if [ "$CEPH_WITH_MGR" = mgr ]; then
+        ceph-mgr -c "$CEPH_CONF" -i x >> "$d/log/start.log" 2>&1 ||
+            { echo "ceph-mgr did not start again" >&2; return 1; }
+    fi
+    wait_until eval 'ceph_cmd osd stat 2>/dev/null | grep -q "1 up"' ||
+        { echo "the OSD did not come up again" >&2; return 1; }
+    if [ "$CEPH_WITH_RGW" = rgw ]; then
+        rgw_start || { echo "radosgw did not start again" >&2; return 1; }
+    fi
+}
+
 # Stop radosgw alone (the cluster stays), and wait until it is gone.
 rgw_stop() {
     local pid
@@ -181,23 +271,11 @@ rgw_stop() {
     rm -f "$CEPH_DIR/run/client.rgw.a.pid"
 }
 
-# Stop every daemon started from $CEPH_DIR (by their pid files), then
-# remove the directory.
+# Stop every daemon started from $CEPH_DIR, then remove the directory.
 ceph_stop() {
-    local d=${CEPH_DIR:-} f pid
+    local d=${CEPH_DIR:-}
     [ -n "$d" ] && [ -d "$d" ] || return 0
-    for f in "$d"/run/*.pid; do
-        [ -f "$f" ] || continue
-        pid=$(cat "$f")
-        [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
-    done
-    for f in "$d"/run/*.pid; do
-        [ -f "$f" ] || continue
-        pid=$(cat "$f")
-        [ -n "$pid" ] || continue
-        wait_until eval '! kill -0 '"$pid"' 2>/dev/null' ||
-            kill -KILL "$pid" 2>/dev/null || true
-    done
+    ceph_stop_daemons
     rm -rf "$d"
 }
 

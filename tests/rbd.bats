@@ -1,6 +1,7 @@
-# The rbd backend against a real one-node Ceph cluster (monitor and a
-# memstore OSD on 127.0.0.1), started once for the file by
-# ceph-cluster.bash.  Images are made and checked with rbd(8); data
+# The rbd backend against a real one-node Ceph cluster (monitor,
+# manager and a bluestore OSD on a sparse file, on 127.0.0.1), started
+# once for the file by ceph-cluster.bash; the last test kills every
+# daemon and starts them again on the same data.  Images are made and checked with rbd(8); data
 # goes in and out with nbdcopy and qemu-img and is compared by
 # checksum.  Without the Ceph packages every test skips, saying why.
 
@@ -17,8 +18,8 @@ setup_file() {
         echo "the rbd backend was not built (configure did not find librbd: install librbd-dev)" > "$SKIP_BUILD"
         return 0
     fi
-    ceph_start
-    [ -s "$CEPH_SKIP" ] || echo "# Ceph cluster up in ${CEPH_START_SECS}s" >&3
+    ceph_start bluestore mgr
+    [ -s "$CEPH_SKIP" ] || echo "# Ceph cluster (bluestore, mgr) up in ${CEPH_START_SECS}s" >&3
 }
 
 teardown_file() {
@@ -256,4 +257,65 @@ except nbd.Error as e:
     echo "# backend kills: $(grep -c "killed by signal SIGKILL" "$log")" >&3
     stop_server
     rbdc export rbd/killed - 2>/dev/null | cmp - "$BATS_TEST_TMPDIR/in"
+}
+
+# Last: it stops the cluster under the file's other tests' images.
+@test "rbd: the whole cluster (mon, mgr, OSD) killed and restarted under copies: they complete after it, or fail with EIO, never wrong data" {
+    rbd_requires
+    rbdc create --size 64M rbd/outage-r
+    rbdc create --size 64M rbd/outage-w
+    random_file "$BATS_TEST_TMPDIR/in-r" 64M
+    random_file "$BATS_TEST_TMPDIR/in-w" 64M
+    # One server to read from (slowed to 16 MB/s, so that the copy is
+    # under way when the cluster goes), one to write to.
+    start_server -v --filter=rate rbd "${RBDP[@]}" outage-r rate=128M
+    nbdcopy "$BATS_TEST_TMPDIR/in-r" "$uri"
+    sock=$BATS_TEST_TMPDIR/sock-w
+    "$NBDKIT" -f -v -U "$sock" -P "$BATS_TEST_TMPDIR/pid-w" rbd "${RBDP[@]}" outage-w \
+        </dev/null >/dev/null 2>"$BATS_TEST_TMPDIR/log-w" 3>&- &
+    local pid_w=$!
+    wait_until test -S "$sock"
+    local uri_w="nbd+unix:///?socket=$sock"
+    # The read copy is under way once the server (-v) has passed 32 of
+    # its 256 reads of 256 KiB to the backend.
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/out-r" 2>"$BATS_TEST_TMPDIR/err-r" &
+    local copy_r=$!
+    reads() { grep -c 'debug: rbd: pread ' "$log" || true; }
+    wait_until eval '[ "$(reads)" -ge 32 ]' || true
+    # Every daemon at once, as a power cut would; a copy in the other
+    # direction starts while the cluster is down.
+    ceph_stop_daemons -9
+    echo "# every daemon killed with $(reads) of the 256 reads sent" >&3
+    nbdcopy "$BATS_TEST_TMPDIR/in-w" "$uri_w" 2>"$BATS_TEST_TMPDIR/err-w" &
+    local copy_w=$!
+    local t0=$SECONDS
+    ceph_restart
+    echo "# the cluster was started again in $((SECONDS - t0))s" >&3
+    local st_r=0 st_w=0
+    wait "$copy_r" || st_r=$?
+    wait "$copy_w" || st_w=$?
+    if [ "$st_r" -eq 0 ]; then
+        [ "$(sha "$BATS_TEST_TMPDIR/out-r")" = "$(sha "$BATS_TEST_TMPDIR/in-r")" ]
+    else
+        echo "# the read failed: $(cat "$BATS_TEST_TMPDIR/err-r")" >&3
+        grep -q 'Input/output error' "$BATS_TEST_TMPDIR/err-r"
+    fi
+    if [ "$st_w" -ne 0 ]; then
+        echo "# the write failed: $(cat "$BATS_TEST_TMPDIR/err-w")" >&3
+        grep -q 'Input/output error' "$BATS_TEST_TMPDIR/err-w"
+    fi
+    # After it, through the same servers: the image read is whole, and
+    # the one written holds what the copy wrote (when it succeeded).
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/after-r"
+    [ "$(sha "$BATS_TEST_TMPDIR/after-r")" = "$(sha "$BATS_TEST_TMPDIR/in-r")" ]
+    if [ "$st_w" -eq 0 ]; then
+        nbdcopy "$uri_w" "$BATS_TEST_TMPDIR/after-w"
+        [ "$(sha "$BATS_TEST_TMPDIR/after-w")" = "$(sha "$BATS_TEST_TMPDIR/in-w")" ]
+    fi
+    kill -TERM "$pid_w"
+    wait "$pid_w" || true
+    stop_server
+    # And rbd(8), a client of its own, reads the same.
+    rbdc export rbd/outage-r - 2>/dev/null | cmp - "$BATS_TEST_TMPDIR/in-r"
+    [ "$st_w" -ne 0 ] || rbdc export rbd/outage-w - 2>/dev/null | cmp - "$BATS_TEST_TMPDIR/in-w"
 }

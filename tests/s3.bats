@@ -83,7 +83,7 @@ s3_requires() {
     run "$NBDKIT" s3 --help
     [ "$status" -eq 0 ]
     for k in access-key secret-key session-token endpoint-url bucket key \
-             size object-size region profile; do
+             size object-size region profile write-whole-object; do
         echo "$output" | grep -qE "^(\[)?$k(\])?=" || { echo "no $k=" >&2; false; }
     done
 }
@@ -111,6 +111,8 @@ s3_requires() {
     check 'secret-key= is given without access-key=' bucket=b disk secret-key=s
     check 'access-key=+/nonexistent/ak' bucket=b disk access-key=+/nonexistent/ak secret-key=s
     check 'retries=99: out of range (use 0 to 20)' bucket=b disk retries=99
+    check 'write-whole-object=perhaps' bucket=b disk write-whole-object=perhaps
+    check 'write-whole-object=true is for a disk that is one object' bucket=b disk size=1M object-size=64k write-whole-object=true
     check 'sslverify=perhaps' bucket=b disk sslverify=perhaps
     check 'no AWS credentials' bucket=b disk
     check "unknown parameter 'user'" bucket=b disk user=x
@@ -141,7 +143,7 @@ except nbd.Error as e:
 '
 }
 
-@test "s3: split: 64 MiB in and out with 1 and 4 connections, objects KEY/%016x as nbdkit names them" {
+@test "s3: split: 64 MiB in and out with 1 and 4 connections and requests of several objects, objects KEY/%016x as nbdkit names them" {
     s3_requires
     random_file "$BATS_TEST_TMPDIR/in.img" 64M
     start_server s3 "${S3P[@]}" "${KEYS[@]}" key=split size=64M object-size=1M
@@ -153,6 +155,9 @@ except nbd.Error as e:
     [ "$(sha "$BATS_TEST_TMPDIR/out1.img")" = "$(sha "$BATS_TEST_TMPDIR/in.img")" ]
     nbdcopy -C 4 "$uri" "$BATS_TEST_TMPDIR/out4.img"
     [ "$(sha "$BATS_TEST_TMPDIR/out4.img")" = "$(sha "$BATS_TEST_TMPDIR/in.img")" ]
+    # Requests of 4 objects each, fetched at once.
+    nbdcopy -C 4 --request-size=4194304 "$uri" "$BATS_TEST_TMPDIR/out4m.img"
+    [ "$(sha "$BATS_TEST_TMPDIR/out4m.img")" = "$(sha "$BATS_TEST_TMPDIR/in.img")" ]
     s3list split%2F > "$BATS_TEST_TMPDIR/keys"
     [ "$(wc -l < "$BATS_TEST_TMPDIR/keys")" -eq 64 ]
     [ "$(head -n 1 "$BATS_TEST_TMPDIR/keys")" = split/0000000000000000 ]
@@ -335,4 +340,164 @@ EOF
     # And after it, the disk is whole.
     nbdcopy "$uri" "$BATS_TEST_TMPDIR/after"
     [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/after")" ]
+}
+
+# ---- write-whole-object=true: one object, writable through a local copy ----
+
+# s3get KEY FILE: the object as radosgw has it now, into FILE.
+s3get() {
+    [ "$(s3curl GET "/nbdtest/$1")" = 200 ] && mv "$BATS_TEST_TMPDIR/body" "$2"
+}
+
+@test "s3: write-whole-object=true: nbdcopy in with --flush, read back by a fresh server and by curl, same checksum" {
+    s3_requires
+    random_file "$BATS_TEST_TMPDIR/old" 32M
+    random_file "$BATS_TEST_TMPDIR/new" 32M
+    [ "$(s3curl PUT /nbdtest/whole.img "$BATS_TEST_TMPDIR/old")" = 200 ]
+    mkdir "$BATS_TEST_TMPDIR/tmp"
+    TMPDIR=$BATS_TEST_TMPDIR/tmp start_server s3 "${S3P[@]}" "${KEYS[@]}" whole.img write-whole-object=true
+    nbdinfo --json "$uri" > "$BATS_TEST_TMPDIR/info"
+    grep -q '"is_read_only": false' "$BATS_TEST_TMPDIR/info"
+    grep -q '"can_flush": true' "$BATS_TEST_TMPDIR/info"
+    grep -q '"can_fua": true' "$BATS_TEST_TMPDIR/info"
+    grep -q '"can_multi_conn": false' "$BATS_TEST_TMPDIR/info"
+    # Nothing written yet: no local copy.
+    [ -z "$(ls "$BATS_TEST_TMPDIR/tmp")" ]
+    nbdcopy --flush "$BATS_TEST_TMPDIR/new" "$uri"
+    s3get whole.img "$BATS_TEST_TMPDIR/got"
+    [ "$(sha "$BATS_TEST_TMPDIR/got")" = "$(sha "$BATS_TEST_TMPDIR/new")" ]
+    # The copy is in $TMPDIR while the server runs, and gone after.
+    [ "$(ls "$BATS_TEST_TMPDIR/tmp" | grep -c '^nbdkit-s3-')" -eq 1 ]
+    stop_server
+    [ -z "$(ls "$BATS_TEST_TMPDIR/tmp")" ]
+    # A fresh server, read-only (no opt-in), reads the new bytes.
+    start_server s3 "${S3P[@]}" "${KEYS[@]}" whole.img
+    nbdcopy -C 4 "$uri" "$BATS_TEST_TMPDIR/out"
+    [ "$(sha "$BATS_TEST_TMPDIR/out")" = "$(sha "$BATS_TEST_TMPDIR/new")" ]
+}
+
+@test "s3: write-whole-object=true: unaligned writes, zero and trim over a partly fetched object, flushed, read back" {
+    s3_requires
+    random_file "$BATS_TEST_TMPDIR/obj" 3M
+    [ "$(s3curl PUT /nbdtest/rmw.img "$BATS_TEST_TMPDIR/obj")" = 200 ]
+    cp "$BATS_TEST_TMPDIR/obj" "$BATS_TEST_TMPDIR/want"
+    start_server s3 "${S3P[@]}" "${KEYS[@]}" rmw.img write-whole-object=true
+    nbdsh -u "$uri" -c '
+want = bytearray(open("'"$BATS_TEST_TMPDIR/want"'", "rb").read())
+def w(buf, off):
+    h.pwrite(buf, off)
+    want[off:off + len(buf)] = buf
+def z(n, off, trim=False):
+    h.trim(n, off) if trim else h.zero(n, off)
+    want[off:off + n] = bytes(n)
+# Inside a block not fetched, across blocks, over whole blocks, at the
+# very end (the object is not a multiple of any block).
+w(b"\x11" * 1000, 12345)
+w(b"\x22" * 300000, 200000)
+w(b"\x33" * (512 * 1024), 1024 * 1024)
+w(b"\x44" * 77, len(want) - 77)
+z(5000, 250000)
+z(600000, 1500000, trim=True)
+assert h.pread(len(want), 0) == want
+h.flush()
+assert h.pread(len(want), 0) == want
+open("'"$BATS_TEST_TMPDIR/want"'", "wb").write(want)
+'
+    s3get rmw.img "$BATS_TEST_TMPDIR/got"
+    [ "$(sha "$BATS_TEST_TMPDIR/got")" = "$(sha "$BATS_TEST_TMPDIR/want")" ]
+    stop_server
+    start_server s3 "${S3P[@]}" "${KEYS[@]}" rmw.img
+    nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
+    [ "$(sha "$BATS_TEST_TMPDIR/out")" = "$(sha "$BATS_TEST_TMPDIR/want")" ]
+}
+
+@test "s3: write-whole-object=true: a FUA write is in the object when answered; a plain one when the connection closes" {
+    s3_requires
+    random_file "$BATS_TEST_TMPDIR/obj" 1M
+    [ "$(s3curl PUT /nbdtest/fua.img "$BATS_TEST_TMPDIR/obj")" = 200 ]
+    local before
+    before=$(sha "$BATS_TEST_TMPDIR/obj")
+    start_server s3 "${S3P[@]}" "${KEYS[@]}" fua.img write-whole-object=true
+    # The object is fetched by curl(1) while the connection is open.
+    nbdsh -u "$uri" -c '
+import hashlib, subprocess
+def object_now():
+    subprocess.run(["curl", "-sf", "-o", "'"$BATS_TEST_TMPDIR/now"'",
+                    "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "'"$AK:$SK"'",
+                    "-H", "x-amz-content-sha256: '"$EMPTY_SHA"'",
+                    "'"$RGW_URL"'/nbdtest/fua.img"], check=True)
+    return open("'"$BATS_TEST_TMPDIR/now"'", "rb").read()
+want = bytearray(open("'"$BATS_TEST_TMPDIR/obj"'", "rb").read())
+h.pwrite(b"\xaa" * 4096, 8192)
+want[8192:12288] = b"\xaa" * 4096
+assert hashlib.sha256(object_now()).hexdigest() == "'"$before"'", "a write without FUA was PUT"
+h.pwrite(b"\xbb" * 4096, 65536, nbd.CMD_FLAG_FUA)
+want[65536:69632] = b"\xbb" * 4096
+assert object_now() == want, "the FUA write (and the one before) is not in the object"
+h.pwrite(b"\xcc" * 100, 100)
+want[100:200] = b"\xcc" * 100
+open("'"$BATS_TEST_TMPDIR/want"'", "wb").write(want)
+'
+    # Closed without a flush: PUT at the close.
+    wait_until eval 's3get fua.img "$BATS_TEST_TMPDIR/got" && [ "$(sha "$BATS_TEST_TMPDIR/got")" = "$(sha "$BATS_TEST_TMPDIR/want")" ]'
+}
+
+@test "s3: write-whole-object=true: the backend killed after unflushed writes takes up its local copy, nothing is lost" {
+    s3_requires
+    random_file "$BATS_TEST_TMPDIR/obj" 2M
+    [ "$(s3curl PUT /nbdtest/crash.img "$BATS_TEST_TMPDIR/obj")" = 200 ]
+    start_server -v s3 "${S3P[@]}" "${KEYS[@]}" crash.img write-whole-object=true
+    nbdsh -u "$uri" -c '
+import os, signal, subprocess
+want = bytearray(open("'"$BATS_TEST_TMPDIR/obj"'", "rb").read())
+h.pwrite(b"\x5a" * 70000, 300000)
+want[300000:370000] = b"\x5a" * 70000
+pid = int(subprocess.run(["pgrep", "-P", os.environ["server_pid"]],
+                         capture_output=True, check=True).stdout.split()[0])
+os.kill(pid, signal.SIGKILL)
+# Served by the restarted backend from the same local copy.
+assert h.pread(len(want), 0) == want
+h.flush()
+open("'"$BATS_TEST_TMPDIR/want"'", "wb").write(want)
+'
+    grep -q "killed by signal SIGKILL" "$log"
+    grep -q "took up the local copy" "$log"
+    s3get crash.img "$BATS_TEST_TMPDIR/got"
+    [ "$(sha "$BATS_TEST_TMPDIR/got")" = "$(sha "$BATS_TEST_TMPDIR/want")" ]
+}
+
+@test "s3: write-whole-object: writes are refused (EPERM) without it and with -r, and fail saying why without room for the copy" {
+    s3_requires
+    random_file "$BATS_TEST_TMPDIR/obj" 64k
+    [ "$(s3curl PUT /nbdtest/ro.img "$BATS_TEST_TMPDIR/obj")" = 200 ]
+    for opts in "" "-r write-whole-object=true"; do
+        set -- $opts
+        local r=()
+        if [ "${1:-}" = -r ]; then r=(-r); shift; fi
+        start_server "${r[@]}" s3 "${S3P[@]}" "${KEYS[@]}" ro.img "$@"
+        nbdsh -u "$uri" -c '
+import errno
+assert h.is_read_only()
+try:
+    h.pwrite(b"x" * 512, 0)
+    assert False, "the write succeeded"
+except nbd.Error as e:
+    assert e.errnum == errno.EPERM, e
+'
+        stop_server
+    done
+    s3get ro.img "$BATS_TEST_TMPDIR/got"
+    cmp "$BATS_TEST_TMPDIR/got" "$BATS_TEST_TMPDIR/obj"
+    # No room for the local copy: the write fails and says why.
+    TMPDIR=/nonexistent/dir start_server s3 "${S3P[@]}" "${KEYS[@]}" ro.img write-whole-object=true
+    nbdsh -u "$uri" -c '
+import errno
+try:
+    h.pwrite(b"x" * 512, 0)
+    assert False, "the write succeeded"
+except nbd.Error as e:
+    assert e.errnum == errno.EIO, e
+'
+    grep -q "cannot make the local copy /nonexistent/dir/nbdkit-s3-" "$log"
+    grep -q "set TMPDIR to a directory with room for the object" "$log"
 }

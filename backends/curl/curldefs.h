@@ -7,7 +7,8 @@
  * errno); scripts.c the header-script and cookie-script; ../secret.c
  * (shared with the ssh backend) the reading of password=,
  * proxy-password= and cookie= from a file, a descriptor or the
- * terminal.
+ * terminal; ../curl-share.c (shared with the s3 backend) the CURLSH of
+ * the pool and libcurl's trace for -D curl.verbose=1.
  */
 
 #ifndef NBDKIT_CURL_CURLDEFS_H

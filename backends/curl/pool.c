@@ -34,6 +34,7 @@
 
 #include "nbdkit-backend.h"
 #include "curldefs.h"
+#include "../curl-share.h"
 
 enum kind {
   T_HEAD,                       /* the size (NOBODY) */
@@ -85,7 +86,6 @@ static struct curl_handle **pool;
 static size_t pool_len;
 
 static CURLSH *share;
-static pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 
 /* ---- setting the options ---- */
 
@@ -108,9 +108,6 @@ refused (const char *key, const char *value, CURLcode rc)
       return refused ((key), (shown), rc_);                             \
   } while (0)
 
-static int debug_cb (CURL *c, curl_infotype type, char *data, size_t size,
-                     void *opaque);
-
 int
 setup_easy_handle (CURL *c)
 {
@@ -124,7 +121,7 @@ setup_easy_handle (CURL *c)
   SETOPT (CURLOPT_AUTOREFERER, 1L, "followlocation", "true");
   if (debug_verbose) {
     SETOPT (CURLOPT_VERBOSE, 1L, "-D curl.verbose", "1");
-    SETOPT (CURLOPT_DEBUGFUNCTION, debug_cb, "-D curl.verbose", "1");
+    SETOPT (CURLOPT_DEBUGFUNCTION, cshare_debug_cb, "-D curl.verbose", "1");
   }
   if (cainfo)
     SETOPT (CURLOPT_CAINFO, *cainfo ? cainfo : NULL, "cainfo", cainfo);
@@ -183,36 +180,6 @@ setup_easy_handle (CURL *c)
             unix_socket_path);
   if (user_agent)
     SETOPT (CURLOPT_USERAGENT, user_agent, "user-agent", user_agent);
-  return 0;
-}
-
-/* -D curl.verbose=1: libcurl's trace as debug messages. */
-static int
-debug_cb (CURL *c, curl_infotype type, char *data, size_t size, void *opaque)
-{
-  const char *prefix;
-
-  switch (type) {
-  case CURLINFO_TEXT: prefix = "*"; break;
-  case CURLINFO_HEADER_IN: prefix = "<"; break;
-  case CURLINFO_HEADER_OUT: prefix = ">"; break;
-  default:
-    return 0;                   /* data: not printed */
-  }
-  while (size > 0) {
-    size_t n = 0;
-
-    while (n < size && data[n] != '\n')
-      n++;
-    if (n > 0 && data[n - 1] == '\r')
-      nbdkit_debug ("%s %.*s", prefix, (int) n - 1, data);
-    else if (n > 0)
-      nbdkit_debug ("%s %.*s", prefix, (int) n, data);
-    if (n < size)
-      n++;
-    data += n;
-    size -= n;
-  }
   return 0;
 }
 
@@ -368,40 +335,19 @@ seek_cb (void *opaque, curl_off_t offset, int origin)
 
 /* ---- the pool ---- */
 
-static void
-share_lock (CURL *c, curl_lock_data data, curl_lock_access access, void *p)
-{
-  pthread_mutex_lock (&share_locks[data]);
-}
-
-static void
-share_unlock (CURL *c, curl_lock_data data, void *p)
-{
-  pthread_mutex_unlock (&share_locks[data]);
-}
-
 int
 pool_init (void)
 {
-  size_t i;
-
   pool = calloc (connections, sizeof *pool);
   if (!pool) {
     nbdkit_error ("out of memory");
     return -1;
   }
-  for (i = 0; i < CURL_LOCK_DATA_LAST; ++i)
-    pthread_mutex_init (&share_locks[i], NULL);
-  share = curl_share_init ();
-  if (share) {
-    curl_share_setopt (share, CURLSHOPT_LOCKFUNC, share_lock);
-    curl_share_setopt (share, CURLSHOPT_UNLOCKFUNC, share_unlock);
-    curl_share_setopt (share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    curl_share_setopt (share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    if (cookiefile || cookiejar)
-      curl_share_setopt (share, CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE);
-  }
-  return 0;
+  share = cshare_new (CSHARE_BIT (CURL_LOCK_DATA_DNS) |
+                      CSHARE_BIT (CURL_LOCK_DATA_SSL_SESSION) |
+                      (cookiefile || cookiejar ?
+                       CSHARE_BIT (CURL_LOCK_DATA_COOKIE) : 0));
+  return share ? 0 : -1;
 }
 
 static void
@@ -425,8 +371,7 @@ pool_free (void)
   free (pool);
   pool = NULL;
   pool_len = 0;
-  if (share)
-    curl_share_cleanup (share);
+  cshare_free (share);
   share = NULL;
 }
 

@@ -1,23 +1,26 @@
 /* backends/s3/s3.c: the s3 backend, a disk kept in an S3-compatible
  * object store (AWS S3, Ceph's radosgw, MinIO, ...), as nbdkit's S3
  * plugin does, in C over libcurl.  This file owns the parameters, the
- * credentials (parameters, environment, ~/.aws/credentials), the two
- * layouts and the backend's callbacks; http.c makes the requests.
+ * two layouts and the backend's callbacks; credentials.c finds the
+ * credentials not given as parameters, http.c makes the requests,
+ * whole.c makes one object writable.
  *
- * Without size=, the disk is one object, read with byte ranges and
- * never written.  With size= and object-size=, the disk is split into
+ * Without size=, the disk is one object, read with byte ranges (a
+ * large read as several ranges at once); it is read-only unless
+ * write-whole-object=true, where whole.c keeps a local copy and PUTs
+ * it whole on flush.  With size= and object-size=, the disk is split into
  * objects of object-size bytes named KEY/%016x by their number (the
  * names of nbdkit's S3 plugin, so either can serve the other's disks);
  * an object that does not exist reads as zeroes.  A write of part of
  * an object reads it, changes it and writes it back, under a lock of
  * that object (within this process); zeroing a whole object deletes
- * it, and so does writing one that is all zeroes.  Block status lists
- * which objects exist.
+ * it, and so does writing one that is all zeroes.  The objects that one
+ * request spans are read, written or deleted at once (s3_perform_all).
+ * Block status lists which objects exist.
  */
 
 #include <config.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -35,11 +38,19 @@ char *bucket, *key, *endpoint, *region;
 char *access_key, *secret_key, *session_token;
 bool sslverify = true;
 unsigned max_retries = 5;
-static char *profile;
+char *profile;
 static int64_t dev_size = -1, obj_size = -1;
 static int64_t single_size = -1;        /* one object: its size */
 
 #define MAX_OBJECT_SIZE (64 << 20)
+/* A read of the one object larger than this is made of several ranges
+ * at once.
+ */
+#define ONE_CHUNK (4 << 20)
+/* At most this many objects of a split disk are locked at once for one
+ * request (the rest of it waits its turn).
+ */
+#define BATCH (2 * S3_PARALLEL)
 
 static int
 set_str (const char *k, const char *value, char **r)
@@ -140,6 +151,13 @@ s3_config (const char *k, const char *value)
     sslverify = r;
     return 0;
   }
+  if (is (k, "write-whole-object")) {
+    int r = nbdkit_parse_bool (value);
+    if (r == -1)
+      return -1;
+    write_whole = r;
+    return 0;
+  }
   if (is (k, "retries")) {
     if (nbdkit_parse_unsigned ("retries", value, &max_retries) == -1)
       return -1;
@@ -152,149 +170,9 @@ s3_config (const char *k, const char *value)
   nbdkit_error ("unknown parameter '%s' (the s3 backend takes bucket=, "
                 "key=, endpoint-url=, region=, access-key=, secret-key=, "
                 "session-token=, profile=, size=, object-size=, "
-                "sslverify= and retries=; see nbdkit s3 --help)", k);
+                "write-whole-object=, sslverify= and retries=; see "
+                "nbdkit s3 --help)", k);
   return -1;
-}
-
-/* ---- credentials ---- */
-
-static char *
-trim (char *s)
-{
-  char *e;
-
-  while (isspace ((unsigned char) *s))
-    s++;
-  e = s + strlen (s);
-  while (e > s && isspace ((unsigned char) e[-1]))
-    *--e = '\0';
-  return s;
-}
-
-/* The profile's keys of an AWS credentials file (INI). */
-static int
-read_credentials_file (const char *file, const char *prof)
-{
-  FILE *fp = fopen (file, "r");
-  char line[4096];
-  bool in = false, found = false;
-
-  if (fp == NULL) {
-    nbdkit_error ("no AWS credentials: none given with access-key= and "
-                  "secret-key=, none in AWS_ACCESS_KEY_ID and "
-                  "AWS_SECRET_ACCESS_KEY, and %s: %m", file);
-    return -1;
-  }
-  while (fgets (line, sizeof line, fp)) {
-    char *l = trim (line), *eq;
-    if (*l == '#' || *l == ';' || *l == '\0')
-      continue;
-    if (*l == '[') {
-      char *e = strchr (l, ']');
-      if (e) *e = '\0';
-      in = strcmp (trim (l + 1), prof) == 0;
-      found |= in;
-      continue;
-    }
-    if (!in || (eq = strchr (l, '=')) == NULL)
-      continue;
-    *eq = '\0';
-    l = trim (l);
-    eq = trim (eq + 1);
-    if (strcmp (l, "aws_access_key_id") == 0 && !access_key)
-      access_key = strdup (eq);
-    else if (strcmp (l, "aws_secret_access_key") == 0 && !secret_key)
-      secret_key = strdup (eq);
-    else if (strcmp (l, "aws_session_token") == 0 && !session_token)
-      session_token = strdup (eq);
-  }
-  fclose (fp);
-  if (!found) {
-    nbdkit_error ("profile [%s] is not in the AWS credentials file %s%s",
-                  prof, file, profile ? " (see profile=)" : "");
-    return -1;
-  }
-  if (!access_key || !secret_key) {
-    nbdkit_error ("profile [%s] of %s lacks %s", prof, file,
-                  !access_key ? "aws_access_key_id" : "aws_secret_access_key");
-    return -1;
-  }
-  nbdkit_debug ("credentials from profile [%s] of %s", prof, file);
-  return 0;
-}
-
-static int
-find_credentials (void)
-{
-  const char *e_id, *e_secret, *e_token, *file, *prof;
-  char *path = NULL;
-  int r;
-
-  if (access_key || secret_key) {
-    if (!access_key || !secret_key) {
-      nbdkit_error ("%s= is given without %s=: give both, or neither (to "
-                    "take the credentials from the environment or "
-                    "~/.aws/credentials)",
-                    access_key ? "access-key" : "secret-key",
-                    access_key ? "secret-key" : "access-key");
-      return -1;
-    }
-    if (profile) {
-      nbdkit_error ("profile=%s and access-key= do not go together: the "
-                    "keys are either given or taken from the profile",
-                    profile);
-      return -1;
-    }
-    return 0;
-  }
-  if (session_token) {
-    nbdkit_error ("session-token= needs access-key= and secret-key=");
-    return -1;
-  }
-  e_id = getenv ("AWS_ACCESS_KEY_ID");
-  e_secret = getenv ("AWS_SECRET_ACCESS_KEY");
-  e_token = getenv ("AWS_SESSION_TOKEN");
-  if (!profile && (e_id && *e_id) != (e_secret && *e_secret)) {
-    nbdkit_error ("%s is set in the environment without %s",
-                  e_id && *e_id ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
-                  e_id && *e_id ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
-    return -1;
-  }
-  if (!profile && e_id && *e_id) {
-    access_key = strdup (e_id);
-    secret_key = strdup (e_secret);
-    if (e_token && *e_token)
-      session_token = strdup (e_token);
-    if (!access_key || !secret_key) {
-      nbdkit_error ("strdup: %m");
-      return -1;
-    }
-    nbdkit_debug ("credentials from the environment");
-    return 0;
-  }
-  file = getenv ("AWS_SHARED_CREDENTIALS_FILE");
-  if (file == NULL || *file == '\0') {
-    const char *home = getenv ("HOME");
-    if (home == NULL || *home == '\0') {
-      nbdkit_error ("no AWS credentials: none given with access-key= and "
-                    "secret-key=, none in the environment, and no $HOME "
-                    "for ~/.aws/credentials");
-      return -1;
-    }
-    if (asprintf (&path, "%s/.aws/credentials", home) == -1) {
-      nbdkit_error ("asprintf: %m");
-      return -1;
-    }
-    file = path;
-  }
-  prof = profile;
-  if (prof == NULL)
-    prof = getenv ("AWS_PROFILE");
-  if (prof == NULL || *prof == '\0')
-    prof = "default";
-  r = read_credentials_file (file, prof);
-  free (path);
-  return r;
 }
 
 static int
@@ -314,6 +192,12 @@ s3_config_complete (void)
   if ((dev_size == -1) != (obj_size == -1)) {
     nbdkit_error ("size= and object-size= go together: both split the disk "
                   "into objects (neither: the disk is the one object KEY)");
+    return -1;
+  }
+  if (write_whole && dev_size != -1) {
+    nbdkit_error ("write-whole-object=true is for a disk that is one object: "
+                  "a disk split with size= and object-size= is writable "
+                  "without it");
     return -1;
   }
   if (dev_size != -1 && (dev_size == 0 || dev_size % obj_size != 0)) {
@@ -362,7 +246,7 @@ static pthread_cond_t locks_cond = PTHREAD_COND_INITIALIZER;
 static uint64_t *locked;
 static size_t nlocked, caplocked;
 
-static int
+int
 obj_lock (uint64_t n)
 {
   size_t i;
@@ -390,7 +274,7 @@ obj_lock (uint64_t n)
   return 0;
 }
 
-static void
+void
 obj_unlock (uint64_t n)
 {
   size_t i;
@@ -405,47 +289,82 @@ obj_unlock (uint64_t n)
   pthread_mutex_unlock (&locks_lock);
 }
 
-/* Read len bytes at off of object n into buf: a missing object, or the
- * part past the end of a short one, reads as zeroes.  *exists says
- * whether it exists (may be NULL).
+/* Part of one object that a request touches. */
+struct piece {
+  uint64_t n;                   /* the object */
+  uint32_t off, len;            /* the part of it */
+  char *buf;                    /* a read's bytes; a write's (NULL: zeroes) */
+  bool exists;                  /* read: whether the object exists */
+};
+
+/* The requests of np pieces, with their names and ranges. */
+struct batch {
+  struct s3_request q[BATCH];
+  struct s3_response r[BATCH];
+  char *name[BATCH];
+  char range[BATCH][64];
+};
+
+static void
+batch_free (struct batch *b, size_t np)
+{
+  size_t i;
+
+  for (i = 0; i < np; i++)
+    free (b->name[i]);
+}
+
+/* Read the pieces p[0..np-1] (np <= BATCH) at once: a missing object,
+ * or the part past the end of a short one, reads as zeroes.
  */
 static int
-obj_read (uint64_t n, void *buf, uint32_t len, uint32_t off, bool *exists)
+obj_read_all (struct piece *p, size_t np)
 {
-  char range[64], *name = object_name (n);
-  struct s3_request q = { .method = "GET", .object = name, .range = range,
-                          .out = buf, .out_len = len };
-  struct s3_response r;
+  struct batch b;
+  size_t i;
   int ret = 0;
 
-  if (name == NULL)
-    return -1;
-  snprintf (range, sizeof range, "%" PRIu32 "-%" PRIu64, off,
-            (uint64_t) off + len - 1);
-  if (s3_perform (&q, &r) == -1)
-    ret = -1;
-  else if (r.status == 404 && strcmp (r.code, "NoSuchBucket") != 0) {
-    memset (buf, 0, len);
-    if (exists) *exists = false;
-  }
-  else if (r.status == 416) {           /* an object shorter than off */
-    memset (buf, 0, len);
-    if (exists) *exists = true;
-  }
-  else if (r.status == 200 || r.status == 206) {
-    if (r.status == 200 && off != 0) {
-      nbdkit_error ("GET s3://%s/%s: the server ignored the byte range",
-                    bucket, name);
-      errno = EIO;
-      ret = -1;
+  memset (&b, 0, sizeof b);
+  for (i = 0; i < np; i++) {
+    if ((b.name[i] = object_name (p[i].n)) == NULL) {
+      batch_free (&b, i);
+      return -1;
     }
-    else if (q.out_got < len)
-      memset ((char *) buf + q.out_got, 0, len - q.out_got);
-    if (exists) *exists = true;
+    snprintf (b.range[i], sizeof b.range[i], "%" PRIu32 "-%" PRIu64,
+              p[i].off, (uint64_t) p[i].off + p[i].len - 1);
+    b.q[i] = (struct s3_request) { .method = "GET", .object = b.name[i],
+                                   .range = b.range[i], .out = p[i].buf,
+                                   .out_len = p[i].len };
   }
-  else
-    ret = s3_fail ("GET", name, &r);
-  free (name);
+  if (s3_perform_all (b.q, b.r, np) == -1) {
+    batch_free (&b, np);
+    return -1;
+  }
+  for (i = 0; ret == 0 && i < np; i++) {
+    struct s3_response *r = &b.r[i];
+    if (r->status == 404 && strcmp (r->code, "NoSuchBucket") != 0) {
+      memset (p[i].buf, 0, p[i].len);
+      p[i].exists = false;
+    }
+    else if (r->status == 416) {        /* an object shorter than off */
+      memset (p[i].buf, 0, p[i].len);
+      p[i].exists = true;
+    }
+    else if (r->status == 200 || r->status == 206) {
+      if (r->status == 200 && p[i].off != 0) {
+        nbdkit_error ("GET s3://%s/%s: the server ignored the byte range",
+                      bucket, b.name[i]);
+        errno = EIO;
+        ret = -1;
+      }
+      else if (b.q[i].out_got < p[i].len)
+        memset (p[i].buf + b.q[i].out_got, 0, p[i].len - b.q[i].out_got);
+      p[i].exists = true;
+    }
+    else
+      ret = s3_fail ("GET", b.name[i], r);
+  }
+  batch_free (&b, np);
   return ret;
 }
 
@@ -455,82 +374,188 @@ all_zero (const char *p, size_t n)
   return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
 }
 
+/* Write the whole objects of the pieces p[0..np-1] (np <= BATCH) at
+ * once; one whose data is NULL or all zeroes is deleted.  The caller
+ * holds their locks.
+ */
 static int
-obj_delete (uint64_t n)
+obj_put_all (struct piece *p, size_t np)
 {
-  char *name = object_name (n);
-  struct s3_request q = { .method = "DELETE", .object = name };
-  struct s3_response r;
+  struct batch b;
+  size_t i;
   int ret = 0;
 
-  if (name == NULL)
+  memset (&b, 0, sizeof b);
+  for (i = 0; i < np; i++) {
+    bool del = p[i].buf == NULL || all_zero (p[i].buf, obj_size);
+    if ((b.name[i] = object_name (p[i].n)) == NULL) {
+      batch_free (&b, i);
+      return -1;
+    }
+    b.q[i] = (struct s3_request) { .method = del ? "DELETE" : "PUT",
+                                   .object = b.name[i],
+                                   .body = del ? NULL : p[i].buf,
+                                   .body_len = del ? 0 : obj_size };
+  }
+  if (s3_perform_all (b.q, b.r, np) == -1) {
+    batch_free (&b, np);
     return -1;
-  if (s3_perform (&q, &r) == -1)
-    ret = -1;
-  else if (r.status != 204 && r.status != 200 && r.status != 404)
-    ret = s3_fail ("DELETE", name, &r);
-  free (name);
+  }
+  for (i = 0; ret == 0 && i < np; i++) {
+    long st = b.r[i].status;
+    if (b.q[i].body ? st != 200 : (st != 204 && st != 200 && st != 404))
+      ret = s3_fail (b.q[i].method, b.name[i], &b.r[i]);
+  }
+  batch_free (&b, np);
   return ret;
 }
 
-/* Write the whole object n (all zeroes: delete it). */
+/* Change part of object n, locked by the caller: data (NULL: zeroes)
+ * of the piece.
+ */
 static int
-obj_write (uint64_t n, const void *buf)
+obj_modify (const struct piece *p)
 {
-  char *name;
-  struct s3_request q = { .method = "PUT", .body = buf,
-                          .body_len = obj_size };
-  struct s3_response r;
-  int ret = 0;
-
-  if (all_zero (buf, obj_size))
-    return obj_delete (n);
-  if ((name = object_name (n)) == NULL)
-    return -1;
-  q.object = name;
-  if (s3_perform (&q, &r) == -1)
-    ret = -1;
-  else if (r.status != 200)
-    ret = s3_fail ("PUT", name, &r);
-  free (name);
-  return ret;
-}
-
-/* Change part of object n: data (NULL: zeroes) at off, len bytes. */
-static int
-obj_modify (uint64_t n, const void *data, uint32_t len, uint32_t off)
-{
-  char *tmp;
-  bool exists;
+  struct piece whole = { .n = p->n, .off = 0, .len = obj_size };
   int r = -1;
 
-  if (obj_lock (n) == -1)
-    return -1;
-  if (off == 0 && len == obj_size) {
-    r = data ? obj_write (n, data) : obj_delete (n);
-    obj_unlock (n);
-    return r;
-  }
-  tmp = malloc (obj_size);
-  if (tmp == NULL) {
+  whole.buf = malloc (obj_size);
+  if (whole.buf == NULL) {
     nbdkit_error ("malloc: %m");
-    goto out;
+    return -1;
   }
-  if (obj_read (n, tmp, obj_size, 0, &exists) == -1)
+  if (obj_read_all (&whole, 1) == -1)
     goto out;
-  if (!exists && data == NULL) {        /* zeroes already */
+  if (!whole.exists && p->buf == NULL) {        /* zeroes already */
     r = 0;
     goto out;
   }
-  if (data)
-    memcpy (tmp + off, data, len);
+  if (p->buf)
+    memcpy (whole.buf + p->off, p->buf, p->len);
   else
-    memset (tmp + off, 0, len);
-  r = obj_write (n, tmp);
+    memset (whole.buf + p->off, 0, p->len);
+  r = obj_put_all (&whole, 1);
  out:
-  free (tmp);
-  obj_unlock (n);
+  free (whole.buf);
   return r;
+}
+
+/* The pieces of [offset, offset+count) from pos on, at most BATCH;
+ * returns how many, and moves pos past them.  buf is the request's
+ * (NULL: zeroes).
+ */
+static size_t
+pieces (struct piece *p, const char *buf, uint64_t offset, uint64_t count,
+        uint64_t *pos)
+{
+  size_t np = 0;
+
+  while (np < BATCH && *pos < offset + count) {
+    uint64_t n = *pos / obj_size, boff = *pos % obj_size;
+    uint64_t len = obj_size - boff;
+    if (len > offset + count - *pos)
+      len = offset + count - *pos;
+    p[np] = (struct piece) { .n = n, .off = boff, .len = len,
+                             .buf = buf ? (char *) buf + (*pos - offset)
+                                        : NULL };
+    np++;
+    *pos += len;
+  }
+  return np;
+}
+
+static int
+split_pread (void *buf, uint32_t count, uint64_t offset)
+{
+  struct piece p[BATCH];
+  uint64_t pos = offset;
+  size_t np;
+
+  while ((np = pieces (p, buf, offset, count, &pos)) > 0)
+    if (obj_read_all (p, np) == -1)
+      return -1;
+  return 0;
+}
+
+/* Write buf (NULL: zeroes) at [offset, offset+count): the whole
+ * objects at once, the parts of objects (at most the first and the
+ * last) by read-modify-write, each batch under the locks of its
+ * objects (taken in increasing order, so two requests never wait for
+ * each other).
+ */
+static int
+split_write (const void *buf, uint32_t count, uint64_t offset)
+{
+  struct piece p[BATCH], whole[BATCH];
+  uint64_t pos = offset;
+  size_t np, nw, i, nlocked;
+  int r = 0;
+
+  while (r == 0 && (np = pieces (p, buf, offset, count, &pos)) > 0) {
+    for (nlocked = 0; nlocked < np; nlocked++)
+      if (obj_lock (p[nlocked].n) == -1) {
+        r = -1;
+        break;
+      }
+    for (i = nw = 0; r == 0 && i < np; i++) {
+      if (p[i].len == obj_size)
+        whole[nw++] = p[i];
+      else
+        r = obj_modify (&p[i]);
+    }
+    if (r == 0)
+      r = obj_put_all (whole, nw);
+    for (i = 0; i < nlocked; i++)
+      obj_unlock (p[i].n);
+  }
+  return r;
+}
+
+/* The one object: [offset, offset+count) by ranges of ONE_CHUNK, into
+ * buf or, with fd >= 0, into that file at the same offsets.
+ */
+int
+one_read (void *buf, int fd, uint64_t count, uint64_t offset)
+{
+  struct batch b;
+  uint64_t pos = offset, end = offset + count;
+  size_t np, i;
+
+  while (pos < end) {
+    memset (&b, 0, sizeof b);
+    for (np = 0; np < BATCH && pos < end; np++) {
+      uint64_t len = end - pos < ONE_CHUNK ? end - pos : ONE_CHUNK;
+      snprintf (b.range[np], sizeof b.range[np], "%" PRIu64 "-%" PRIu64,
+                pos, pos + len - 1);
+      b.q[np] = (struct s3_request) { .method = "GET", .object = key,
+                                      .range = b.range[np],
+                                      .out_len = len };
+      if (fd >= 0) {
+        b.q[np].use_fd = true;
+        b.q[np].fd = fd;
+        b.q[np].fd_off = pos;
+      }
+      else
+        b.q[np].out = (char *) buf + (pos - offset);
+      pos += len;
+    }
+    if (s3_perform_all (b.q, b.r, np) == -1)
+      return -1;
+    for (i = 0; i < np; i++) {
+      struct s3_response *r = &b.r[i];
+      uint64_t first = strtoull (b.range[i], NULL, 10);
+      if (r->status != 206 && !(r->status == 200 && first == 0))
+        return s3_fail ("GET", key, r);
+      if (b.q[i].out_got != b.q[i].out_len) {
+        nbdkit_error ("GET s3://%s/%s: %zu bytes at %" PRIu64 " instead of "
+                      "%zu (was the object replaced?)", bucket, key,
+                      b.q[i].out_got, first, b.q[i].out_len);
+        errno = EIO;
+        return -1;
+      }
+    }
+  }
+  return 0;
 }
 
 /* ---- the callbacks ---- */
@@ -549,7 +574,7 @@ s3_get_ready (void)
       return -1;
     if (r.status == 200 && r.content_length >= 0) {
       single_size = r.content_length;
-      return 0;
+      return whole_get_ready (single_size);
     }
     if (r.status == 200) {
       nbdkit_error ("HEAD s3://%s/%s: no Content-Length", bucket, key);
@@ -594,6 +619,8 @@ s3_get_ready (void)
 static void
 s3_unload (void)
 {
+  if (write_whole)
+    whole_unload ();
   http_free ();
   free (bucket);
   free (key);
@@ -613,12 +640,25 @@ s3_dump_plugin (void)
   fflush (stdout);
 }
 
-static int handle_dummy;
+/* The handles: all alike but for being read-only. */
+static int handle_ro, handle_rw;
 
 static void *
 s3_open (int readonly)
 {
-  return &handle_dummy;
+  return readonly ? &handle_ro : &handle_rw;
+}
+
+/* A connection closes: what it wrote to a whole-object copy is PUT
+ * (whatever the client did not flush).
+ */
+static void
+s3_close (void *h)
+{
+  if (write_whole && h == &handle_rw && whole_flush () == -1)
+    nbdkit_error ("write-whole-object: the PUT at the close of a "
+                  "connection failed: tried again at the next flush or "
+                  "close, and when the server stops");
 }
 
 static int64_t
@@ -633,8 +673,31 @@ s3_split (void *h)
   return dev_size != -1;
 }
 
+static int
+s3_can_write (void *h)
+{
+  return dev_size != -1 || (write_whole && h == &handle_rw);
+}
+
+/* One writer of a whole-object copy: another server's connection
+ * would not see its writes before they are PUT.
+ */
+static int
+s3_can_multi_conn (void *h)
+{
+  return !write_whole;
+}
+
+/* Every PUT of a split disk is durable when answered: FUA is free.  A
+ * whole-object copy is durable once PUT: FUA is a flush.
+ */
+static int
+s3_fua (void *h)
+{
+  return write_whole ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NATIVE;
+}
+
 static int s3_yes (void *h) { return 1; }
-static int s3_fua (void *h) { return NBDKIT_FUA_NATIVE; }
 
 static int
 s3_block_size (void *h, uint32_t *minimum, uint32_t *preferred,
@@ -649,71 +712,43 @@ s3_block_size (void *h, uint32_t *minimum, uint32_t *preferred,
   return 0;
 }
 
-/* Walk [offset, offset+count) object by object. */
-#define FOR_EACH_PIECE(offset, count)                                   \
-  for (uint64_t o_ = (offset), e_ = (offset) + (count); o_ < e_; )      \
-    for (uint64_t n = o_ / obj_size, boff_ = o_ % obj_size,             \
-           len_ = (uint64_t) obj_size - boff_ < e_ - o_ ?               \
-           (uint64_t) obj_size - boff_ : e_ - o_, once_ = 1;            \
-         once_; once_ = 0, o_ += len_)
-
 static int
 s3_pread (void *h, void *buf, uint32_t count, uint64_t offset,
           uint32_t flags)
 {
-  if (dev_size == -1) {
-    char range[64];
-    struct s3_request q = { .method = "GET", .object = key, .range = range,
-                            .out = buf, .out_len = count };
-    struct s3_response r;
-    snprintf (range, sizeof range, "%" PRIu64 "-%" PRIu64, offset,
-              offset + count - 1);
-    if (s3_perform (&q, &r) == -1)
-      return -1;
-    if (r.status != 206 && !(r.status == 200 && offset == 0))
-      return s3_fail ("GET", key, &r);
-    if (q.out_got != count) {
-      nbdkit_error ("GET s3://%s/%s: %zu bytes at %" PRIu64 " instead of %"
-                    PRIu32 " (was the object replaced?)", bucket, key,
-                    q.out_got, offset, count);
-      errno = EIO;
-      return -1;
-    }
-    return 0;
-  }
-  FOR_EACH_PIECE (offset, count) {
-    if (obj_read (n, (char *) buf + (o_ - offset), len_, boff_, NULL) == -1)
-      return -1;
-  }
-  return 0;
+  if (dev_size != -1)
+    return split_pread (buf, count, offset);
+  if (write_whole)
+    return whole_pread (buf, count, offset);
+  return one_read (buf, -1, count, offset);
 }
 
 static int
 s3_pwrite (void *h, const void *buf, uint32_t count, uint64_t offset,
            uint32_t flags)
 {
-  FOR_EACH_PIECE (offset, count) {
-    if (obj_modify (n, (const char *) buf + (o_ - offset), len_, boff_) == -1)
-      return -1;
-  }
-  return 0;
+  if (write_whole)
+    return whole_pwrite (buf, count, offset);
+  return split_write (buf, count, offset);
 }
 
 static int
 s3_flush (void *h, uint32_t flags)
 {
+  if (write_whole)
+    return whole_flush ();
   return 0;                     /* each PUT is durable when answered */
 }
 
-/* Trim is zero: whole objects are deleted, parts are written zeroes. */
+/* Trim is zero: whole objects are deleted, parts are written zeroes
+ * (in a whole-object copy: holes punched).
+ */
 static int
 s3_zero (void *h, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  FOR_EACH_PIECE (offset, count) {
-    if (obj_modify (n, NULL, len_, boff_) == -1)
-      return -1;
-  }
-  return 0;
+  if (write_whole)
+    return whole_zero (count, offset);
+  return split_write (NULL, count, offset);
 }
 
 /* Add the objects first..n-1 with type to the extents. */
@@ -865,6 +900,10 @@ static struct nbdkit_backend s3_backend = {
     "                       default).\n"
     "size=<SIZE>            With object-size=: the size of a disk split\n"
     "object-size=<SIZE>     into objects of object-size, writable.\n"
+    "write-whole-object=true\n"
+    "                       Without size=: the one object is writable,\n"
+    "                       through a local copy in $TMPDIR PUT whole on\n"
+    "                       flush and at close.\n"
     "sslverify=false        Do not check the server's certificate.\n"
     "retries=<N>            Retries of a request on 5xx or throttling (5).",
   .magic_config_key = "key",
@@ -876,14 +915,15 @@ static struct nbdkit_backend s3_backend = {
   .unload = s3_unload,
   .dump_plugin = s3_dump_plugin,
   .open = s3_open,
+  .close = s3_close,
   .get_size = s3_get_size,
   .block_size = s3_block_size,
-  .can_write = s3_split,
+  .can_write = s3_can_write,
   .can_flush = s3_yes,
-  .can_trim = s3_split,
-  .can_zero = s3_split,
+  .can_trim = s3_can_write,
+  .can_zero = s3_can_write,
   .can_extents = s3_split,
-  .can_multi_conn = s3_yes,
+  .can_multi_conn = s3_can_multi_conn,
   .can_fua = s3_fua,
   .pread = s3_pread,
   .pwrite = s3_pwrite,
