@@ -42,6 +42,11 @@
  * reply is written, not when the request was handled: a write to the
  * same range in between is one the client sent before it had the
  * read's reply, which NBD lets the read see or not.
+ * One mapping serves every handle on the file (its pages are faulted
+ * in once); it is taken down on a worker.  No read is answered from it
+ * while a worker changes a file: a tmpfs punch makes page faults in its
+ * range wait, and the loop faults in the mapping's pages when it writes
+ * the reply (punches are also cut into MiB pieces, see punch_at).
  * -D nbdkit.passthrough_mmap=0 turns it off.
  *
  * Lifetime: a struct passthrough is counted -- one reference for the
@@ -93,12 +98,19 @@
  */
 #define ZERO_COPY_MIN (64 * 1024)
 
-/* A read-only mapping of a sealed memfd (see "Without a copy"). */
+/* A read-only mapping of a sealed memfd (see "Without a copy"), one
+ * for each file, shared by the handles on it: its pages are faulted in
+ * once, not once per connection.
+ */
 struct pt_map {
+  struct pt_map *next;
+  dev_t dev;
+  ino_t ino;
   char *base;
   size_t len;
-  unsigned refs;                /* the passthrough's, and one per reply */
+  unsigned refs;                /* one per passthrough and per reply */
 };
+static struct pt_map *maps;
 
 struct passthrough {
   int fd;
@@ -227,16 +239,31 @@ swap_on (void)
   return on;
 }
 
+/* Taking down a large mapping whose pages were faulted in takes
+ * milliseconds of page-table work: a worker's job.
+ */
+static void
+unmap_work (void *arg)
+{
+  struct pt_map *m = arg;
+
+  munmap (m->base, m->len);
+}
+
 static void
 map_put (void *opaque)
 {
-  struct pt_map *m = opaque;
+  struct pt_map *m = opaque, **pp;
 
-  if (--m->refs == 0) {
-    payload_range_remove (m->base);
-    munmap (m->base, m->len);
-    free (m);
-  }
+  if (--m->refs > 0)
+    return;
+  for (pp = &maps; *pp; pp = &(*pp)->next)
+    if (*pp == m) {
+      *pp = m->next;
+      break;
+    }
+  payload_range_remove (m->base);
+  worker_submit (unmap_work, free, m);
 }
 
 /* Map fd if it is sealed against shrinking and holds size bytes. */
@@ -252,6 +279,11 @@ map_sealed (int fd, uint64_t size)
       size > SIZE_MAX || fstat (fd, &st) == -1 ||
       (uint64_t) st.st_size < size)
     return NULL;
+  for (m = maps; m; m = m->next)
+    if (m->dev == st.st_dev && m->ino == st.st_ino && m->len >= size) {
+      m->refs++;
+      return m;
+    }
   base = mmap (NULL, (size_t) size, PROT_READ, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED)
     return NULL;
@@ -264,6 +296,10 @@ map_sealed (int fd, uint64_t size)
   m->base = base;
   m->len = (size_t) size;
   m->refs = 1;
+  m->dev = st.st_dev;
+  m->ino = st.st_ino;
+  m->next = maps;
+  maps = m;
   return m;
 }
 
@@ -433,12 +469,26 @@ whole_io (struct pt_job *j, bool write, void *buf, uint64_t n,
   return 0;
 }
 
+/* A tmpfs punch makes every page fault in its range wait until it is
+ * over -- the loop's too, writing a reply from the mapping: so a large
+ * range is punched a MiB at a time.
+ */
+#define PUNCH_CHUNK (1 << 20)
+
 static int
 punch_at (struct pt_job *j, uint64_t off, uint64_t len)
 {
-  /* never-blocks: on a worker thread (job_work) */
-  return fallocate (j->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                    (off_t) off, (off_t) len);
+  while (len > 0) {
+    uint64_t n = len < PUNCH_CHUNK ? len : PUNCH_CHUNK;
+
+    /* never-blocks: on a worker thread (job_work) */
+    if (fallocate (j->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                   (off_t) off, (off_t) n) == -1)
+      return -1;
+    off += n;
+    len -= n;
+  }
+  return 0;
 }
 
 static int
@@ -733,7 +783,7 @@ read_mapped (struct passthrough *pt, struct freq *r)
 
   if (!m || r->type != HP_PREAD || r->count < ZERO_COPY_MIN ||
       r->offset > m->len || r->count > m->len - r->offset ||
-      swap_on () || !freq_unfiltered (r))
+      changes_on_workers > 0 || swap_on () || !freq_unfiltered (r))
     return false;
   in = pages_in_memory (m, r->offset, r->count);
   if (in == 0 && (r->flags & HP_FLAG_ZEROS)) {
