@@ -92,6 +92,7 @@
 #include <linux/magic.h>
 
 #include "internal.h"
+#include "options.h"
 
 /* The smallest read answered from the mapping: below it a copy costs
  * less than the mincore that must come first.
@@ -367,7 +368,10 @@ passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
   pt->can_cache = level_on (json_object_get (j, "can_cache"));
   pt->dev_zero = fd_is_dev_zero (fd);
   pt->in_memory = pt->dev_zero || fd_in_memory (fd);
-  if (pt->in_memory && !pt->dev_zero &&
+  /* Not under --swap: mlockall's MCL_FUTURE would fault in (and for
+   * holes, allocate) every page of the mapping at once.
+   */
+  if (pt->in_memory && !pt->dev_zero && !want_swap &&
       server_debug_flag ("passthrough_mmap", 1))
     pt->map = map_sealed (fd, pt->size);
   nbdkit_debug ("%s: passthrough: the front end does the I/O on the "

@@ -109,6 +109,7 @@ static bool verbose;
 /* ---- main.c: the options ---- */
 
 struct options opt;
+bool want_swap;                 /* passthrough.c reads it */
 static char fd_value[16];        /* an inherited descriptor, for fd=N */
 static bool no_shm;             /* -D nbdkit.shm=0 */
 
