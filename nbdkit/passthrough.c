@@ -149,6 +149,7 @@ changes_file (uint16_t type)
   return type == HP_PWRITE || type == HP_ZERO || type == HP_TRIM;
 }
 
+
 bool
 passthrough_enabled (void)
 {
@@ -426,6 +427,13 @@ struct pt_job {
   bool locked;                  /* on the loop: page_lock is held already */
   bool dev_zero;                /* pt->dev_zero */
 };
+
+/* Does job j count in changes_on_workers?  /dev/zero changes nothing. */
+static bool
+job_changes_file (const struct pt_job *j)
+{
+  return changes_file (j->type) && !j->dev_zero;
+}
 
 /* A PREAD that may be answered as zeros without data (HP_FLAG_ZEROS,
  * as the backend library does for a hole): is the range a hole of the
@@ -730,7 +738,7 @@ job_done (void *arg)
 {
   struct pt_job *j = arg;
 
-  if (changes_file (j->type) && !j->dev_zero)
+  if (job_changes_file (j))
     changes_on_workers--;
   job_reply (j);
   passthrough_put (j->pt);
@@ -790,19 +798,17 @@ read_mapped (struct passthrough *pt, struct freq *r)
       changes_on_workers > 0 || swap_on () || !freq_unfiltered (r))
     return false;
   in = pages_in_memory (m, r->offset, r->count);
-  if (in == 0 && (r->flags & HP_FLAG_ZEROS)) {
-    pt->served++;
-    pt->served_inline++;
-    freq_reply (r, NULL, 0, HP_FLAG_ZEROS);
-    return true;
-  }
-  if (in != 1)
+  if (in == -1 || (in == 0 && !(r->flags & HP_FLAG_ZEROS)))
     return false;
-  m->refs++;                    /* payload_free of the reply: map_put */
   pt->served++;
   pt->served_inline++;
-  pt->served_mapped++;
-  freq_reply (r, m->base + r->offset, r->count, 0);
+  if (in == 0)                  /* all hole */
+    freq_reply (r, NULL, 0, HP_FLAG_ZEROS);
+  else {
+    m->refs++;                  /* payload_free of the reply: map_put */
+    pt->served_mapped++;
+    freq_reply (r, m->base + r->offset, r->count, 0);
+  }
   return true;
 }
 
@@ -894,7 +900,7 @@ passthrough_request (struct passthrough *pt, struct freq *r)
   job_init (j, pt, r);
   pt->refs++;
   pt->served++;
-  if (changes_file (j->type) && !j->dev_zero)
+  if (job_changes_file (j))
     changes_on_workers++;
   worker_submit (job_work, job_done, j);
   return true;
