@@ -139,6 +139,13 @@ extern void log_conn_debug (const char *name, uint64_t connection,
   __attribute__ ((format (printf, 3, 4)));
 /* A line the backend called name wrote on its stderr. */
 extern void log_backend_line (const char *name, const char *line);
+extern void log_debug_always (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+
+/* log-writer.c: the thread that writes log lines once the loop runs. */
+extern void log_writer_start (void);
+extern bool log_writer_queue (int priority, bool to_syslog,
+                              const char *text, size_t len);
 /* Fatal error before the loop runs: message, exit 1. */
 extern void die (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2), noreturn));

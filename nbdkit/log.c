@@ -5,7 +5,8 @@
  * a journald stream (JOURNAL_STREAM names it), each line starts with
  * its syslog priority, "<3>" or "<7>", so that journald records errors
  * as errors.  The backend's stderr lines are relayed here prefixed with
- * the backend's name.
+ * the backend's name.  Once the loop runs, finished lines are handed to
+ * the log writer's thread (log-writer.c), so no thread waits on stderr.
  */
 
 #include <config.h>
@@ -63,43 +64,65 @@ log_start (void)
   }
 }
 
+/* One finished line: to the log writer's queue once the loop runs
+ * (log-writer.c), else written here.  A stderr line ends in "\n".
+ */
+static void
+emit (int priority, bool to_syslog, const char *text)
+{
+  size_t len = strlen (text);
+
+  if (log_writer_queue (priority, to_syslog, text, len))
+    return;
+  if (to_syslog)
+    syslog (priority, "%s", text);
+  else if (write (STDERR_FILENO, text, len) == -1) {
+    /* nowhere to say it */
+  }
+}
+
+/* One line to stderr, as "nbdkit: PREFIXMSG", after its priority when
+ * stderr is the journal.
+ */
+static void
+emit_stderr (int priority, const char *prefix, const char *msg)
+{
+  char *line;
+  int r;
+
+  if (journal)
+    r = asprintf (&line, "<%d>%s: %s%s\n", priority, PROGRAM_NAME, prefix,
+                  msg);
+  else
+    r = asprintf (&line, "%s: %s%s\n", PROGRAM_NAME, prefix, msg);
+  if (r >= 0) {
+    emit (priority, false, line);
+    free (line);
+  }
+}
+
 static void
 vlog (int priority, const char *prefix, const char *fmt, va_list args)
 {
   int saved_errno = errno;
+  char *msg, *line;
 
+  if (discard && priority != LOG_DEBUG)
+    return;
+  if (vasprintf (&msg, fmt, args) < 0) {
+    errno = saved_errno;
+    return;
+  }
   /* Debug messages go to stderr whatever --log says. */
-  if (priority == LOG_DEBUG && (use_syslog || discard)) {
-    char *msg;
-
-    if (vasprintf (&msg, fmt, args) >= 0) {
-      dprintf (STDERR_FILENO, "%s: %s%s\n", PROGRAM_NAME, prefix, msg);
-      free (msg);
+  if (use_syslog && priority != LOG_DEBUG) {
+    if (asprintf (&line, "%s%s", prefix, msg) >= 0) {
+      emit (priority, true, line);
+      free (line);
     }
   }
-  else if (discard)
-    ;
-  else if (use_syslog) {
-    char *msg;
-
-    if (vasprintf (&msg, fmt, args) >= 0) {
-      syslog (priority, "%s%s", prefix, msg);
-      free (msg);
-    }
-  }
-  else {
-    /* One write per line, so concurrent writers do not interleave. */
-    char *msg;
-
-    if (vasprintf (&msg, fmt, args) >= 0) {
-      if (journal)
-        dprintf (STDERR_FILENO, "<%d>%s: %s%s\n", priority, PROGRAM_NAME,
-                 prefix, msg);
-      else
-        dprintf (STDERR_FILENO, "%s: %s%s\n", PROGRAM_NAME, prefix, msg);
-      free (msg);
-    }
-  }
+  else
+    emit_stderr (priority, prefix, msg);
+  free (msg);
   errno = saved_errno;
 }
 
@@ -140,6 +163,19 @@ nbdkit_debug (const char *fmt, ...)
   va_end (args);
 }
 
+/* A debug message written even without -v (for -D flags that ask for
+ * one kind of message).
+ */
+void
+log_debug_always (const char *fmt, ...)
+{
+  va_list args;
+
+  va_start (args, fmt);
+  vlog (LOG_DEBUG, "debug: ", fmt, args);
+  va_end (args);
+}
+
 void
 die (const char *fmt, ...)
 {
@@ -155,14 +191,20 @@ void
 log_backend_line (const char *name, const char *line)
 {
   int priority = strstr (line, "error") ? LOG_ERR : LOG_INFO;
+  char *text;
 
   if (discard)
     return;
-  if (use_syslog)
-    syslog (priority, "%s: %s", name, line);
-  else if (journal)
-    dprintf (STDERR_FILENO, "<%d>%s: %s: %s\n", priority, PROGRAM_NAME, name,
-             line);
-  else
-    dprintf (STDERR_FILENO, "%s: %s: %s\n", PROGRAM_NAME, name, line);
+  if (use_syslog) {
+    if (asprintf (&text, "%s: %s", name, line) >= 0) {
+      emit (priority, true, text);
+      free (text);
+    }
+  }
+  else {
+    if (asprintf (&text, "%s: ", name) >= 0) {
+      emit_stderr (priority, text, line);
+      free (text);
+    }
+  }
 }

@@ -179,6 +179,7 @@ loop_init (void)
 int
 loop_run (void)
 {
+  log_writer_start ();
   loop_watchdog_start ();
   /* The server may have been told to quit before the loop ran (with -s,
    * a client that was gone at once): then ev_break had nothing to end.

@@ -379,10 +379,10 @@ log_session (struct tls *t, const char *peer)
     }
   }
   if (opt.verbose || server_debug_flag ("tls.session", 0))
-    fprintf (stderr, "%s: debug: %s: TLS session: %s, %s %s\n",
-             PROGRAM_NAME, peer, desc ? desc : "?",
-             psk_creds ? "PSK user" : "client certificate",
-             who && *who ? who : "(none)");
+    log_debug_always ("%s: TLS session: %s, %s %s",
+                      peer, desc ? desc : "?",
+                      psk_creds ? "PSK user" : "client certificate",
+                      who && *who ? who : "(none)");
   gnutls_free (desc);
 }
 

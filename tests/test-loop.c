@@ -34,6 +34,7 @@ void conn_close_all (void) { }
 void bproc_stop_all (void) { }
 void chain_stopping (void) { }
 void loop_watchdog_start (void) { }
+void log_writer_start (void) { }
 
 static int test_nr, failures;
 
