@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 #include "byte-order.h"
@@ -136,6 +137,34 @@ send_error_chunk (struct conn *conn, const struct request *r,
               NULL, 0, buf, (uint32_t) (6 + mlen + (at_offset ? 8 : 0)));
 }
 
+/* The bytes of a hole read answered with a simple reply: a read-only
+ * private anonymous mapping as large as the largest read.  Every page
+ * of it is the kernel's one zero page, so it costs no memory and no
+ * memset however many such replies wait for a client; payload_free
+ * leaves it be (payload_range_add).  NULL if it cannot be made.
+ */
+static void
+keep_zeros (void *opaque)
+{
+}
+
+static void *
+zero_bytes (void)
+{
+  static void *zeros;
+  static bool tried;
+
+  if (!tried) {
+    tried = true;
+    zeros = mmap (NULL, MAX_REQUEST_SIZE, PROT_READ,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (zeros == MAP_FAILED ||
+        payload_range_add (zeros, MAX_REQUEST_SIZE, keep_zeros, NULL) == -1)
+      zeros = NULL;
+  }
+  return zeros;
+}
+
 /* Answer a request: a simple reply, or with structured replies one
  * chunk (OFFSET_DATA or OFFSET_HOLE for a read, BLOCK_STATUS, ERROR or
  * NONE).  data (malloc'd or NULL) is the read's bytes or the block
@@ -152,7 +181,9 @@ send_answer (struct conn *conn, const struct request *r, uint32_t error,
   if (!s->structured) {
     if (!error && r->cmd == NBD_CMD_READ && !data) {
       len = r->count;
-      data = calloc (1, len);
+      data = zero_bytes ();
+      if (!data)
+        data = calloc (1, len);
       if (!data)
         error = NBD_ENOMEM;
     }

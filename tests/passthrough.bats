@@ -128,6 +128,37 @@ assert h.pread(1 << 20, 1 << 20) == bytes(1 << 20)
     done
 }
 
+# A read that is all hole, to a client without structured replies, is
+# answered with the bytes of a shared mapping of zero pages: every
+# size up to 32 MiB, beside data, from memory and null, every byte
+# checked.
+@test "without structured replies, holes read as zeroes beside data" {
+    requires nbdsh
+    for backend in "memory 64M" "null 64M"; do
+        for mode in "$ON" "$OFF"; do
+            start_server $mode $backend
+            nbdsh -c '
+h.set_request_structured_replies(False)
+h.connect_uri("'"$uri"'")
+assert not h.get_structured_replies_negotiated()
+data = "memory" in "'"$backend"'"
+if data:
+    h.pwrite(b"d" * 65536, 1 << 20)
+for n in (512, 65536, 1 << 20, 32 << 20):
+    assert h.pread(n, 2 << 20) == bytes(n), n
+b = h.pread(32 << 20, 0)
+if data:
+    assert b[:1 << 20] == bytes(1 << 20)
+    assert b[1 << 20:(1 << 20) + 65536] == b"d" * 65536
+    assert b[(1 << 20) + 65536:] == bytes((31 << 20) - 65536)
+else:
+    assert b == bytes(32 << 20)
+'
+            stop_server
+        done
+    done
+}
+
 # The memory backend seals its memfd, and the front end answers large
 # reads from a mapping of it, without a copy, when no filter is in the
 # way: over plain sockets and TLS, every byte checked; with a filter,
