@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -196,14 +197,45 @@ write_pieces (int fd, struct iovec *iov, int n, int pass_fd)
 
 #define MAX_IOV 64
 
+/* Bytes written by one call: a large reply leaves over several turns
+ * of the loop, so that copying it into the socket (a reader on another
+ * core drains as fast as it comes) or encrypting it never holds the
+ * loop long.  Past it the call says "would block", and the socket,
+ * writable at once, brings the caller back on the next turn.
+ */
+#define FLUSH_MAX (1024 * 1024)
+
+/* Add the piece [base, base+len) to iov[*n], clipped to what is left
+ * of the call's budget (*room); false once the budget is spent.
+ */
+static bool
+add_piece (struct iovec *iov, int *n, void *base, size_t len, size_t *room)
+{
+  if (*room == 0)
+    return false;
+  if (len > *room)
+    len = *room;
+  iov[*n].iov_base = base;
+  iov[*n].iov_len = len;
+  (*n)++;
+  *room -= len;
+  return true;
+}
+
 int
 outq_flush (struct outq *q, int fd)
 {
+  size_t written = 0;
+
   while (q->head) {
     struct iovec iov[MAX_IOV];
     int n = 0, pass_fd = -1;
+    size_t room = FLUSH_MAX - written;
     struct outchunk *c;
     ssize_t r;
+
+    if (room == 0)
+      return 1;
 
     /* Gather the unwritten parts of up to MAX_IOV/2 chunks.  A chunk
      * with a descriptor to pass starts a write of its own, so that the
@@ -218,23 +250,22 @@ outq_flush (struct outq *q, int fd)
         pass_fd = c->fd;
       }
       if (done < c->len) {
-        iov[n].iov_base = c->small + done;
-        iov[n].iov_len = c->len - done;
-        n++;
+        if (!add_piece (iov, &n, c->small + done, c->len - done, &room))
+          break;
         done = 0;
       }
       else
         done -= c->len;
-      if (c->data_len > done) {
-        iov[n].iov_base = (unsigned char *) c->data + done;
-        iov[n].iov_len = c->data_len - done;
-        n++;
-      }
+      if (c->data_len > done &&
+          !add_piece (iov, &n, (unsigned char *) c->data + done,
+                      c->data_len - done, &room))
+        break;
     }
 
     r = write_pieces (fd, iov, n, pass_fd);
     if (r == -1)
       return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+    written += r;
     if (r > 0 && pass_fd >= 0)
       q->head->fd = -1;         /* it went with the first byte */
 
@@ -267,11 +298,16 @@ outq_flush_with (struct outq *q,
                  ssize_t (*send) (void *opaque, const void *buf, size_t len),
                  void *opaque)
 {
+  size_t written = 0;
+
   while (q->head) {
     struct outchunk *c = q->head;
     const unsigned char *p;
     size_t n;
     ssize_t r;
+
+    if (written >= FLUSH_MAX)
+      return 1;                 /* see FLUSH_MAX */
 
     if (c->done < c->len) {
       p = c->small + c->done;
@@ -286,6 +322,7 @@ outq_flush_with (struct outq *q,
     r = send (opaque, p, n);
     if (r == -1)
       return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+    written += r;
     q->bytes -= r;
     c->done += r;
     if (c->done == c->len + c->data_len) {

@@ -53,8 +53,9 @@ extern int outq_push (struct outq *q, const void *small, size_t len,
  */
 extern int outq_push_fd (struct outq *q, const void *small, size_t len,
                          int fd);
-/* Write as much as possible: 0 all written, 1 would block, -1 error.
- * Descriptors are passed in order with the bytes (sendmsg).
+/* Write as much as possible, up to 1 MiB a call: 0 all written, 1
+ * would block (or the MiB was written), -1 error.  Descriptors are
+ * passed in order with the bytes (sendmsg).
  */
 extern int outq_flush (struct outq *q, int fd);
 /* The same through a send function (TLS), one piece at a time: send
