@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -55,6 +56,8 @@ struct conn {
   /* TLS */
   bool tls_starting;            /* waiting for plaintext output to go */
   bool handshaking;
+  bool handshake_deferred;      /* on the deferred list (below) */
+  struct conn *next_deferred;
   conn_read_cb tls_done;
   struct session session;
 };
@@ -221,11 +224,91 @@ begin_tls (struct conn *conn)
   handshake_step (conn);
 }
 
+/* The loop's time for TLS handshakes in one turn.  A step of a
+ * handshake (key exchange, signing with the certificate's key) costs
+ * a millisecond or more of CPU, and many clients connecting at once
+ * would hold the loop for all of them: past HANDSHAKE_BUDGET_NS in a
+ * turn, the steps wait for the next turn (a zero-delay timer), where
+ * the sockets of the established clients are served first.
+ */
+#define HANDSHAKE_BUDGET_NS (4 * 1000000LL)
+
+static struct conn *deferred, **deferred_tail = &deferred;
+static ev_timer handshake_timer;
+
+static long long
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Time already spent on handshakes in this turn of the loop. */
+static long long *
+handshake_spent (void)
+{
+  static unsigned int turn;
+  static long long spent;
+  unsigned int now = ev_iteration (loop);
+
+  if (now != turn) {
+    turn = now;
+    spent = 0;
+  }
+  return &spent;
+}
+
+static void
+on_handshake_timer (struct ev_loop *l, ev_timer *w, int revents)
+{
+  struct conn *list = deferred, *conn;
+
+  deferred = NULL;
+  deferred_tail = &deferred;
+  while ((conn = list) != NULL) {
+    list = conn->next_deferred;
+    conn->next_deferred = NULL;
+    conn->handshake_deferred = false;
+    if (!conn->closed && conn->handshaking)
+      handshake_step (conn);
+    conn_unref (conn);          /* the list's reference */
+  }
+}
+
+static void
+defer_handshake (struct conn *conn)
+{
+  if (conn->handshake_deferred)
+    return;
+  conn->handshake_deferred = true;
+  conn_ref (conn);
+  *deferred_tail = conn;
+  deferred_tail = &conn->next_deferred;
+  if (!ev_is_active (&handshake_timer)) {
+    ev_timer_init (&handshake_timer, on_handshake_timer, 0., 0.);
+    ev_timer_start (loop, &handshake_timer);
+  }
+}
+
 static void
 handshake_step (struct conn *conn)
 {
+  long long *spent = handshake_spent (), t0;
+  int st;
+
+  if (conn->handshake_deferred)
+    return;                     /* its turn comes with the timer */
+  if (*spent >= HANDSHAKE_BUDGET_NS) {
+    defer_handshake (conn);
+    return;
+  }
   conn_ref (conn);
-  switch (tls_handshake (conn->stream.tls, conn->peer)) {
+  t0 = now_ns ();
+  st = tls_handshake (conn->stream.tls, conn->peer);
+  *spent += now_ns () - t0;
+  switch (st) {
   case TLS_DONE:
     conn->handshaking = false;
     stream_read_stop (&conn->stream);
