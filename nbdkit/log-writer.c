@@ -8,10 +8,10 @@
  * line to log_writer_queue, which copies it into the queue and returns
  * at once; this thread writes the lines in order.  The queue is bounded
  * (QUEUE_MAX bytes): when stderr does not drain, the lines past it are
- * dropped and counted, and the writer says how many when it can write
- * again.  Before the loop runs (start-up, the fork into the background)
- * log.c writes itself, as before.  At exit (die's too) the thread is
- * told to finish: everything queued is written first, in order.
+ * dropped and counted, and the writer says how many in their place.
+ * Before the loop runs (start-up, the fork into the background) log.c
+ * writes itself, as before.  At exit (die's too) the thread is told to
+ * finish: everything queued is written first, in order.
  */
 
 #include <config.h>
@@ -34,15 +34,16 @@ struct log_line {
   struct log_line *next;
   int priority;                 /* for syslog */
   bool to_syslog;               /* else stderr */
+  uint64_t dropped_after;       /* lines refused right after this one */
   size_t len;
   char text[];
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static struct log_line *head, **tail = &head;
-static size_t queued;           /* bytes of text in the queue */
-static uint64_t dropped;        /* lines the full queue refused */
+static struct log_line *head, *last, **tail = &head;
+static size_t queued;           /* bytes of text queued or being written */
+static uint64_t dropped;        /* lines refused while the list was empty */
 static bool running, finishing;
 static pthread_t thread;
 
@@ -72,6 +73,22 @@ write_line (const struct log_line *l)
     write_stderr (l->text, l->len);
 }
 
+/* Where lines were lost: a warning in their place, on stderr. */
+static void
+say_dropped (uint64_t lost)
+{
+  char msg[160];
+  int n;
+
+  if (lost == 0)
+    return;
+  n = snprintf (msg, sizeof msg,
+                "%s: warning: %" PRIu64 " log lines were dropped: "
+                "stderr was not being read\n", PROGRAM_NAME, lost);
+  if (n > 0 && (size_t) n < sizeof msg)
+    write_stderr (msg, n);
+}
+
 static void *
 writer (void *arg)
 {
@@ -90,28 +107,22 @@ writer (void *arg)
     if (!head && finishing)
       break;
     lines = head;
-    head = NULL;
+    head = last = NULL;
     tail = &head;
     lost = dropped;
     dropped = 0;
     pthread_mutex_unlock (&lock);
 
+    say_dropped (lost);
     while ((l = lines) != NULL) {
       lines = l->next;
       write_line (l);
       pthread_mutex_lock (&lock);
       queued -= l->len;
+      lost = l->dropped_after;
       pthread_mutex_unlock (&lock);
       free (l);
-    }
-    if (lost > 0) {
-      char msg[160];
-      int n = snprintf (msg, sizeof msg,
-                        "%s: warning: %" PRIu64 " log lines were dropped: "
-                        "stderr was not being read\n", PROGRAM_NAME, lost);
-
-      if (n > 0 && (size_t) n < sizeof msg)
-        write_stderr (msg, n);
+      say_dropped (lost);
     }
     pthread_mutex_lock (&lock);
   }
@@ -161,6 +172,7 @@ log_writer_queue (int priority, bool to_syslog, const char *text,
     l->next = NULL;
     l->priority = priority;
     l->to_syslog = to_syslog;
+    l->dropped_after = 0;
     l->len = len;
     memcpy (l->text, text, len);
     l->text[len] = '\0';
@@ -168,12 +180,17 @@ log_writer_queue (int priority, bool to_syslog, const char *text,
   pthread_mutex_lock (&lock);
   if (!running || finishing)
     taken = false;              /* the caller writes it */
-  else if (!l || queued + len > QUEUE_MAX)
-    dropped++;
+  else if (!l || queued + len > QUEUE_MAX) {
+    if (last)
+      last->dropped_after++;
+    else
+      dropped++;
+  }
   else {
     queued += len;
     *tail = l;
     tail = &l->next;
+    last = l;
     l = NULL;
     pthread_cond_signal (&cond);
   }
