@@ -510,7 +510,13 @@ process_input (struct conn *conn)
       break;
     }
     if (conn->want_buf && left >= INBUF_SIZE / 2) {
-      /* Large payloads go straight to their buffer. */
+      /* Large payloads go straight to their buffer, at most what is
+       * left of this wakeup's bytes in one call: a client sending
+       * from another core keeps one recv copying (and faulting in the
+       * buffer's pages) for as long as it is asked to.
+       */
+      if (left > MAX_BYTES_PER_WAKEUP - bytes)
+        left = MAX_BYTES_PER_WAKEUP - bytes;
       r = stream_recv (&conn->stream, conn->want_buf + conn->want_got,
                        left);
       if (r > 0)
