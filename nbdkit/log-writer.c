@@ -187,12 +187,14 @@ log_writer_queue (int priority, bool to_syslog, const char *text,
       dropped++;
   }
   else {
+    /* The writer waits only for an empty list to fill: wake it once. */
+    if (!head)
+      pthread_cond_signal (&cond);
     queued += len;
     *tail = l;
     tail = &l->next;
     last = l;
     l = NULL;
-    pthread_cond_signal (&cond);
   }
   pthread_mutex_unlock (&lock);
   free (l);
