@@ -267,6 +267,15 @@ on_reopen (void *opaque, const struct hp_header *reply, void *payload,
     if (bh->closing)
       bproc_close_msg (bp, bh->id, NULL, NULL);
   }
+  else if (!reply && !bh->closing && supervisor_will_restart (bp)) {
+    /* This incarnation died too, before it answered: the next one
+     * re-opens the handle (handles_reopen), which stays as it was --
+     * its passthrough serving meanwhile -- and its requests for the
+     * backend wait for that.
+     */
+    nbdkit_debug ("%s: the backend stopped before it re-opened export "
+                  "'%s': the next one will", bproc_name (bp), bh->export);
+  }
   else if (!bh->closing) {
     nbdkit_error ("%s: could not re-open export '%s' after the restart: "
                   "%s; its client gets errors", bproc_name (bp), bh->export,

@@ -117,6 +117,10 @@ struct backend_proc {
 extern void handles_reopen (struct backend_proc *bp);
 extern void supervisor_handles_reopened (struct backend_proc *bp);
 extern bool supervisor_has_failed (const struct backend_proc *bp);
+/* The backend died and a new one is due (its handles are re-opened
+ * then).
+ */
+extern bool supervisor_will_restart (const struct backend_proc *bp);
 extern void handles_drop_passthrough (struct backend_proc *bp);
 extern void handles_close_all (struct backend_proc *bp);
 

@@ -78,6 +78,12 @@ supervisor_may_hold (const struct backend_proc *bp)
   return bp->sup.state != FAILED && bp->sup.state != STOPPING;
 }
 
+bool
+supervisor_will_restart (const struct backend_proc *bp)
+{
+  return bp->sup.state == WAITING;
+}
+
 /* ---- killing ---- */
 
 static void
@@ -134,6 +140,12 @@ supervisor_protocol_error (struct backend_proc *bp, const char *why)
 void
 supervisor_channel_lost (struct backend_proc *bp)
 {
+  /* A restarted backend lost during its start: the start-up messages
+   * that fail now (the re-opens of the handles) are left to the next
+   * one, not taken for its answers.
+   */
+  if (bp->sup.state == STARTING && bp->sup.started_once)
+    bp->sup.state = WAITING;
   channel_close (bp, true);
   /* A backend without its channel is of no use: make sure it goes. */
   if (bp->sup.state != STOPPING)

@@ -252,6 +252,36 @@ assert h.pread(4096, 8192) == d[8192:12288]
     [ "$(grep -c 'crashing on pread as asked' "$log")" -eq 3 ]
 }
 
+# A backend killed while it re-opens the handles of the one before (a
+# kill, then a crash in the re-open) leaves them to the next one: the
+# client's connection goes on, with its data, and gets no error.
+@test "a backend that dies while it re-opens the handles: the next one does" {
+    requires nbdsh
+    random_file "$BATS_TEST_TMPDIR/disk" 1M
+    echo 0 > "$BATS_TEST_TMPDIR/countdown"
+    start_server -v "$FAULTY" "$BATS_TEST_TMPDIR/disk" \
+        fault=crash-on-open countdown="$BATS_TEST_TMPDIR/countdown"
+    nbd_py '
+import signal, subprocess, time
+d = open(os.environ["BATS_TEST_TMPDIR"] + "/disk", "rb").read()
+assert h.pread(4096, 0) == d[:4096]
+# The next two OPENs crash: the re-opens of two incarnations in turn.
+with open(os.environ["BATS_TEST_TMPDIR"] + "/countdown", "w") as f:
+    f.write("2")
+pid = subprocess.check_output(["pgrep", "-n", "-P",
+                               os.environ["server_pid"]]).split()[0]
+os.kill(int(pid), signal.SIGKILL)
+assert h.pread(4096, 8192) == d[8192:12288]
+data = os.urandom(4096)
+h.pwrite(data, 65536)
+assert h.pread(4096, 65536) == data
+'
+    [ "$(cat "$BATS_TEST_TMPDIR/countdown")" = 0 ]
+    [ "$(grep -c 'crashing on open as asked' "$log")" -eq 2 ]
+    grep -q "stopped before it re-opened export" "$log"
+    ! grep -q "could not re-open" "$log"
+}
+
 @test "past the restart limit the read that keeps crashing the backend fails" {
     requires nbdsh
     random_file "$BATS_TEST_TMPDIR/disk" 1M
