@@ -164,6 +164,16 @@ layer_request (void *handle, struct freq *r)
               on_reply, r);
 }
 
+bool
+backend_layer_write_in_place (void *handle, uint16_t flags, uint64_t offset,
+                              uint32_t count, struct in_place *ip)
+{
+  struct bhandle *bh = handle;
+
+  return bh && bh->pt &&
+    passthrough_write_in_place (bh->pt, flags, offset, count, ip);
+}
+
 const struct filter backend_layer = {
   .name = "backend",
   .description = "the backend process",

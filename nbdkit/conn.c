@@ -53,6 +53,15 @@ struct conn {
   unsigned char *want_buf;
   size_t want_len, want_got;
   conn_read_cb want_cb;
+  /* A read in place (conn_read_in_place): want_buf is in a mapping of
+   * the file in_place_fd, at in_place_offset; NULL ready when not.
+   */
+  bool (*in_place_ready) (void);
+  int in_place_fd;
+  uint64_t in_place_offset;
+  int want_err;                 /* why the rest was thrown away, or 0 */
+  struct conn *next_waiting;    /* on in_place_waiting */
+  bool waiting;
   /* TLS */
   bool tls_starting;            /* waiting for plaintext output to go */
   bool handshaking;
@@ -469,7 +478,125 @@ conn_read (struct conn *conn, void *buf, size_t len, conn_read_cb cb)
   conn->want_len = len;
   conn->want_got = 0;
   conn->want_cb = cb;
+  conn->want_err = 0;
+  conn->in_place_ready = NULL;
   process_input (conn);
+}
+
+void
+conn_read_in_place (struct conn *conn, const struct in_place *ip,
+                    size_t len, conn_read_cb cb)
+{
+  if (conn->closed)
+    return;
+  conn->want_active = true;
+  conn->want_buf = ip->buf;
+  conn->want_len = len;
+  conn->want_got = 0;
+  conn->want_cb = cb;
+  conn->want_err = 0;
+  conn->in_place_ready = ip->ready;
+  conn->in_place_fd = ip->fd;
+  conn->in_place_offset = ip->offset;
+  process_input (conn);
+}
+
+int
+conn_read_error (const struct conn *conn)
+{
+  return conn->want_err;
+}
+
+/* ---- reads in place ----
+ *
+ * The payload of a write goes straight into a shared mapping of the
+ * export's file (passthrough.c), one copy fewer.  Only the kernel
+ * writes there -- recv into the mapping, pwrite of bytes the stream
+ * had buffered already -- so a page the file cannot provide is an
+ * error of that call (EFAULT, ENOSPC), never a SIGBUS.  The error
+ * throws the rest of the payload away and the write fails with it.
+ * While ready () says no (a worker is changing a file), the
+ * connection reads nothing: it waits on in_place_waiting, tried again
+ * every millisecond.
+ */
+
+#define IN_PLACE_RETRY 0.001
+
+static struct conn *in_place_waiting;
+static ev_timer in_place_timer;
+
+static void
+in_place_retry (struct ev_loop *l, ev_timer *w, int revents)
+{
+  struct conn *list = in_place_waiting, *conn;
+
+  in_place_waiting = NULL;
+  while ((conn = list) != NULL) {
+    list = conn->next_waiting;
+    conn->waiting = false;
+    process_input (conn);
+    conn_unref (conn);
+  }
+  if (!in_place_waiting)
+    ev_timer_stop (l, w);
+}
+
+static void
+in_place_wait (struct conn *conn)
+{
+  stream_read_stop (&conn->stream);
+  if (conn->waiting)
+    return;
+  conn->waiting = true;
+  conn_ref (conn);
+  conn->next_waiting = in_place_waiting;
+  in_place_waiting = conn;
+  if (!ev_is_active (&in_place_timer)) {
+    ev_timer_init (&in_place_timer, in_place_retry, IN_PLACE_RETRY,
+                   IN_PLACE_RETRY);
+    ev_timer_start (loop, &in_place_timer);
+  }
+}
+
+/* The file would not take the bytes: throw the rest away. */
+static void
+in_place_failed (struct conn *conn, int err)
+{
+  nbdkit_error ("%s: the payload of a write could not be written in "
+                "place, the write fails: %s", conn->peer, strerror (err));
+  conn->want_err = err;
+  conn->want_buf = NULL;
+  conn->in_place_ready = NULL;
+}
+
+/* Move the buffered bytes of the payload to the file. */
+static size_t
+in_place_take (struct conn *conn, size_t left)
+{
+  struct stream *st = &conn->stream;
+  size_t n = stream_buffered (st), done = 0;
+
+  if (n > left)
+    n = left;
+  while (done < n) {
+    /* never-blocks: a file in memory, and no worker changes one
+     * (in_place_ready)
+     */
+    ssize_t r = pwrite (conn->in_place_fd,
+                        (const char *) stream_peek (st) + done, n - done,
+                        (off_t) (conn->in_place_offset + conn->want_got +
+                                 done));
+
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      in_place_failed (conn, r == 0 ? ENOSPC : errno);
+      break;
+    }
+    done += (size_t) r;
+  }
+  stream_take (st, NULL, done);
+  return done;
 }
 
 /* Satisfy the requested read from the buffer, then from the socket,
@@ -494,10 +621,17 @@ process_input (struct conn *conn)
     size_t left = conn->want_len - conn->want_got;
     ssize_t r;
 
-    conn->want_got += stream_take (&conn->stream,
-                                   conn->want_buf
-                                   ? conn->want_buf + conn->want_got : NULL,
-                                   left);
+    if (conn->in_place_ready && left > 0 && !conn->in_place_ready ()) {
+      in_place_wait (conn);
+      break;
+    }
+    if (conn->in_place_ready)
+      conn->want_got += in_place_take (conn, left);
+    else
+      conn->want_got += stream_take (&conn->stream,
+                                     conn->want_buf
+                                     ? conn->want_buf + conn->want_got
+                                     : NULL, left);
     if (conn->want_got == conn->want_len) {
       conn->want_active = false;
       conn->want_cb (conn);
@@ -521,6 +655,10 @@ process_input (struct conn *conn)
                        left);
       if (r > 0)
         conn->want_got += r;
+      if (r == -1 && errno == EFAULT && conn->in_place_ready) {
+        in_place_failed (conn, EFAULT);
+        continue;               /* nothing was taken from the socket */
+      }
     }
     else
       r = stream_fill (&conn->stream);
@@ -551,7 +689,7 @@ process_input (struct conn *conn)
       conn_close (conn);
     }
   }
-  if (!conn->closed && !conn->want_active)
+  if (!conn->closed && (!conn->want_active || conn->waiting))
     stream_read_stop (&conn->stream);
 
   conn->in_process = false;

@@ -528,6 +528,17 @@ chain_data_alloc (struct chain *ch, size_t len)
   return bproc_payload_alloc (ch->bp, len);
 }
 
+bool
+chain_write_in_place (struct chain *ch, uint16_t flags, uint64_t offset,
+                      uint32_t count, struct in_place *ip)
+{
+  /* Only with no filter: a filter may change the data, or send it
+   * somewhere else.
+   */
+  return ch->n == 1 && ch->opened[0] &&
+    backend_layer_write_in_place (ch->handles[0], flags, offset, count, ip);
+}
+
 void
 freq_next (struct freq *r)
 {

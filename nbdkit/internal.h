@@ -281,6 +281,14 @@ extern uint64_t conn_id (const struct conn *conn);
  */
 extern void conn_read (struct conn *conn, void *buf, size_t len,
                        conn_read_cb cb);
+/* The same into a mapping of a file (ip, see passthrough.c's
+ * in_place); then conn_read_error says, in cb, whether the bytes
+ * could not all be written there (an errno; the rest was discarded).
+ */
+struct in_place;
+extern void conn_read_in_place (struct conn *conn, const struct in_place *ip,
+                                size_t len, conn_read_cb cb);
+extern int conn_read_error (const struct conn *conn);
 /* Writing: queue bytes; small is copied, data (if not NULL) is sent
  * after it and released with free_data once written or dropped.
  */
@@ -533,6 +541,25 @@ extern int passthrough_fd (const struct passthrough *pt);
  * to do here (then send it to the backend).
  */
 extern bool passthrough_request (struct passthrough *pt, struct freq *r);
+/* Where a write's payload may be received in place: a shared mapping
+ * of the file, written only by the kernel -- a recv into buf, or a
+ * pwrite to fd at offset of bytes already read into a buffer -- and
+ * only while ready () says so (else wait and ask again).
+ */
+struct in_place {
+  void *buf;                    /* the first byte of the write */
+  int fd;
+  uint64_t offset;              /* of buf in the file */
+  bool (*ready) (void);
+};
+/* Can the payload of a PWRITE to pt (hp flags, offset, count) be
+ * received in place?  If so *ip says where; ip->buf is the request's
+ * data (released with payload_free), and the PWRITE is then done as
+ * soon as it reaches pt.
+ */
+extern bool passthrough_write_in_place (struct passthrough *pt,
+                                        uint16_t flags, uint64_t offset,
+                                        uint32_t count, struct in_place *ip);
 
 /* First start, before listening: exits 1 with the reason on failure.
  * hello_done runs once the first backend has introduced itself.
@@ -691,6 +718,12 @@ extern void chain_send (struct chain *ch, const struct hp_header *h,
  * layer's kind; released with payload_free).
  */
 extern void *chain_data_alloc (struct chain *ch, size_t len);
+/* Or, with no filter, where the payload of a write may be received in
+ * place (passthrough_write_in_place): false if it may not.
+ */
+extern bool chain_write_in_place (struct chain *ch, uint16_t flags,
+                                  uint64_t offset, uint32_t count,
+                                  struct in_place *ip);
 /* Does r go from the client straight to the bottom layer, with no
  * filter to see (or change) its reply's payload on the way?
  */
@@ -719,6 +752,10 @@ extern void chain_closed (void);
 
 /* The layer's struct filter; its open uses fopen_backend_proc (o). */
 extern const struct filter backend_layer;
+/* chain_write_in_place at the bottom layer's handle. */
+extern bool backend_layer_write_in_place (void *handle, uint16_t flags,
+                                          uint64_t offset, uint32_t count,
+                                          struct in_place *ip);
 /* Close a handle of the layer, then done (see backend_close_then). */
 extern void backend_layer_close_then (void *handle,
                                       void (*done) (void *opaque),

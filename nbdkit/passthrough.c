@@ -49,6 +49,19 @@
  * the reply (punches are also cut into MiB pieces, see punch_at).
  * -D nbdkit.passthrough_mmap=0 turns it off.
  *
+ * Writes received in place: when the handle may write, the mapping is
+ * writable, and the payload of a PWRITE from a plain (not TLS) client
+ * with no filter in between is received straight into it
+ * (passthrough_write_in_place, then conn.c's conn_read_in_place); the
+ * PWRITE is done when it gets here (written_in_place).  Only the
+ * kernel writes to the mapping -- recv, or a pwrite of the bytes the
+ * connection had buffered -- so a page the file cannot provide is an
+ * error, not a SIGBUS.  Not while a worker may change a file
+ * (in_place_ready): page_zero's look at a page and its punch must see
+ * no byte land in between, and page_lock is only the workers'.  A
+ * mapping no one uses is kept a few seconds (passthrough-map.c), so
+ * that the next client does not fault in every page again.
+ *
  * Lifetime: a struct passthrough is counted -- one reference for the
  * handle (struct bhandle's pt), one per job in flight -- so that a
  * descriptor replaced after a backend restart (supervisor.c takes the
@@ -93,25 +106,13 @@
 
 #include "internal.h"
 #include "options.h"
+#include "passthrough-map.h"
 
 /* The smallest read answered from the mapping: below it a copy costs
  * less than the mincore that must come first.
  */
 #define ZERO_COPY_MIN (64 * 1024)
 
-/* A read-only mapping of a sealed memfd (see "Without a copy"), one
- * for each file, shared by the handles on it: its pages are faulted in
- * once, not once per connection.
- */
-struct pt_map {
-  struct pt_map *next;
-  dev_t dev;
-  ino_t ino;
-  char *base;
-  size_t len;
-  unsigned refs;                /* one per passthrough and per reply */
-};
-static struct pt_map *maps;
 
 struct passthrough {
   int fd;
@@ -129,6 +130,7 @@ struct passthrough {
   uint64_t served;              /* requests done here */
   uint64_t served_inline;       /* of which on the loop's thread */
   uint64_t served_mapped;       /* of which reads without a copy */
+  uint64_t served_in_place;     /* and writes received in place */
   struct pt_map *map;           /* or NULL */
 };
 
@@ -241,69 +243,6 @@ swap_on (void)
   return on;
 }
 
-/* Taking down a large mapping whose pages were faulted in takes
- * milliseconds of page-table work: a worker's job.
- */
-static void
-unmap_work (void *arg)
-{
-  struct pt_map *m = arg;
-
-  munmap (m->base, m->len);
-}
-
-static void
-map_put (void *opaque)
-{
-  struct pt_map *m = opaque, **pp;
-
-  if (--m->refs > 0)
-    return;
-  for (pp = &maps; *pp; pp = &(*pp)->next)
-    if (*pp == m) {
-      *pp = m->next;
-      break;
-    }
-  payload_range_remove (m->base);
-  worker_submit (unmap_work, free, m);
-}
-
-/* Map fd if it is sealed against shrinking and holds size bytes. */
-static struct pt_map *
-map_sealed (int fd, uint64_t size)
-{
-  int seals = fcntl (fd, F_GET_SEALS);
-  struct pt_map *m;
-  struct stat st;
-  void *base;
-
-  if (seals == -1 || !(seals & F_SEAL_SHRINK) || size == 0 ||
-      size > SIZE_MAX || fstat (fd, &st) == -1 ||
-      (uint64_t) st.st_size < size)
-    return NULL;
-  for (m = maps; m; m = m->next)
-    if (m->dev == st.st_dev && m->ino == st.st_ino && m->len >= size) {
-      m->refs++;
-      return m;
-    }
-  base = mmap (NULL, (size_t) size, PROT_READ, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED)
-    return NULL;
-  m = malloc (sizeof *m);
-  if (!m || payload_range_add (base, (size_t) size, map_put, m) == -1) {
-    free (m);
-    munmap (base, (size_t) size);
-    return NULL;
-  }
-  m->base = base;
-  m->len = (size_t) size;
-  m->refs = 1;
-  m->dev = st.st_dev;
-  m->ino = st.st_ino;
-  m->next = maps;
-  maps = m;
-  return m;
-}
 
 static bool
 level_on (json_t *v)
@@ -374,14 +313,16 @@ passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
    */
   if (pt->in_memory && !pt->dev_zero && !want_swap &&
       server_debug_flag ("passthrough_mmap", 1))
-    pt->map = map_sealed (fd, pt->size);
+    pt->map = pt_map_get (fd, pt->size, pt->can_write);
   nbdkit_debug ("%s: passthrough: the front end does the I/O on the "
-                "backend's descriptor (%s%s%s)", bproc_name (bp),
+                "backend's descriptor (%s%s%s%s)", bproc_name (bp),
                 pt->dev_zero ? "/dev/zero: zeroes, writes discarded"
                 : pt->zero_punch ? "zero by punching holes"
                 : "zero by zeroing in place",
                 pt->in_memory ? "; in memory: small requests on the loop"
-                : "", pt->map ? "; reads without a copy" : "");
+                : "", pt->map ? "; reads without a copy" : "",
+                pt->map && pt->map->writable
+                ? "; writes received in place" : "");
   return pt;
 }
 
@@ -391,10 +332,12 @@ passthrough_put (struct passthrough *pt)
   if (pt && --pt->refs == 0) {
     nbdkit_debug ("passthrough: %" PRIu64 " requests were done in the "
                   "front end on this descriptor, %" PRIu64 " of them on "
-                  "the loop's thread (%" PRIu64 " reads without a copy)",
-                  pt->served, pt->served_inline, pt->served_mapped);
+                  "the loop's thread (%" PRIu64 " reads without a copy, "
+                  "%" PRIu64 " writes received in place)",
+                  pt->served, pt->served_inline, pt->served_mapped,
+                  pt->served_in_place);
     if (pt->map)
-      map_put (pt->map);
+      pt_map_put (pt->map);
     close (pt->fd);
     free (pt);
   }
@@ -766,24 +709,6 @@ job_init (struct pt_job *j, struct passthrough *pt, struct freq *r)
   }
 }
 
-/* Are the pages of [off, off+count) of the mapping all in memory (1),
- * none of them (0), or some (-1)?
- */
-static int
-pages_in_memory (const struct pt_map *m, uint64_t off, uint32_t count)
-{
-  static unsigned char vec[(32 << 20) / 4096 + 2];
-  const uint64_t page = 4096;
-  uint64_t start = off & ~(page - 1);
-  size_t n = (size_t) ((off + count - start + page - 1) / page), i, in = 0;
-
-  if (n > sizeof vec || mincore (m->base + start, n * page, vec) == -1)
-    return -1;
-  for (i = 0; i < n; ++i)
-    in += vec[i] & 1;
-  return in == n ? 1 : in == 0 ? 0 : -1;
-}
-
 /* A PREAD answered from the mapping (see "Without a copy"), or as a
  * hole; false if it must be read.
  */
@@ -797,7 +722,7 @@ read_mapped (struct passthrough *pt, struct freq *r)
       r->offset > m->len || r->count > m->len - r->offset ||
       changes_on_workers > 0 || swap_on () || !freq_unfiltered (r))
     return false;
-  in = pages_in_memory (m, r->offset, r->count);
+  in = pt_map_pages_in_memory (m, r->offset, r->count);
   if (in == -1 || (in == 0 && !(r->flags & HP_FLAG_ZEROS)))
     return false;
   pt->served++;
@@ -805,7 +730,7 @@ read_mapped (struct passthrough *pt, struct freq *r)
   if (in == 0)                  /* all hole */
     freq_reply (r, NULL, 0, HP_FLAG_ZEROS);
   else {
-    m->refs++;                  /* payload_free of the reply: map_put */
+    m->refs++;                  /* payload_free of the reply: pt_map_put */
     pt->served_mapped++;
     freq_reply (r, m->base + r->offset, r->count, 0);
   }
@@ -865,6 +790,81 @@ run_inline (struct passthrough *pt, struct freq *r)
   return true;
 }
 
+/* ---- writes received in place ---- */
+
+/* -D nbdkit.passthrough_in_place=0 turns it off. */
+static bool
+in_place_enabled (void)
+{
+  static int enabled = -1;
+
+  if (enabled == -1)
+    enabled = server_debug_flag ("passthrough_in_place", 1) != 0;
+  return enabled;
+}
+
+/* May a write received in place go on now?  Not while a worker may
+ * change a file: a zero of a page (page_zero) reads it and punches it
+ * if it is all zeroes, and bytes landing in between would be lost; a
+ * worker's write or fallocate holds the inode lock that a pwrite here
+ * would wait for, and its punch the page faults in its range.
+ */
+static bool
+in_place_ready (void)
+{
+  return changes_on_workers == 0;
+}
+
+bool
+passthrough_write_in_place (struct passthrough *pt, uint16_t flags,
+                            uint64_t offset, uint32_t count,
+                            struct in_place *ip)
+{
+  struct pt_map *m = pt->map;
+
+  if (!m || !m->writable || !pt->can_write || count == 0 ||
+      ((flags & HP_FLAG_FUA) && !pt->can_fua) ||
+      offset > m->len || count > m->len - offset ||
+      !in_place_enabled () || swap_on () || !in_place_ready ())
+    return false;
+  m->refs++;                    /* payload_free of the buffer: pt_map_put */
+  ip->buf = m->base + offset;
+  ip->fd = m->fd;
+  ip->offset = offset;
+  ip->ready = in_place_ready;
+  return true;
+}
+
+/* A PWRITE whose payload was received in place, in pt's file: done. */
+static bool
+written_in_place (struct passthrough *pt, struct freq *r)
+{
+  struct pt_map *m = pt->map;
+
+  if (r->type != HP_PWRITE || !m || !m->writable ||
+      r->data != m->base + r->offset)
+    return false;
+  payload_free (r->data);
+  r->data = NULL;
+  pt->served++;
+  pt->served_inline++;
+  pt->served_in_place++;
+  /* never-blocks: a file in memory (pt_map_get), whose fdatasync has
+   * nothing to write
+   */
+  if ((r->flags & HP_FLAG_FUA) && fdatasync (pt->fd) == -1 &&
+      errno != EINVAL) {
+    char msg[256];
+
+    snprintf (msg, sizeof msg, "passthrough: fdatasync: %s",
+              strerror (errno));
+    freq_reply_error (r, hp_error_from_errno (errno), msg);
+  }
+  else
+    freq_reply (r, NULL, 0, 0);
+  return true;
+}
+
 bool
 passthrough_request (struct passthrough *pt, struct freq *r)
 {
@@ -882,7 +882,8 @@ passthrough_request (struct passthrough *pt, struct freq *r)
   }
   if (!ok || ((r->flags & HP_FLAG_FUA) && !pt->can_fua))
     return false;
-  if (read_mapped (pt, r) || run_inline (pt, r))
+  if (written_in_place (pt, r) || read_mapped (pt, r) ||
+      run_inline (pt, r))
     return true;
   /* Out of memory: an error, not the backend (whose writes would not
    * be ordered with the zeroes done here).

@@ -106,6 +106,9 @@ static inline size_t stream_take (struct stream *s, void *dst, size_t n)
 { return inbuf_take (&s->in, dst, n); }
 static inline size_t stream_buffered (const struct stream *s)
 { return inbuf_avail (&s->in); }
+/* The stream_buffered bytes, in place (then stream_take them). */
+static inline const void *stream_peek (const struct stream *s)
+{ return s->in.buf + s->in.start; }
 
 /* Queue output, written just before the loop waits (or when the
  * socket can take it).  small is copied; data is owned until written

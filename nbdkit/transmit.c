@@ -585,8 +585,16 @@ on_write_payload (struct conn *conn)
 {
   struct session *s = conn_session (conn);
   struct request *r = s->cur;
+  int err = conn_read_error (conn);
 
   s->cur = NULL;
+  if (err && !r->error) {
+    /* Received in place, the file could not take it. */
+    payload_free (r->data);
+    r->data = NULL;
+    r->error = nbd_error_from_status (hp_error_from_errno (err));
+    r->why = "the payload could not be written in place";
+  }
   dispatch (conn, r);
 }
 
@@ -640,8 +648,20 @@ on_request_header (struct conn *conn)
                   hp_error_name (r->error), r->why);
 
   if (cmd == NBD_CMD_WRITE) {
-    /* The payload follows whatever we think of the request. */
+    struct in_place ip;
+
+    /* The payload follows whatever we think of the request.  Straight
+     * into the export's file where it can (not through TLS, which
+     * decrypts with ordinary stores into the buffer).
+     */
     s->cur = r;
+    if (!r->error && !conn_is_tls (conn) &&
+        chain_write_in_place (s->chain, hp_flags_of (r), r->offset,
+                              r->count, &ip)) {
+      r->data = ip.buf;
+      conn_read_in_place (conn, &ip, r->count, on_write_payload);
+      return;
+    }
     if (!r->error && !(r->data = chain_data_alloc (s->chain, r->count))) {
       r->error = NBD_ENOMEM;
       r->why = "out of memory";

@@ -14,6 +14,7 @@ fuzz_frames_front_end = \
 	nbdkit/filter-open.c \
 	nbdkit/liveness.c \
 	nbdkit/passthrough.c \
+	nbdkit/passthrough-map.c \
 	nbdkit/stream.c \
 	nbdkit/supervisor.c
 fuzz_frames_headers = \
@@ -24,6 +25,7 @@ fuzz_frames_headers = \
 	nbdkit/internal.h \
 	nbdkit/protocol.h \
 	nbdkit/stream.h \
+	nbdkit/passthrough-map.h \
 	filters/filter.h \
 	helper-protocol/byte-order.h \
 	helper-protocol/helper-protocol.h
@@ -51,6 +53,7 @@ fuzz_frames_files = \
 	$(top_srcdir)/nbdkit/filter-open.c \
 	$(top_srcdir)/nbdkit/liveness.c \
 	$(top_srcdir)/nbdkit/passthrough.c \
+	$(top_srcdir)/nbdkit/passthrough-map.c \
 	$(top_srcdir)/nbdkit/stream.c \
 	$(top_srcdir)/nbdkit/supervisor.c \
 	$(top_srcdir)/helper-protocol/wire.c

@@ -719,6 +719,14 @@ passthrough_request (struct passthrough *pt, struct freq *r)
   return false;
 }
 
+bool
+passthrough_write_in_place (struct passthrough *pt, uint16_t flags,
+                            uint64_t offset, uint32_t count,
+                            struct in_place *ip)
+{
+  return false;
+}
+
 static void
 bhandle_free (struct bhandle *bh)
 {
