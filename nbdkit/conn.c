@@ -60,6 +60,7 @@ struct conn {
   int in_place_fd;
   uint64_t in_place_offset;
   int want_err;                 /* why the rest was thrown away, or 0 */
+  bool exact_next;              /* read the next want exactly (below) */
   struct conn *next_waiting;    /* on in_place_waiting */
   bool waiting;
   /* TLS */
@@ -633,8 +634,19 @@ process_input (struct conn *conn)
                                      ? conn->want_buf + conn->want_got
                                      : NULL, left);
     if (conn->want_got == conn->want_len) {
+      /* After a large payload received in place, the next read (a
+       * request's header) takes only its own bytes from the socket:
+       * if another large write follows, all of its payload then goes
+       * straight to the file, none through the buffer and a pwrite.
+       */
+      bool exact = conn->in_place_ready && conn->want_len >= INBUF_SIZE / 2;
+
+      conn->exact_next = false;
+
       conn->want_active = false;
       conn->want_cb (conn);
+      if (conn->want_active && exact)
+        conn->exact_next = true;
       continue;
     }
     left = conn->want_len - conn->want_got;
@@ -643,7 +655,9 @@ process_input (struct conn *conn)
       stream_read_start (&conn->stream);  /* also sees TLS's bytes */
       break;
     }
-    if (conn->want_buf && left >= INBUF_SIZE / 2) {
+    if (conn->want_buf &&
+        (left >= INBUF_SIZE / 2 ||
+         (conn->exact_next && stream_buffered (&conn->stream) == 0))) {
       /* Large payloads go straight to their buffer, at most what is
        * left of this wakeup's bytes in one call: a client sending
        * from another core keeps one recv copying (and faulting in the
