@@ -60,6 +60,7 @@ struct conn {
   int in_place_fd;
   uint64_t in_place_offset;
   int want_err;                 /* why the rest was thrown away, or 0 */
+  bool in_place_by_pwrite;      /* recv into the mapping faulted */
   bool exact_next;              /* read the next want exactly (below) */
   struct conn *next_waiting;    /* on in_place_waiting */
   bool waiting;
@@ -499,6 +500,7 @@ conn_read_in_place (struct conn *conn, const struct in_place *ip,
   conn->in_place_ready = ip->ready;
   conn->in_place_fd = ip->fd;
   conn->in_place_offset = ip->offset;
+  conn->in_place_by_pwrite = false;
   process_input (conn);
 }
 
@@ -514,8 +516,11 @@ conn_read_error (const struct conn *conn)
  * export's file (passthrough.c), one copy fewer.  Only the kernel
  * writes there -- recv into the mapping, pwrite of bytes the stream
  * had buffered already -- so a page the file cannot provide is an
- * error of that call (EFAULT, ENOSPC), never a SIGBUS.  The error
- * throws the rest of the payload away and the write fails with it.
+ * error of that call, never a SIGBUS.  A recv that faults (EFAULT)
+ * hands the rest of the payload to the buffer and pwrite, which fails
+ * with the reason (ENOSPC) or extends a file that was shrunk, as any
+ * write would; a pwrite that fails throws the rest away, and the write
+ * fails with its errno.
  * While ready () says no (a worker is changing a file), the
  * connection reads nothing: it waits on in_place_waiting, tried again
  * every millisecond.
@@ -580,9 +585,8 @@ in_place_take (struct conn *conn, size_t left)
   if (n > left)
     n = left;
   while (done < n) {
-    /* never-blocks: a file in memory, and no worker changes one
-     * (in_place_ready)
-     */
+    /* A file in memory, and no worker is changing one (in_place_ready).
+     * never-blocks: as said */
     ssize_t r = pwrite (conn->in_place_fd,
                         (const char *) stream_peek (st) + done, n - done,
                         (off_t) (conn->in_place_offset + conn->want_got +
@@ -655,7 +659,7 @@ process_input (struct conn *conn)
       stream_read_start (&conn->stream);  /* also sees TLS's bytes */
       break;
     }
-    if (conn->want_buf &&
+    if (conn->want_buf && !(conn->in_place_ready && conn->in_place_by_pwrite) &&
         (left >= INBUF_SIZE / 2 ||
          (conn->exact_next && stream_buffered (&conn->stream) == 0))) {
       /* Large payloads go straight to their buffer, at most what is
@@ -670,8 +674,15 @@ process_input (struct conn *conn)
       if (r > 0)
         conn->want_got += r;
       if (r == -1 && errno == EFAULT && conn->in_place_ready) {
-        in_place_failed (conn, EFAULT);
-        continue;               /* nothing was taken from the socket */
+        /* A page of the mapping the file could not give (full, or
+         * shrunk): nothing was taken from the socket, and the rest of
+         * the payload goes through the buffer and pwrite, which says
+         * why (ENOSPC), or extends the file, as a write would.
+         */
+        nbdkit_debug ("%s: a write received in place: a page of the "
+                      "mapping faulted; pwrite takes over", conn->peer);
+        conn->in_place_by_pwrite = true;
+        continue;
       }
     }
     else

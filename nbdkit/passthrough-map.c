@@ -6,8 +6,11 @@
  * written from it and by each write received into it; payload_free of
  * a pointer into it drops a reference (payload_range_add).  It is
  * writable when a handle that may write mapped it first, with a
- * descriptor of its own for pwrite.  The seal is what makes the
- * mapping safe: no one can shrink the file under it.
+ * descriptor of its own for pwrite.  The seal is what makes reading
+ * from the mapping safe: no one can shrink the file under it.  A file
+ * without the seal (the file backend's, on tmpfs) is mapped only to
+ * receive writes, which only the kernel does (an error, not a SIGBUS,
+ * if the file was shrunk).
  *
  * A mapping no one uses any more is kept SPARE_SECONDS (the spare, one
  * at a time): a client that comes back finds its pages mapped instead
@@ -97,13 +100,14 @@ pt_map_get (int fd, uint64_t size, bool write)
   struct stat st;
   void *base;
 
-  if (seals == -1 || !(seals & F_SEAL_SHRINK) || size == 0 ||
-      size > SIZE_MAX || fstat (fd, &st) == -1 ||
-      (uint64_t) st.st_size < size)
+  bool sealed = seals != -1 && (seals & F_SEAL_SHRINK);
+
+  if ((!sealed && !write) || size == 0 || size > SIZE_MAX ||
+      fstat (fd, &st) == -1 || (uint64_t) st.st_size < size)
     return NULL;
   for (m = maps; m; m = m->next)
     if (m->dev == st.st_dev && m->ino == st.st_ino && m->len >= size &&
-        (m->writable || !write)) {
+        (m->writable || !write) && m->sealed == sealed) {
       if (m == spare) {
         spare = NULL;
         ev_timer_stop (loop, &spare_timer);
@@ -115,7 +119,7 @@ pt_map_get (int fd, uint64_t size, bool write)
   if (write)
     base = mmap (NULL, (size_t) size, PROT_READ | PROT_WRITE, MAP_SHARED,
                  fd, 0);
-  if (base == MAP_FAILED) {
+  if (base == MAP_FAILED && sealed) {
     write = false;
     base = mmap (NULL, (size_t) size, PROT_READ, MAP_SHARED, fd, 0);
   }
@@ -133,6 +137,7 @@ pt_map_get (int fd, uint64_t size, bool write)
     return NULL;
   }
   m->writable = write;
+  m->sealed = sealed;
   m->base = base;
   m->len = (size_t) size;
   m->refs = 1;

@@ -24,13 +24,15 @@ struct pt_map {
   unsigned refs;                /* one per passthrough, per reply and
                                  * per write received in place */
   bool writable;                /* mapped for writing too */
+  bool sealed;                  /* against shrinking: may be read */
   int fd;                       /* writable: the file, for writes in
                                  * place (a descriptor of its own) */
 };
 
-/* The mapping of fd (a reference), if fd is sealed against shrinking
- * and holds size bytes; writable too if write and the file allows it.
- * NULL if not.
+/* The mapping of fd (a reference), if fd holds size bytes and is
+ * sealed against shrinking, writable too if write and the file allows
+ * it; or, without the seal, if write and the file can be mapped for
+ * writing.  NULL if not.
  */
 extern struct pt_map *pt_map_get (int fd, uint64_t size, bool write);
 /* Drop a reference; also what payload_free of a pointer into the

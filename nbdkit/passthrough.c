@@ -50,7 +50,9 @@
  * -D nbdkit.passthrough_mmap=0 turns it off.
  *
  * Writes received in place: when the handle may write, the mapping is
- * writable, and the payload of a PWRITE from a plain (not TLS) client
+ * writable (a file in memory without the seal, the file backend's on
+ * tmpfs, is mapped for this alone: its reads are not answered from the
+ * mapping), and the payload of a PWRITE from a plain (not TLS) client
  * with no filter in between is received straight into it
  * (passthrough_write_in_place, then conn.c's conn_read_in_place); the
  * PWRITE is done when it gets here (written_in_place).  Only the
@@ -320,7 +322,8 @@ passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
                 : pt->zero_punch ? "zero by punching holes"
                 : "zero by zeroing in place",
                 pt->in_memory ? "; in memory: small requests on the loop"
-                : "", pt->map ? "; reads without a copy" : "",
+                : "", pt->map && pt->map->sealed
+                ? "; reads without a copy" : "",
                 pt->map && pt->map->writable
                 ? "; writes received in place" : "");
   return pt;
@@ -718,7 +721,7 @@ read_mapped (struct passthrough *pt, struct freq *r)
   struct pt_map *m = pt->map;
   int in;
 
-  if (!m || r->type != HP_PREAD || r->count < ZERO_COPY_MIN ||
+  if (!m || !m->sealed || r->type != HP_PREAD || r->count < ZERO_COPY_MIN ||
       r->offset > m->len || r->count > m->len - r->offset ||
       changes_on_workers > 0 || swap_on () || !freq_unfiltered (r))
     return false;
@@ -849,9 +852,8 @@ written_in_place (struct passthrough *pt, struct freq *r)
   pt->served++;
   pt->served_inline++;
   pt->served_in_place++;
-  /* never-blocks: a file in memory (pt_map_get), whose fdatasync has
-   * nothing to write
-   */
+  /* A file in memory (pt_map_get): its fdatasync has nothing to write.
+   * never-blocks: as said */
   if ((r->flags & HP_FLAG_FUA) && fdatasync (pt->fd) == -1 &&
       errno != EINVAL) {
     char msg[256];

@@ -95,8 +95,43 @@ copy_in_and_out() {
             check_path "$mode"
             check_inline "$mode"
             cmp "$BATS_TEST_TMPDIR/in" "$dir/disk"
+            # Writes to a file on tmpfs are received in place; its
+            # reads, without the seal, never come from the mapping.
+            if [ "$mode" = "$ON" ]; then
+                grep -Eq "[1-9][0-9]* writes received in place\)" "$log"
+                ! grep -Eq "\([1-9][0-9]* reads without a copy," "$log"
+            fi
         done
     done
+    rm -rf "$dir"
+}
+
+# The file backend's file is not sealed: someone may shrink it while
+# the server writes into its mapping.  Only the kernel writes there, so
+# a page past the new end fails the recv (no SIGBUS), and the rest of
+# the write goes by pwrite, which extends the file as a write would.
+@test "a file on tmpfs shrunk under writes received in place" {
+    requires nbdsh
+    local dir
+    dir=$(shm_dir)
+    truncate -s 8M "$dir/disk"
+    start_server -v file "$dir/disk"
+    nbd_py '
+import subprocess
+data = os.urandom(1 << 20)
+h.pwrite(data, 6 << 20)
+subprocess.check_call(["truncate", "-s", "4M", "'"$dir/disk"'"])
+h.pwrite(data, 5 << 20)
+h.pwrite(data[::-1], 6 << 20)
+h.pwrite(data, 1 << 20)
+assert h.pread(1 << 20, 5 << 20) == data
+assert h.pread(1 << 20, 6 << 20) == data[::-1]
+assert h.pread(1 << 20, 1 << 20) == data
+'
+    kill -0 "$server_pid"
+    stop_server
+    grep -Eq "[1-9][0-9]* writes received in place\)" "$log"
+    grep -q "a page of the mapping faulted; pwrite takes over" "$log"
     rm -rf "$dir"
 }
 
