@@ -98,7 +98,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/sysmacros.h>
@@ -114,7 +113,6 @@
  * less than the mincore that must come first.
  */
 #define ZERO_COPY_MIN (64 * 1024)
-
 
 struct passthrough {
   int fd;
@@ -152,7 +150,6 @@ changes_file (uint16_t type)
 {
   return type == HP_PWRITE || type == HP_ZERO || type == HP_TRIM;
 }
-
 
 bool
 passthrough_enabled (void)
@@ -244,7 +241,6 @@ swap_on (void)
   }
   return on;
 }
-
 
 static bool
 level_on (json_t *v)
