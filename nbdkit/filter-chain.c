@@ -145,72 +145,6 @@ static ev_timer done_timer;
 static bool done_timer_init;
 static uint64_t next_id = 1;
 
-/* ---- -v: every call at every layer, as nbdkit traces them ---- */
-
-/* -D nbdkit.backend.controlpath=0 and -D nbdkit.backend.datapath=0
- * silence the two classes.
- */
-bool
-chain_tracing (bool datapath)
-{
-  static int control = -1, data = -1;
-
-  if (!opt.verbose)
-    return false;
-  if (control == -1) {
-    control = server_debug_flag ("backend.controlpath", 1);
-    data = server_debug_flag ("backend.datapath", 1);
-  }
-  return datapath ? data : control;
-}
-
-static const char *
-layer_name (const struct chain *ch, size_t i)
-{
-  return i < opt.nr_filters ? opt.filters[i]->name : bproc_name (ch->bp);
-}
-
-static void
-trace_request (const struct chain *ch, size_t layer, const struct freq *r)
-{
-  const char *name = layer_name (ch, layer), *conn = bproc_name (ch->bp);
-  uint64_t c = ch->connection;
-  int fua = !!(r->flags & HP_FLAG_FUA);
-
-  switch (r->type) {
-  case HP_PREAD:
-    log_conn_debug (conn, c, "%s: pread count=%" PRIu32 " offset=%" PRIu64,
-                    name, r->count, r->offset);
-    break;
-  case HP_PWRITE:
-    log_conn_debug (conn, c, "%s: pwrite count=%" PRIu32 " offset=%" PRIu64
-                    " fua=%d", name, r->count, r->offset, fua);
-    break;
-  case HP_FLUSH:
-    log_conn_debug (conn, c, "%s: flush", name);
-    break;
-  case HP_TRIM:
-    log_conn_debug (conn, c, "%s: trim count=%" PRIu32 " offset=%" PRIu64
-                    " fua=%d", name, r->count, r->offset, fua);
-    break;
-  case HP_ZERO:
-    log_conn_debug (conn, c, "%s: zero count=%" PRIu32 " offset=%" PRIu64
-                    " may_trim=%d fua=%d fast=%d", name, r->count,
-                    r->offset, !!(r->flags & HP_FLAG_MAY_TRIM), fua,
-                    !!(r->flags & HP_FLAG_FAST_ZERO));
-    break;
-  case HP_CACHE:
-    log_conn_debug (conn, c, "%s: cache count=%" PRIu32 " offset=%" PRIu64,
-                    name, r->count, r->offset);
-    break;
-  case HP_EXTENTS:
-    log_conn_debug (conn, c, "%s: extents count=%" PRIu32 " offset=%" PRIu64
-                    " req_one=%d", name, r->count, r->offset,
-                    !!(r->flags & HP_FLAG_REQ_ONE));
-    break;
-  }
-}
-
 /* Layer i of every chain: a filter, or the backend at the bottom. */
 static const struct filter *
 layer_at (size_t i)
@@ -237,7 +171,7 @@ close_layers (struct chain *ch, size_t from)
   for (i = from; i < ch->n; ++i) {
     if (ch->opened[i] && chain_tracing (false))
       log_conn_debug (bproc_name (ch->bp), ch->connection, "%s: close",
-                      layer_name (ch, i));
+                      chain_layer_name (ch->bp, i));
     if (ch->opened[i] && layer_at (i)->close)
       layer_at (i)->close (ch->handles[i]);
     ch->opened[i] = false;
@@ -427,7 +361,8 @@ dispatch (struct freq_full *rf)
     freq_fn fn = entry_of (layer_at (i), rf->pub.type);
 
     if (chain_tracing (true))
-      trace_request (ch, rf->priv.layer, &rf->pub);
+      chain_trace_request (ch->bp, ch->connection, rf->priv.layer,
+                           &rf->pub);
     if (fn) {
       if (i >= ch->hold_from && entry <= ch->hold_from) {
         rf->priv.next_done = NULL;
@@ -826,7 +761,7 @@ chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
   for (i = 0; i < n && chain_tracing (false); ++i)
     log_conn_debug (bproc_name (bp), connection,
                     "%s: open readonly=%d exportname=\"%s\" tls=%d",
-                    layer_name (ch, i), ch->readonly[i], ch->exports[i],
+                    chain_layer_name (ch->bp, i), ch->readonly[i], ch->exports[i],
                     tls);
   p = ch->o.priv;
   p->ch = ch;
@@ -844,7 +779,7 @@ chain_open (struct backend_proc *bp, uint64_t connection, const char *export,
         !layer_at (i)->opens_below (export, tls)) {
       if (chain_tracing (false))
         log_conn_debug (bproc_name (bp), connection, "%s: the layers below "
-                        "are not opened", layer_name (ch, i));
+                        "are not opened", chain_layer_name (ch->bp, i));
       ch->kept_closed = ch->closed_from = p->opening = i + 1;
       break;
     }
@@ -928,7 +863,7 @@ reopen_open (struct reopen *re)
   }
   if (chain_tracing (false))
     log_conn_debug (bproc_name (ch->bp), ch->connection, "%s: close",
-                    layer_name (ch, bottom));
+                    chain_layer_name (ch->bp, bottom));
   backend_layer_close_then (handle, reopen_closed, re);
 }
 

@@ -741,6 +741,12 @@ extern void chain_list_exports (struct backend_proc *bp, uint64_t connection,
  * true)?
  */
 extern bool chain_tracing (bool datapath);
+/* chain-trace.c: the name of layer i (a filter's, or bp's), and -v's
+ * line for request r entering it, on connection number c.
+ */
+extern const char *chain_layer_name (struct backend_proc *bp, size_t i);
+extern void chain_trace_request (struct backend_proc *bp, uint64_t c,
+                                 size_t layer, const struct freq *r);
 /* The server begins to stop: each filter's stopping callback. */
 extern void chain_stopping (void);
 /* A client connected: false if a filter refuses it. */
