@@ -75,7 +75,7 @@ os.kill($second, signal.SIGKILL)
 for i in range(100):
     assert h.pread(65536, 0) == data
 "
-    grep -q "memory#1: backend process $second was killed by signal SIGKILL" "$log"
+    wait_until grep -q "memory#1: backend process $second was killed by signal SIGKILL" "$log"
     wait_until grep -q "memory#1: backend restarted" "$log"
     ! grep -q "memory: backend restarted" "$log"
     # The restarted second process serves the same disk.

@@ -381,7 +381,7 @@ b"
     start_server -r curl "$HTTP/norange/mid.img"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "norange/mid.img: the server does not support byte range requests" "$log"
+    wait_until grep -q "norange/mid.img: the server does not support byte range requests" "$log"
     requires_reference
     run "$REF" -r -U - curl "$HTTP/norange/mid.img" --run 'nbdinfo --size "$uri"'
     [ "$status" -ne 0 ]
@@ -416,7 +416,7 @@ b"
     start_server -r -v curl "$HTTP/nohead/mid.img"
     [ "$(nbdinfo --size "$uri")" = 16777216 ]
     nbd_py "assert h.pread(65536, 1 << 20) == open('$WWW/mid.img','rb').read((1 << 20) + 65536)[1 << 20:]"
-    grep -q 'asking for the size with GET' "$log"
+    wait_until grep -q 'asking for the size with GET' "$log"
 }
 
 @test "404 at open: a clear error naming the URL, and the client is told there is no such export" {
@@ -425,7 +425,7 @@ b"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
     echo "$output" | grep -qi 'no export\|No such file'
-    grep -q "error: $HTTP/missing.img: HEAD request for the size: HTTP 404 Not Found" "$log"
+    wait_until grep -q "error: $HTTP/missing.img: HEAD request for the size: HTTP 404 Not Found" "$log"
     # The server stays up for the next client.
     kill -0 "$server_pid"
 }
@@ -450,8 +450,8 @@ except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 assert h.pread(4096, 0) == open('$WWW/mid.img','rb').read(4096)
 "
-    grep -q "shrink.img: GET of bytes 8388608-8392703: HTTP 416" "$log"
-    grep -q "shrink.img: GET of bytes 1044480-1052671: the server sent 4096 of the 8192 bytes" "$log"
+    wait_until grep -q "shrink.img: GET of bytes 8388608-8392703: HTTP 416" "$log"
+    wait_until grep -q "shrink.img: GET of bytes 1044480-1052671: the server sent 4096 of the 8192 bytes" "$log"
     rm -f "$WWW/shrink.img"
 }
 
@@ -460,8 +460,8 @@ assert h.pread(4096, 0) == open('$WWW/mid.img','rb').read(4096)
     start_server -r -v -D curl.retries=1 curl "$HTTP/fail/x.img"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "fail/x.img: HEAD request for the size: HTTP 503 Service Unavailable; trying again in 1 s (1 of 1)" "$log"
-    grep -q "error: $HTTP/fail/x.img: HEAD request for the size: HTTP 503 Service Unavailable" "$log"
+    wait_until grep -q "fail/x.img: HEAD request for the size: HTTP 503 Service Unavailable; trying again in 1 s (1 of 1)" "$log"
+    wait_until grep -q "error: $HTTP/fail/x.img: HEAD request for the size: HTTP 503 Service Unavailable" "$log"
 }
 
 @test "the web server goes away in the middle of a copy and comes back: the reads are tried again" {
@@ -476,7 +476,7 @@ assert h.pread(4096, 0) == open('$WWW/mid.img','rb').read(4096)
     start_nginx
     wait "$copier"
     cmp "$BATS_TEST_TMPDIR/copy.img" "$WWW/mid.img"
-    grep -q "slow/mid.img: GET of bytes .*; trying again in" "$log"
+    wait_until grep -q "slow/mid.img: GET of bytes .*; trying again in" "$log"
 }
 
 @test "timeout= ends a request that takes too long, with EIO" {
@@ -489,7 +489,7 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 "
-    grep -q "crawl/mid.img: GET of bytes 0-1048575: Timeout was reached" "$log"
+    wait_until grep -q "crawl/mid.img: GET of bytes 0-1048575: Timeout was reached" "$log"
 }
 
 # ---- authentication, cookies, headers ----
@@ -566,7 +566,7 @@ EOF
     start_server -r curl "$HTTP/cookie/mid.img"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "cookie/mid.img: HEAD request for the size: HTTP 403 Forbidden" "$log"
+    wait_until grep -q "cookie/mid.img: HEAD request for the size: HTTP 403 Forbidden" "$log"
     stop_server
     start_server -r curl "$HTTP/cookie/mid.img" cookie='session=s3cret; other=1'
     [ "$(nbdinfo --size "$uri")" = 16777216 ]

@@ -100,7 +100,7 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.ENOSPC, e
 '
-    grep -q 'pwrite: Out of space' "$log"
+    wait_until grep -q 'pwrite: Out of space' "$log"
 }
 
 @test "missing= stands in for every method not given" {

@@ -78,7 +78,7 @@ teardown() {
     ! nbdinfo --size "$uri" 2>/dev/null
     cat "$log"
     # Without -v: logged as an error, not only as a debug message.
-    grep -q "offset filter: .*offset=2097152 is beyond the end of the disk (size 1048576)" "$log"
+    wait_until grep -q "offset filter: .*offset=2097152 is beyond the end of the disk (size 1048576)" "$log"
     ! grep -q "range=-1" "$log"
     stop_server
     start_server --filter=offset memory 1M offset=512K range=768K

@@ -84,7 +84,7 @@ assert b.pread(512, 0) == b'w' * 512
     start_server --filter=ip memory 1M deny=all
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "client refused" "$log"
+    wait_until grep -q "client refused" "$log"
     stop_server
     start_server --filter=ip memory 1M allow=anyunix deny=all
     [ "$(nbdinfo --size "$uri")" -eq 1048576 ]
@@ -130,7 +130,7 @@ h.shutdown()
 "
     # The first client has gone: one may connect again.
     wait_until nbdinfo --size "$uri"
-    grep -q "too many clients" "$log"
+    wait_until grep -q "too many clients" "$log"
 }
 
 @test "exitlast: the server exits when its last client disconnects" {
@@ -318,7 +318,7 @@ assert r.returncode != 0, 'a new client was let in'
 h.pwrite(b'still', 0)
 assert h.pread(5, 0) == b'still'
 "
-    grep -q "exitwhen filter: .*refused" "$log"
+    wait_until grep -q "exitwhen filter: .*refused" "$log"
     # The connected client has gone: the server exits.
     wait_until eval '! kill -0 $server_pid 2>/dev/null'
     wait "$server_pid"

@@ -227,7 +227,7 @@ overlapped() {
             get_size='echo 1048576' pread='head -c $3 /dev/zero'
         run nbdinfo "$uri"
         [ "$status" -ne 0 ]
-        grep -q "emulating multi-conn requires" "$log"
+        wait_until grep -q "emulating multi-conn requires" "$log"
         stop_server
     done
     start_server --filter=multi-conn eval multi-conn-mode=unsafe \

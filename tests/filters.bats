@@ -128,7 +128,7 @@ h.zero(8192, 1024 * 1024 + 8192)
     start_server --filter=partition file "$BATS_TEST_TMPDIR/disk" partition=3
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "partition 3 is not in use" "$log"
+    wait_until grep -q "partition 3 is not in use" "$log"
     stop_server
     start_server --filter=partition memory 1M partition=1
     run nbdinfo --size "$uri"

@@ -329,7 +329,7 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 "
-    grep -q 'GONE.BIN' "$log"
+    wait_until grep -q 'GONE.BIN' "$log"
 }
 
 @test "symbolic links are left out" {

@@ -82,7 +82,7 @@ assert h.pread(512, 0) == b"n" * 512
         pwrite='cat >/dev/null'
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q "cannot flush" "$log"
+    wait_until grep -q "cannot flush" "$log"
     kill -0 "$server_pid"
 }
 

@@ -93,7 +93,7 @@ for off, b in bufs:
     start_server -v --filter=gzip file "$BATS_TEST_TMPDIR/abc.gz"
     nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
     cmp "$BATS_TEST_TMPDIR/out" "$BATS_TEST_TMPDIR/want"
-    grep -q "gzip: 3 member(s)" "$log"
+    wait_until grep -q "gzip: 3 member(s)" "$log"
     stop_server
     # Zero padding after the last member is ignored, as gzip -d does.
     head -c 1000 /dev/zero >> "$BATS_TEST_TMPDIR/abc.gz"
@@ -152,7 +152,7 @@ for name, f in [('write', lambda: h.pwrite(b'x' * 512, 0)),
     start_server --filter=gzip file "$BATS_TEST_TMPDIR/disk.gz"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "gzip filter: the gzip data is corrupt" "$log"
+    wait_until grep -q "gzip filter: the gzip data is corrupt" "$log"
     # Every later open is refused the same way (it tries again).
     run nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
     [ "$status" -ne 0 ]
@@ -169,7 +169,7 @@ for name, f in [('write', lambda: h.pwrite(b'x' * 512, 0)),
     start_server --filter=gzip file "$BATS_TEST_TMPDIR/disk.gz"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "incorrect data check" "$log"
+    wait_until grep -q "incorrect data check" "$log"
 }
 
 @test "gzip: a truncated file refuses the open as truncated" {
@@ -181,7 +181,7 @@ for name, f in [('write', lambda: h.pwrite(b'x' * 512, 0)),
         start_server --filter=gzip file "$BATS_TEST_TMPDIR/cut.gz"
         run nbdinfo --size "$uri"
         [ "$status" -ne 0 ]
-        grep -q "gzip data is truncated" "$log"
+        wait_until grep -q "gzip data is truncated" "$log"
         stop_server
     done
 }
@@ -191,7 +191,7 @@ for name, f in [('write', lambda: h.pwrite(b'x' * 512, 0)),
     start_server --filter=gzip file "$BATS_TEST_TMPDIR/junk"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "not a gzip file (it does not start with the gzip magic bytes" "$log"
+    wait_until grep -q "not a gzip file (it does not start with the gzip magic bytes" "$log"
     kill -0 "$server_pid"
     stop_server
     start_server --filter=gzip memory 0

@@ -176,7 +176,7 @@ open('$d/want', 'wb').write(want)
     start_server --filter=luks file "$d/disk.img" passphrase=+"$d/pw"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "LUKS version 2 header, but this filter only supports LUKSv1" "$log"
+    wait_until grep -q "LUKS version 2 header, but this filter only supports LUKSv1" "$log"
 }
 
 @test "luks: the passphrase from a file, literal, and from a descriptor" {
@@ -202,7 +202,7 @@ open('$d/want', 'wb').write(want)
     start_server --filter=luks file "$d/disk.luks" passphrase=+"$d/bad"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "LUKS passphrase is not correct, no key slot could be unlocked" "$log"
+    wait_until grep -q "LUKS passphrase is not correct, no key slot could be unlocked" "$log"
     # The server is still up for the next client.
     kill -0 "$server_pid"
 }
@@ -216,7 +216,7 @@ open('$d/want', 'wb').write(want)
     start_server --filter=luks file "$d/disk.luks" passphrase=+"$d/pw"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the LUKS header is damaged: key slot 0" "$log"
+    wait_until grep -q "the LUKS header is damaged: key slot 0" "$log"
     stop_server
     # The payload offset (at 104) beyond the end of the disk.
     cp "$d/orig.luks" "$d/disk.luks"
@@ -256,7 +256,7 @@ open('$d/want', 'wb').write(want)
     start_server --filter=luks file "$d/disk.luks" passphrase=PASS
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q 'LUKS cipher "twofish" is not supported' "$log"
+    wait_until grep -q 'LUKS cipher "twofish" is not supported' "$log"
     stop_server
     disk default
     printf 'ctr-plain64\0' | dd of="$d/disk.luks" bs=1 seek=40 conv=notrunc status=none

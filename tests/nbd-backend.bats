@@ -272,13 +272,13 @@ assert h.pread(65536, 0) == bytes(65536)
 '
     local log=$BATS_TEST_TMPDIR/up-requests.log
     cat "$log"
-    grep -q 'Write .*count=0x10000 .*fua=1' "$log"
-    grep -q 'Zero .*count=0x10000 .*fua=1' "$log"
-    grep -q 'Zero .*offset=0x10000 .*trim=0' "$log"
-    grep -q 'Zero .*offset=0x20000 .*fast=1' "$log"
-    grep -q 'Trim .*offset=0x30000 .*fua=1' "$log"
-    grep -q 'Cache ' "$log"
-    grep -q 'Flush ' "$log"
+    wait_until grep -q 'Write .*count=0x10000 .*fua=1' "$log"
+    wait_until grep -q 'Zero .*count=0x10000 .*fua=1' "$log"
+    wait_until grep -q 'Zero .*offset=0x10000 .*trim=0' "$log"
+    wait_until grep -q 'Zero .*offset=0x20000 .*fast=1' "$log"
+    wait_until grep -q 'Trim .*offset=0x30000 .*fua=1' "$log"
+    wait_until grep -q 'Cache ' "$log"
+    wait_until grep -q 'Flush ' "$log"
 }
 
 @test "nbd: -r serves a writable upstream read-only; a read-only upstream refuses writes with EPERM" {

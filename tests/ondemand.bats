@@ -82,10 +82,10 @@ print(" ".join(sorted(repr(n) for n in names)))'
         run nbdinfo --size "$(uri_of "$name")"
         [ "$status" -ne 0 ] || { echo "$name accepted" >&2; return 1; }
     done
-    grep -q "export name '../escape' refused: '/' cannot be" "$log"
-    grep -q "export name '.hidden' refused: '.' cannot be" "$log"
-    grep -q "export name 'x:y' refused: ':' cannot be" "$log"
-    grep -q "refused: longer than NAME_MAX (255) bytes" "$log"
+    wait_until grep -q "export name '../escape' refused: '/' cannot be" "$log"
+    wait_until grep -q "export name '.hidden' refused: '.' cannot be" "$log"
+    wait_until grep -q "export name 'x:y' refused: ':' cannot be" "$log"
+    wait_until grep -q "refused: longer than NAME_MAX (255) bytes" "$log"
     [ -z "$(ls -A "$exports")" ]
     [ ! -e "$BATS_TEST_TMPDIR/escape" ]
     # 255 bytes is allowed.
@@ -108,7 +108,7 @@ except nbd.Error as e:
 h3 = nbd.NBD()
 h3.connect_uri(os.environ["uri"].replace("///", "///b"))
 h.shutdown()'
-    grep -q "export 'a': filesystem is locked by another client" "$log"
+    wait_until grep -q "export 'a': filesystem is locked by another client" "$log"
     # The lock goes with the first connection's close.
     wait_until nbdinfo --size "$(uri_of a)"
 }
@@ -146,7 +146,7 @@ assert h.pread(13, 0) == b"hello 1048576"'
     start_server ondemand dir="$exports" 1M command='echo "disk full" >&2; exit 4'
     run nbdinfo --size "$(uri_of x)"
     [ "$status" -ne 0 ]
-    grep -q "command= failed (exit status 4): disk full" "$log"
+    wait_until grep -q "command= failed (exit status 4): disk full" "$log"
     [ -z "$(ls -A "$exports")" ]
 }
 

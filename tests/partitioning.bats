@@ -177,8 +177,8 @@ except nbd.Error as e:
 assert open(d + "/p1", "rb").read() == before
 assert h.can_flush() and h.can_multi_conn() and not h.can_trim()
 '
-    grep -q "the partition table is read-only" "$log"
-    grep -q "padding" "$log"
+    wait_until grep -q "the partition table is read-only" "$log"
+    wait_until grep -q "padding" "$log"
 }
 
 @test "partitioning: with -r the disk is read-only" {

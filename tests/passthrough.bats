@@ -491,7 +491,7 @@ for i in range(100):
     after=$(server_fds)
     echo "descriptors: $before before, $after after"
     [ "$after" -le $((before + 2)) ]
-    grep -q "closing a descriptor that came with a PREAD reply" "$log"
+    wait_until grep -q "closing a descriptor that came with a PREAD reply" "$log"
     stop_server
     ! grep -q "passthrough:" "$log"
 }

@@ -82,7 +82,7 @@ except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 '
     cat "$log"
-    grep -q "error: pread: the sector at 3145728 is unreadable" "$log"
+    wait_until grep -q "error: pread: the sector at 3145728 is unreadable" "$log"
 }
 
 @test "a perl script without pwrite is read-only and a write fails with EPERM" {
@@ -143,5 +143,5 @@ old = int(subprocess.check_output(["pgrep", "-P", os.environ["server_pid"]]))
 os.kill(old, signal.SIGKILL)
 assert h.pread(1 << 20, 1 << 20) == data
 '
-    grep -q "killed by signal SIGKILL" "$log"
+    wait_until grep -q "killed by signal SIGKILL" "$log"
 }

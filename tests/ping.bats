@@ -39,7 +39,7 @@ open('$BATS_TEST_TMPDIR/out', 'wb').write(h.pread(4 << 20, 0))
     wait "$client"
     cat "$log"
     [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
-    grep -q "backend process $old was killed by signal SIGKILL" "$log"
+    wait_until grep -q "backend process $old was killed by signal SIGKILL" "$log"
     [ "$(backend_pid)" != "$old" ]
     # A new client reads the same bytes.
     nbdcopy "$uri" "$BATS_TEST_TMPDIR/out2"
@@ -74,7 +74,7 @@ assert b1.to_bytearray() == b"p" * 4096
 assert b2.to_bytearray() == b"p" * 4096
 '
     cat "$log"
-    grep -q "pinging the backend every 1 seconds (timeout 2 seconds)" "$log"
+    wait_until grep -q "pinging the backend every 1 seconds (timeout 2 seconds)" "$log"
     ! grep -q "did not answer a ping" "$log"
     ! grep -q "restarting the backend" "$log"
     [ "$(backend_pid)" = "$pid" ]

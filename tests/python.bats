@@ -89,7 +89,7 @@ assert d[(1 << 20) + 8192:(1 << 20) + 12288] == bytes(4096)
     requires nbdinfo
     start_server -v python "$scripts/ramdisk.py" size=1M note=hello
     nbdinfo --size "$uri"
-    grep -q "python: debug: note=hello" "$log"
+    wait_until grep -q "python: debug: note=hello" "$log"
 }
 
 @test "with -r a script with pwrite is served read-only" {
@@ -138,9 +138,9 @@ except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 '
     cat "$log"
-    grep -q "Traceback (most recent call last)" "$log"
-    grep -q "ValueError: the sector at 3145728 is unreadable" "$log"
-    grep -q 'errors.py", line [0-9]*, in pread' "$log"
+    wait_until grep -q "Traceback (most recent call last)" "$log"
+    wait_until grep -q "ValueError: the sector at 3145728 is unreadable" "$log"
+    wait_until grep -q 'errors.py", line [0-9]*, in pread' "$log"
 }
 
 @test "an OSError's errno reaches the client (EROFS as EPERM)" {
@@ -250,7 +250,7 @@ h.pwrite(b"after", 0, nbd.CMD_FLAG_FUA)
 assert h.pread(5, 0) == b"after"
 '
     [ "$(head -c 5 "$BATS_TEST_TMPDIR/disk")" = after ]
-    grep -q "killed by signal SIGKILL" "$log"
+    wait_until grep -q "killed by signal SIGKILL" "$log"
 }
 
 @test "a RAM-disk script restarted after kill -9 serves again, empty" {

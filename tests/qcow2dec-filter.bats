@@ -151,7 +151,7 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 "
-        grep -q 'built without libzstd' "$log"
+        wait_until grep -q 'built without libzstd' "$log"
     fi
 }
 
@@ -213,8 +213,8 @@ for name, f in [('write', lambda: h.pwrite(b'x' * 512, 0)),
     expect_open_refused "$BATS_TEST_TMPDIR/top.qcow2" "has a backing file"
     start_server --filter=qcow2dec file "$BATS_TEST_TMPDIR/top.qcow2"
     run nbdinfo --size "$uri"
-    grep -q "backing file: $BATS_TEST_TMPDIR/base.qcow2" "$log"
-    grep -q "qemu-img convert" "$log"
+    wait_until grep -q "backing file: $BATS_TEST_TMPDIR/base.qcow2" "$log"
+    wait_until grep -q "qemu-img convert" "$log"
 }
 
 @test "qcow2dec: extended L2 entries, external data files, dirty, corrupt and encrypted images are refused" {
@@ -240,7 +240,7 @@ for name, f in [('write', lambda: h.pwrite(b'x' * 512, 0)),
     start_server --filter=qcow2dec memory 1M
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "not a qcow2 image" "$log"
+    wait_until grep -q "not a qcow2 image" "$log"
     stop_server
     start_server --filter=qcow2dec memory 10
     run nbdinfo --size "$uri"
@@ -314,7 +314,7 @@ except nbd.Error as e:
 assert h.pread(65536, 65536) == want[65536:131072]
 assert h.pread(300000, 7000000) == want[7000000:7300000]
 "
-    grep -q "corrupt qcow2 L2 entry" "$log"
+    wait_until grep -q "corrupt qcow2 L2 entry" "$log"
     stop_server
     # L1 entry 0 points past the end: the first 512 MiB fail.
     cp "$d/v3.qcow2" "$d/l1.qcow2"
@@ -357,7 +357,7 @@ assert h.pread(65536, 0) == want[0:65536]
 assert h.pread(300000, 7000000) == want[7000000:7300000]
 assert h.pread(4096, 65536 + 65536) == want[65536 + 65536:65536 + 69632]
 "
-    grep -q "compressed cluster" "$log"
+    wait_until grep -q "compressed cluster" "$log"
 }
 
 @test "qcow2dec: partition over qcow2dec serves a partition of a qcow2 disk" {

@@ -100,7 +100,7 @@ rbdc() {
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
     [[ "$output" = *"No such file or directory"* ]]
-    grep -q 'image rbd/nosuchimage does not exist' "$log"
+    wait_until grep -q 'image rbd/nosuchimage does not exist' "$log"
 }
 
 @test "rbd: 256 MiB in with 4 connections and out with 1 and 4, by checksum; qemu-img compare" {
@@ -215,7 +215,7 @@ except nbd.Error as e:
     start_server rbd "${RBDP[@]}" nsimg
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q 'image rbd/nsimg does not exist' "$log"
+    wait_until grep -q 'image rbd/nsimg does not exist' "$log"
 }
 
 @test "rbd: two servers over one image: what one writes the other reads (multi-conn)" {
@@ -252,8 +252,8 @@ except nbd.Error as e:
     kill -KILL "$(backend_pid)"
     kill_backend_during 3 nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
     [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
-    grep -q "killed by signal SIGKILL" "$log"
-    grep -q "backend restarted" "$log"
+    wait_until grep -q "killed by signal SIGKILL" "$log"
+    wait_until grep -q "backend restarted" "$log"
     echo "# backend kills: $(grep -c "killed by signal SIGKILL" "$log")" >&3
     stop_server
     rbdc export rbd/killed - 2>/dev/null | cmp - "$BATS_TEST_TMPDIR/in"

@@ -156,7 +156,7 @@ except nbd.Error as e:
 # The connection still works.
 h.pwrite(b"ok", 0)
 '
-    grep -q "failed (EPERM) after 4 attempts" "$log"
+    wait_until grep -q "failed (EPERM) after 4 attempts" "$log"
 }
 
 @test "retries=0 passes the first error on at once" {

@@ -312,8 +312,8 @@ EOF
     kill -KILL "$(backend_pid)"
     kill_backend_during 3 nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
     [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
-    grep -q "killed by signal SIGKILL" "$log"
-    grep -q "backend restarted" "$log"
+    wait_until grep -q "killed by signal SIGKILL" "$log"
+    wait_until grep -q "backend restarted" "$log"
     echo "# backend kills: $(grep -c "killed by signal SIGKILL" "$log")" >&3
 }
 
@@ -460,8 +460,8 @@ assert h.pread(len(want), 0) == want
 h.flush()
 open("'"$BATS_TEST_TMPDIR/want"'", "wb").write(want)
 '
-    grep -q "killed by signal SIGKILL" "$log"
-    grep -q "took up the local copy" "$log"
+    wait_until grep -q "killed by signal SIGKILL" "$log"
+    wait_until grep -q "took up the local copy" "$log"
     s3get crash.img "$BATS_TEST_TMPDIR/got"
     [ "$(sha "$BATS_TEST_TMPDIR/got")" = "$(sha "$BATS_TEST_TMPDIR/want")" ]
 }

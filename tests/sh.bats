@@ -79,7 +79,7 @@ except nbd.Error as e:
     assert e.errnum == errno.ENOSPC, e
 assert h.pread(4096, 0) == b"y" * 4096
 '
-    grep -q 'pwrite: Out of space: this disk holds only 1M' "$log"
+    wait_until grep -q 'pwrite: Out of space: this disk holds only 1M' "$log"
 }
 
 @test "a script that exits 2 for can_write serves a read-only export" {
@@ -294,7 +294,7 @@ except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 assert h.pread(512, 512) == bytes(512)
 '
-    grep -q 'pread: the backing store went away' "$log"
+    wait_until grep -q 'pread: the backing store went away' "$log"
 }
 
 @test "a script killed by a signal, or naming EPERM, fails the request so" {
@@ -319,8 +319,8 @@ for op, err in ((lambda: h.pread(512, 0), errno.EIO),
     except nbd.Error as e:
         assert e.errnum == err, e
 '
-    grep -q 'pread: killed by signal 9' "$log"
-    grep -q 'pwrite: writes are not allowed today' "$log"
+    wait_until grep -q 'pread: killed by signal 9' "$log"
+    wait_until grep -q 'pwrite: writes are not allowed today' "$log"
 }
 
 @test "a script printing too few bytes for pread fails the read" {
@@ -341,7 +341,7 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 '
-    grep -q 'pread: the script printed 100 bytes, but 512 were asked for' "$log"
+    wait_until grep -q 'pread: the script printed 100 bytes, but 512 were asked for' "$log"
 }
 
 @test "a script sees a private \$tmpdir, removed when the server stops" {
@@ -545,7 +545,7 @@ for off, want in ((0, errno.ENOSPC), (512, errno.EPERM), (1024, errno.EIO),
     except nbd.Error as e:
         assert e.errnum == want, (off, e)
 '
-    grep -q 'pread: no room here' "$log"
+    wait_until grep -q 'pread: no room here' "$log"
 }
 
 @test "an error of several lines on stderr is one line in the log" {
@@ -571,7 +571,7 @@ for i in range(3):
     except nbd.Error as e:
         assert e.errnum == errno.EPERM, e
 '
-    grep -q 'pread: warning: first; second; third; fourth' "$log"
+    wait_until grep -q 'pread: warning: first; second; third; fourth' "$log"
     ! grep -q 'killed by signal' "$log"
 }
 
@@ -680,7 +680,7 @@ EOF2
     echo "$output"
     [ "$status" -eq 0 ]
     ! echo "$output" | grep -q 'export='
-    grep -q 'default_export: no default here' "$log"
+    wait_until grep -q 'default_export: no default here' "$log"
     # A named export still opens.
     [ "$(nbdinfo --size "nbd+unix:///x?socket=$sock")" = 1048576 ]
 }
@@ -759,7 +759,7 @@ except nbd.Error as e:
 assert h.aio_is_dead() or h.aio_is_closed(), 'the connection is still open'
 "
     grep -q 'the backend disconnected the client' "$log" || \
-        grep -q 'exit status 6' "$log"
+        wait_until grep -q 'exit status 6' "$log"
     # Another client is not affected.
     nbd_py 'assert h.pread(512, 0) == bytes(512)'
 }

@@ -23,7 +23,7 @@ copy_round_trip() {
 @test "the memory backend gets its data through the arena, byte for byte" {
     requires nbdcopy
     start_server -v $PT_OFF memory 64M
-    grep -q "$arena_line" "$log"
+    wait_until grep -q "$arena_line" "$log"
     copy_round_trip 64M
 }
 
@@ -38,7 +38,7 @@ copy_round_trip() {
     requires nbdcopy
     truncate -s 64M "$BATS_TEST_TMPDIR/disk"
     start_server -v $PT_OFF file "$BATS_TEST_TMPDIR/disk"
-    grep -q "$arena_line" "$log"
+    wait_until grep -q "$arena_line" "$log"
     copy_round_trip 64M
 }
 
@@ -46,21 +46,21 @@ copy_round_trip() {
     requires nbdcopy
     # 1 MiB holds four of nbdcopy's 256 KiB requests; it has 64 in flight.
     start_server -v $PT_OFF -D nbdkit.shm_mib=1 memory 64M
-    grep -q "$arena_line (1048576 bytes)" "$log"
+    wait_until grep -q "$arena_line (1048576 bytes)" "$log"
     copy_round_trip 64M
 }
 
 @test "through filters the payloads are copied into the arena, byte for byte" {
     requires nbdcopy
     start_server -v $PT_OFF --filter=offset --filter=cow memory 80M offset=16M
-    grep -q "$arena_line" "$log"
+    wait_until grep -q "$arena_line" "$log"
     copy_round_trip 64M
 }
 
 @test "requests of every size up to 32 MiB, at unaligned offsets" {
     requires nbdsh
     start_server -v $PT_OFF memory 100M
-    grep -q "$arena_line" "$log"
+    wait_until grep -q "$arena_line" "$log"
     nbd_py '
 import random
 rnd = random.Random(7)
@@ -82,21 +82,21 @@ for i in range(200):
 @test "killing the backend during copies through the arena loses no byte" {
     requires nbdcopy
     start_server -v $PT_OFF --backend-max-restarts=20 memory 256M
-    grep -q "$arena_line" "$log"
+    wait_until grep -q "$arena_line" "$log"
     random_file "$BATS_TEST_TMPDIR/in" 256M
     kill_backend_during 2 nbdcopy "$BATS_TEST_TMPDIR/in" "$uri"
     kill_backend_during 2 nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
     [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
     # Each incarnation that got killed had the arena, and the next too.
     [ "$(grep -c "$arena_line" "$log")" -ge 2 ]
-    grep -q "backend restarted" "$log"
+    wait_until grep -q "backend restarted" "$log"
 }
 
 @test "the python backend gets its data through the arena, byte for byte" {
     requires nbdcopy
     [ -x /usr/bin/python3 ] || skip "/usr/bin/python3 is not installed"
     start_server -v $PT_OFF python "$top_srcdir/tests/python/ramdisk.py" size=8M
-    grep -q "$arena_line" "$log"
+    wait_until grep -q "$arena_line" "$log"
     copy_round_trip 8M
 }
 

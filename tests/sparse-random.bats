@@ -156,8 +156,8 @@ fails(lambda: h.trim(4096, data))
 assert h.pread(4096, data) == buf
 assert h.can_multi_conn() and h.can_fua() and not h.can_fast_zero()
 '
-    grep -q "data written does not match expected" "$log"
-    grep -q "trying to trim or zero non-hole" "$log"
+    wait_until grep -q "data written does not match expected" "$log"
+    wait_until grep -q "trying to trim or zero non-hole" "$log"
 }
 
 @test "sparse-random: bad parameters are refused with status 1" {

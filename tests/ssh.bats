@@ -319,7 +319,7 @@ try:
 except nbd.Error as e:
     assert e.errno in ("EPERM", "EROFS"), e.errno
 '
-    grep -q "cannot be opened for writing (permission denied): serving it read-only" "$log"
+    wait_until grep -q "cannot be opened for writing (permission denied): serving it read-only" "$log"
     cmp "$DISK" "$BATS_TEST_TMPDIR/ro.img"
     # nbdkit's plugin opens for writing without -r, and fails.
     requires_reference
@@ -357,7 +357,7 @@ except nbd.Error as e:
     start_server ssh "${SSHP[@]}" "$BATS_TEST_TMPDIR/nonexistent.img"
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q "127.0.0.1:$BATS_TEST_TMPDIR/nonexistent.img (port $SSH_PORT): cannot open the remote file: no such file" "$log"
+    wait_until grep -q "127.0.0.1:$BATS_TEST_TMPDIR/nonexistent.img (port $SSH_PORT): cannot open the remote file: no such file" "$log"
     stop_server
     start_server ssh "${SSHP[@]}" "$BATS_TEST_TMPDIR"
     run nbdinfo "$uri"
@@ -370,7 +370,7 @@ except nbd.Error as e:
     start_server ssh "${SSHB[@]}" known-hosts="$SSHD_DIR/wrong_known_hosts" "$DISK"
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q "is not the one $SSHD_DIR/wrong_known_hosts knows for it: refusing to connect" "$log"
+    wait_until grep -q "is not the one $SSHD_DIR/wrong_known_hosts knows for it: refusing to connect" "$log"
     stop_server
     start_server ssh "${SSHB[@]}" known-hosts="$SSHD_DIR/empty_known_hosts" "$DISK"
     run nbdinfo "$uri"
@@ -411,7 +411,7 @@ except nbd.Error as e:
         password=+"$BATS_TEST_TMPDIR/pw" "$DISK"
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q "authentication failed (tried: publickey password" "$log"
+    wait_until grep -q "authentication failed (tried: publickey password" "$log"
     grep -q "Failed password for" "$SSHD_DIR/sshd.log"
 }
 
@@ -426,7 +426,7 @@ except nbd.Error as e:
     start_server ssh host=127.0.0.1 port="$port" config= "$DISK"
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q "127.0.0.1:$DISK (port $port): cannot connect" "$log"
+    wait_until grep -q "127.0.0.1:$DISK (port $port): cannot connect" "$log"
 }
 
 # ---- supervision ----
@@ -440,7 +440,7 @@ except nbd.Error as e:
     kill_backend_during 2 nbdcopy "$uri" "$BATS_TEST_TMPDIR/out"
     [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/remote.img")" ]
     [ "$(sha "$BATS_TEST_TMPDIR/in")" = "$(sha "$BATS_TEST_TMPDIR/out")" ]
-    grep -q "killed by signal SIGKILL" "$log"
-    grep -q "backend restarted" "$log"
+    wait_until grep -q "killed by signal SIGKILL" "$log"
+    wait_until grep -q "backend restarted" "$log"
     [ "$(zombies)" -eq 0 ]
 }

@@ -122,32 +122,32 @@ assert h.pread(5, 0) == b"after"
 @test "a backend that hangs is restarted after --backend-timeout" {
     requires nbdsh
     FAULT=hang-on-pread fault_once --backend-timeout=1
-    grep -q "did not answer PREAD within" "$log"
-    grep -q "backend restarted" "$log"
+    wait_until grep -q "did not answer PREAD within" "$log"
+    wait_until grep -q "backend restarted" "$log"
 }
 
 @test "a backend that writes a garbage frame is restarted, no garbage is served" {
     requires nbdsh
     FAULT=garbage-on-pread fault_once
-    grep -q "backend protocol error: bad magic" "$log"
+    wait_until grep -q "backend protocol error: bad magic" "$log"
 }
 
 @test "a reply to an id that is not in flight restarts the backend" {
     requires nbdsh
     FAULT=bad-id-on-pread fault_once
-    grep -q "backend protocol error: a reply to a request id that is not in flight" "$log"
+    wait_until grep -q "backend protocol error: a reply to a request id that is not in flight" "$log"
 }
 
 @test "a read reply of the wrong length restarts the backend" {
     requires nbdsh
     FAULT=short-on-pread fault_once
-    grep -q "backend protocol error: PREAD reply length differs" "$log"
+    wait_until grep -q "backend protocol error: PREAD reply length differs" "$log"
 }
 
 @test "a backend that crashes once in a read: the read is answered" {
     requires nbdsh
     FAULT=crash-on-pread fault_once
-    grep -q "exited with status 1" "$log"
+    wait_until grep -q "exited with status 1" "$log"
 }
 
 @test "the backend sees only its channel, stderr and /dev/null" {
@@ -229,10 +229,10 @@ time.sleep(30)
 @test "-v logs each start and exit of the backend with its pid" {
     start_server -v memory 1M
     b=$(backend_pid)
-    grep -q "started backend process $b" "$log"
+    wait_until grep -q "started backend process $b" "$log"
     kill -KILL "$b"
     wait_until grep -q "backend restarted" "$log"
-    grep -q "backend process $b was killed by signal SIGKILL" "$log"
+    wait_until grep -q "backend process $b was killed by signal SIGKILL" "$log"
 }
 
 @test "a read caught by crash after crash is sent again to each new backend" {
@@ -278,7 +278,7 @@ assert h.pread(4096, 65536) == data
 '
     [ "$(cat "$BATS_TEST_TMPDIR/countdown")" = 0 ]
     [ "$(grep -c 'crashing on open as asked' "$log")" -eq 2 ]
-    grep -q "stopped before it re-opened export" "$log"
+    wait_until grep -q "stopped before it re-opened export" "$log"
     ! grep -q "could not re-open" "$log"
 }
 
@@ -296,7 +296,7 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 '
-    grep -q 'giving up' "$log"
+    wait_until grep -q 'giving up' "$log"
 }
 
 # Kill the backend 5 times, 0.2 s apart, while "$@" runs.

@@ -155,7 +155,7 @@ except nbd.Error as e:
     start_server --filter=tar file "$BATS_TEST_TMPDIR/t.tar" tar-entry=missing.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the entry 'missing.img' is not in the tar file" "$log"
+    wait_until grep -q "the entry 'missing.img' is not in the tar file" "$log"
     kill -0 "$server_pid"
     stop_server
     # A name must match exactly as tar tf lists it.
@@ -173,7 +173,7 @@ except nbd.Error as e:
     start_server --filter=tar file "$BATS_TEST_TMPDIR/t.tar" tar-entry=sub/
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the tar entry 'sub/' is not a regular file (its type is '5')" "$log"
+    wait_until grep -q "the tar entry 'sub/' is not a regular file (its type is '5')" "$log"
     stop_server
     start_server --filter=tar file "$BATS_TEST_TMPDIR/t.tar" tar-entry=link
     run nbdinfo --size "$uri"
@@ -205,7 +205,7 @@ except nbd.Error as e:
     start_server --filter=tar file "$BATS_TEST_TMPDIR/t.tar" tar-entry=disk.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the tar header at offset $at: the header checksum is wrong" "$log"
+    wait_until grep -q "the tar header at offset $at: the header checksum is wrong" "$log"
     stop_server
     # Not a tar file at all.
     random_file "$BATS_TEST_TMPDIR/junk" 100000
@@ -235,7 +235,7 @@ f.seek(512); f.write(data)
     start_server --filter=tar file "$BATS_TEST_TMPDIR/t.tar" tar-entry=disk.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the pax extended header at offset 0:" "$log"
+    wait_until grep -q "the pax extended header at offset 0:" "$log"
 }
 
 @test "tar: a truncated tar file refuses the open as truncated" {
@@ -246,7 +246,7 @@ f.seek(512); f.write(data)
     start_server --filter=tar file "$BATS_TEST_TMPDIR/cut.tar" tar-entry=disk.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the tar file is truncated: the entry 'disk.img' (3000000 bytes" "$log"
+    wait_until grep -q "the tar file is truncated: the entry 'disk.img' (3000000 bytes" "$log"
     stop_server
     head -c $((512 + 70144 + 100)) "$BATS_TEST_TMPDIR/t.tar" > "$BATS_TEST_TMPDIR/cut.tar"
     start_server --filter=tar file "$BATS_TEST_TMPDIR/cut.tar" tar-entry=disk.img
@@ -272,7 +272,7 @@ f.seek(512); f.write(data)
         tar-limit=512K
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the entry 'disk.img' was not found in the first 524288 bytes of the tar file (tar-limit=524288)" "$log"
+    wait_until grep -q "the entry 'disk.img' was not found in the first 524288 bytes of the tar file (tar-limit=524288)" "$log"
     stop_server
     # The entry's header is at 1 MiB + 512: a limit past it is enough.
     serve_and_compare "$BATS_TEST_TMPDIR/t.tar" disk.img "$d/disk.img" tar-limit=1100K

@@ -187,7 +187,7 @@ h.shutdown()"
         -D nbdkit.tls.session=1 memory 1M
     nbd_tls_py "$(psk_uri)" 'assert h.get_tls_negotiated()'
     grep "TLS session: (TLS1" "$log"
-    grep -q "PSK user alice" "$log"
+    wait_until grep -q "PSK user alice" "$log"
 }
 
 @test "PSK sessions prefer AES-GCM on a CPU with AES; ChaCha20 still works" {
@@ -198,13 +198,13 @@ h.shutdown()"
     start_server --tls=require --tls-psk="$BATS_FILE_TMPDIR/psk/keys.psk" \
         -D nbdkit.tls.session=1 memory 1M
     nbd_tls_py "$(psk_uri)" 'assert h.get_tls_negotiated()'
-    grep -q "TLS session: (TLS1.3)--(AES-128-GCM), PSK user alice" "$log"
+    wait_until grep -q "TLS session: (TLS1.3)--(AES-128-GCM), PSK user alice" "$log"
     ! grep -q "CHACHA20" "$log"
     # A client that offers only ChaCha20 gets it.
     key="alice:$(cut -d: -f2 "$BATS_FILE_TMPDIR/psk/keys.psk")"
     "$client" "$sock" --psk "$key" --tls 1.3 --count 1 \
         --cipher CHACHA20-POLY1305
-    grep -q "TLS session: (TLS1.3)--(CHACHA20-POLY1305), PSK user alice" "$log"
+    wait_until grep -q "TLS session: (TLS1.3)--(CHACHA20-POLY1305), PSK user alice" "$log"
     stop_server
     # With a priority of the user's own, the client's order decides, as
     # in nbdkit: ChaCha20 for gnutls's clients.

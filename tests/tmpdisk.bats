@@ -100,7 +100,7 @@ h.pwrite(b"x" * 512, 0)'
     start_server tmpdisk 20M type=nosuchfs
     run nbdsh -u "$uri" -c 'pass'
     [ "$status" -ne 0 ]
-    grep -q "tmpdisk: error: mkfs failed (exit status 1): .*mkfs.nosuchfs" "$log"
+    wait_until grep -q "tmpdisk: error: mkfs failed (exit status 1): .*mkfs.nosuchfs" "$log"
     stop_server
     start_server tmpdisk 20M command='echo "no room at the inn" >&2; exit 3'
     run nbdsh -u "$uri" -c 'pass'
@@ -193,10 +193,10 @@ h2.shutdown()
     [ "$(grep -c "giving the handle's descriptor back" "$log")" -ge 4 ]
     # Passthrough on: the front end did the I/O; off: only kept them.
     if [ "$*" = "" ]; then
-        grep -q "passthrough: the front end does the I/O" "$log"
+        wait_until grep -q "passthrough: the front end does the I/O" "$log"
     else
         ! grep -q "passthrough: the front end does the I/O" "$log"
-        grep -q "keeping the handle's descriptor for a re-open" "$log"
+        wait_until grep -q "keeping the handle's descriptor for a re-open" "$log"
     fi
     # A new connection after the restarts: an empty, valid file system.
     nbdcopy "$uri" "$BATS_TEST_TMPDIR/new.img"

@@ -156,9 +156,9 @@ for off, b in bufs:
     start_server --filter=xz file "$BATS_TEST_TMPDIR/disk.xz" xz-max-block=1M
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "block of 2097152 bytes" "$log"
-    grep -q "xz-max-block=1048576" "$log"
-    grep -q -- "--block-size" "$log"
+    wait_until grep -q "block of 2097152 bytes" "$log"
+    wait_until grep -q "xz-max-block=1048576" "$log"
+    wait_until grep -q -- "--block-size" "$log"
     stop_server
     # The same file with the limit raised is fine.
     start_server --filter=xz file "$BATS_TEST_TMPDIR/disk.xz" xz-max-block=2M
@@ -194,7 +194,7 @@ for off, n in [(MiB, 512), (MiB + 700000, 4096), (MiB - 100, 200)]:
 # The connection is still good.
 assert h.pread(4096, 3 * MiB) == want[3 * MiB:3 * MiB + 4096]
 "
-    grep -q "corrupt" "$log"
+    wait_until grep -q "corrupt" "$log"
 }
 
 @test "xz: a damaged index fails the open with the reason logged" {
@@ -207,7 +207,7 @@ assert h.pread(4096, 3 * MiB) == want[3 * MiB:3 * MiB + 4096]
     start_server --filter=xz file "$BATS_TEST_TMPDIR/disk.xz"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "xz index" "$log"
+    wait_until grep -q "xz index" "$log"
 }
 
 @test "xz: the export is read-only: writes, trims and zeroes fail with EPERM" {
@@ -247,7 +247,7 @@ assert h.pread(1000000, 600000) == want[600000:1600000]
     start_server --filter=xz memory 1M
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "not an xz file" "$log"
+    wait_until grep -q "not an xz file" "$log"
     # The server is still up for the next client.
     kill -0 "$server_pid"
     stop_server
