@@ -368,7 +368,7 @@ b"
     start_server -r curl "$HTTPS/mid.img"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "$HTTPS/mid.img: HEAD request for the size: .*certificate" "$log"
+    wait_until grep -q "$HTTPS/mid.img: HEAD request for the size: .*certificate" "$log"
     stop_server
     start_server -r curl "https://localhost:$HTTPS_PORT/mid.img" sslverify=false \
         ssl-version=tlsv1.2 ssl-cipher-list=NORMAL http-version=1.1 \
@@ -397,7 +397,7 @@ b"
     start_server -r curl "$HTTP/redirect.img" followlocation=false
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "redirect.img: HEAD request for the size: the server redirects (HTTP 302) to $HTTP/disk.img" "$log"
+    wait_until grep -q "redirect.img: HEAD request for the size: the server redirects (HTTP 302) to $HTTP/disk.img" "$log"
 }
 
 @test "protocols= limits the protocols, those of redirects too" {
@@ -408,7 +408,7 @@ b"
     start_server -r curl "$HTTP/to-https.img" protocols=http cainfo="$CA"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "to-https.img: HEAD request for the size: .*https" "$log"
+    wait_until grep -q "to-https.img: HEAD request for the size: .*https" "$log"
 }
 
 @test "a server that refuses HEAD: the size comes from a GET stopped at the headers" {
@@ -511,7 +511,7 @@ except nbd.Error as e:
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
     echo "$output" | grep -qi 'policy\|permitted'
-    grep -q "auth/mid.img: HEAD request for the size: HTTP 401 Unauthorized (check user= and password=)" "$log"
+    wait_until grep -q "auth/mid.img: HEAD request for the size: HTTP 401 Unauthorized (check user= and password=)" "$log"
     ! grep -q rabbit "$log"
 }
 
@@ -611,7 +611,7 @@ assert h.pread(512, 4096) == open('$WWW/mid.img','rb').read(4608)[4096:]
         header-script='echo "no token for you" >&2; exit 1'
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "error: header-script failed: no token for you" "$log"
+    wait_until grep -q "error: header-script failed: no token for you" "$log"
 }
 
 @test "cookiejar= saves the cookies the server set, cookiefile= sends them back" {
@@ -643,7 +643,7 @@ assert h.pread(512, 4096) == open('$WWW/mid.img','rb').read(4608)[4096:]
     start_server -r curl "$HTTP/mid.img" proxy="http://127.0.0.1:$PROXY_PORT"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "mid.img: HEAD request for the size: .*407" "$log"
+    wait_until grep -q "mid.img: HEAD request for the size: .*407" "$log"
 }
 
 @test "unix-socket-path=: HTTP over a Unix socket" {
@@ -663,7 +663,7 @@ assert h.pread(512, 4096) == open('$WWW/mid.img','rb').read(4608)[4096:]
     start_server -r curl "file://$WWW/none.img"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "none.img: request for the size: " "$log"
+    wait_until grep -q "none.img: request for the size: " "$log"
     /usr/bin/python3 -c 'import pyftpdlib' 2>/dev/null ||
         skip "pyftpdlib is not installed (apt-get install python3-pyftpdlib)"
     stop_server
@@ -679,7 +679,7 @@ assert h.pread(512, 4096) == open('$WWW/mid.img','rb').read(4608)[4096:]
     start_server -r curl "ftp://127.0.0.1:$port/none.img"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "none.img: request for the size: Remote file not found" "$log"
+    wait_until grep -q "none.img: request for the size: Remote file not found" "$log"
 }
 
 # ---- writing ----
@@ -710,6 +710,6 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.EPERM, e
 "
-    grep -q "dav/put.img: PUT of bytes 0-511: HTTP 501 Not Implemented (the server does not take PUT: serve it with -r)" "$log"
+    wait_until grep -q "dav/put.img: PUT of bytes 0-511: HTTP 501 Not Implemented (the server does not take PUT: serve it with -r)" "$log"
     cmp "$NGINX_DIR/dav/put.img" "$WWW/mid.img"
 }

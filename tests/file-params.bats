@@ -247,12 +247,13 @@ except nbd.Error as e:
     requires nbdcopy
     size=$((32 << 20))
     random_file "$BATS_TEST_TMPDIR/src" 32M
-    # The control: written through the default cache, it all stays.
+    # The control: written through the default cache, it stays (but for
+    # what reclaim may take back).
     truncate -s 32M "$BATS_TEST_TMPDIR/disk"
     start_server file "$BATS_TEST_TMPDIR/disk"
     nbdcopy "$BATS_TEST_TMPDIR/src" "$uri"
     stop_server
-    [ "$(resident "$BATS_TEST_TMPDIR/disk")" -eq $size ]
+    [ "$(resident "$BATS_TEST_TMPDIR/disk")" -ge $((size * 3 / 4)) ]
     rm "$BATS_TEST_TMPDIR/disk"
     truncate -s 32M "$BATS_TEST_TMPDIR/disk"
     start_server file "$BATS_TEST_TMPDIR/disk" cache=none
@@ -283,8 +284,10 @@ print(m.hexdigest())'
         stop_server
         r=$(resident "$BATS_TEST_TMPDIR/disk")
         echo "resident after reading with cache=$c: $r of $size"
+        # Reclaim may take a few pages of the default's back even on an
+        # idle machine; what tells the two apart is most against little.
         if [ $c = default ]; then
-            [ "$r" -eq $size ]
+            [ "$r" -ge $((size * 3 / 4)) ]
         else
             [ "$r" -le $((size / 4)) ]
         fi

@@ -84,7 +84,7 @@ teardown() {
     start_server --filter=offset memory 1M offset=512K range=768K
     ! nbdinfo --size "$uri" 2>/dev/null
     cat "$log"
-    grep -q "offset=524288 range=786432: the range ends at 1310720, beyond the end of the disk (size 1048576)" "$log"
+    wait_until grep -q "offset=524288 range=786432: the range ends at 1310720, beyond the end of the disk (size 1048576)" "$log"
 }
 
 # ---- partition ----
@@ -137,7 +137,7 @@ PY
     start_server --filter=partition file "$BATS_TEST_TMPDIR/disk" partition=6
     ! nbdinfo --size "$uri" 2>/dev/null
     cat "$log"
-    grep -q "there is no partition 6 (the disk has 1 logical partition, number 5)" "$log"
+    wait_until grep -q "there is no partition 6 (the disk has 1 logical partition, number 5)" "$log"
 }
 
 @test "partition: a protective 0xee entry in any MBR slot means GPT" {

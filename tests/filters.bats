@@ -133,7 +133,7 @@ h.zero(8192, 1024 * 1024 + 8192)
     start_server --filter=partition memory 1M partition=1
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "no partition table" "$log"
+    wait_until grep -q "no partition table" "$log"
 }
 
 @test "filters stack in command-line order: the first is nearest the client" {

@@ -197,7 +197,7 @@ for name, f in [('write', lambda: h.pwrite(b'x' * 512, 0)),
     start_server --filter=gzip memory 0
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "not a gzip file: the file is empty" "$log"
+    wait_until grep -q "not a gzip file: the file is empty" "$log"
 }
 
 @test "gzip: tar over gzip serves a file inside a .tar.gz" {

@@ -45,5 +45,5 @@ load helpers
     ! grep "loop watchdog" "$log"
     stop_server
     start_server -v -D nbdkit.loop_watchdog=1 memory 1M
-    grep -q "loop watchdog: reporting turns of the loop over 10 ms" "$log"
+    wait_until grep -q "loop watchdog: reporting turns of the loop over 10 ms" "$log"
 }

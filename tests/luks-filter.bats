@@ -225,7 +225,7 @@ open('$d/want', 'wb').write(want)
     start_server --filter=luks file "$d/disk.luks" passphrase=+"$d/pw"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "payload offset .* is beyond the end of the disk" "$log"
+    wait_until grep -q "payload offset .* is beyond the end of the disk" "$log"
     stop_server
     # The master key digest: no slot opens.
     cp "$d/orig.luks" "$d/disk.luks"
@@ -233,19 +233,19 @@ open('$d/want', 'wb').write(want)
     start_server --filter=luks file "$d/disk.luks" passphrase=+"$d/pw"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "passphrase is not correct" "$log"
+    wait_until grep -q "passphrase is not correct" "$log"
     stop_server
     # Not LUKS at all, and a disk too short for a header.
     start_server --filter=luks memory 1M passphrase=PASS
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "does not contain a LUKS header" "$log"
+    wait_until grep -q "does not contain a LUKS header" "$log"
     stop_server
     head -c 100 "$d/orig.luks" > "$d/short"
     start_server --filter=luks file "$d/short" passphrase=PASS
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "LUKS header is truncated" "$log"
+    wait_until grep -q "LUKS header is truncated" "$log"
 }
 
 @test "luks: an unsupported cipher or mode is refused naming it" {
@@ -263,7 +263,7 @@ open('$d/want', 'wb').write(want)
     start_server --filter=luks file "$d/disk.luks" passphrase=PASS
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q 'LUKS cipher mode "ctr-plain64" is not supported' "$log"
+    wait_until grep -q 'LUKS cipher mode "ctr-plain64" is not supported' "$log"
 }
 
 @test "luks: bad parameters are refused naming the value" {

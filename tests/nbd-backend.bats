@@ -575,11 +575,11 @@ tls_requires() {
     start_server nbd hostname=127.0.0.1 port="$port" tls=require \
         tls-psk="$BATS_FILE_TMPDIR/psk/wrong.psk" tls-username=alice
     ! nbdinfo --size "$uri"
-    grep -q 'gnutls_handshake' "$log"
+    wait_until grep -q 'gnutls_handshake' "$log"
     stop_server
     start_server nbd hostname=127.0.0.1 port="$port"
     ! nbdinfo --size "$uri"
-    grep -q 'server requires TLS' "$log"
+    wait_until grep -q 'server requires TLS' "$log"
 }
 
 @test "nbd: TLS to the upstream with X.509 (tls-certificates=, checked against localhost)" {

@@ -95,7 +95,7 @@ expect_open_refused() {
     start_server --filter=qcow2dec file "$1"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q -- "$2" "$log"
+    wait_until grep -q -- "$2" "$log"
     kill -0 "$server_pid"
     stop_server
 }
@@ -245,7 +245,7 @@ for name, f in [('write', lambda: h.pwrite(b'x' * 512, 0)),
     start_server --filter=qcow2dec memory 10
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "too short" "$log"
+    wait_until grep -q "too short" "$log"
     stop_server
     make_image "$d/v3.qcow2"
     # Inside the header, and before the end of the L1 table.
@@ -265,7 +265,7 @@ except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 assert h.pread(4096, 10 * 1048576) == bytes(4096)
 "
-    grep -q "past the end of the image" "$log"
+    wait_until grep -q "past the end of the image" "$log"
 }
 
 @test "qcow2dec: corrupt header fields are refused at open" {
@@ -327,7 +327,7 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 "
-    grep -q "corrupt qcow2 L1 entry" "$log"
+    wait_until grep -q "corrupt qcow2 L1 entry" "$log"
 }
 
 @test "qcow2dec: a damaged compressed cluster fails with EIO, the others still read" {

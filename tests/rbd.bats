@@ -188,7 +188,7 @@ except nbd.Error as e:
     start_server rbd "${RBDP[@]}" image=snapimg snap=nosuch
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q 'image rbd/snapimg or its snapshot nosuch does not exist' "$log"
+    wait_until grep -q 'image rbd/snapimg or its snapshot nosuch does not exist' "$log"
 }
 
 @test "rbd: create=true makes the image, reuses one of the same size, refuses another size" {

@@ -498,6 +498,6 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 '
-    grep -q "cannot make the local copy /nonexistent/dir/nbdkit-s3-" "$log"
-    grep -q "set TMPDIR to a directory with room for the object" "$log"
+    wait_until grep -q "cannot make the local copy /nonexistent/dir/nbdkit-s3-" "$log"
+    wait_until grep -q "set TMPDIR to a directory with room for the object" "$log"
 }

@@ -758,8 +758,8 @@ except nbd.Error as e:
 # The server closed the connection: the handle is no longer usable.
 assert h.aio_is_dead() or h.aio_is_closed(), 'the connection is still open'
 "
-    grep -q 'the backend disconnected the client' "$log" || \
-        wait_until grep -q 'exit status 6' "$log"
+    wait_until eval "grep -q 'the backend disconnected the client' '$log' ||
+                     grep -q 'exit status 6' '$log'"
     # Another client is not affected.
     nbd_py 'assert h.pread(512, 0) == bytes(512)'
 }

@@ -362,7 +362,7 @@ except nbd.Error as e:
     start_server ssh "${SSHP[@]}" "$BATS_TEST_TMPDIR"
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q "127.0.0.1:$BATS_TEST_TMPDIR (port $SSH_PORT): is a directory" "$log"
+    wait_until grep -q "127.0.0.1:$BATS_TEST_TMPDIR (port $SSH_PORT): is a directory" "$log"
 }
 
 @test "ssh: a host key other than the known one is refused; an unknown one too" {
@@ -375,7 +375,7 @@ except nbd.Error as e:
     start_server ssh "${SSHB[@]}" known-hosts="$SSHD_DIR/empty_known_hosts" "$DISK"
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q "is not in the known hosts" "$log"
+    wait_until grep -q "is not in the known hosts" "$log"
 }
 
 @test "ssh: known-hosts= is repeatable; verify-remote-host=false connects without checking" {
@@ -400,7 +400,7 @@ except nbd.Error as e:
         known-hosts="$SSHD_DIR/known_hosts" identity="$SSHD_DIR/stranger_key" "$DISK"
     run nbdinfo "$uri"
     [ "$status" -ne 0 ]
-    grep -q "authentication failed" "$log"
+    wait_until grep -q "authentication failed" "$log"
 }
 
 @test "ssh: password=+FILE with a wrong password fails to authenticate" {

@@ -162,7 +162,7 @@ except nbd.Error as e:
     start_server --filter=tar file "$BATS_TEST_TMPDIR/t.tar" tar-entry=./disk.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the entry './disk.img' is not in the tar file" "$log"
+    wait_until grep -q "the entry './disk.img' is not in the tar file" "$log"
 }
 
 @test "tar: a directory or a link is refused as not a regular file" {
@@ -178,7 +178,7 @@ except nbd.Error as e:
     start_server --filter=tar file "$BATS_TEST_TMPDIR/t.tar" tar-entry=link
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "not a regular file (its type is '2')" "$log"
+    wait_until grep -q "not a regular file (its type is '2')" "$log"
     stop_server
     # A symlink with a long name and a long target: GNU tar writes a
     # long link name ('K') and a long name ('L') before its header.
@@ -189,7 +189,7 @@ except nbd.Error as e:
     start_server --filter=tar file "$BATS_TEST_TMPDIR/k.tar" tar-entry="$long"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the tar entry '$long' is not a regular file (its type is '2')" "$log"
+    wait_until grep -q "the tar entry '$long' is not a regular file (its type is '2')" "$log"
     stop_server
     serve_and_compare "$BATS_TEST_TMPDIR/k.tar" disk.img "$d/disk.img"
 }
@@ -212,12 +212,12 @@ except nbd.Error as e:
     start_server --filter=tar file "$BATS_TEST_TMPDIR/junk" tar-entry=disk.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the tar header at offset 0:" "$log"
+    wait_until grep -q "the tar header at offset 0:" "$log"
     stop_server
     start_server --filter=tar memory 100 tar-entry=disk.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "not a tar file: 100 bytes" "$log"
+    wait_until grep -q "not a tar file: 100 bytes" "$log"
 }
 
 @test "tar: a damaged pax record refuses the open" {
@@ -252,7 +252,7 @@ f.seek(512); f.write(data)
     start_server --filter=tar file "$BATS_TEST_TMPDIR/cut.tar" tar-entry=disk.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the tar file is truncated: it ends at 70756 bytes" "$log"
+    wait_until grep -q "the tar file is truncated: it ends at 70756 bytes" "$log"
     stop_server
     # Cut just after an entry, before the end-of-archive blocks: the
     # entry before is still there, a later one is not.
@@ -261,7 +261,7 @@ f.seek(512); f.write(data)
     start_server --filter=tar file "$BATS_TEST_TMPDIR/cut.tar" tar-entry=disk.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "the entry 'disk.img' is not in the tar file" "$log"
+    wait_until grep -q "the entry 'disk.img' is not in the tar file" "$log"
 }
 
 @test "tar: tar-limit bounds how far the filter looks for the entry" {

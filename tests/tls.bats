@@ -211,7 +211,7 @@ h.shutdown()"
     start_server --tls=require --tls-psk="$BATS_FILE_TMPDIR/psk/keys.psk" \
         --tls-priority=NORMAL -D nbdkit.tls.session=1 memory 1M
     nbd_tls_py "$(psk_uri)" 'assert h.get_tls_negotiated()'
-    grep -q "TLS session: (TLS1.3)--(CHACHA20-POLY1305), PSK user alice" "$log"
+    wait_until grep -q "TLS session: (TLS1.3)--(CHACHA20-POLY1305), PSK user alice" "$log"
 }
 
 @test "bad TLS options are refused with the value named" {

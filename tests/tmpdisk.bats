@@ -105,7 +105,7 @@ h.pwrite(b"x" * 512, 0)'
     start_server tmpdisk 20M command='echo "no room at the inn" >&2; exit 3'
     run nbdsh -u "$uri" -c 'pass'
     [ "$status" -ne 0 ]
-    grep -q "command= failed (exit status 3): no room at the inn" "$log"
+    wait_until grep -q "command= failed (exit status 3): no room at the inn" "$log"
 }
 
 @test "bad parameters are refused with a message and status 1" {

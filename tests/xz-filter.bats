@@ -254,7 +254,7 @@ assert h.pread(1000000, 600000) == want[600000:1600000]
     start_server --filter=xz memory 10
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]
-    grep -q "not an xz file" "$log"
+    wait_until grep -q "not an xz file" "$log"
 }
 
 @test "xz: partition over xz serves a partition of a compressed disk" {
