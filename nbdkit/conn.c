@@ -62,13 +62,12 @@ struct conn {
   int want_err;                 /* why the rest was thrown away, or 0 */
   bool in_place_by_pwrite;      /* recv into the mapping faulted */
   bool exact_next;              /* read the next want exactly (below) */
-  struct conn *next_waiting;    /* on in_place_waiting */
-  bool waiting;
+  /* Waiting for a later turn of the loop (conn_later), on one list. */
+  bool later;
+  struct conn *next_later;
   /* TLS */
   bool tls_starting;            /* waiting for plaintext output to go */
   bool handshaking;
-  bool handshake_deferred;      /* on the deferred list (below) */
-  struct conn *next_deferred;
   conn_read_cb tls_done;
   struct session session;
 };
@@ -235,6 +234,58 @@ begin_tls (struct conn *conn)
   handshake_step (conn);
 }
 
+/* ---- waiting for a later turn of the loop ----
+ *
+ * A connection that must not go on now -- a TLS handshake past this
+ * turn's budget, a write received in place while a worker changes a
+ * file -- waits on a list whose timer runs it again (as if its socket
+ * were readable) after the list's delay.  A connection is on one list
+ * at most: handshakes and writes are phases of it that never overlap.
+ */
+
+struct later {
+  double delay;
+  struct conn *head, **tail;
+  ev_timer timer;
+};
+
+static struct later next_turn = { .delay = 0, .tail = &next_turn.head };
+static struct later next_ms = { .delay = 0.001, .tail = &next_ms.head };
+
+static void
+on_later_timer (struct ev_loop *l, ev_timer *w, int revents)
+{
+  struct later *q = w->data;
+  struct conn *list = q->head, *conn;
+
+  q->head = NULL;
+  q->tail = &q->head;
+  while ((conn = list) != NULL) {
+    list = conn->next_later;
+    conn->next_later = NULL;
+    conn->later = false;
+    if (!conn->closed)
+      on_readable (conn);
+    conn_unref (conn);          /* the list's reference */
+  }
+}
+
+static void
+conn_later (struct conn *conn, struct later *q)
+{
+  if (conn->later)
+    return;
+  conn->later = true;
+  conn_ref (conn);
+  *q->tail = conn;
+  q->tail = &conn->next_later;
+  if (!ev_is_active (&q->timer)) {
+    ev_timer_init (&q->timer, on_later_timer, q->delay, 0.);
+    q->timer.data = q;
+    ev_timer_start (loop, &q->timer);
+  }
+}
+
 /* The loop's time for TLS handshakes in one turn.  A step of a
  * handshake (key exchange, signing with the certificate's key) costs
  * a millisecond or more of CPU, and many clients connecting at once
@@ -243,9 +294,6 @@ begin_tls (struct conn *conn)
  * the sockets of the established clients are served first.
  */
 #define HANDSHAKE_BUDGET_NS (4 * 1000000LL)
-
-static struct conn *deferred, **deferred_tail = &deferred;
-static ev_timer handshake_timer;
 
 static long long
 now_ns (void)
@@ -272,47 +320,15 @@ handshake_spent (void)
 }
 
 static void
-on_handshake_timer (struct ev_loop *l, ev_timer *w, int revents)
-{
-  struct conn *list = deferred, *conn;
-
-  deferred = NULL;
-  deferred_tail = &deferred;
-  while ((conn = list) != NULL) {
-    list = conn->next_deferred;
-    conn->next_deferred = NULL;
-    conn->handshake_deferred = false;
-    if (!conn->closed && conn->handshaking)
-      handshake_step (conn);
-    conn_unref (conn);          /* the list's reference */
-  }
-}
-
-static void
-defer_handshake (struct conn *conn)
-{
-  if (conn->handshake_deferred)
-    return;
-  conn->handshake_deferred = true;
-  conn_ref (conn);
-  *deferred_tail = conn;
-  deferred_tail = &conn->next_deferred;
-  if (!ev_is_active (&handshake_timer)) {
-    ev_timer_init (&handshake_timer, on_handshake_timer, 0., 0.);
-    ev_timer_start (loop, &handshake_timer);
-  }
-}
-
-static void
 handshake_step (struct conn *conn)
 {
   long long *spent = handshake_spent (), t0;
   int st;
 
-  if (conn->handshake_deferred)
+  if (conn->later)
     return;                     /* its turn comes with the timer */
   if (*spent >= HANDSHAKE_BUDGET_NS) {
-    defer_handshake (conn);
+    conn_later (conn, &next_turn);
     return;
   }
   conn_ref (conn);
@@ -522,47 +538,9 @@ conn_read_error (const struct conn *conn)
  * write would; a pwrite that fails throws the rest away, and the write
  * fails with its errno.
  * While ready () says no (a worker is changing a file), the
- * connection reads nothing: it waits on in_place_waiting, tried again
- * every millisecond.
+ * connection reads nothing: it waits for the next millisecond
+ * (conn_later).
  */
-
-#define IN_PLACE_RETRY 0.001
-
-static struct conn *in_place_waiting;
-static ev_timer in_place_timer;
-
-static void
-in_place_retry (struct ev_loop *l, ev_timer *w, int revents)
-{
-  struct conn *list = in_place_waiting, *conn;
-
-  in_place_waiting = NULL;
-  while ((conn = list) != NULL) {
-    list = conn->next_waiting;
-    conn->waiting = false;
-    process_input (conn);
-    conn_unref (conn);
-  }
-  if (!in_place_waiting)
-    ev_timer_stop (l, w);
-}
-
-static void
-in_place_wait (struct conn *conn)
-{
-  stream_read_stop (&conn->stream);
-  if (conn->waiting)
-    return;
-  conn->waiting = true;
-  conn_ref (conn);
-  conn->next_waiting = in_place_waiting;
-  in_place_waiting = conn;
-  if (!ev_is_active (&in_place_timer)) {
-    ev_timer_init (&in_place_timer, in_place_retry, IN_PLACE_RETRY,
-                   IN_PLACE_RETRY);
-    ev_timer_start (loop, &in_place_timer);
-  }
-}
 
 /* The file would not take the bytes: throw the rest away. */
 static void
@@ -627,7 +605,8 @@ process_input (struct conn *conn)
     ssize_t r;
 
     if (conn->in_place_ready && left > 0 && !conn->in_place_ready ()) {
-      in_place_wait (conn);
+      stream_read_stop (&conn->stream);
+      conn_later (conn, &next_ms);
       break;
     }
     if (conn->in_place_ready)
@@ -714,7 +693,7 @@ process_input (struct conn *conn)
       conn_close (conn);
     }
   }
-  if (!conn->closed && (!conn->want_active || conn->waiting))
+  if (!conn->closed && (!conn->want_active || conn->later))
     stream_read_stop (&conn->stream);
 
   conn->in_process = false;
