@@ -13,11 +13,20 @@ ON="-D nbdkit.passthrough=1"
 WORKERS="-D nbdkit.passthrough=1 -D nbdkit.passthrough_inline=0 -D nbdkit.passthrough_mmap=0"
 OFF="-D nbdkit.passthrough=0"
 
-# A directory on tmpfs, for the file backend's in-memory case.
+# A directory on tmpfs, for the file backend's in-memory case; its
+# name is fixed per test ($$ is the same in a subshell), so that
+# teardown removes it even when the test failed half-way.
 shm_dir() {
-    local d=/dev/shm
-    [ -d "$d" ] && [ -w "$d" ] || skip "no writable /dev/shm here"
-    mktemp -d "$d/nbdkit-passthrough.XXXXXX"
+    [ -d /dev/shm ] && [ -w /dev/shm ] || skip "no writable /dev/shm here"
+    mkdir -p "$(shm_dir_name)" && shm_dir_name
+}
+shm_dir_name() {
+    echo "/dev/shm/nbdkit-passthrough.$$.$BATS_TEST_NUMBER"
+}
+
+teardown() {
+    stop_server
+    rm -rf "$(shm_dir_name)"
 }
 
 # check_path MODE: after stop_server, the log says whether the front end
