@@ -12,9 +12,10 @@
  *
  * Completions that happen inside a filter's callback (a filter that
  * answers at once, or a channel that fails a request as it is sent)
- * are deferred to a zero-delay timer, so no callback ever sees its own
- * work complete before it returned, and the stack stays flat however
- * many requests a client pipelines.
+ * are deferred to the loop's flush pass, run before the loop waits
+ * again (loop_flush_queue): no callback ever sees its own work complete
+ * before it returned, the stack stays flat however many requests a
+ * client pipelines, and the reply still goes out in the same turn.
  *
  * A chain lives while it is referenced: by its owner until chain_close,
  * by every request in flight in any of its layers, and by every reopen
@@ -141,8 +142,7 @@ struct reopen {
 
 static unsigned depth;          /* inside a filter's callback */
 static struct freq_private *done_head, *done_tail;
-static ev_timer done_timer;
-static bool done_timer_init;
+static struct loop_flush done_flush;
 static uint64_t next_id = 1;
 
 /* Layer i of every chain: a filter, or the backend at the bottom. */
@@ -274,8 +274,12 @@ deliver (struct freq_full *rf, const struct hp_header *reply, void *payload,
   chain_unref (ch);
 }
 
+/* The completions deferred by complete(): run from the loop's flush
+ * pass (loop_flush_queue), before the loop waits again, so that their
+ * replies go out in the same turn, without another poll.
+ */
 static void
-on_done_timer (struct ev_loop *l, ev_timer *w, int revents)
+on_done_flush (struct loop_flush *f)
 {
   while (done_head) {
     struct freq_private *p = done_head;
@@ -325,12 +329,8 @@ complete (struct freq_full *rf, const struct hp_header *reply, void *payload,
   else
     done_head = p;
   done_tail = p;
-  if (!done_timer_init) {
-    ev_timer_init (&done_timer, on_done_timer, 0, 0);
-    done_timer_init = true;
-  }
-  if (!ev_is_active (&done_timer))
-    ev_timer_start (loop, &done_timer);
+  done_flush.fn = on_done_flush;
+  loop_flush_queue (&done_flush);
 }
 
 /* Fail a request that cannot go on (status, msg), later. */
@@ -491,6 +491,14 @@ freq_unfiltered (const struct freq *r)
   const struct freq_full *rf = (const struct freq_full *) r;
 
   return rf->priv.ch->n == 1;
+}
+
+bool
+freq_from_plain_client (const struct freq *r)
+{
+  const struct freq_full *rf = (const struct freq_full *) r;
+
+  return rf->priv.ch->n == 1 && !rf->priv.ch->o.tls;
 }
 
 struct fnext *
