@@ -594,6 +594,7 @@ process_input (struct conn *conn)
 {
   int reads = 0;
   size_t bytes = 0;
+  bool drained = false;         /* a read of this call emptied the socket */
 
   if (conn->in_process)
     return;                     /* the outer call carries on */
@@ -634,7 +635,14 @@ process_input (struct conn *conn)
     }
     left = conn->want_len - conn->want_got;
 
-    if (reads++ == MAX_READS_PER_WAKEUP || bytes >= MAX_BYTES_PER_WAKEUP) {
+    if (reads++ == MAX_READS_PER_WAKEUP || bytes >= MAX_BYTES_PER_WAKEUP ||
+        (drained && stream_buffered (&conn->stream) == 0 &&
+         conn->session.in_flight <= 1)) {
+      /* (A client whose bytes were all read, with one request or none
+       * in flight, is most likely waiting for that reply: a read now
+       * would say EAGAIN.  With more in flight, it may well be sending
+       * the next while we read, and reading on makes bigger batches.)
+       */
       stream_read_start (&conn->stream);  /* also sees TLS's bytes */
       break;
     }
@@ -666,8 +674,10 @@ process_input (struct conn *conn)
     }
     else
       r = stream_fill (&conn->stream);
-    if (r > 0)
+    if (r > 0) {
       bytes += r;
+      drained = stream_drained (&conn->stream);
+    }
 
     if (r == 0 && conn->session.transmitting) {
       /* The client closed its side (a FIN, or TLS close_notify),

@@ -189,6 +189,7 @@ recv_plain (void *opaque, void *buf, size_t len)
   }
   if (r > 0)
     s->bytes_read += r;
+  s->drained = r >= 0 && (size_t) r < len;
   return r;
 }
 

@@ -51,6 +51,8 @@ struct stream {
   struct tls *tls;
   uint64_t bytes_written;       /* ever, through this stream */
   uint64_t bytes_read;          /* ever, from this stream */
+  bool drained;                 /* the last read of the socket got less
+                                 * than it asked for */
   /* stream_take_fds: reads collect descriptors (SCM_RIGHTS), each with
    * the stream position of the last byte of the read that brought it.
    */
@@ -106,6 +108,13 @@ static inline size_t stream_take (struct stream *s, void *dst, size_t n)
 { return inbuf_take (&s->in, dst, n); }
 static inline size_t stream_buffered (const struct stream *s)
 { return inbuf_avail (&s->in); }
+/* Did the last read find the socket empty?  A read that got fewer
+ * bytes than it asked for took all there was: another read would only
+ * say EAGAIN, and the loop (level-triggered) says when more comes.
+ * Not over TLS, whose reads end at a record.
+ */
+static inline bool stream_drained (const struct stream *s)
+{ return !s->tls && s->drained; }
 /* The stream_buffered bytes, in place (then stream_take them). */
 static inline const void *stream_peek (const struct stream *s)
 { return s->in.buf + s->in.start; }
