@@ -29,7 +29,9 @@
  * layer of the chain allocates buffers, invisible above it.  So are
  * the other ranges a payload may point into without being a buffer of
  * its own (payload_range_add: passthrough.c's mappings of a memfd):
- * payload_free then tells the owner of the range (release) instead.
+ * payload_free then tells the owner of the range (release) instead,
+ * and payload_in_file tells a stream that such a payload can be sent
+ * from the file itself (sendfile).
  */
 
 #include <config.h>
@@ -69,12 +71,13 @@ struct payload_range {
   const char *lo, *hi;
   void (*release) (void *opaque);
   void *opaque;
+  int fd;                       /* the file mapped, or -1 */
 };
 static struct payload_range *ranges;
 
 int
 payload_range_add (const void *lo, size_t len, void (*release) (void *),
-                   void *opaque)
+                   void *opaque, int fd)
 {
   struct payload_range *r = malloc (sizeof *r);
 
@@ -84,9 +87,38 @@ payload_range_add (const void *lo, size_t len, void (*release) (void *),
   r->hi = (const char *) lo + len;
   r->release = release;
   r->opaque = opaque;
+  r->fd = fd;
   r->next = ranges;
   ranges = r;
   return 0;
+}
+
+bool
+payload_sendfile (void)
+{
+  static int enabled = -1;
+
+  if (enabled == -1)
+    enabled = server_debug_flag ("passthrough_sendfile", 1) != 0;
+  return enabled;
+}
+
+bool
+payload_in_file (const void *p, int *fd, uint64_t *offset)
+{
+  struct payload_range *r;
+
+  if (!payload_sendfile ())
+    return false;
+  for (r = ranges; r; r = r->next)
+    if ((const char *) p >= r->lo && (const char *) p < r->hi) {
+      if (r->fd == -1)
+        return false;
+      *fd = r->fd;
+      *offset = (uint64_t) ((const char *) p - r->lo);
+      return true;
+    }
+  return false;
 }
 
 void

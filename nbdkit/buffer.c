@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -87,6 +88,8 @@ inbuf_fill_with (struct inbuf *in,
 struct outchunk {
   struct outchunk *next;
   int fd;                       /* sent with the first byte, or -1 */
+  int data_fd;                  /* data is this file's bytes, or -1 */
+  uint64_t data_off;            /* ... from this offset */
   void *data;
   size_t data_len;
   void (*free_data) (void *);
@@ -122,6 +125,7 @@ outq_push (struct outq *q, const void *small, size_t len,
   }
   c->next = NULL;
   c->fd = -1;
+  c->data_fd = -1;
   c->data = data;
   c->data_len = data ? data_len : 0;
   c->free_data = free_data;
@@ -149,6 +153,18 @@ outq_push_fd (struct outq *q, const void *small, size_t len, int fd)
   /* The new chunk is the one *last pointed to. */
   (*last)->fd = fd;
   return 0;
+}
+
+void
+outq_last_from_file (struct outq *q, int fd, uint64_t offset)
+{
+  /* next is the first member: tail points into the last chunk. */
+  struct outchunk *c = (struct outchunk *) q->tail;
+
+  if (q->head && c->data_len > 0) {
+    c->data_fd = fd;
+    c->data_off = offset;
+  }
 }
 
 static void
@@ -222,6 +238,35 @@ add_piece (struct iovec *iov, int *n, void *base, size_t len, size_t *room)
   return true;
 }
 
+/* The data of c from its file, as much as room allows (sendfile: the
+ * kernel takes the file's pages, this process copies nothing).  Past
+ * the end of the file, which someone shrank since the reply was made,
+ * zeroes: the reply's header already promised the bytes.
+ */
+static ssize_t
+send_from_file (int fd, struct outchunk *c, size_t room)
+{
+  static const char zeroes[64 * 1024];
+  size_t sent = c->done - c->len, n = c->data_len - sent;
+  off_t off = (off_t) (c->data_off + sent);
+  ssize_t r;
+
+  if (n > room)
+    n = room;
+  do
+    /* never-blocks: only a file in memory is sent so (payload_in_file) */
+    r = sendfile (fd, c->data_fd, &off, n);
+  while (r == -1 && errno == EINTR);
+  if (r != 0)
+    return r;
+  if (n > sizeof zeroes)
+    n = sizeof zeroes;
+  do
+    r = write (fd, zeroes, n);
+  while (r == -1 && errno == EINTR);
+  return r;
+}
+
 int
 outq_flush (struct outq *q, int fd)
 {
@@ -231,17 +276,22 @@ outq_flush (struct outq *q, int fd)
     struct iovec iov[MAX_IOV];
     int n = 0, pass_fd = -1;
     size_t room = FLUSH_MAX - written;
-    struct outchunk *c;
+    struct outchunk *c = q->head;
     ssize_t r;
 
     if (room == 0)
       return 1;
 
+    if (c->data_fd >= 0 && c->done >= c->len) {
+      r = send_from_file (fd, c, room);
+      goto written;
+    }
     /* Gather the unwritten parts of up to MAX_IOV/2 chunks.  A chunk
      * with a descriptor to pass starts a write of its own, so that the
-     * descriptor travels with its first byte.
+     * descriptor travels with its first byte; one whose data is in a
+     * file ends it (its data is the next write: send_from_file).
      */
-    for (c = q->head; c && n < MAX_IOV - 1; c = c->next) {
+    for (; c && n < MAX_IOV - 1; c = c->next) {
       size_t done = c->done;
 
       if (c->fd >= 0) {
@@ -256,6 +306,8 @@ outq_flush (struct outq *q, int fd)
       }
       else
         done -= c->len;
+      if (c->data_fd >= 0)
+        break;
       if (c->data_len > done &&
           !add_piece (iov, &n, (unsigned char *) c->data + done,
                       c->data_len - done, &room))
@@ -263,6 +315,7 @@ outq_flush (struct outq *q, int fd)
     }
 
     r = write_pieces (fd, iov, n, pass_fd);
+  written:
     if (r == -1)
       return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
     written += r;

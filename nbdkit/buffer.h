@@ -5,7 +5,8 @@
  *                read(2), take bytes out of it.
  * struct outq    a queue of outgoing chunks written with writev(2); each
  *                chunk is a small copied part and an optional large part
- *                owned by the queue until written or dropped.
+ *                owned by the queue until written or dropped (sent
+ *                with sendfile(2) when it is a file's bytes).
  * Neither ever blocks: they return to the caller on EAGAIN.
  */
 
@@ -13,6 +14,7 @@
 #define NBDKIT_BUFFER_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct inbuf {
@@ -53,9 +55,16 @@ extern int outq_push (struct outq *q, const void *small, size_t len,
  */
 extern int outq_push_fd (struct outq *q, const void *small, size_t len,
                          int fd);
+/* The data of the chunk outq_push queued last is also the bytes of
+ * file fd at offset: outq_flush sends it from there (sendfile), never
+ * reading data itself.  The caller keeps fd open as long as data.
+ * Past the end of a file that shrank meanwhile, zeroes are sent.
+ */
+extern void outq_last_from_file (struct outq *q, int fd, uint64_t offset);
 /* Write as much as possible, up to 1 MiB a call: 0 all written, 1
  * would block (or the MiB was written), -1 error.  Descriptors are
- * passed in order with the bytes (sendmsg).
+ * passed in order with the bytes (sendmsg), data from a file with
+ * sendfile.
  */
 extern int outq_flush (struct outq *q, int fd);
 /* The same through a send function (TLS), one piece at a time: send

@@ -630,12 +630,20 @@ extern void arena_release_quarantine (struct arena *a);
 extern void *arena_payload_alloc (struct arena *a, size_t len);
 /* payload_free (filter.h) releases any payload: a slot of any
  * arena, malloc'd memory, or a pointer into a range added here, for
- * which it calls release (opaque) instead.
+ * which it calls release (opaque) instead.  A range may be a mapping
+ * of a file (fd, not -1: the file's bytes from offset 0).
  */
 extern int payload_range_add (const void *lo, size_t len,
                               void (*release) (void *opaque),
-                              void *opaque);
+                              void *opaque, int fd);
 extern void payload_range_remove (const void *lo);
+/* Is p in a range mapping a file, to be sent from the file (sendfile,
+ * not through TLS)?  Then *fd is the file and *offset the offset of p
+ * in it.  Never with -D nbdkit.passthrough_sendfile=0
+ * (payload_sendfile says which).
+ */
+extern bool payload_in_file (const void *p, int *fd, uint64_t *offset);
+extern bool payload_sendfile (void);
 
 /* ---- backend-channel.c: frames over the socketpair ---- */
 
@@ -728,6 +736,10 @@ extern bool chain_write_in_place (struct chain *ch, uint16_t flags,
  * filter to see (or change) its reply's payload on the way?
  */
 extern bool freq_unfiltered (const struct freq *r);
+/* ... and from a client without TLS: its reply's payload may be sent
+ * from a file (payload_in_file) without this process reading it.
+ */
+extern bool freq_from_plain_client (const struct freq *r);
 /* NBD_OPT_LIST through the layers: cb gets the list (status 0) or an
  * error; the list is freed after cb returns.
  */

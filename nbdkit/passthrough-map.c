@@ -1,16 +1,19 @@
-/* nbdkit front end: the shared mappings of sealed memfds.
+/* nbdkit front end: the shared mappings of files in memory.
  *
- * Owns struct pt_map: one mapping of each memfd sealed against
- * shrinking that passthrough.c was handed (the memory backend's), shared
- * by every handle on the file and counted by them, by each reply
- * written from it and by each write received into it; payload_free of
- * a pointer into it drops a reference (payload_range_add).  It is
- * writable when a handle that may write mapped it first, with a
- * descriptor of its own for pwrite.  The seal is what makes reading
- * from the mapping safe: no one can shrink the file under it.  A file
- * without the seal (the file backend's, on tmpfs) is mapped only to
- * receive writes, which only the kernel does (an error, not a SIGBUS,
- * if the file was shrunk).
+ * Owns struct pt_map: one mapping of each file in memory that
+ * passthrough.c was handed (a memfd, or a file on tmpfs), shared by
+ * every handle on the file and counted by them, by each reply written
+ * from it and by each write received into it; payload_free of a
+ * pointer into it drops a reference (payload_range_add).  It is
+ * writable when a handle that may write mapped it first, and has a
+ * descriptor of its own, for pwrite and for replies sent from the file.
+ * A memfd sealed against shrinking (the memory backend's) may be read
+ * through the mapping: no one can shrink the file under it.  A file
+ * without the seal (the file backend's, on tmpfs) is only touched by
+ * the kernel: writes received into it, and replies sent from the file
+ * by sendfile (payload_in_file), for which a pointer into the mapping
+ * only names the bytes (an error or a short count, never a SIGBUS, if
+ * the file was shrunk).
  *
  * A mapping no one uses any more is kept SPARE_SECONDS (the spare, one
  * at a time): a client that comes back finds its pages mapped instead
@@ -102,7 +105,7 @@ pt_map_get (int fd, uint64_t size, bool write)
 
   bool sealed = seals != -1 && (seals & F_SEAL_SHRINK);
 
-  if ((!sealed && !write) || size == 0 || size > SIZE_MAX ||
+  if (size == 0 || size > SIZE_MAX ||
       fstat (fd, &st) == -1 || (uint64_t) st.st_size < size)
     return NULL;
   for (m = maps; m; m = m->next)
@@ -119,7 +122,7 @@ pt_map_get (int fd, uint64_t size, bool write)
   if (write)
     base = mmap (NULL, (size_t) size, PROT_READ | PROT_WRITE, MAP_SHARED,
                  fd, 0);
-  if (base == MAP_FAILED && sealed) {
+  if (base == MAP_FAILED) {
     write = false;
     base = mmap (NULL, (size_t) size, PROT_READ, MAP_SHARED, fd, 0);
   }
@@ -127,9 +130,10 @@ pt_map_get (int fd, uint64_t size, bool write)
     return NULL;
   m = malloc (sizeof *m);
   if (m)
-    m->fd = write ? fcntl (fd, F_DUPFD_CLOEXEC, 3) : -1;
-  if (!m || (write && m->fd == -1) ||
-      payload_range_add (base, (size_t) size, pt_map_put, m) == -1) {
+    m->fd = fcntl (fd, F_DUPFD_CLOEXEC, 3);
+  if (!m || m->fd == -1 ||
+      payload_range_add (base, (size_t) size, pt_map_put, m,
+                         sealed ? -1 : m->fd) == -1) {
     if (m && m->fd >= 0)
       close (m->fd);
     free (m);

@@ -1,6 +1,6 @@
-/* nbdkit front end: the shared mappings of sealed memfds that
- * passthrough.c reads from without a copy and receives writes into
- * (passthrough-map.c).
+/* nbdkit front end: the shared mappings of files in memory that
+ * passthrough.c answers reads from without a copy and receives writes
+ * into (passthrough-map.c).
  */
 
 #ifndef NBDKIT_PASSTHROUGH_MAP_H
@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* A mapping of a sealed memfd, one for each file, shared by the
+/* A mapping of a file in memory, one for each file, shared by the
  * handles on it: its pages are faulted in once, not once per
  * connection.
  */
@@ -25,14 +25,15 @@ struct pt_map {
                                  * per write received in place */
   bool writable;                /* mapped for writing too */
   bool sealed;                  /* against shrinking: may be read */
-  int fd;                       /* writable: the file, for writes in
-                                 * place (a descriptor of its own) */
+  int fd;                       /* the file (a descriptor of its own),
+                                 * for writes in place and replies
+                                 * sent from it (sendfile) */
 };
 
-/* The mapping of fd (a reference), if fd holds size bytes and is
- * sealed against shrinking, writable too if write and the file allows
- * it; or, without the seal, if write and the file can be mapped for
- * writing.  NULL if not.
+/* The mapping of fd (a reference), if fd holds size bytes: writable
+ * too if write and the file allows it.  NULL if not.  Without the seal
+ * against shrinking, only the kernel may touch it (recv into it, or a
+ * pointer into it sent as the file's bytes by sendfile).
  */
 extern struct pt_map *pt_map_get (int fd, uint64_t size, bool write);
 /* Drop a reference; also what payload_free of a pointer into the

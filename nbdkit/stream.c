@@ -246,6 +246,13 @@ stream_queue (struct stream *s, const void *small, size_t len,
   }
   if (outq_push (&s->out, small, len, data, data_len, free_data) == -1)
     return -1;
+  if (!s->tls && data && data_len > 0) {
+    int fd;
+    uint64_t offset;
+
+    if (payload_in_file (data, &fd, &offset))
+      outq_last_from_file (&s->out, fd, offset);
+  }
   schedule_flush (s);
   return 0;
 }

@@ -159,7 +159,8 @@ zero_bytes (void)
     zeros = mmap (NULL, MAX_REQUEST_SIZE, PROT_READ,
                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (zeros == MAP_FAILED ||
-        payload_range_add (zeros, MAX_REQUEST_SIZE, keep_zeros, NULL) == -1)
+        payload_range_add (zeros, MAX_REQUEST_SIZE, keep_zeros, NULL,
+                           -1) == -1)
       zeros = NULL;
   }
   return zeros;

@@ -10,7 +10,7 @@
 
 load helpers
 
-blocking='(^|[^A-Za-z0-9_.>])(sleep|usleep|nanosleep|clock_nanosleep|pread|pwrite|preadv|pwritev|fsync|fdatasync|sync_file_range|syncfs|fallocate|waitpid|wait|wait3|wait4|waitid|system|popen|pclose|fgets|getline|fread|fwrite|fopen|fflush|getaddrinfo|getnameinfo|gethostbyname|flock|lockf|sem_wait|pthread_join|pthread_cond_wait|pthread_cond_timedwait|select|pselect|poll|ppoll|epoll_wait)[[:space:]]*\('
+blocking='(^|[^A-Za-z0-9_.>])(sleep|usleep|nanosleep|clock_nanosleep|pread|pwrite|preadv|pwritev|fsync|fdatasync|sync_file_range|syncfs|fallocate|sendfile|splice|waitpid|wait|wait3|wait4|waitid|system|popen|pclose|fgets|getline|fread|fwrite|fopen|fflush|getaddrinfo|getnameinfo|gethostbyname|flock|lockf|sem_wait|pthread_join|pthread_cond_wait|pthread_cond_timedwait|select|pselect|poll|ppoll|epoll_wait)[[:space:]]*\('
 
 # Lines that call a blocking primitive without saying why it is safe.
 unexplained() {

@@ -104,11 +104,12 @@ copy_in_and_out() {
             check_path "$mode"
             check_inline "$mode"
             cmp "$BATS_TEST_TMPDIR/in" "$dir/disk"
-            # Writes to a file on tmpfs are received in place; its
-            # reads, without the seal, never come from the mapping.
+            # Writes to a file on tmpfs are received in place, and
+            # its reads sent from the file (sendfile).
             if [ "$mode" = "$ON" ]; then
                 grep -Eq "[1-9][0-9]* writes received in place\)" "$log"
-                ! grep -Eq "\([1-9][0-9]* reads without a copy," "$log"
+                grep -q "; reads without a copy for plain clients (sendfile)" "$log"
+                grep -Eq "\([1-9][0-9]* reads without a copy," "$log"
             fi
         done
     done
@@ -141,6 +142,65 @@ assert h.pread(1 << 20, 1 << 20) == data
     stop_server
     grep -Eq "[1-9][0-9]* writes received in place\)" "$log"
     grep -q "a page of the mapping faulted; pwrite takes over" "$log"
+    rm -rf "$dir"
+}
+
+# The file backend's file on tmpfs is not sealed: its large reads to a
+# plain client are sent from the file by sendfile, the mapping never
+# read; through TLS, or with -D nbdkit.passthrough_sendfile=0, they are
+# copied.  Someone may shrink the file while a reply is still being
+# sent: the rest of it is zeroes, and the server goes on.
+@test "a file on tmpfs: reads by sendfile, not through TLS; shrunk under one" {
+    requires nbdsh nbdcopy psktool
+    local dir
+    dir=$(shm_dir)
+    random_file "$dir/disk" 32M
+    cp "$dir/disk" "$BATS_TEST_TMPDIR/orig"
+    mkdir -p "$BATS_TEST_TMPDIR/psk"
+    psktool -u alice -p "$BATS_TEST_TMPDIR/psk/keys.psk" >/dev/null
+    for how in plain readonly tls nosendfile; do
+        case $how in
+            plain) start_server -v file "$dir/disk" ;;
+            readonly) start_server -v -r file "$dir/disk" ;;
+            tls) start_server -v --tls=require \
+                     --tls-psk="$BATS_TEST_TMPDIR/psk/keys.psk" file "$dir/disk"
+                 uri="nbds+unix://alice@/?socket=$sock&tls-psk-file=$BATS_TEST_TMPDIR/psk/keys.psk" ;;
+            nosendfile) start_server -v -D nbdkit.passthrough_sendfile=0 \
+                            file "$dir/disk" ;;
+        esac
+        nbdcopy --connections=4 "$uri" "$BATS_TEST_TMPDIR/out"
+        cmp "$BATS_TEST_TMPDIR/orig" "$BATS_TEST_TMPDIR/out"
+        stop_server
+        rm -f "$BATS_TEST_TMPDIR/out"
+        case $how in
+            plain|readonly)
+                grep -Eq "\([1-9][0-9]* reads without a copy," "$log" ;;
+            *)
+                ! grep -Eq "\([1-9][0-9]* reads without a copy," "$log" ;;
+        esac
+    done
+
+    # A 32 MiB read that the client does not take yet: the socket fills
+    # and the reply waits, half sent.  The file is cut to nothing, then
+    # the client takes the reply: what was sent, then zeroes.
+    start_server -v file "$dir/disk"
+    nbd_py '
+import subprocess
+orig = open("'"$BATS_TEST_TMPDIR/orig"'", "rb").read()
+buf = nbd.Buffer(32 << 20)
+cookie = h.aio_pread(buf, 0)
+subprocess.check_call(["truncate", "-s", "0", "'"$dir/disk"'"])
+while not h.aio_command_completed(cookie):
+    h.poll(-1)
+got = buf.to_bytearray()
+sent = len(got.rstrip(b"\0"))
+assert got[:sent] == orig[:sent], "the bytes sent are the file'"'"'s"
+assert sent < len(orig), "the rest are zeroes"
+assert h.pread(4096, 0) == bytes(4096)
+'
+    kill -0 "$server_pid"
+    stop_server
+    grep -Eq "\([1-9][0-9]* reads without a copy," "$log"
     rm -rf "$dir"
 }
 

@@ -28,6 +28,13 @@ ok (int cond, const char *what)
 
 struct slot { unsigned char *p; size_t len; };
 
+/* The server's -D flags (options.c): none here, every default. */
+int
+server_debug_flag (const char *flag, int def)
+{
+  return def;
+}
+
 static void
 count_release (void *opaque)
 {
@@ -157,8 +164,20 @@ main (void)
     static char range[8192];
     int released = 0;
 
+    int fd = -1;
+    uint64_t off = 0;
+
     ok (payload_range_add (range, sizeof range, count_release,
-                           &released) == 0, "a range is added");
+                           &released, -1) == 0, "a range is added");
+    ok (!payload_in_file (range + 4096, &fd, &off),
+        "a range without a file is not sent from one");
+    payload_range_remove (range);
+    ok (payload_range_add (range, sizeof range, count_release,
+                           &released, 7) == 0, "a range of a file is added");
+    ok (payload_in_file (range + 4096, &fd, &off) && fd == 7 && off == 4096,
+        "a pointer into it is that file's bytes at its offset");
+    ok (!payload_in_file (range + sizeof range, &fd, &off),
+        "the byte past its end is not");
     payload_free (range + 4096);
     payload_free (range);
     ok (released == 2, "payload_free of a pointer into it calls release");

@@ -137,6 +137,12 @@ freq_unfiltered (const struct freq *r)
   return false;
 }
 
+bool
+freq_from_plain_client (const struct freq *r)
+{
+  return freq_unfiltered (r);
+}
+
 void
 worker_submit (void (*work) (void *), void (*done) (void *), void *arg)
 {
