@@ -26,8 +26,10 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -95,6 +97,17 @@ pt_map_put (void *opaque)
   ev_timer_start (loop, &spare_timer);
 }
 
+/* Can fd be sent with sendfile?  tmpfs (a memfd is one) splices its
+ * pages; hugetlbfs does not.
+ */
+static bool
+fd_splices (int fd)
+{
+  struct statfs fs;
+
+  return fstatfs (fd, &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+}
+
 struct pt_map *
 pt_map_get (int fd, uint64_t size, bool write)
 {
@@ -133,7 +146,7 @@ pt_map_get (int fd, uint64_t size, bool write)
     m->fd = fcntl (fd, F_DUPFD_CLOEXEC, 3);
   if (!m || m->fd == -1 ||
       payload_range_add (base, (size_t) size, pt_map_put, m,
-                         sealed ? -1 : m->fd) == -1) {
+                         !sealed && fd_splices (fd) ? m->fd : -1) == -1) {
     if (m && m->fd >= 0)
       close (m->fd);
     free (m);
@@ -142,6 +155,7 @@ pt_map_get (int fd, uint64_t size, bool write)
   }
   m->writable = write;
   m->sealed = sealed;
+  m->sendfile = !sealed && fd_splices (fd);
   m->base = base;
   m->len = (size_t) size;
   m->refs = 1;

@@ -25,6 +25,8 @@ struct pt_map {
                                  * per write received in place */
   bool writable;                /* mapped for writing too */
   bool sealed;                  /* against shrinking: may be read */
+  bool sendfile;                /* not sealed, and its reads may be sent
+                                 * from the file (payload_in_file) */
   int fd;                       /* the file (a descriptor of its own),
                                  * for writes in place and replies
                                  * sent from it (sendfile) */

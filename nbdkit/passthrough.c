@@ -330,7 +330,7 @@ passthrough_from_open (struct backend_proc *bp, json_t *j, bool readonly)
                 pt->in_memory ? "; in memory: small requests on the loop"
                 : "", !pt->map ? ""
                 : pt->map->sealed ? "; reads without a copy"
-                : payload_sendfile ()
+                : pt->map->sendfile && payload_sendfile ()
                 ? "; reads without a copy for plain clients (sendfile)" : "",
                 pt->map && pt->map->writable
                 ? "; writes received in place" : "");
@@ -735,7 +735,8 @@ read_mapped (struct passthrough *pt, struct freq *r)
       changes_on_workers > 0 || swap_on () || !freq_unfiltered (r))
     return false;
   by_sendfile = !m->sealed;
-  if (by_sendfile && !(payload_sendfile () && freq_from_plain_client (r)))
+  if (by_sendfile && !(m->sendfile && payload_sendfile () &&
+                       freq_from_plain_client (r)))
     return false;
   /* Holes may be answered as zeroes; the mapping itself is only read
    * where every page is there (mincore).
