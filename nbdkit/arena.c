@@ -28,7 +28,7 @@
  * caller knowing which: the arena is a property of how the bottom
  * layer of the chain allocates buffers, invisible above it.  So are
  * the other ranges a payload may point into without being a buffer of
- * its own (payload_range_add: passthrough.c's mappings of a memfd):
+ * its own (payload_range_add: passthrough.c's mappings of files):
  * payload_free then tells the owner of the range (release) instead,
  * and payload_in_file tells a stream that such a payload can be sent
  * from the file itself (sendfile).

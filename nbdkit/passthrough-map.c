@@ -115,8 +115,8 @@ pt_map_get (int fd, uint64_t size, bool write)
   struct pt_map *m;
   struct stat st;
   void *base;
-
   bool sealed = seals != -1 && (seals & F_SEAL_SHRINK);
+  bool sendfile = !sealed && fd_splices (fd);
 
   if (size == 0 || size > SIZE_MAX ||
       fstat (fd, &st) == -1 || (uint64_t) st.st_size < size)
@@ -146,7 +146,7 @@ pt_map_get (int fd, uint64_t size, bool write)
     m->fd = fcntl (fd, F_DUPFD_CLOEXEC, 3);
   if (!m || m->fd == -1 ||
       payload_range_add (base, (size_t) size, pt_map_put, m,
-                         !sealed && fd_splices (fd) ? m->fd : -1) == -1) {
+                         sendfile ? m->fd : -1) == -1) {
     if (m && m->fd >= 0)
       close (m->fd);
     free (m);
@@ -155,7 +155,7 @@ pt_map_get (int fd, uint64_t size, bool write)
   }
   m->writable = write;
   m->sealed = sealed;
-  m->sendfile = !sealed && fd_splices (fd);
+  m->sendfile = sendfile;
   m->base = base;
   m->len = (size_t) size;
   m->refs = 1;
