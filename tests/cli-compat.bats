@@ -26,7 +26,7 @@ free_port() {
     echo "$output" | grep -qx -- -U
     echo "$output" | grep -qx -- -4
     echo "$output" | grep -qx -- -6
-    ! echo "$output" | grep -v -- '^-[[:alnum:]]$'
+    echo "$output" | not grep -v -- '^-[[:alnum:]]$'
     requires_reference
     [ "$output" = "$("$REF" --short-options)" ]
 }
@@ -37,8 +37,8 @@ free_port() {
     echo "$output" | grep -qx -- --unix
     echo "$output" | grep -qx -- --swap
     echo "$output" | grep -qx -- --backend-timeout
-    ! echo "$output" | grep -qx -- --long-options
-    ! echo "$output" | grep -v -- '^--[a-z0-9-]*$'
+    echo "$output" | not grep -qx -- --long-options
+    echo "$output" | not grep -v -- '^--[a-z0-9-]*$'
     requires_reference
     ref=$("$REF" --long-options)
     [ "$(echo "$output" | head -n "$(echo "$ref" | wc -l)")" = "$ref" ]
@@ -51,7 +51,7 @@ free_port() {
     done
     for o in $("$NBDKIT" --long-options); do
         run "$NBDKIT" "$o" 2>&1
-        ! echo "$output" | grep -q "unrecognized option"
+        echo "$output" | not grep -q "unrecognized option"
     done
 }
 
@@ -119,13 +119,13 @@ no IPv6" ]
     chmod +x "$BATS_TEST_TMPDIR/d/nbdkit-memory-plugin.so"
     run "$NBDKIT" "$BATS_TEST_TMPDIR/d/nbdkit-memory-plugin.so" --dump-plugin
     [ "$status" -eq 1 ]
-    ! echo "$output" | grep -q name=memory
+    echo "$output" | not grep -q name=memory
 }
 
 @test "-D flags reach a backend given by its plugin name" {
     run "$NBDKIT" -v -D memory.x=1 -U - nbdkit-memory-plugin.so 1M --run true
     [ "$status" -eq 0 ]
-    ! echo "$output" | grep -q "no backend or filter of that name"
+    echo "$output" | not grep -q "no backend or filter of that name"
 }
 
 @test "--version prints nbdkit 1.32's, then a line per filter and the backend" {

@@ -106,5 +106,5 @@ except nbd.Error as e:
     pid=$(backend_pid)
     [ -n "$pid" ]
     stop_server
-    ! kill -0 "$pid" 2>/dev/null
+    not kill -0 "$pid" 2>/dev/null
 }

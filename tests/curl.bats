@@ -512,7 +512,8 @@ except nbd.Error as e:
     [ "$status" -ne 0 ]
     echo "$output" | grep -qi 'policy\|permitted'
     wait_until grep -q "auth/mid.img: HEAD request for the size: HTTP 401 Unauthorized (check user= and password=)" "$log"
-    ! grep -q rabbit "$log"
+    stop_server
+    not grep -q rabbit "$log"
 }
 
 @test "password=- asks on the terminal, and a restarted backend does not ask again" {

@@ -65,5 +65,5 @@ copy_in_and_out() {
     run qemu-io -f raw -c 'read -P 0xa5 0 1M' -c 'read -P 0x5a 4M 64k' \
         -c 'read -P 0 2M 1M' "$uri"
     [ "$status" -eq 0 ]
-    ! echo "$output" | grep -qi 'pattern verification failed'
+    echo "$output" | not grep -qi 'pattern verification failed'
 }

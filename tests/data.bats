@@ -369,7 +369,7 @@ assert h.pread(7, 100000) == b"written"
                 <(echo $$ > yes.pid; exec yes)[:4096]'
     pid=$(cat yes.pid)
     [ -n "$pid" ]
-    ! kill -0 "$pid" 2>/dev/null
+    not kill -0 "$pid" 2>/dev/null
     # An endless device.
     start_server data '</dev/urandom[:10] </dev/urandom[1M:1M] @^512'
     nbd_py 'assert h.get_size() == 512

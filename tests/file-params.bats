@@ -78,8 +78,8 @@ requires_page_cache() {
     diff -u "$BATS_TEST_TMPDIR/expected" "$BATS_TEST_TMPDIR/listed"
     # Dot files are served too; pipes and directories are not.
     grep -qx .hidden "$BATS_TEST_TMPDIR/listed"
-    ! grep -qx fifo "$BATS_TEST_TMPDIR/listed"
-    ! grep -qx subdir "$BATS_TEST_TMPDIR/listed"
+    not grep -qx fifo "$BATS_TEST_TMPDIR/listed"
+    not grep -qx subdir "$BATS_TEST_TMPDIR/listed"
     # Each export is its file.
     for f in zeta.img alpha.img link mid.img .hidden; do
         nbdcopy "nbd+unix:///$f?socket=$sock" "$BATS_TEST_TMPDIR/copy"

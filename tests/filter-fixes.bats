@@ -39,7 +39,7 @@ teardown() {
     pid=$(cat "$d/server.pid")
     # It serves (it did not take /dev/null for a closed pipe) ...
     [ "$(nbdinfo --size "nbd+unix:///?socket=$d/sock")" = 1048576 ]
-    ! gone "$pid"
+    not gone "$pid"
     # ... and exits once the writer closes the pipe.
     kill "$holder"
     wait "$holder" 2>/dev/null || true
@@ -57,7 +57,7 @@ teardown() {
         exit-when-pipe-closed=1 > "$d/fifo" 3>&-
     pid=$(cat "$d/server.pid")
     [ "$(nbdinfo --size "nbd+unix:///?socket=$d/sock")" = 1048576 ]
-    ! gone "$pid"
+    not gone "$pid"
     kill "$holder"
     wait "$holder" 2>/dev/null || true
     holder=
@@ -75,14 +75,14 @@ teardown() {
 @test "offset: an offset beyond the disk is logged as an error naming the values" {
     requires nbdinfo
     start_server --filter=offset memory 1M offset=2M
-    ! nbdinfo --size "$uri" 2>/dev/null
+    not nbdinfo --size "$uri" 2>/dev/null
     cat "$log"
     # Without -v: logged as an error, not only as a debug message.
     wait_until grep -q "offset filter: .*offset=2097152 is beyond the end of the disk (size 1048576)" "$log"
-    ! grep -q "range=-1" "$log"
     stop_server
+    not grep -q "range=-1" "$log"
     start_server --filter=offset memory 1M offset=512K range=768K
-    ! nbdinfo --size "$uri" 2>/dev/null
+    not nbdinfo --size "$uri" 2>/dev/null
     cat "$log"
     wait_until grep -q "offset=524288 range=786432: the range ends at 1310720, beyond the end of the disk (size 1048576)" "$log"
 }
@@ -135,7 +135,7 @@ PY
     nbd_py "assert h.get_size() == 1024 * 512 and h.pread(512, 0) == b'\x55' * 512"
     stop_server
     start_server --filter=partition file "$BATS_TEST_TMPDIR/disk" partition=6
-    ! nbdinfo --size "$uri" 2>/dev/null
+    not nbdinfo --size "$uri" 2>/dev/null
     cat "$log"
     wait_until grep -q "there is no partition 6 (the disk has 1 logical partition, number 5)" "$log"
 }
@@ -172,7 +172,7 @@ open('$BATS_TEST_TMPDIR/fua', 'w').write('yes')
     [ -f "$BATS_TEST_TMPDIR/fua" ] || skip "the memory backend does not offer FUA"
     cat "$BATS_TEST_TMPDIR/ops.log"
     [ "$(grep -c ' Write .* fua=1 \.\.\.' "$BATS_TEST_TMPDIR/ops.log")" -eq 3 ]
-    ! grep -q ' Write .* fua=0' "$BATS_TEST_TMPDIR/ops.log"
+    not grep -q ' Write .* fua=0' "$BATS_TEST_TMPDIR/ops.log"
 }
 
 # ---- cow ----
@@ -220,8 +220,8 @@ assert h.pread(4096, 65536) == bytes(4096)
       exec "$NBDKIT" -f -U "$d/sock" -P "$d/server.pid" --filter=cow \
           null 100M </dev/null >/dev/null 2>"$d/server.log" 3>&- ) &
     wait_until test -s "$d/server.pid"
-    ! nbdinfo --size "nbd+unix:///?socket=$d/sock" 2>/dev/null
-    ! nbdinfo --size "nbd+unix:///?socket=$d/sock" 2>/dev/null
+    not nbdinfo --size "nbd+unix:///?socket=$d/sock" 2>/dev/null
+    not nbdinfo --size "nbd+unix:///?socket=$d/sock" 2>/dev/null
     cat "$d/server.log"
     [ "$(grep -c "cow filter: cannot size the overlay to 104857600 bytes" "$d/server.log")" -eq 2 ]
 }

@@ -236,7 +236,7 @@ assert not h.aio_command_completed(w)
 "
     grep -q ' Zero id=' "$BATS_TEST_TMPDIR/ops.log"
     grep -q ' Trim id=' "$BATS_TEST_TMPDIR/ops.log"
-    ! grep -q ' Write id=' "$BATS_TEST_TMPDIR/ops.log"
+    not grep -q ' Write id=' "$BATS_TEST_TMPDIR/ops.log"
     stop_server
     # wdelay= sets all three when it is given: a delay-zero= before it
     # is replaced, a delay-trim= after it counts.
@@ -248,7 +248,7 @@ h.trim(512, 8192)
 assert not h.aio_command_completed(z)
 "
     grep -q ' Trim id=' "$BATS_TEST_TMPDIR/ops2.log"
-    ! grep -q ' Zero id=' "$BATS_TEST_TMPDIR/ops2.log"
+    not grep -q ' Zero id=' "$BATS_TEST_TMPDIR/ops2.log"
 }
 
 @test "delay: nbdkit's other spellings of the keys are taken" {
@@ -368,7 +368,7 @@ assert h.pread(512, 0) == bytes(512)
     local r
     for r in allunix anyunix; do
         start_server --filter=ip memory 1M deny=$r
-        ! nbdinfo --size "$uri" 2>/dev/null
+        not nbdinfo --size "$uri" 2>/dev/null
         stop_server
         start_server --filter=ip memory 1M allow=$r deny=all
         [ "$(nbdinfo --size "$uri")" -eq 1048576 ]
@@ -394,7 +394,7 @@ assert h.pread(512, 0) == bytes(512)
         --filter=ip memory 1M deny=allipv4 2>"$BATS_TEST_TMPDIR/log" &
     server_pid=$!
     wait_until test -s "$BATS_TEST_TMPDIR/pid2"
-    ! nbdinfo --size "nbd://127.0.0.1:$port" 2>/dev/null
+    not nbdinfo --size "nbd://127.0.0.1:$port" 2>/dev/null
     grep -q "client refused" "$BATS_TEST_TMPDIR/log"
 }
 

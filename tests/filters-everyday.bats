@@ -181,7 +181,7 @@ h.pwrite(b"y" * 65536, 4194304)
     [ "$n" -lt 5 ]
     nbdsh -u "$uri" -c 'h.zero(65536, 1048576)'
     qemu-img map --output=json "$uri" > "$BATS_TEST_TMPDIR/map2"
-    ! grep -q '"start": 1048576, "length": 65536, "depth": 0, "present": true, "zero": false' "$BATS_TEST_TMPDIR/map2"
+    not grep -q '"start": 1048576, "length": 65536, "depth": 0, "present": true, "zero": false' "$BATS_TEST_TMPDIR/map2"
 }
 
 @test "cacheextents: REQ_ONE answers one extent from the cache" {

@@ -275,7 +275,7 @@ overlapped() {
     stop_server
     [ "$(below)" = "c1Read c2Write c1Flush c2Flush" ]
     grep -q 'Write id=.* fua=0' "$BATS_TEST_TMPDIR/log"
-    ! grep -q 'fua=1' "$BATS_TEST_TMPDIR/log"
+    not grep -q 'fua=1' "$BATS_TEST_TMPDIR/log"
 }
 
 @test "multi-conn emulate: track-dirty=fast flushes every connection, off every time" {
@@ -421,7 +421,7 @@ EOF
     pipelined 1 4
     seen
     [ "$(seen | grep -c 'all=1 conn=1')" -eq 6 ]   # 4 reads, a write, a flush
-    ! overlapped
+    not overlapped
     [ "$(field can_multi_conn)" = True ]
 }
 
@@ -444,7 +444,7 @@ EOF
     pipelined 3 3
     seen
     [ "$(seen | grep -c 'all=1 conn=1$')" -eq 15 ]
-    ! overlapped
+    not overlapped
     [ "$(field can_multi_conn)" = True ]
 }
 
@@ -488,7 +488,7 @@ EOF
     pipelined 1 4
     seen
     [ "$(seen | grep -c 'all=1 conn=1')" -eq 6 ]
-    ! overlapped
+    not overlapped
 }
 
 @test "noparallel (connections) placed first hides multi-conn whatever multi-conn says" {
@@ -559,7 +559,7 @@ for o, c in pieces:
     at += c
 assert at == 4096 + 80 * 1024 * 1024
 EOF
-    ! grep -q ' Cache id=' "$BATS_TEST_TMPDIR/log"
+    not grep -q ' Cache id=' "$BATS_TEST_TMPDIR/log"
 }
 
 @test "nocache emulate: a read that fails below fails the cache request" {

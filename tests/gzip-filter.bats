@@ -148,7 +148,7 @@ for name, f in [('write', lambda: h.pwrite(b'x' * 512, 0)),
     # Flip bytes in the middle of the deflate data.
     printf '\xde\xad\xbe\xef' | dd of="$BATS_TEST_TMPDIR/disk.gz" bs=1 \
         seek=2000000 conv=notrunc status=none
-    ! gzip -t "$BATS_TEST_TMPDIR/disk.gz" 2>/dev/null
+    not gzip -t "$BATS_TEST_TMPDIR/disk.gz" 2>/dev/null
     start_server --filter=gzip file "$BATS_TEST_TMPDIR/disk.gz"
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]

@@ -17,6 +17,17 @@ requires() {
     done
 }
 
+# not CMD...: fail if CMD succeeds.  Every negative check is written
+# so, never "! CMD": bash's errexit ignores a "!" pipeline, so bats
+# fails a test on one only when it is the test's last command.  A
+# pipeline: "A | not B".
+not() {
+    if "$@"; then
+        echo "# expected to fail, but succeeded: $*" >&2
+        return 1
+    fi
+}
+
 # Wait (bounded) until a command succeeds.  Readiness only: no test
 # asserts on how long anything takes.
 wait_until() {

@@ -8,7 +8,7 @@ load helpers
     [ -n "$backend" ]
     stop_server
     [ "$server_status" -eq 0 ]
-    ! kill -0 "$backend" 2>/dev/null
+    not kill -0 "$backend" 2>/dev/null
 }
 
 @test "SIGINT and SIGQUIT stop the server too" {

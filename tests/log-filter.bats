@@ -139,8 +139,8 @@ h.block_status(1 << 20, 0, lambda *a: 0)
     grep -q ' Connect ' "$BATS_TEST_TMPDIR/log"
     start_server --filter=log memory 1M logfile="$BATS_TEST_TMPDIR/log"
     stop_server
-    ! grep -q "old line" "$BATS_TEST_TMPDIR/log"
-    ! grep -q ' Connect ' "$BATS_TEST_TMPDIR/log"
+    not grep -q "old line" "$BATS_TEST_TMPDIR/log"
+    not grep -q ' Connect ' "$BATS_TEST_TMPDIR/log"
 }
 
 @test "the log filter below another shows the changed requests" {
@@ -232,7 +232,7 @@ EOF
     cat "$BATS_TEST_TMPDIR/log"
     grep -q ' Preconnect id=1 readonly=0 \.\.\.$' "$BATS_TEST_TMPDIR/log"
     grep -q ' \.\.\.Preconnect id=1 return=-1 error=EINVAL$' "$BATS_TEST_TMPDIR/log"
-    ! grep -q ' Connect ' "$BATS_TEST_TMPDIR/log"
+    not grep -q ' Connect ' "$BATS_TEST_TMPDIR/log"
 }
 
 @test "log: logscript= runs for each entry with nbdkit's shell variables, in order" {
@@ -301,7 +301,7 @@ for i in range(20):
 '
     # All of it was served while the script was stuck, and no script
     # after it has run yet.
-    ! grep -q 'Read 2' "$BATS_TEST_TMPDIR/out"
+    not grep -q 'Read 2' "$BATS_TEST_TMPDIR/out"
     timeout 60 sh -c "echo go > \"$fifo\""
     stop_server
     # Then they all ran, in order.

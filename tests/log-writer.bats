@@ -52,7 +52,7 @@ print("done")'
     [ "$output" = done ]
     # A new client is served while stderr is still full.
     nbdsh -u "nbd+unix:///?socket=$sock" -c 'assert h.get_size() == 1048576'
-    ! grep "the loop blocked" "$NBDKIT_LOOP_WATCHDOG_FILE"
+    not grep "the loop blocked" "$NBDKIT_LOOP_WATCHDOG_FILE"
 }
 
 # A line logged once stderr is read again: a new connection's, up to

@@ -539,7 +539,7 @@ EOF
     copy_in_and_out "$img"
     # nbd-server has no block status (nbdinfo --map refuses to ask
     # it): through the proxy, the whole disk is data.
-    ! nbdinfo --map "nbd+unix:///disk?socket=$BATS_TEST_TMPDIR/nbd-server/sock"
+    not nbdinfo --map "nbd+unix:///disk?socket=$BATS_TEST_TMPDIR/nbd-server/sock"
     [ "$(map "$uri" | tr -s ' ')" = " 0 33554432 0 data" ]
     nbdinfo "$uri" | grep -q 'can_trim: true'
     nbdinfo "$uri" | grep -q 'can_fua: true'
@@ -574,11 +574,11 @@ tls_requires() {
     # The wrong key, or no TLS, gets no connection (and no data).
     start_server nbd hostname=127.0.0.1 port="$port" tls=require \
         tls-psk="$BATS_FILE_TMPDIR/psk/wrong.psk" tls-username=alice
-    ! nbdinfo --size "$uri"
+    not nbdinfo --size "$uri"
     wait_until grep -q 'gnutls_handshake' "$log"
     stop_server
     start_server nbd hostname=127.0.0.1 port="$port"
-    ! nbdinfo --size "$uri"
+    not nbdinfo --size "$uri"
     wait_until grep -q 'server requires TLS' "$log"
 }
 
@@ -597,7 +597,7 @@ tls_requires() {
     cp "$BATS_FILE_TMPDIR/rogue-ca/ca-cert.pem" "$BATS_TEST_TMPDIR/other/"
     start_server nbd hostname=localhost port="$port" tls=require \
         tls-certificates="$BATS_TEST_TMPDIR/other"
-    ! nbdinfo --size "$uri"
+    not nbdinfo --size "$uri"
     stop_server
     # ... unless tls-verify=false.
     start_server nbd hostname=localhost port="$port" tls=require \

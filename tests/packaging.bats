@@ -139,7 +139,7 @@ setup_file() {
     nm -D --defined-only "$so" | awk 'NF == 3 { sub(/@.*/, "", $3); print $3 }' \
         > "$BATS_TEST_TMPDIR/syms"
     grep -qx nbdkit_backend_main "$BATS_TEST_TMPDIR/syms"
-    ! grep -Ev '^(nbdkit_[a-z]|hp_|NBDKIT_BACKEND_0$)' "$BATS_TEST_TMPDIR/syms"
+    not grep -Ev '^(nbdkit_[a-z]|hp_|NBDKIT_BACKEND_0$)' "$BATS_TEST_TMPDIR/syms"
     # debian/libnbdkit-backend0.symbols lists the same names.
     diff <(sort "$BATS_TEST_TMPDIR/syms") \
          <(awk '/^ / { sub(/@.*/, "", $1); print $1 }' \

@@ -243,6 +243,6 @@ SH
     stop_server
     cat "$BATS_TEST_TMPDIR/log" "$log"
     [ "$(grep -c ' Read id=' "$BATS_TEST_TMPDIR/log")" -eq 3 ]
-    ! grep -q ' Cache id=' "$BATS_TEST_TMPDIR/log"
+    not grep -q ' Cache id=' "$BATS_TEST_TMPDIR/log"
     grep -q 'readahead: warning: .*not parallel' "$log"
 }

@@ -170,7 +170,8 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.EIO, e
 '
-    ! grep -q "retry 1 of" "$log"
+    stop_server
+    not grep -q "retry 1 of" "$log"
 }
 
 @test "retry-readonly=yes refuses writes on the connection after a failure" {

@@ -130,7 +130,7 @@ PY
     grep -q '^<3>.*there is no default export' "$err"
     grep -q '^<7>nbdkit: debug: ' "$err"
     # Every line the server wrote starts with a priority.
-    ! grep -v '^<[0-7]>' "$err"
+    not grep -v '^<[0-7]>' "$err"
 }
 
 @test "-s works under an inetd-style launcher (socat)" {
@@ -204,6 +204,6 @@ PY
         f=$top_builddir/contrib/systemd/$u
         [ -f "$f" ] || skip "$f is not generated (run make)"
         grep -q '^ExecStart=/.*/nbdkit ' "$f"
-        ! grep -n '@[a-zA-Z_]*@' "$f"
+        not grep -n '@[a-zA-Z_]*@' "$f"
     done
 }

@@ -30,8 +30,9 @@ copy_round_trip() {
 @test "with -D nbdkit.shm=0 the data goes inline, byte for byte" {
     requires nbdcopy
     start_server -v $PT_OFF -D nbdkit.shm=0 memory 64M
-    ! grep -q "$arena_line" "$log"
     copy_round_trip 64M
+    stop_server
+    not grep -q "$arena_line" "$log"
 }
 
 @test "the file backend through the arena, byte for byte" {
@@ -103,8 +104,9 @@ for i in range(200):
 @test "the perl backend does not offer the arena and works inline" {
     requires nbdcopy perl
     start_server -v $PT_OFF perl "$top_srcdir/tests/perl/ramdisk.pl" size=4M
-    ! grep -q "$arena_line" "$log"
     copy_round_trip 4M
+    stop_server
+    not grep -q "$arena_line" "$log"
 }
 
 @test "the arena gives back the memory of a burst of large requests" {

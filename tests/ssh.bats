@@ -115,7 +115,7 @@ setup_file() {
     : > "$d/empty_known_hosts"
     # One login with ssh(1) proves the set-up before any test relies on it.
     if command -v ssh >/dev/null &&
-       ! ssh -F none -i "$d/client_key" -o IdentitiesOnly=yes -o BatchMode=yes \
+       not ssh -F none -i "$d/client_key" -o IdentitiesOnly=yes -o BatchMode=yes \
            -o UserKnownHostsFile="$d/known_hosts" -p "$SSH_PORT" \
            "$(id -un)@127.0.0.1" true > "$d/ssh.log" 2>&1; then
         echo "ssh(1) cannot log in to the test sshd: $(tr '\n' ' ' < "$d/ssh.log") $(tail -n 5 "$d/sshd.log" | tr '\n' ' ')" > "$SKIP_REASON"

@@ -90,7 +90,7 @@ for i in $(seq 300); do grep -q "beyond the end" "$msgs" && break; sleep 0.1; do
     # LOG_DAEMON (3 << 3) | LOG_ERR (3) = 27; openlog's ident and LOG_PID.
     grep -q "^<27>.*nbdkit\[$pid\]: offset filter: .*offset=2097152 is beyond the end of the disk (size 1048576)" "$msgs"
     # ... and not to stderr as well.
-    ! grep -q "beyond the end" "$BATS_TEST_TMPDIR/stderr"
+    not grep -q "beyond the end" "$BATS_TEST_TMPDIR/stderr"
 }
 
 @test "in the background, errors go to syslog by default" {
@@ -103,7 +103,7 @@ for i in $(seq 300); do grep -q "beyond the end" "$msgs" && break; sleep 0.1; do
     cat "$msgs"
     pid=$(cat "$BATS_TEST_TMPDIR/pid")
     grep -q "^<27>.*nbdkit\[$pid\]: offset filter: .*offset=2097152 is beyond the end" "$msgs"
-    ! grep -q "beyond the end" "$BATS_TEST_TMPDIR/stderr"
+    not grep -q "beyond the end" "$BATS_TEST_TMPDIR/stderr"
 }
 
 @test "with -f, errors go to stderr by default and not to syslog" {
@@ -124,5 +124,5 @@ for i in $(seq 300); do grep -q "test: marker" "$msgs" && break; sleep 0.1; done
     cat "$msgs"
     grep -q "offset filter: .*offset=2097152 is beyond the end" "$BATS_TEST_TMPDIR/stderr"
     grep -q "test: marker" "$msgs"
-    ! grep -q "beyond the end" "$msgs"
+    not grep -q "beyond the end" "$msgs"
 }

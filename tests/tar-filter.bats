@@ -201,7 +201,7 @@ except nbd.Error as e:
     at=$((512 + (70000 + 511) / 512 * 512))
     printf 'X' | dd of="$BATS_TEST_TMPDIR/t.tar" bs=1 seek=$((at + 3)) \
         conv=notrunc status=none
-    ! tar tf "$BATS_TEST_TMPDIR/t.tar" >/dev/null 2>&1
+    not tar tf "$BATS_TEST_TMPDIR/t.tar" >/dev/null 2>&1
     start_server --filter=tar file "$BATS_TEST_TMPDIR/t.tar" tar-entry=disk.img
     run nbdinfo --size "$uri"
     [ "$status" -ne 0 ]

@@ -199,7 +199,7 @@ h.shutdown()"
         -D nbdkit.tls.session=1 memory 1M
     nbd_tls_py "$(psk_uri)" 'assert h.get_tls_negotiated()'
     wait_until grep -q "TLS session: (TLS1.3)--(AES-128-GCM), PSK user alice" "$log"
-    ! grep -q "CHACHA20" "$log"
+    not grep -q "CHACHA20" "$log"
     # A client that offers only ChaCha20 gets it.
     key="alice:$(cut -d: -f2 "$BATS_FILE_TMPDIR/psk/keys.psk")"
     "$client" "$sock" --psk "$key" --tls 1.3 --count 1 \

@@ -31,16 +31,16 @@ run_traced() {
     run_traced -D nbdkit.backend.datapath=0
     t=$BATS_TEST_TMPDIR/trace
     grep -q 'debug: memory: open readonly=0' "$t"
-    ! grep -q 'debug: memory: pread' "$t"
-    ! grep -q 'debug: offset: pwrite' "$t"
+    not grep -q 'debug: memory: pread' "$t"
+    not grep -q 'debug: offset: pwrite' "$t"
 }
 
 @test "-D nbdkit.backend.controlpath=0 silences the control path only" {
     requires nbdsh
     run_traced -D nbdkit.backend.controlpath=0
     t=$BATS_TEST_TMPDIR/trace
-    ! grep -q 'debug: memory: open' "$t"
-    ! grep -q 'debug: offset: close' "$t"
+    not grep -q 'debug: memory: open' "$t"
+    not grep -q 'debug: offset: close' "$t"
     grep -q 'debug: memory: pread count=512 offset=512' "$t"
 }
 
