@@ -319,3 +319,18 @@ print(m.hexdigest())'
         [[ "$output" == *"$p"* ]]
     done
 }
+
+# As nbdkit's file plugin: zero requests, but no fast zero (nbdinfo
+# prints can_fast_zero: false), on a disk file and on tmpfs alike.
+@test "the file backend offers zero requests, not fast zero" {
+    requires nbdsh
+    truncate -s 1M "$BATS_TEST_TMPDIR/disk"
+    start_server file "$BATS_TEST_TMPDIR/disk"
+    nbd_py '
+assert h.can_zero()
+assert not h.can_fast_zero()
+h.pwrite(b"x" * 4096, 0)
+h.zero(4096, 0)
+assert h.pread(4096, 0) == bytes(4096)
+'
+}

@@ -719,7 +719,6 @@ static struct nbdkit_backend file = {
   .get_size = file_get_size,
   .can_write = file_can_write,
   .can_multi_conn = file_yes,
-  .can_fast_zero = file_yes,
   .can_extents = file_can_extents,
   .can_fua = file_fua,
   .can_cache = file_cache_native,
