@@ -5,8 +5,9 @@
  * with $uri and $nbd (the same URI, in nbdkit's form), $port,
  * $unixsocket, $exportname, $tls (unset when TLS is off),
  * $tls_certificates and $tls_psk in its environment; the server exits
- * when it does, with its exit status, 128+N for a signal), and
- * --exit-with-parent.
+ * when it does, with its exit status, 128+N for a signal; if the
+ * server stops first, it still waits for the command and exits with
+ * its status, as nbdkit does), and --exit-with-parent.
  */
 
 #include <config.h>
@@ -107,12 +108,12 @@ captive_print_uri (void)
   free (uri);
 }
 
-static void
-on_run_exit (struct ev_loop *l, ev_child *w, int revents)
+/* The server's exit status for the command's wait status. */
+static int
+run_exit_code (int status)
 {
-  int status = w->rstatus, code;
+  int code;
 
-  ev_child_stop (loop, w);
   if (WIFEXITED (status)) {
     code = WEXITSTATUS (status);
     nbdkit_debug ("--run: the command exited with status %d", code);
@@ -124,7 +125,38 @@ on_run_exit (struct ev_loop *l, ev_child *w, int revents)
   }
   else
     code = EXIT_FAILURE;
-  server_quit (code);
+  return code;
+}
+
+static void
+on_run_exit (struct ev_loop *l, ev_child *w, int revents)
+{
+  ev_child_stop (loop, w);
+  server_quit (run_exit_code (w->rstatus));
+}
+
+int
+captive_wait (int status)
+{
+  int st;
+  pid_t r;
+
+  if (!opt.run || !ev_is_active (&run_watcher))
+    return status;
+  /* The server stopped first (SIGTERM, exitlast, exitwhen): as with
+   * nbdkit, the command runs on, and its status is the server's.
+   */
+  if (ev_is_pending (&run_watcher))   /* reaped, not yet handled */
+    return run_exit_code (run_watcher.rstatus);
+  nbdkit_debug ("--run: the server has stopped; waiting for the command");
+  do
+    /* never-blocks: the loop has ended, the server is down */
+    r = waitpid (run_watcher.pid, &st, 0);
+  while (r == -1 && errno == EINTR);
+  if (r == -1)
+    return run_watcher.rstatus ? run_exit_code (run_watcher.rstatus)
+      : status;
+  return run_exit_code (st);
 }
 
 static void

@@ -226,6 +226,10 @@ extern void inline_script_cleanup (void);
 extern char *captive_uri (void);
 extern void captive_print_uri (void);
 extern void captive_run (void);
+/* After the loop: with --run, wait for the command if it still runs
+ * and give its exit status; else status.
+ */
+extern int captive_wait (int status);
 extern void captive_exit_with_parent (void);
 
 /* ---- service.c: systemd and privileges ---- */

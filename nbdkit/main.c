@@ -420,7 +420,7 @@ main (int argc, char *argv[])
 
   daemon_ready ();
   service_ready ();
-  status = loop_run ();
+  status = captive_wait (loop_run ());
   filters_unload ();
   tls_cleanup ();
   return status;

@@ -49,6 +49,29 @@ load helpers
     [ "$status" -eq $((128 + 9)) ]
 }
 
+# As nbdkit: the command's exit is the server's, even when the server
+# stopped first (exitlast, a SIGTERM): it waits for the command.
+@test "--run: a server that stops first waits for the command's status" {
+    requires nbdinfo
+    run "$NBDKIT" -U - --filter=exitlast memory 1M --run '
+        nbdinfo --size "$uri"
+        for i in $(seq 100); do [ -S "$unixsocket" ] || break; sleep 0.1; done
+        nbdinfo --size "$uri" 2>/dev/null && exit 9
+        echo "the command ran on"
+        exit 3'
+    [ "$status" -eq 3 ]
+    [[ "$output" == *"1048576"* ]]
+    [[ "$output" == *"the command ran on"* ]]
+    run "$NBDKIT" -U - -P "$BATS_TEST_TMPDIR/pid" memory 1M --run '
+        for i in $(seq 100); do [ -s "'"$BATS_TEST_TMPDIR/pid"'" ] && break; sleep 0.1; done
+        kill -TERM "$(cat "'"$BATS_TEST_TMPDIR/pid"'")"
+        for i in $(seq 100); do [ -S "$unixsocket" ] || break; sleep 0.1; done
+        echo "after the server"
+        exit 4'
+    [ "$status" -eq 4 ]
+    [[ "$output" == *"after the server"* ]]
+}
+
 @test "--run with TLS sets tls and tls_certificates" {
     requires certtool
     mkdir "$BATS_TEST_TMPDIR/pki"
