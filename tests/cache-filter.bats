@@ -275,3 +275,14 @@ while pos < (2 << 20):
     [ "$status" -eq 0 ]
     [[ "$output" == *"cache=writeback|writethrough|unsafe"*"cache-max-size="*"cache-on-read="* ]]
 }
+
+# As nbdkit's cache filter: its block is the preferred block size, and
+# it sets no minimum of its own.
+@test "the cache's block is the preferred block size" {
+    requires nbdsh
+    start_server --filter=cache memory 1M
+    nbd_py '
+assert h.get_block_size(nbd.SIZE_MINIMUM) == 1
+assert h.get_block_size(nbd.SIZE_PREFERRED) == 65536
+'
+}
