@@ -33,6 +33,7 @@ fuzz_frames_headers = \
 check_PROGRAMS += tests/fuzz-replay-frames
 tests_fuzz_replay_frames_SOURCES = \
 	tests/fuzz/fuzz-frames.c \
+	tests/fuzz/frames-absent.c \
 	tests/fuzz/replay-main.c \
 	$(fuzz_frames_front_end) \
 	$(fuzz_frames_headers)
@@ -43,6 +44,7 @@ tests_fuzz_replay_frames_LDADD = libhpwire.la $(LIBEV_LIBS) $(JANSSON_LIBS)
 
 fuzz_frames_files = \
 	$(top_srcdir)/tests/fuzz/fuzz-frames.c \
+	$(top_srcdir)/tests/fuzz/frames-absent.c \
 	$(top_srcdir)/nbdkit/arena.c \
 	$(top_srcdir)/nbdkit/backend-channel.c \
 	$(top_srcdir)/nbdkit/backend-info.c \

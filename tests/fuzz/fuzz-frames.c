@@ -16,8 +16,9 @@
  * next turn of the loop, as an ev_child would), main.c's options, log.c
  * (die returns to the harness with longjmp), loop.c (a loop of its own,
  * the same flush-before-waiting contract, server_quit only recorded),
- * tls.c (unused) and the chain (filter-chain.c: this file is the layer
- * above the backend layer).  Time passes at once: a timer the front end
+ * and the chain (filter-chain.c: this file is the layer above the
+ * backend layer); frames-absent.c stands in for what must never
+ * be reached (TLS, passthrough's I/O).  Time passes at once: a timer the front end
  * waits on while no process runs is fired at once; no real sleeping.
  *
  * ONE INPUT
@@ -112,42 +113,6 @@ struct options opt;
 bool want_swap;                 /* passthrough.c reads it */
 static char fd_value[16];        /* an inherited descriptor, for fd=N */
 static bool no_shm;             /* -D nbdkit.shm=0 */
-
-/* nbdkit/passthrough.c is linked (its reading of OPEN's "passthrough"
- * member is fuzzed), but passthrough needs a descriptor with the OPEN
- * reply, which this harness's backend never sends: no request may
- * reach passthrough's I/O, which these stand-ins would be.
- */
-void
-freq_reply (struct freq *r, void *data, uint32_t len, uint16_t rflags)
-{
-  fuzz_bug ("a request went to passthrough without a descriptor");
-}
-
-void
-freq_reply_error (struct freq *r, uint32_t status, const char *msg)
-{
-  fuzz_bug ("a request went to passthrough without a descriptor");
-}
-
-bool
-freq_unfiltered (const struct freq *r)
-{
-  fuzz_bug ("a request went to passthrough without a descriptor");
-  return false;
-}
-
-bool
-freq_from_plain_client (const struct freq *r)
-{
-  return freq_unfiltered (r);
-}
-
-void
-worker_submit (void (*work) (void *), void (*done) (void *), void *arg)
-{
-  fuzz_bug ("passthrough I/O without a descriptor");
-}
 
 int
 server_debug_flag (const char *flag, int def)
@@ -295,16 +260,6 @@ server_quitting (void)
 {
   return quitting;
 }
-
-/* ---- tls.c: a channel never has TLS ---- */
-
-size_t tls_pending (struct tls *t) { fuzz_bug ("TLS on the channel"); }
-void tls_bye (struct tls *t) { fuzz_bug ("TLS on the channel"); }
-void tls_free (struct tls *t) { fuzz_bug ("TLS on the channel"); }
-ssize_t tls_recv (struct tls *t, void *buf, size_t len)
-{ fuzz_bug ("TLS on the channel"); }
-ssize_t tls_send (void *t, const void *buf, size_t len)
-{ fuzz_bug ("TLS on the channel"); }
 
 /* ---- the fake backend process (backend-spawn.c) ---- */
 
