@@ -730,9 +730,10 @@ parse_command_line (int argc, char *argv[])
       opt.single = true;
       break;
     case 't':
-      if (!parse_unsigned (optarg, 1024, &n) || n == 0)
+      /* 0: the default, as nbdkit takes it. */
+      if (!parse_unsigned (optarg, 1024, &n))
         die ("-t %s: the number of threads must be an integer "
-             "between 1 and 1024", optarg);
+             "between 1 and 1024 (or 0 for the default)", optarg);
       opt.threads = (unsigned) n;
       break;
     case 'U':

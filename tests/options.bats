@@ -75,9 +75,13 @@ load helpers
     echo "$output" | grep -q "notaport"
     run "$NBDKIT" -p 70000 memory 1M
     [ "$status" -eq 1 ]
-    run "$NBDKIT" -t 0 memory 1M
+    run "$NBDKIT" -t 2000 memory 1M
     [ "$status" -eq 1 ]
-    echo "$output" | grep -q -- "-t 0"
+    echo "$output" | grep -q -- "-t 2000"
+    # -t 0 is the default, as nbdkit takes it.
+    run "$NBDKIT" -t 0 -U - memory 1M --run 'echo served'
+    [ "$status" -eq 0 ]
+    [ "$output" = served ]
     run "$NBDKIT" -t abc memory 1M
     [ "$status" -eq 1 ]
     run "$NBDKIT" -D nodot memory 1M
