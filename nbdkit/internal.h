@@ -131,6 +131,9 @@ extern void nbdkit_error (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
 extern void nbdkit_debug (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
+/* "nbdkit: warning: ...", with or without -v. */
+extern void server_warning (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
 /* With -v: a debug message about one connection, as nbdkit prefixes
  * them ("nbdkit: NAME[N]: debug: ...").
  */

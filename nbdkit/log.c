@@ -137,6 +137,16 @@ nbdkit_error (const char *fmt, ...)
 }
 
 void
+server_warning (const char *fmt, ...)
+{
+  va_list args;
+
+  va_start (args, fmt);
+  vlog (LOG_WARNING, "warning: ", fmt, args);
+  va_end (args);
+}
+
+void
 log_conn_debug (const char *name, uint64_t connection, const char *fmt, ...)
 {
   va_list args;

@@ -408,8 +408,8 @@ route_debug_flags (void)
       }
       else if (strncmp (key, PROGRAM_NAME ".", strlen (PROGRAM_NAME) + 1)
                != 0 && !is_filter_name (key))
-        nbdkit_debug ("-D %s: no backend or filter of that name, ignored",
-                      key);
+        /* nbdkit's words, for a flag nothing reads. */
+        server_warning ("debug flag -D %s was not used", key);
     }
   }
   free (name);
