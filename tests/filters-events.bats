@@ -108,7 +108,7 @@ assert b.pread(512, 0) == b'w' * 512
     wait_until test -s "$BATS_TEST_TMPDIR/pid"
     run nbdinfo --size "nbd://127.0.0.1:$port"
     [ "$status" -ne 0 ]
-    grep -q "client refused" "$BATS_TEST_TMPDIR/log"
+    wait_until grep -q "client refused" "$BATS_TEST_TMPDIR/log"
 }
 
 @test "ip refuses a rule it cannot parse" {
@@ -234,8 +234,8 @@ else:
     assert False, 'the zero or the trim was delayed'
 assert not h.aio_command_completed(w)
 "
-    grep -q ' Zero id=' "$BATS_TEST_TMPDIR/ops.log"
-    grep -q ' Trim id=' "$BATS_TEST_TMPDIR/ops.log"
+    wait_until grep -q ' Zero id=' "$BATS_TEST_TMPDIR/ops.log"
+    wait_until grep -q ' Trim id=' "$BATS_TEST_TMPDIR/ops.log"
     not grep -q ' Write id=' "$BATS_TEST_TMPDIR/ops.log"
     stop_server
     # wdelay= sets all three when it is given: a delay-zero= before it
@@ -395,7 +395,7 @@ assert h.pread(512, 0) == bytes(512)
     server_pid=$!
     wait_until test -s "$BATS_TEST_TMPDIR/pid2"
     not nbdinfo --size "nbd://127.0.0.1:$port" 2>/dev/null
-    grep -q "client refused" "$BATS_TEST_TMPDIR/log"
+    wait_until grep -q "client refused" "$BATS_TEST_TMPDIR/log"
 }
 
 @test "ip: rules nbdkit does not know are refused, its vsock rules need numbers" {
