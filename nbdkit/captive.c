@@ -153,10 +153,7 @@ captive_wait (int status)
     /* never-blocks: the loop has ended, the server is down */
     r = waitpid (run_watcher.pid, &st, 0);
   while (r == -1 && errno == EINTR);
-  if (r == -1)
-    return run_watcher.rstatus ? run_exit_code (run_watcher.rstatus)
-      : status;
-  return run_exit_code (st);
+  return r == -1 ? status : run_exit_code (st);
 }
 
 static void

@@ -142,7 +142,8 @@ struct reopen {
 
 static unsigned depth;          /* inside a filter's callback */
 static struct freq_private *done_head, *done_tail;
-static struct loop_flush done_flush;
+static void on_done_flush (struct loop_flush *f);
+static struct loop_flush done_flush = { .fn = on_done_flush };
 static uint64_t next_id = 1;
 
 /* Layer i of every chain: a filter, or the backend at the bottom. */
@@ -329,7 +330,6 @@ complete (struct freq_full *rf, const struct hp_header *reply, void *payload,
   else
     done_head = p;
   done_tail = p;
-  done_flush.fn = on_done_flush;
   loop_flush_queue (&done_flush);
 }
 

@@ -727,25 +727,24 @@ static bool
 read_mapped (struct passthrough *pt, struct freq *r)
 {
   struct pt_map *m = pt->map;
-  bool by_sendfile;
+  bool zeros = r->flags & HP_FLAG_ZEROS;
   int in = 1;
 
   if (!m || r->type != HP_PREAD || r->count < ZERO_COPY_MIN ||
       r->offset > m->len || r->count > m->len - r->offset ||
       changes_on_workers > 0 || swap_on () || !freq_unfiltered (r))
     return false;
-  by_sendfile = !m->sealed;
-  if (by_sendfile && !(m->sendfile && payload_sendfile () &&
-                       freq_from_plain_client (r)))
+  /* Without the seal, only ever sent from the file (sendfile). */
+  if (!m->sealed && !(m->sendfile && payload_sendfile () &&
+                      freq_from_plain_client (r)))
     return false;
   /* Holes may be answered as zeroes; the mapping itself is only read
    * where every page is there (mincore).
    */
-  if (!by_sendfile || (r->flags & HP_FLAG_ZEROS)) {
+  if (m->sealed || zeros)
     in = pt_map_pages_in_memory (m, r->offset, r->count);
-    if (!by_sendfile && (in == -1 || (in == 0 && !(r->flags & HP_FLAG_ZEROS))))
-      return false;
-  }
+  if (m->sealed && (in == -1 || (in == 0 && !zeros)))
+    return false;
   pt->served++;
   pt->served_inline++;
   if (in == 0)                  /* all hole */

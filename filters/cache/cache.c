@@ -207,16 +207,14 @@ cache_open (struct fopen *o)
     c->can_multi_conn = true;
   }
   c->can_cache = true;
-  /* Block sizes, as nbdkit's filter advertises them: the cache's
-   * block is the preferred size; it sets no limit of its own.
+  /* Block sizes as nbdkit's filter gives them: no limit of its own,
+   * and the cache's block preferred where it fits.
    */
   if (c->block_min == 0) {
     c->block_min = 1;
-    c->block_pref = (uint32_t) blksize;
     c->block_max = UINT32_MAX;
   }
-  else if (c->block_max >= (uint64_t) blksize &&
-           c->block_pref < (uint64_t) blksize)
+  if (c->block_max >= (uint64_t) blksize && c->block_pref < (uint64_t) blksize)
     c->block_pref = (uint32_t) blksize;
   fopen_done (o, h);
 }
